@@ -1,0 +1,61 @@
+"""Storage: read NanoAOD inputs and write skims on local disk, S3 and XRootD.
+
+Contract: callers name data by URL (local path, ``s3://bucket/key``,
+``root://host:port//path``) and by flat NanoAOD column names. Scheme backends
+(:mod:`.schemes`) move bytes and commit files atomically; formats (:mod:`.formats`) turn
+columns into parquet, TTree or RNTuple files and back. ``bytes_read`` counts bytes as they
+arrive from storage. Secrets travel only as environment-variable names (:mod:`.credentials`).
+"""
+
+from __future__ import annotations
+
+from intccms.storage.credentials import Credentials, Secret, load_credentials
+from intccms.storage.errors import (
+    IncompletePartError,
+    MissingColumnError,
+    StorageAuthError,
+    StorageError,
+    StorageNotFoundError,
+    StorageUnreachableError,
+)
+from intccms.storage.manifest import Manifest
+from intccms.storage.options import StorageOptions
+from intccms.storage.parts import WrittenPart, exists_complete, remove, write_part
+from intccms.storage.runs import read_runs_sums
+from intccms.storage.source import ColumnSource, open_source
+from intccms.storage.urls import join, scheme_of
+
+
+def __getattr__(name: str) -> object:
+    # The Dask plugin imports distributed; load it only when asked for.
+    if name == "CredentialsPlugin":
+        from intccms.storage.plugin import CredentialsPlugin
+
+        return CredentialsPlugin
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+__all__ = [
+    "ColumnSource",
+    "Credentials",
+    "CredentialsPlugin",
+    "IncompletePartError",
+    "Manifest",
+    "MissingColumnError",
+    "Secret",
+    "StorageAuthError",
+    "StorageError",
+    "StorageNotFoundError",
+    "StorageOptions",
+    "StorageUnreachableError",
+    "WrittenPart",
+    "exists_complete",
+    "join",
+    "load_credentials",
+    "open_source",
+    "read_runs_sums",
+    "remove",
+    "scheme_of",
+    "write_part",
+]

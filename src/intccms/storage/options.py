@@ -1,0 +1,85 @@
+"""Per-call storage settings; safe to pickle into task graphs (secrets travel as names)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from intccms.storage.credentials import ENV_S3_ENDPOINT, Credentials, MissingCredentialError
+
+
+@dataclass
+class StorageOptions:
+    """How to reach storage.
+
+    Attributes:
+        s3_endpoint: S3 endpoint URL; falls back to the credentials' endpoint, then
+            ``INTCCMS_S3_ENDPOINT``.
+        timeout_s: Connect/read timeout per request in seconds.
+        retries: Extra attempts after a failed request (auth failures are never retried).
+        credentials: Storage credentials; ``None`` reads ``INTCCMS_*`` variables where used.
+    """
+
+    s3_endpoint: str | None = None
+    timeout_s: float = 30.0
+    retries: int = 2
+    credentials: Credentials | None = None
+
+    def resolved_credentials(self) -> Credentials:
+        """Return the configured credentials or lazy references to the environment."""
+        return self.credentials if self.credentials is not None else Credentials.from_environ()
+
+    def endpoint(self) -> str | None:
+        """Return the S3 endpoint in effect (not secret; used in error messages)."""
+        creds = self.resolved_credentials()
+        return self.s3_endpoint or creds.s3_endpoint or os.environ.get(ENV_S3_ENDPOINT) or None
+
+    def fsspec_kwargs(self, scheme: str) -> dict[str, Any]:
+        """Build fsspec ``storage_options`` for a scheme, resolving secrets *here*.
+
+        Call this where the filesystem is used (on the worker); never log the result.
+
+        Args:
+            scheme (str): ``"file"``, ``"s3"`` or ``"root"``.
+
+        Returns:
+            dict: Keyword arguments for the fsspec filesystem of that scheme.
+        """
+        if scheme == "file":
+            return {}
+        if scheme == "s3":
+            return self._s3_kwargs()
+        if scheme == "root":
+            return {"timeout": max(1, math.ceil(self.timeout_s))}
+        msg = f"no storage options for scheme {scheme!r}; expected file, s3 or root"
+        raise ValueError(msg)
+
+    def _s3_kwargs(self) -> dict[str, Any]:
+        creds = self.resolved_credentials()
+        kwargs: dict[str, Any] = {
+            "skip_instance_cache": True,
+            # s3fs retries some errors itself on top of botocore; keep the total bounded.
+            "retries": max(1, self.retries + 1),
+            "config_kwargs": {
+                "connect_timeout": self.timeout_s,
+                "read_timeout": self.timeout_s,
+                "retries": {"max_attempts": self.retries + 1, "mode": "standard"},
+            },
+        }
+        endpoint = self.endpoint()
+        if endpoint:
+            kwargs["client_kwargs"] = {"endpoint_url": endpoint}
+        key_id, secret = creds.s3_access_key_id, creds.s3_secret_access_key
+        if key_id is not None and secret is not None and key_id.is_set() and secret.is_set():
+            kwargs["key"] = key_id.reveal()
+            kwargs["secret"] = secret.reveal()
+        elif (key_id is not None and key_id.is_set()) != (secret is not None and secret.is_set()):
+            msg = ("S3 credentials are half set: need both INTCCMS_S3_ACCESS_KEY_ID and "
+                   f"INTCCMS_S3_SECRET_ACCESS_KEY for endpoint {endpoint}")
+            raise MissingCredentialError(msg)
+        return kwargs
+
+
+__all__ = ["StorageOptions"]
