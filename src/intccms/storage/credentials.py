@@ -164,7 +164,7 @@ def load_credentials(repo_root: str | Path | None = None) -> Credentials:
 
     def secret(var: str) -> Secret | None:
         value = pick(var)
-        return Secret(var, value) if value is not None else Secret(var)
+        return Secret(var, value) if value is not None else None
 
     return Credentials(
         s3_access_key_id=secret(ENV_S3_ACCESS_KEY_ID),

@@ -60,11 +60,11 @@ class StorageOptions:
         creds = self.resolved_credentials()
         kwargs: dict[str, Any] = {
             "skip_instance_cache": True,
-            # s3fs retries some errors itself on top of botocore; keep the total bounded.
-            "retries": max(1, self.retries + 1),
             "config_kwargs": {
                 "connect_timeout": self.timeout_s,
                 "read_timeout": self.timeout_s,
+                # botocore retries connection errors and timeouts; s3fs's own retry loop is
+                # switched off by the backend so the worst case stays (retries+1) x timeout.
                 "retries": {"max_attempts": self.retries + 1, "mode": "standard"},
             },
         }
@@ -72,9 +72,16 @@ class StorageOptions:
         if endpoint:
             kwargs["client_kwargs"] = {"endpoint_url": endpoint}
         key_id, secret = creds.s3_access_key_id, creds.s3_secret_access_key
-        if key_id is not None and secret is not None and key_id.is_set() and secret.is_set():
-            kwargs["key"] = key_id.reveal()
-            kwargs["secret"] = secret.reveal()
+        if self.credentials is not None and (key_id is not None or secret is not None):
+            # Explicit credentials must resolve here (e.g. on a worker after unpickling);
+            # silently falling back to anonymous access would hide a deployment error.
+            if key_id is None or secret is None:
+                msg = ("S3 credentials are half set: need both INTCCMS_S3_ACCESS_KEY_ID and "
+                       f"INTCCMS_S3_SECRET_ACCESS_KEY for endpoint {endpoint}")
+                raise MissingCredentialError(msg)
+            kwargs["key"], kwargs["secret"] = key_id.reveal(), secret.reveal()
+        elif key_id is not None and secret is not None and key_id.is_set() and secret.is_set():
+            kwargs["key"], kwargs["secret"] = key_id.reveal(), secret.reveal()
         elif (key_id is not None and key_id.is_set()) != (secret is not None and secret.is_set()):
             msg = ("S3 credentials are half set: need both INTCCMS_S3_ACCESS_KEY_ID and "
                    f"INTCCMS_S3_SECRET_ACCESS_KEY for endpoint {endpoint}")

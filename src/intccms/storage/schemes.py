@@ -8,6 +8,7 @@ into :mod:`intccms.storage.errors`. It does not care what the bytes mean; format
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import tempfile
@@ -43,7 +44,7 @@ def is_temporary_name(url: str) -> bool:
 
 
 _UNREACHABLE_NAMES = ("connect", "timeout", "unreachable", "endpointconnection")
-_UNREACHABLE_TEXT = ("connection refused", "connection error", "timed out", "timeout",
+_UNREACHABLE_TEXT = ("connection refused", "operation expired", "connection error", "timed out", "timeout",
                      "could not connect", "socket error", "[fatal]", "unreachable", "no route")
 _AUTH_TEXT = ("invalidaccesskeyid", "signaturedoesnotmatch", "access denied", "accessdenied",
               "forbidden", "auth", "permission denied", "not authorized", "[3010]")
@@ -155,7 +156,8 @@ class Backend(ABC):
         if any(n in names for n in _UNREACHABLE_NAMES) or any(t in text for t in _UNREACHABLE_TEXT):
             msg = (f"storage at {where} is unreachable for {url} (timeout "
                    f"{self.options.timeout_s:g}s, {self.options.retries} retries): "
-                   f"{type(exc).__name__}; check that the server runs and the URL/port")
+                   f"{type(exc).__name__}: {str(exc)[:200]}; check that the server runs and "
+                   "the URL/port")
             return StorageUnreachableError(msg)
         return None
 
@@ -204,8 +206,9 @@ class S3Backend(Backend):
 
     def _make_filesystem(self, url: str) -> fsspec.AbstractFileSystem:  # noqa: ARG002
         fs = fsspec.filesystem("s3", **self.options.fsspec_kwargs("s3"))
-        # s3fs retries transient errors itself (class default 5): bound it by our setting.
-        fs.retries = max(1, self.options.retries + 1)
+        # s3fs retries transient errors itself (class default 5) on top of botocore's own
+        # retries; one s3fs attempt keeps the total bounded by StorageOptions.retries.
+        fs.retries = 1
         return fs
 
     def path(self, url: str) -> str:
@@ -222,12 +225,27 @@ class S3Backend(Backend):
             self.filesystem(url).put_file(local, self.path(url))
 
 
+def configure_xrootd_client(options: StorageOptions) -> None:
+    """Bound how long the XRootD client tries to connect (its defaults allow minutes).
+
+    XrdCl settings are process-wide; the values follow the latest StorageOptions used.
+    """
+    from XRootD.client import EnvPutInt
+
+    window = max(1, math.ceil(options.timeout_s))
+    EnvPutInt("ConnectionWindow", window)
+    EnvPutInt("ConnectionRetry", max(1, options.retries + 1))
+    EnvPutInt("RequestTimeout", window * max(1, options.retries + 1))
+    EnvPutInt("StreamErrorWindow", window)
+
+
 class XRootDBackend(Backend):
     """XRootD via fsspec-xrootd; commits by uploading to a temporary name then ``mv``."""
 
     scheme = "root"
 
     def _make_filesystem(self, url: str) -> fsspec.AbstractFileSystem:
+        configure_xrootd_client(self.options)
         kwargs = self.options.fsspec_kwargs("root")
         host = root_endpoint(url).split("://", 1)[1]
         # The listings cache goes stale after writes (see ENVIRONMENT.md).

@@ -1,0 +1,110 @@
+"""Credentials: masked, pickled as variable names, resolved where used."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from intccms.storage import Credentials, Secret, StorageOptions, load_credentials
+from intccms.storage.credentials import (
+    ENV_S3_ACCESS_KEY_ID,
+    ENV_S3_SECRET_ACCESS_KEY,
+    MissingCredentialError,
+)
+from intccms.storage.plugin import CredentialsPlugin
+
+SECRET = "s3cr3t-VALUE-never-shown"  # noqa: S105 - test value
+KEY = "AKIA-test-key-id"
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for var in (ENV_S3_ACCESS_KEY_ID, ENV_S3_SECRET_ACCESS_KEY, "INTCCMS_S3_ENDPOINT",
+                "INTCCMS_XROOTD_TOKEN", "BEARER_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+def creds() -> Credentials:
+    return Credentials(Secret(ENV_S3_ACCESS_KEY_ID, KEY), Secret(ENV_S3_SECRET_ACCESS_KEY, SECRET),
+                       "http://127.0.0.1:9")
+
+
+def test_secret_is_masked_everywhere() -> None:
+    options = StorageOptions(credentials=creds())
+    for text in (repr(options), str(options), repr(creds()), f"{creds().s3_secret_access_key}"):
+        assert SECRET not in text
+        assert KEY not in text
+
+
+def test_pickle_carries_names_not_values(clean_env: pytest.MonkeyPatch) -> None:
+    blob = pickle.dumps(StorageOptions(credentials=creds()))
+    assert SECRET.encode() not in blob
+    assert KEY.encode() not in blob
+    assert ENV_S3_SECRET_ACCESS_KEY.encode() in blob
+    restored = pickle.loads(blob)  # noqa: S301 - our own bytes
+    with pytest.raises(MissingCredentialError, match=ENV_S3_ACCESS_KEY_ID):
+        restored.fsspec_kwargs("s3")
+    clean_env.setenv(ENV_S3_ACCESS_KEY_ID, "worker-key")
+    clean_env.setenv(ENV_S3_SECRET_ACCESS_KEY, "worker-secret")
+    kwargs = restored.fsspec_kwargs("s3")
+    assert (kwargs["key"], kwargs["secret"]) == ("worker-key", "worker-secret")
+    assert kwargs["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:9"
+
+
+def test_fsspec_kwargs_bound_timeouts_and_retries() -> None:
+    kwargs = StorageOptions(timeout_s=3, retries=4, credentials=creds()).fsspec_kwargs("s3")
+    assert kwargs["config_kwargs"]["connect_timeout"] == 3
+    assert kwargs["config_kwargs"]["retries"]["max_attempts"] == 5
+    assert StorageOptions(timeout_s=2.5).fsspec_kwargs("root") == {"timeout": 3}
+    assert StorageOptions().fsspec_kwargs("file") == {}
+
+
+def test_half_set_credentials_are_rejected(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv(ENV_S3_ACCESS_KEY_ID, KEY)
+    with pytest.raises(MissingCredentialError, match="half set"):
+        StorageOptions().fsspec_kwargs("s3")
+
+
+def test_load_credentials_env_wins_over_dotenv(tmp_path: Path,
+                                              clean_env: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text(
+        f"# comment\n{ENV_S3_ACCESS_KEY_ID}=file-key\n"
+        f'{ENV_S3_SECRET_ACCESS_KEY}="{SECRET}"\nINTCCMS_S3_ENDPOINT=http://h:1\n')
+    loaded = load_credentials(tmp_path)
+    assert loaded.s3_secret_access_key is not None
+    assert loaded.s3_secret_access_key.reveal() == SECRET
+    assert loaded.s3_endpoint == "http://h:1"
+    clean_env.setenv(ENV_S3_ACCESS_KEY_ID, "env-key")
+    assert load_credentials(tmp_path).s3_access_key_id.reveal() == "env-key"  # type: ignore[union-attr]
+    assert SECRET not in repr(loaded)
+
+
+def test_load_credentials_without_dotenv(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    loaded = load_credentials(tmp_path)
+    assert loaded.s3_secret_access_key is None
+    assert "key" not in StorageOptions(credentials=loaded).fsspec_kwargs("s3")
+
+
+def test_example_env_lists_the_variables() -> None:
+    text = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    for var in (ENV_S3_ACCESS_KEY_ID, ENV_S3_SECRET_ACCESS_KEY, "INTCCMS_S3_ENDPOINT"):
+        assert f"{var}=" in text
+    assert SECRET not in text
+
+
+def test_plugin_sets_worker_environment(clean_env: pytest.MonkeyPatch) -> None:
+    import os
+
+    plugin = CredentialsPlugin(creds())
+    assert SECRET not in repr(plugin)
+    plugin.setup(worker=None)
+    assert os.environ[ENV_S3_SECRET_ACCESS_KEY] == SECRET
+    checker = CredentialsPlugin(require_worker_env=True)
+    assert SECRET.encode() not in pickle.dumps(checker)
+    checker.setup(worker=None)
+    clean_env.delenv(ENV_S3_SECRET_ACCESS_KEY)
+    with pytest.raises(MissingCredentialError, match="mount the storage Secret"):
+        checker.setup(worker=None)
