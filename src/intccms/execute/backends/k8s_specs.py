@@ -1,0 +1,370 @@
+"""Pure builders of the Dask operator's custom resources: configuration in, manifest out.
+
+Kept apart from the code that talks to the API server (``kubernetes.py``) so every field
+of a DaskCluster or DaskAutoscaler can be unit-tested, and validated against the operator's
+CRD schemas, without a cluster. Credentials only ever appear as Secret references
+(``valueFrom.secretKeyRef`` / ``envFrom.secretRef``), never as values.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from intccms.execute.backends.kubernetes_config import (
+    KubernetesClusterConfig,
+    PodResources,
+    ResourceQuantities,
+)
+
+__all__ = [
+    "API_VERSION",
+    "COMPONENT_LABEL",
+    "MAX_CLUSTER_NAME_LEN",
+    "SpecError",
+    "cluster_name",
+    "make_autoscaler_spec",
+    "make_cluster_spec",
+    "memory_bytes",
+]
+
+API_VERSION = "kubernetes.dask.org/v1"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+# Worker Deployments are named "<cluster>-default-worker-<10 hex>" and must stay a valid
+# 63-character label value, which leaves 37 characters for the cluster name.
+MAX_CLUSTER_NAME_LEN = 37
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Names that look like credentials must come from a Secret, never from plain env values.
+_SECRET_LIKE = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL)", re.I)
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|k|K|M|G|T|P)?$")
+_FACTORS = {
+    None: 1,
+    "k": 10**3,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+}
+
+
+class SpecError(ValueError):
+    """A configuration value that cannot become a valid Kubernetes manifest."""
+
+
+def cluster_name(cfg: KubernetesClusterConfig, run_id: str) -> str:
+    """Name of the DaskCluster for one run: ``cluster_name`` or ``<name_prefix>-<run_id>``.
+
+    Args:
+        cfg: The ``cluster.kubernetes`` configuration.
+        run_id: Identifier of the run (any characters; lowercased and sanitised).
+
+    Returns:
+        A DNS-1123 label of at most ``MAX_CLUSTER_NAME_LEN`` characters.
+    """
+    if cfg.cluster_name:
+        name = cfg.cluster_name
+        if not _DNS_LABEL.match(name) or len(name) > MAX_CLUSTER_NAME_LEN:
+            msg = (
+                f"cluster.kubernetes.cluster_name={name!r} is not a lowercase DNS-1123 label of"
+                f" at most {MAX_CLUSTER_NAME_LEN} characters; use e.g. 'intccms-run1'"
+            )
+            raise SpecError(msg)
+        return name
+    raw = f"{cfg.name_prefix}-{run_id}".lower()
+    name = re.sub(r"[^a-z0-9-]+", "-", raw)[:MAX_CLUSTER_NAME_LEN].strip("-")
+    if not name or not name[0].isalnum():
+        msg = (
+            f"cannot build a DaskCluster name from cluster.kubernetes.name_prefix="
+            f"{cfg.name_prefix!r} and run id {run_id!r}; set a prefix starting with a letter"
+        )
+        raise SpecError(msg)
+    return name
+
+
+def memory_bytes(quantity: str) -> int:
+    """Bytes in a Kubernetes memory quantity ("4Gi", "512M", "1000").
+
+    Args:
+        quantity: Quantity string as in a container's resources.
+
+    Returns:
+        The number of bytes.
+    """
+    match = _QUANTITY.match(quantity.strip())
+    if match is None:
+        msg = f"memory quantity {quantity!r} is not understood; write e.g. '4Gi' or '512Mi'"
+        raise SpecError(msg)
+    number, unit = match.groups()
+    return int(float(number) * _FACTORS[unit])
+
+
+def _quantities(q: ResourceQuantities) -> dict[str, str]:
+    return {k: v for k, v in (("cpu", q.cpu), ("memory", q.memory)) if v}
+
+
+def _resources(res: PodResources, where: str) -> dict[str, Any]:
+    requests, limits = _quantities(res.requests), _quantities(res.limits)
+    if not requests.get("memory") or not limits.get("memory"):
+        msg = (
+            f"cluster.kubernetes.{where}.resources needs requests.memory and limits.memory;"
+            " pods without them are evicted first and can starve their node"
+        )
+        raise SpecError(msg)
+    return {"requests": requests, "limits": limits}
+
+
+def _labels(cfg: KubernetesClusterConfig, name: str, component: str) -> dict[str, str]:
+    return {
+        **cfg.labels,
+        "app.kubernetes.io/name": "intccms",
+        "app.kubernetes.io/instance": name,
+        COMPONENT_LABEL: component,
+        "app.kubernetes.io/managed-by": "intccms",
+    }
+
+
+def _annotations(cfg: KubernetesClusterConfig, port: int) -> dict[str, str]:
+    annotations = dict(cfg.annotations)
+    if cfg.prometheus.enabled:
+        annotations |= {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port),
+            "prometheus.io/path": cfg.prometheus.path,
+        }
+    return annotations
+
+
+def _env(cfg: KubernetesClusterConfig) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = []
+    for key, value in sorted(cfg.env.items()):
+        if _SECRET_LIKE.search(key):
+            msg = (
+                f"cluster.kubernetes.env.{key} looks like a credential; put it in a Secret and"
+                " list it under cluster.kubernetes.env_from_secrets instead"
+            )
+            raise SpecError(msg)
+        env.append({"name": key, "value": str(value)})
+    for item in cfg.env_from_secrets:
+        if not (item.name and item.secret_name and item.key):
+            msg = (
+                "each cluster.kubernetes.env_from_secrets entry needs name, secret_name and"
+                f" key; got name={item.name!r} secret_name={item.secret_name!r}"
+            )
+            raise SpecError(msg)
+        ref: dict[str, Any] = {"name": item.secret_name, "key": item.key}
+        if item.optional:
+            ref["optional"] = True
+        env.append({"name": item.name, "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
+def _security_context(cfg: KubernetesClusterConfig) -> dict[str, Any]:
+    if cfg.run_as_user <= 0:
+        msg = f"cluster.kubernetes.run_as_user={cfg.run_as_user} must be a non-root uid (>0)"
+        raise SpecError(msg)
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": cfg.run_as_user,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _pod_spec(cfg: KubernetesClusterConfig, container: dict[str, Any]) -> dict[str, Any]:
+    container = {
+        "image": cfg.image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        **container,
+        "securityContext": _security_context(cfg),
+    }
+    env = _env(cfg)
+    if env:
+        container["env"] = env
+    if cfg.env_from_secret_names:
+        container["envFrom"] = [{"secretRef": {"name": s}} for s in cfg.env_from_secret_names]
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": cfg.run_as_user,
+            "runAsGroup": cfg.run_as_user,
+            "fsGroup": cfg.run_as_user,
+        },
+        # Dask pods never call the Kubernetes API; only mount a token when asked to.
+        "automountServiceAccountToken": bool(cfg.service_account),
+    }
+    if cfg.service_account:
+        spec["serviceAccountName"] = cfg.service_account
+    if cfg.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in cfg.image_pull_secrets]
+    if cfg.node_selector:
+        spec["nodeSelector"] = dict(cfg.node_selector)
+    if cfg.tolerations:
+        spec["tolerations"] = [
+            {k: v for k, v in vars(t).items() if v} for t in cfg.tolerations
+        ]
+    return spec
+
+
+def _worker_memory_limit(cfg: KubernetesClusterConfig) -> str:
+    if cfg.worker.memory_limit:
+        return cfg.worker.memory_limit
+    # Leave headroom under the container limit so Dask pauses before the OOM killer acts.
+    return str(int(memory_bytes(cfg.worker.resources.limits.memory) * 0.9))
+
+
+def _worker(cfg: KubernetesClusterConfig, name: str) -> dict[str, Any]:
+    port = cfg.worker.dashboard_port
+    args = [
+        "worker",
+        "--name",
+        "$(DASK_WORKER_NAME)",
+        "--nthreads",
+        str(cfg.worker.threads),
+        "--nworkers",
+        "1",
+        "--memory-limit",
+        _worker_memory_limit(cfg),
+        "--dashboard",
+        "--dashboard-address",
+        f":{port}",
+    ]
+    for module in cfg.worker.preload:
+        args += ["--preload", module]
+    container = {
+        "name": "worker",
+        "command": ["intccms-entrypoint"],
+        "args": args,
+        "ports": [{"name": "http-dashboard", "containerPort": port, "protocol": "TCP"}],
+        "resources": _resources(cfg.worker.resources, "worker"),
+    }
+    return {
+        "replicas": max(cfg.adapt.minimum, 0),
+        "metadata": {
+            "labels": _labels(cfg, name, "dask-worker"),
+            "annotations": _annotations(cfg, port),
+        },
+        "spec": _pod_spec(cfg, container),
+    }
+
+
+def _scheduler(cfg: KubernetesClusterConfig, name: str) -> dict[str, Any]:
+    sch = cfg.scheduler
+    probe = {"httpGet": {"port": "http-dashboard", "path": "/health"}}
+    container = {
+        "name": "scheduler",
+        "command": ["intccms-entrypoint"],
+        "args": [
+            "scheduler",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(sch.comm_port),
+            "--dashboard-address",
+            f":{sch.dashboard_port}",
+        ],
+        "ports": [
+            {"name": "tcp-comm", "containerPort": sch.comm_port, "protocol": "TCP"},
+            {"name": "http-dashboard", "containerPort": sch.dashboard_port, "protocol": "TCP"},
+        ],
+        "resources": _resources(sch.resources, "scheduler"),
+        "readinessProbe": {**probe, "initialDelaySeconds": 0, "periodSeconds": 1},
+        "livenessProbe": {**probe, "initialDelaySeconds": 15, "periodSeconds": 20},
+    }
+    return {
+        "metadata": {
+            "labels": _labels(cfg, name, "dask-scheduler"),
+            "annotations": _annotations(cfg, sch.dashboard_port),
+        },
+        "spec": _pod_spec(cfg, container),
+        "service": {
+            "type": sch.service_type,
+            "selector": {"dask.org/cluster-name": name, "dask.org/component": "scheduler"},
+            "ports": [
+                {
+                    "name": "tcp-comm",
+                    "protocol": "TCP",
+                    "port": sch.comm_port,
+                    "targetPort": "tcp-comm",
+                },
+                {
+                    "name": "http-dashboard",
+                    "protocol": "TCP",
+                    "port": sch.dashboard_port,
+                    "targetPort": "http-dashboard",
+                },
+            ],
+        },
+    }
+
+
+def make_cluster_spec(cfg: KubernetesClusterConfig, run_id: str) -> dict[str, Any]:
+    """The DaskCluster for one run.
+
+    Args:
+        cfg: The ``cluster.kubernetes`` configuration.
+        run_id: Identifier of the run; part of the cluster name and a label.
+
+    Returns:
+        A ``kubernetes.dask.org/v1`` DaskCluster manifest (namespace left to the caller).
+    """
+    name = cluster_name(cfg, run_id)
+    if cfg.adapt.minimum < 0 or cfg.adapt.maximum < cfg.adapt.minimum:
+        msg = (
+            f"cluster.kubernetes.adapt needs 0 <= minimum <= maximum; got"
+            f" minimum={cfg.adapt.minimum} maximum={cfg.adapt.maximum}"
+        )
+        raise SpecError(msg)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "DaskCluster",
+        "metadata": {
+            "name": name,
+            "labels": {**_labels(cfg, name, "dask-cluster"), "intccms.io/run-id": _label(run_id)},
+            "annotations": dict(cfg.annotations),
+        },
+        "spec": {
+            "idleTimeout": cfg.idle_timeout_s,
+            "worker": _worker(cfg, name),
+            "scheduler": _scheduler(cfg, name),
+        },
+    }
+
+
+def make_autoscaler_spec(cfg: KubernetesClusterConfig, run_id: str) -> dict[str, Any]:
+    """The DaskAutoscaler that keeps the run's default worker group within its bounds.
+
+    Args:
+        cfg: The ``cluster.kubernetes`` configuration.
+        run_id: Identifier of the run (same as for ``make_cluster_spec``).
+
+    Returns:
+        A ``kubernetes.dask.org/v1`` DaskAutoscaler manifest with integer bounds.
+    """
+    name = cluster_name(cfg, run_id)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "DaskAutoscaler",
+        "metadata": {
+            "name": name,
+            "labels": {**_labels(cfg, name, "dask-autoscaler"), "dask.org/cluster-name": name},
+        },
+        "spec": {
+            "cluster": name,
+            "minimum": int(cfg.adapt.minimum),
+            "maximum": int(cfg.adapt.maximum),
+        },
+    }
+
+
+def _label(value: str) -> str:
+    """A string made into a valid label value (63 characters, alphanumeric ends)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", value)[:63]
+    return cleaned.strip("-._") or "unknown"

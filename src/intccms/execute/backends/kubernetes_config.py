@@ -1,0 +1,211 @@
+"""Schema of ``cluster.kubernetes``: what the job asks of the Dask operator.
+
+Plain dataclasses with OmegaConf-compatible field types, so that Hydra can use them as
+the structured schema of the ``cluster`` group and a typo'd key fails at composition time.
+Nothing here talks to Kubernetes; ``k8s_specs`` turns these values into manifests.
+Credentials never appear here as values: only the names of the Secrets that hold them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "AdaptConfig",
+    "KubernetesClusterConfig",
+    "PodResources",
+    "PrometheusDiscovery",
+    "ResourceQuantities",
+    "SecretEnvVar",
+    "Toleration",
+    "WaitConfig",
+    "WorkerConfig",
+    "SchedulerConfig",
+]
+
+
+@dataclass
+class ResourceQuantities:
+    """CPU and memory as Kubernetes quantities ("500m", "4Gi"); empty means not set."""
+
+    cpu: str = ""
+    memory: str = ""
+
+
+@dataclass
+class PodResources:
+    """Requests and limits of one container.
+
+    Requests decide where a pod is scheduled; the memory limit is what the kernel enforces,
+    so the Dask worker's own memory limit is derived from it.
+    """
+
+    requests: ResourceQuantities = field(default_factory=ResourceQuantities)
+    limits: ResourceQuantities = field(default_factory=ResourceQuantities)
+
+
+@dataclass
+class SecretEnvVar:
+    """One environment variable read from one key of a Secret (``valueFrom.secretKeyRef``).
+
+    Attributes:
+        name: Variable name in the container, e.g. ``AWS_ACCESS_KEY_ID``.
+        secret_name: Name of the Secret in the cluster's namespace.
+        key: Key inside the Secret.
+        optional: Start the pod even when the Secret or key is missing.
+    """
+
+    name: str = ""
+    secret_name: str = ""
+    key: str = ""
+    optional: bool = False
+
+
+@dataclass
+class Toleration:
+    """A pod toleration, as in the Kubernetes API (empty strings are left out)."""
+
+    key: str = ""
+    operator: str = "Equal"
+    value: str = ""
+    effect: str = ""
+
+
+@dataclass
+class PrometheusDiscovery:
+    """Annotations that let a plain Prometheus find scheduler and worker pods.
+
+    Workers and the scheduler serve ``/metrics`` on their Dask dashboard (HTTP) port, so
+    the scrape port is that port; a Prometheus-operator PodMonitor selects the same pods by
+    the ``app.kubernetes.io/*`` labels instead.
+    """
+
+    enabled: bool = True
+    path: str = "/metrics"
+
+
+@dataclass
+class AdaptConfig:
+    """Bounds of the DaskAutoscaler. Both are integers: the CRD rejects null bounds."""
+
+    minimum: int = 1
+    maximum: int = 10
+
+
+@dataclass
+class WaitConfig:
+    """How long the job waits for each step before it gives up and tears down.
+
+    Every wait is bounded so a job never hangs on a cluster that cannot start (missing
+    operator, unpullable image, no capacity). Set ``scheduler`` to false to only submit
+    the resources (useful where pods cannot run, e.g. an API emulator in tests).
+
+    Attributes:
+        operator_timeout_s: Time for the operator to acknowledge the DaskCluster.
+        scheduler: Wait for the scheduler and connect a Client.
+        scheduler_timeout_s: Time for the scheduler pod, service and comm to come up.
+        workers: Number of workers to wait for before the job starts (0: do not wait).
+        workers_timeout_s: Time to wait for that many workers.
+        teardown_timeout_s: Time to wait for the DaskCluster to disappear on exit.
+    """
+
+    operator_timeout_s: float = 60.0
+    scheduler: bool = True
+    scheduler_timeout_s: float = 300.0
+    workers: int = 1
+    workers_timeout_s: float = 600.0
+    teardown_timeout_s: float = 120.0
+
+
+@dataclass
+class SchedulerConfig:
+    """The scheduler pod: resources and the ports it serves."""
+
+    resources: PodResources = field(
+        default_factory=lambda: PodResources(
+            requests=ResourceQuantities(cpu="250m", memory="1Gi"),
+            limits=ResourceQuantities(cpu="1", memory="2Gi"),
+        )
+    )
+    comm_port: int = 8786
+    dashboard_port: int = 8787
+    service_type: str = "ClusterIP"
+
+
+@dataclass
+class WorkerConfig:
+    """The worker pods: resources, threads and the Dask worker's own memory limit.
+
+    Attributes:
+        resources: Container requests and limits.
+        threads: Threads per worker process (one worker process per pod, so Prometheus
+            metrics from the worker process describe the whole pod).
+        memory_limit: Dask's memory limit ("3.5GiB"); empty derives it from the container
+            memory limit so Dask spills and pauses before the kernel kills the pod.
+        dashboard_port: HTTP port of the worker dashboard, which also serves ``/metrics``.
+        preload: Modules given to ``dask worker --preload`` (the metrics exporter).
+    """
+
+    resources: PodResources = field(
+        default_factory=lambda: PodResources(
+            requests=ResourceQuantities(cpu="1", memory="4Gi"),
+            limits=ResourceQuantities(cpu="2", memory="4Gi"),
+        )
+    )
+    threads: int = 1
+    memory_limit: str = ""
+    dashboard_port: int = 8788
+    preload: list[str] = field(default_factory=lambda: ["intccms.metrics.preload"])
+
+
+@dataclass
+class KubernetesClusterConfig:
+    """Everything the job needs to ask the Dask operator for its own cluster.
+
+    Attributes:
+        image: Image of scheduler and workers; the job's own image, so code matches.
+        image_pull_policy: Kubernetes pull policy.
+        image_pull_secrets: Names of Secrets for a private registry.
+        namespace: Namespace for the DaskCluster; empty means the job pod's own namespace
+            (or the kubeconfig's current one outside a cluster).
+        name_prefix: The DaskCluster is named ``<name_prefix>-<run id>``.
+        cluster_name: Fixed DaskCluster name instead of the generated one.
+        scheduler: Scheduler pod settings.
+        worker: Worker pod settings.
+        env: Plain, non-secret environment variables for scheduler and workers.
+        env_from_secrets: Variables read from single Secret keys.
+        env_from_secret_names: Secrets whose every key becomes a variable (``envFrom``).
+        service_account: Service account of scheduler and workers; empty means none is
+            mounted (they do not talk to the Kubernetes API).
+        node_selector: Node labels the pods must match.
+        tolerations: Taints the pods tolerate.
+        labels: Extra labels on the DaskCluster and all its pods.
+        annotations: Extra annotations on the DaskCluster and all its pods.
+        prometheus: Prometheus pod-discovery annotations.
+        run_as_user: Non-root uid of every container (the image's user).
+        idle_timeout_s: The operator deletes a cluster idle this long (0: never).
+        adapt: Autoscaler bounds.
+        wait: Bounded waits at start and teardown.
+    """
+
+    image: str = "ghcr.io/intccms/intccms:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: list[str] = field(default_factory=list)
+    namespace: str = ""
+    name_prefix: str = "intccms"
+    cluster_name: str = ""
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    env: dict[str, str] = field(default_factory=dict)
+    env_from_secrets: list[SecretEnvVar] = field(default_factory=list)
+    env_from_secret_names: list[str] = field(default_factory=list)
+    service_account: str = ""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[Toleration] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    prometheus: PrometheusDiscovery = field(default_factory=PrometheusDiscovery)
+    run_as_user: int = 1000
+    idle_timeout_s: int = 0
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    wait: WaitConfig = field(default_factory=WaitConfig)

@@ -1,0 +1,159 @@
+"""The ``kubernetes`` backend against an in-memory Kubernetes API with the real Dask operator.
+
+The job's code submits its DaskCluster and DaskAutoscaler; the operator (kopf, standalone, in
+this process) turns them into scheduler/worker Deployments and a Service. Pods never run in
+the emulator, so there is no live scheduler: the tests check what was created, that waiting
+for the scheduler is bounded, and that teardown deletes the resources.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fixtures.k8s import (  # noqa: F401
+    NAMESPACE,
+    EmulatedCluster,
+    dask_operator,
+    k8s_api,
+    validate_custom_resource,
+)
+
+from intccms.execute.backends.kubernetes import ClusterStartupError, KubernetesBackend
+from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig, SecretEnvVar
+
+pytestmark = [pytest.mark.k8s, pytest.mark.slow, pytest.mark.timeout(180)]
+
+DASK = "kubernetes.dask.org/v1"
+IMAGE = "registry.example/intccms:0.1.0"
+
+
+def _config(**wait: float) -> KubernetesClusterConfig:
+    cfg = KubernetesClusterConfig(
+        image=IMAGE,
+        namespace=NAMESPACE,
+        env_from_secrets=[
+            SecretEnvVar(name="AWS_ACCESS_KEY_ID", secret_name="intccms-storage", key="key"),
+            SecretEnvVar(name="AWS_SECRET_ACCESS_KEY", secret_name="intccms-storage", key="secret"),
+        ],
+        env_from_secret_names=["intccms-xrootd"],
+        labels={"team": "cms"},
+    )
+    cfg.adapt.minimum, cfg.adapt.maximum = 1, 4
+    cfg.wait.operator_timeout_s = 30
+    cfg.wait.teardown_timeout_s = 20
+    for key, value in wait.items():
+        setattr(cfg.wait, key, value)
+    return cfg
+
+
+def _eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:  # noqa: ANN401
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"condition not met within {timeout} s: {check.__doc__ or check}")
+
+
+def _worker_deployment(api: EmulatedCluster, cluster: str) -> dict[str, Any] | None:
+    """the operator created the worker Deployment"""
+    for dep in api.objects("apps/v1/deployments").values():
+        labels = dep["metadata"]["labels"]
+        if labels.get("dask.org/cluster-name") == cluster and labels.get(
+            "dask.org/component"
+        ) == "worker":
+            return dep
+    return None
+
+
+def test_operator_builds_the_cluster_and_teardown_deletes_it(
+    dask_operator: EmulatedCluster,  # noqa: F811
+) -> None:
+    backend = KubernetesBackend(_config(scheduler_timeout_s=60), run_id="submit")
+    name = backend.name
+    try:
+        backend.submit()
+        clusters = dask_operator.objects(f"{DASK}/daskclusters")
+        autoscalers = dask_operator.objects(f"{DASK}/daskautoscalers")
+        assert name in clusters and name in autoscalers
+        assert autoscalers[name]["spec"] == {"cluster": name, "minimum": 1, "maximum": 4}
+        validate_custom_resource(
+            {k: v for k, v in clusters[name].items() if k != "status"}
+        )
+        validate_custom_resource(
+            {k: v for k, v in autoscalers[name].items() if k != "status"}
+        )
+
+        worker = _eventually(lambda: _worker_deployment(dask_operator, name))
+        scheduler = dask_operator.objects("apps/v1/deployments")[f"{name}-scheduler"]
+        service = dask_operator.objects("v1/services")[f"{name}-scheduler"]
+    finally:
+        backend.close()
+
+    pod = worker["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == IMAGE
+    assert container["resources"]["limits"]["memory"] == "4Gi"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "intccms-storage",
+        "key": "secret",
+    }
+    assert all("value" not in env[n] for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+    assert env["DASK_SCHEDULER_ADDRESS"]["value"].startswith(f"tcp://{name}-scheduler.")
+    assert container["envFrom"] == [{"secretRef": {"name": "intccms-xrootd"}}]
+    assert {"name": "http-dashboard", "containerPort": 8788, "protocol": "TCP"} in container[
+        "ports"
+    ]
+    assert "intccms.metrics.preload" in container["args"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8788"
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "dask-worker"
+    assert pod["metadata"]["labels"]["team"] == "cms"
+
+    (sched_container,) = scheduler["spec"]["template"]["spec"]["containers"]
+    assert sched_container["image"] == IMAGE
+    assert scheduler["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8787"
+    assert {p["port"] for p in service["spec"]["ports"]} == {8786, 8787}
+    # Kubernetes' garbage collector removes these with the DaskCluster (the emulator has none).
+    for child in (worker, scheduler, service):
+        owners = child["metadata"]["ownerReferences"]
+        assert any(o["kind"] in ("DaskCluster", "DaskWorkerGroup") for o in owners)
+
+    assert name not in dask_operator.objects(f"{DASK}/daskclusters")
+    assert name not in dask_operator.objects(f"{DASK}/daskautoscalers")
+
+
+def test_waiting_for_the_scheduler_is_bounded_and_cleans_up(
+    dask_operator: EmulatedCluster,  # noqa: F811
+) -> None:
+    backend = KubernetesBackend(_config(scheduler_timeout_s=2), run_id="bounded")
+    started = time.monotonic()
+    with pytest.raises(ClusterStartupError, match="scheduler_timeout_s") as info:
+        with backend:
+            pytest.fail("no scheduler can run in the emulator; entering must fail")
+    assert time.monotonic() - started < 60
+    assert f"dask.org/cluster-name={backend.name}" in str(info.value)
+    ever = dask_operator.ever_created(f"{DASK}/daskclusters")
+    assert backend.name in ever, "the DaskCluster was never submitted"
+    assert backend.name not in dask_operator.objects(f"{DASK}/daskclusters")
+    assert backend.name not in dask_operator.objects(f"{DASK}/daskautoscalers")
+
+
+def test_a_second_run_with_the_same_name_is_refused(
+    dask_operator: EmulatedCluster,  # noqa: F811
+) -> None:
+    first = KubernetesBackend(_config(scheduler_timeout_s=60), run_id="twice")
+    first.submit()
+    try:
+        second = KubernetesBackend(_config(scheduler_timeout_s=60), run_id="twice")
+        with pytest.raises(ClusterStartupError, match="twice"):
+            second.submit()
+        second.close()
+        assert first.name in dask_operator.objects(f"{DASK}/daskclusters")
+    finally:
+        first.close()

@@ -1,0 +1,215 @@
+"""The pure DaskCluster / DaskAutoscaler builders, checked without Kubernetes.
+
+Every manifest is validated against the operator's own CRD schemas (from the installed
+dask-kubernetes wheel), and the security and metrics properties the facility relies on are
+asserted field by field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from fixtures.k8s import validate_custom_resource
+from omegaconf import OmegaConf
+
+from intccms.execute.backends.k8s_specs import (
+    MAX_CLUSTER_NAME_LEN,
+    SpecError,
+    cluster_name,
+    make_autoscaler_spec,
+    make_cluster_spec,
+    memory_bytes,
+)
+from intccms.execute.backends.kubernetes_config import (
+    KubernetesClusterConfig,
+    SecretEnvVar,
+    Toleration,
+)
+
+pytestmark = pytest.mark.k8s
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _full_config() -> KubernetesClusterConfig:
+    cfg = KubernetesClusterConfig(
+        image="registry.example/intccms:0.1.0",
+        namespace="analysis",
+        env={"INTCCMS_LOG_LEVEL": "INFO"},
+        env_from_secrets=[
+            SecretEnvVar(name="AWS_ACCESS_KEY_ID", secret_name="s3", key="access_key"),
+            SecretEnvVar(name="AWS_SECRET_ACCESS_KEY", secret_name="s3", key="secret_key"),
+        ],
+        env_from_secret_names=["xrootd-token"],
+        image_pull_secrets=["regcred"],
+        node_selector={"node-role/analysis": "true"},
+        tolerations=[Toleration(key="dedicated", value="analysis", effect="NoSchedule")],
+        labels={"team": "cms"},
+        annotations={"owner": "cms-analysis"},
+    )
+    cfg.adapt.minimum, cfg.adapt.maximum = 2, 50
+    return cfg
+
+
+def _containers(spec: dict, role: str) -> list[dict]:
+    return spec["spec"][role]["spec"]["containers"]
+
+
+@pytest.mark.parametrize("cfg", [KubernetesClusterConfig(), _full_config()], ids=["default", "full"])
+def test_specs_validate_against_operator_crds(cfg: KubernetesClusterConfig) -> None:
+    validate_custom_resource(make_cluster_spec(cfg, "run-1"))
+    validate_custom_resource(make_autoscaler_spec(cfg, "run-1"))
+
+
+def test_crd_validation_catches_a_misspelt_field() -> None:
+    spec = make_cluster_spec(KubernetesClusterConfig(), "run-1")
+    spec["spec"]["worker"]["replica"] = 3  # the CRD field is "replicas"
+    with pytest.raises(jsonschema.ValidationError, match="replica"):
+        validate_custom_resource(spec)
+    autoscaler = make_autoscaler_spec(KubernetesClusterConfig(), "run-1")
+    autoscaler["spec"]["minimum"] = None  # what cluster.adapt() without arguments sends
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom_resource(autoscaler)
+
+
+def test_credentials_only_by_secret_reference() -> None:
+    spec = make_cluster_spec(_full_config(), "run-1")
+    for role in ("worker", "scheduler"):
+        (container,) = _containers(spec, role)
+        by_name = {e["name"]: e for e in container["env"]}
+        assert by_name["AWS_SECRET_ACCESS_KEY"] == {
+            "name": "AWS_SECRET_ACCESS_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret_key"}},
+        }
+        assert "value" not in by_name["AWS_ACCESS_KEY_ID"]
+        assert container["envFrom"] == [{"secretRef": {"name": "xrootd-token"}}]
+
+
+def test_plain_env_that_looks_like_a_credential_is_refused() -> None:
+    cfg = KubernetesClusterConfig(env={"AWS_SECRET_ACCESS_KEY": "hunter2"})
+    with pytest.raises(SpecError, match="env_from_secrets") as info:
+        make_cluster_spec(cfg, "run-1")
+    assert "hunter2" not in str(info.value)
+
+
+def test_incomplete_secret_reference_is_refused() -> None:
+    cfg = KubernetesClusterConfig(env_from_secrets=[SecretEnvVar(name="TOKEN", secret_name="x")])
+    with pytest.raises(SpecError, match="needs name, secret_name and key"):
+        make_cluster_spec(cfg, "run-1")
+
+
+def test_pods_are_hardened_and_resourced() -> None:
+    spec = make_cluster_spec(KubernetesClusterConfig(), "run-1")
+    for role in ("worker", "scheduler"):
+        pod = spec["spec"][role]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        (container,) = pod["containers"]
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["runAsUser"] == 1000
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert container["resources"]["limits"]["memory"]
+        assert container["resources"]["requests"]["cpu"]
+
+
+def test_root_user_is_refused() -> None:
+    with pytest.raises(SpecError, match="non-root"):
+        make_cluster_spec(KubernetesClusterConfig(run_as_user=0), "run-1")
+
+
+def test_worker_metrics_port_and_prometheus_discovery() -> None:
+    spec = make_cluster_spec(_full_config(), "run-1")
+    worker = spec["spec"]["worker"]
+    (container,) = worker["spec"]["containers"]
+    assert container["ports"] == [
+        {"name": "http-dashboard", "containerPort": 8788, "protocol": "TCP"}
+    ]
+    args = container["args"]
+    assert args[0] == "worker"
+    assert args[args.index("--dashboard-address") + 1] == ":8788"
+    assert args[args.index("--preload") + 1] == "intccms.metrics.preload"
+    ann = worker["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true"
+    assert ann["prometheus.io/port"] == "8788"
+    assert ann["owner"] == "cms-analysis"
+    labels = worker["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "dask-worker"
+    assert labels["app.kubernetes.io/name"] == "intccms"
+    assert labels["team"] == "cms"
+    sched = spec["spec"]["scheduler"]
+    assert sched["metadata"]["annotations"]["prometheus.io/port"] == "8787"
+    assert sched["metadata"]["labels"]["app.kubernetes.io/component"] == "dask-scheduler"
+
+
+def test_prometheus_annotations_can_be_switched_off() -> None:
+    cfg = KubernetesClusterConfig()
+    cfg.prometheus.enabled = False
+    spec = make_cluster_spec(cfg, "run-1")
+    assert "prometheus.io/scrape" not in spec["spec"]["worker"]["metadata"]["annotations"]
+
+
+def test_worker_memory_limit_leaves_headroom_under_container_limit() -> None:
+    spec = make_cluster_spec(KubernetesClusterConfig(), "run-1")
+    args = _containers(spec, "worker")[0]["args"]
+    limit = int(args[args.index("--memory-limit") + 1])
+    assert limit == int(4 * 2**30 * 0.9)
+    assert memory_bytes("512Mi") == 512 * 2**20
+    assert memory_bytes("2G") == 2 * 10**9
+    with pytest.raises(SpecError, match="4Gi"):
+        memory_bytes("four gigs")
+
+
+def test_scheduling_constraints_reach_both_pods() -> None:
+    spec = make_cluster_spec(_full_config(), "run-1")
+    for role in ("worker", "scheduler"):
+        pod = spec["spec"][role]["spec"]
+        assert pod["nodeSelector"] == {"node-role/analysis": "true"}
+        assert pod["tolerations"] == [
+            {"key": "dedicated", "operator": "Equal", "value": "analysis", "effect": "NoSchedule"}
+        ]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_autoscaler_bounds_are_integers() -> None:
+    spec = make_autoscaler_spec(_full_config(), "run-1")
+    assert spec["spec"] == {"cluster": "intccms-run-1", "minimum": 2, "maximum": 50}
+    cfg = KubernetesClusterConfig()
+    cfg.adapt.minimum, cfg.adapt.maximum = 5, 2
+    with pytest.raises(SpecError, match="minimum <= maximum"):
+        make_cluster_spec(cfg, "run-1")
+
+
+@pytest.mark.parametrize(
+    ("run_id", "expected"),
+    [("2026-11-25T10:00:00", "intccms-2026-11-25t10-00-00"), ("A_B", "intccms-a-b")],
+)
+def test_cluster_names_are_dns_labels(run_id: str, expected: str) -> None:
+    assert cluster_name(KubernetesClusterConfig(), run_id) == expected
+
+
+def test_long_run_ids_are_truncated_to_fit_worker_names() -> None:
+    name = cluster_name(KubernetesClusterConfig(), "x" * 200)
+    assert len(name) <= MAX_CLUSTER_NAME_LEN
+    assert len(f"{name}-default-worker-0123456789") <= 63
+
+
+def test_fixed_cluster_name_is_checked() -> None:
+    with pytest.raises(SpecError, match="DNS-1123"):
+        cluster_name(KubernetesClusterConfig(cluster_name="Bad_Name"), "r")
+
+
+def test_group_file_fills_the_schema() -> None:
+    """conf/cluster/kubernetes.yaml merges into the dataclass schema without unknown keys."""
+    data = yaml.safe_load((REPO / "conf/cluster/kubernetes.yaml").read_text())
+    assert data["kind"] == "kubernetes"
+    merged = OmegaConf.merge(OmegaConf.structured(KubernetesClusterConfig), data["kubernetes"])
+    cfg = OmegaConf.to_object(merged)
+    assert isinstance(cfg, KubernetesClusterConfig)
+    assert isinstance(cfg.adapt.minimum, int) and isinstance(cfg.adapt.maximum, int)
+    validate_custom_resource(make_cluster_spec(cfg, "run-1"))
+    validate_custom_resource(make_autoscaler_spec(cfg, "run-1"))
+    json.dumps(make_cluster_spec(cfg, "run-1"))  # serialisable: no OmegaConf nodes left
