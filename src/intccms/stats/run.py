@@ -1,0 +1,260 @@
+"""Entry points: one signal hypothesis end to end, and limit scans over signal points."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import cabinetry
+import numpy as np
+import pyhf
+
+from intccms.stats import plots
+from intccms.stats.config import StatisticsConfig
+from intccms.stats.errors import StatisticsInputError
+from intccms.stats.fit import fit_dataset, mle_fit, pars_at_bounds, pulls
+from intccms.stats.inputs import HistogramSet, load_histograms
+from intccms.stats.limits import upper_limits
+from intccms.stats.model import ModelBuild, build_model
+from intccms.stats.ranking import ranking as rank_parameters
+from intccms.stats.report import print_summary, write_results
+
+log = logging.getLogger(__name__)
+
+
+def as_config(cfg: Any) -> StatisticsConfig:
+    """Accept the dataclass itself or an OmegaConf/Hydra node of it."""
+    if isinstance(cfg, StatisticsConfig):
+        return cfg
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.merge(OmegaConf.structured(StatisticsConfig), cfg)
+    return OmegaConf.to_object(node)  # type: ignore[return-value]
+
+
+def make_workspace(build: ModelBuild) -> pyhf.Workspace:
+    """Validate the spec against pyhf's schema and return the workspace."""
+    try:
+        return pyhf.Workspace(build.spec)
+    except pyhf.exceptions.InvalidSpecification as err:
+        msg = f"workspace for signal {build.signal!r} does not follow pyhf's schema: {err}"
+        raise StatisticsInputError(msg) from err
+
+
+def _with_observations(spec: dict[str, Any], model: pyhf.pdf.Model, data: list[float]) -> dict:
+    """The spec with the fitted main data as observations, so that the saved workspace
+    refits to the same result with plain pyhf."""
+    out = json.loads(json.dumps(spec))
+    main = model.config.nmaindata
+    obs, start = [], 0
+    for ch in model.config.channels:
+        n = model.config.channel_nbins[ch]
+        obs.append({"name": ch, "data": [float(x) for x in data[start : start + n]]})
+        start += n
+    assert start == main
+    out["observations"] = obs
+    return out
+
+
+def _lumi_fb(hset: HistogramSet, cfg: StatisticsConfig) -> float:
+    eras = [str(e) for e in hset.meta.get("eras", [])] or list(cfg.luminosity.eras)
+    return sum(cfg.luminosity.eras.get(e, 0.0) for e in eras) / 1000.0
+
+
+def _plots(out: Path, build: ModelBuild, model: pyhf.pdf.Model, fit: Any, rank: Any,
+           cfg: StatisticsConfig, hset: HistogramSet, blind: bool, data: list[float]) -> list[str]:
+    files = []
+    lumi = _lumi_fb(hset, cfg)
+    preds = {
+        "prefit": cabinetry.model_utils.prediction(model),
+        "postfit": cabinetry.model_utils.prediction(model, fit_results=fit),
+    }
+    start = 0
+    for i_ch, chm in enumerate(build.channels):
+        n = len(chm.edges) - 1
+        shown = None if blind else np.asarray(data[start : start + n])
+        start += n
+        for stage, pred in preds.items():
+            ich = model.config.channels.index(chm.name)
+            samples = {s: np.asarray(pred.model_yields[ich][k])
+                       for k, s in enumerate(model.config.samples)}
+            path = out / f"{chm.name}_{cfg.input.observable}_{stage}.png"
+            plots.distribution(
+                path, chm.edges, samples, np.asarray(pred.total_stdev_model_bins[ich][-1]),
+                shown, title=f"{chm.name} {stage}", xlabel=cfg.input.observable, lumi_fb=lumi,
+            )
+            files.append(path.name)
+        del i_ch
+    entries = pulls(model, fit)
+    plots.pulls(out / "pulls.png", entries)
+    plots.correlation(out / "correlation.png", list(fit.labels), fit.corr_mat)
+    files += ["pulls.png", "correlation.png"]
+    if rank is not None and len(rank.labels):
+        plots.ranking(out / "ranking.png", rank, cfg.poi_name)
+        files.append("ranking.png")
+    return files
+
+
+def run_statistics(
+    histograms_source: str | Mapping[str, Any] | HistogramSet,
+    cfg: StatisticsConfig,
+    output_dir: str | Path,
+    *,
+    client: Any = None,
+) -> dict[str, Any]:
+    """Fit, rank, set limits and plot for ``cfg.signal``; scan ``cfg.signal_scan`` if set.
+
+    Args:
+        histograms_source: path/URL of histograms.pkl or histograms.root, or the dict.
+        cfg: statistics configuration (dataclass or OmegaConf node).
+        output_dir: where workspace.json, results.json and the PNG plots go.
+        client: optional ``distributed.Client`` for the signal scan.
+
+    Returns:
+        dict: the content of results.json.
+    """
+    cfg = as_config(cfg)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timing: dict[str, float] = {}
+    t0 = t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timing[name] = now - t
+        t = now
+
+    hset = load_histograms(histograms_source)
+    lap("load")
+    build = build_model(hset, cfg)
+    ws = make_workspace(build)
+    model = ws.model()
+    blind = bool(cfg.data.blind)
+    data, label = fit_dataset(model, ws, cfg, any(c.observed is not None for c in build.channels))
+    spec = _with_observations(build.spec, model, data)
+    (out / "workspace.json").write_text(json.dumps(spec, indent=1))
+    pyhf.Workspace(spec)  # the saved file validates
+    lap("model")
+    fit = mle_fit(model, data, cfg)
+    poi = model.config.poi_index
+    at_bounds = pars_at_bounds(model, np.asarray(fit.bestfit))
+    lap("fit")
+    rank = None
+    if cfg.ranking and cfg.top_n_ranking > 0:
+        rank = rank_parameters(model, data, fit, cfg.top_n_ranking)
+        lap("ranking")
+    limits = None
+    if cfg.limits.enabled:
+        limits = upper_limits(
+            model, data, confidence_level=cfg.limits.confidence_level,
+            rtol=cfg.limits.rtol, observed=not blind,
+        ).as_dict()
+        lap("limits")
+    results: dict[str, Any] = {
+        "signal": build.signal,
+        "poi_name": cfg.poi_name,
+        "data": label,
+        "blind": blind,
+        "input": {"source": hset.source, "config_hash": hset.meta.get("config_hash")},
+        "fit": {
+            "poi": {"value": float(fit.bestfit[poi]), "uncertainty": float(fit.uncertainty[poi])},
+            "twice_nll": float(fit.best_twice_nll),
+            "parameters": pulls(model, fit),
+            "correlation": {"labels": list(fit.labels), "matrix": np.asarray(fit.corr_mat)},
+            "at_bounds": at_bounds,
+        },
+        "ranking": _ranking_dict(rank),
+        "limits": limits,
+        "model": {
+            "n_parameters": int(model.config.npars),
+            "parameters": list(model.config.parameters),
+            "channels": [c.name for c in build.channels],
+            "samples": {s: ps for s, ps in build.channels[0].processes.items()},
+            "systematics": build.systematics,
+        },
+        "pruned": build.pruned,
+        "pruned_parameters": build.pruned_parameters,
+        "notes": build.notes + (limits or {}).get("notes", []),
+        "timing": timing,
+    }
+    if cfg.plots:
+        results["plots"] = _plots(out, build, model, fit, rank, cfg, hset, blind, data)
+        lap("plots")
+    if cfg.signal_scan:
+        results["scan"] = run_limit_scan(hset, cfg, cfg.signal_scan, client=client,
+                                         output_dir=out if cfg.plots else None)
+        lap("scan")
+    timing["total"] = time.perf_counter() - t0
+    write_results(results, out / "results.json")
+    if cfg.show_table:
+        print_summary(results)
+    return results
+
+
+def _ranking_dict(rank: Any) -> list[dict[str, Any]] | None:
+    if rank is None:
+        return None
+    keys = ("bestfit", "uncertainty", "prefit_up", "prefit_down", "postfit_up", "postfit_down")
+    return [
+        {"name": name, **{k: float(getattr(rank, k)[i]) for k in keys}}
+        for i, name in enumerate(rank.labels)
+    ]
+
+
+def limit_for_signal(hset: HistogramSet, cfg: StatisticsConfig, signal: str) -> dict[str, Any]:
+    """Build the model for one signal point and compute its limits (a Dask task)."""
+    t = time.perf_counter()
+    build = build_model(hset, cfg, signal)
+    ws = make_workspace(build)
+    model = ws.model()
+    data, _ = fit_dataset(model, ws, cfg, any(c.observed is not None for c in build.channels))
+    res = upper_limits(model, data, confidence_level=cfg.limits.confidence_level,
+                       rtol=cfg.limits.rtol, observed=not cfg.data.blind).as_dict()
+    res.update(signal=signal, mass=plots.signal_mass(signal), seconds=time.perf_counter() - t)
+    return res
+
+
+def run_limit_scan(
+    histograms: str | Mapping[str, Any] | HistogramSet,
+    cfg: StatisticsConfig,
+    signals: list[str],
+    client: Any = None,
+    *,
+    output_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Upper limits for each signal point, one Dask task per point when a client is given.
+
+    The histograms are loaded once and scattered once to the workers.
+
+    Args:
+        histograms: histogram source (see :func:`run_statistics`).
+        cfg: statistics configuration.
+        signals: signal process names, e.g. ``ZPrimeToTT_M2000_W200``.
+        client: optional ``distributed.Client``.
+        output_dir: where ``limit_scan.png`` goes (no plot when None).
+
+    Returns:
+        dict: ``points`` (one dict per signal) and ``plot`` (file name or None).
+    """
+    cfg = as_config(cfg)
+    hset = load_histograms(histograms)
+    if client is None:
+        points = [limit_for_signal(hset, cfg, s) for s in signals]
+    else:
+        remote = client.scatter(hset, broadcast=False)
+        futures = [
+            client.submit(limit_for_signal, remote, cfg, s, pure=False)
+            for s in signals
+        ]
+        points = client.gather(futures)
+    plot = None
+    if output_dir is not None:
+        path = Path(output_dir) / "limit_scan.png"
+        plots.limit_scan(path, points, f"95% CL upper limit on {cfg.poi_name}")
+        plot = path.name
+    return {"points": points, "plot": plot}
