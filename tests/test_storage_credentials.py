@@ -57,7 +57,7 @@ def test_pickle_carries_names_not_values(clean_env: pytest.MonkeyPatch) -> None:
 def test_fsspec_kwargs_bound_timeouts_and_retries() -> None:
     kwargs = StorageOptions(timeout_s=3, retries=4, credentials=creds()).fsspec_kwargs("s3")
     assert kwargs["config_kwargs"]["connect_timeout"] == 3
-    assert kwargs["config_kwargs"]["retries"]["max_attempts"] == 5
+    assert kwargs["config_kwargs"]["retries"]["total_max_attempts"] == 5
     assert StorageOptions(timeout_s=2.5).fsspec_kwargs("root") == {"timeout": 3}
     assert StorageOptions().fsspec_kwargs("file") == {}
 

@@ -65,7 +65,7 @@ class StorageOptions:
                 "read_timeout": self.timeout_s,
                 # botocore retries connection errors and timeouts; s3fs's own retry loop is
                 # switched off by the backend so the worst case stays (retries+1) x timeout.
-                "retries": {"max_attempts": self.retries + 1, "mode": "standard"},
+                "retries": {"total_max_attempts": self.retries + 1, "mode": "standard"},
             },
         }
         endpoint = self.endpoint()
