@@ -76,11 +76,14 @@ def plain_pyhf_reference(spec: dict) -> tuple[float, float, float, list[float]]:
     try:
         res = pyhf.infer.mle.fit(data, model, return_uncertainties=True)
     finally:
-        pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+        pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-10))
     poi = model.config.poi_index
-    obs, exp = pyhf.infer.intervals.upper_limits.toms748_scan(
-        data, model, 0.0, 10.0, rtol=1e-9, test_stat="qtilde"
-    )
+    try:
+        obs, exp = pyhf.infer.intervals.upper_limits.toms748_scan(
+            data, model, 0.0, 10.0, rtol=1e-9, test_stat="qtilde"
+        )
+    finally:
+        pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
     return float(res[poi, 0]), float(res[poi, 1]), float(obs), [float(e) for e in exp]
 
 
@@ -343,8 +346,12 @@ def test_upper_limits_direct_matches_pyhf():
     )
     data = [51, 48] + model.config.auxdata
     res = upper_limits(model, data, rtol=1e-8)
-    obs, exp = pyhf.infer.intervals.upper_limits.toms748_scan(
-        data, model, 0.0, 5.0, rtol=1e-9, test_stat="qtilde"
-    )
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-10))
+    try:
+        obs, exp = pyhf.infer.intervals.upper_limits.toms748_scan(
+            data, model, 0.0, 5.0, rtol=1e-9, test_stat="qtilde"
+        )
+    finally:
+        pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
     assert res.observed == pytest.approx(float(obs), abs=1e-4)
     assert res.expected == pytest.approx([float(e) for e in exp], abs=1e-4)
