@@ -1,0 +1,103 @@
+"""Command line: ``intccms run [CONFIG] [key=value ...]`` and friends.
+
+Subcommands:
+  run        compose a top-level configuration (default ``demo``) with Hydra overrides and run it
+  config     print the composed configuration without running
+  generate   generate demo NanoAOD / correction files (``python -m intccms.datagen``)
+  scheduler  start a Dask scheduler with the project's metrics (container role)
+  worker     start a Dask worker with the project's metrics (container role)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+
+def _split(args: Sequence[str]) -> tuple[str, list[str]]:
+    name = "demo"
+    rest = list(args)
+    if rest and "=" not in rest[0] and not rest[0].startswith("-"):
+        name = rest.pop(0)
+    return name, rest
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from intccms.config import ConfigError, compose_config
+
+    console = Console(stderr=True)
+    name, overrides = _split(args.overrides)
+    try:
+        cfg = compose_config(name, overrides)
+    except ConfigError as err:
+        console.print(f"[red]configuration error:[/red] {err}")
+        return 2
+    logging.basicConfig(level=str(cfg.log_level), format="%(levelname)s %(name)s: %(message)s")
+    from intccms.execute.job import run_job
+
+    try:
+        result = run_job(cfg, console=console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; finished parts are kept and a rerun resumes[/yellow]")
+        return 130
+    except Exception as err:  # noqa: BLE001 - top level: one clear line, no traceback
+        if os.environ.get("INTCCMS_DEBUG"):
+            raise
+        console.print(f"[red]error:[/red] {type(err).__name__}: {err}")
+        return 1
+    console.print(f"[green]done[/green] in {result.wall_time_s:.1f} s; outputs in {result.output_dir}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from intccms.config import ConfigError, compose_config
+    from intccms.config.compose import to_yaml
+
+    name, overrides = _split(args.overrides)
+    try:
+        cfg = compose_config(name, overrides)
+    except ConfigError as err:
+        Console(stderr=True).print(f"[red]configuration error:[/red] {err}")
+        return 2
+    sys.stdout.write(to_yaml(cfg))
+    return 0
+
+
+def _cmd_role(role: str, extra: Sequence[str]) -> int:
+    """Start a Dask scheduler or worker that preloads the project's metrics."""
+    cmd = [sys.executable, "-m", "distributed.cli.dask_" + role, "--preload", "intccms.metrics.preload", *extra]
+    return subprocess.call(cmd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``intccms`` command."""
+    parser = argparse.ArgumentParser(prog="intccms", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run a configuration")
+    p_run.add_argument("overrides", nargs="*", help="[CONFIG] key=value ...")
+    p_cfg = sub.add_parser("config", help="print the composed configuration")
+    p_cfg.add_argument("overrides", nargs="*")
+    sub.add_parser("generate", help="generate demo inputs", add_help=False)
+    for role in ("scheduler", "worker"):
+        sub.add_parser(role, help=f"start a Dask {role} with metrics", add_help=False)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "run":
+        return _cmd_run(args)
+    if args.command == "config":
+        return _cmd_config(args)
+    if args.command == "generate":
+        from intccms.datagen.__main__ import main as gen_main
+
+        return int(gen_main(extra) or 0)
+    return _cmd_role(args.command, extra)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

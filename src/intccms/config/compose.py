@@ -1,0 +1,100 @@
+"""Compose the job configuration with Hydra and validate it before any work starts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from intccms.config.schema import RootConfig
+
+SCHEMA_NAME = "intccms_schema"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be composed or is inconsistent; the message names the key."""
+
+
+def repo_root() -> Path:
+    """Repository root when running from a source checkout (``src/intccms/config`` -> root)."""
+    return Path(__file__).resolve().parents[3]
+
+
+def conf_dir() -> Path:
+    """Directory holding the Hydra configuration tree.
+
+    ``INTCCMS_CONF_DIR`` wins (container images copy ``conf/`` to a fixed place); otherwise the
+    ``conf/`` folder of the source checkout.
+    """
+    env = os.environ.get("INTCCMS_CONF_DIR")
+    path = Path(env) if env else repo_root() / "conf"
+    if not (path / "demo.yaml").is_file():
+        msg = (
+            f"configuration directory {path} has no demo.yaml; set INTCCMS_CONF_DIR to the "
+            "project's conf/ folder"
+        )
+        raise ConfigError(msg)
+    return path
+
+
+def _register_schema() -> None:
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=RootConfig)
+
+
+def compose_config(
+    config_name: str = "demo", overrides: Sequence[str] = (), *, validate: bool = True
+) -> DictConfig:
+    """Compose a top-level configuration with overrides, typed by :class:`RootConfig`.
+
+    Args:
+        config_name: top-level configuration in ``conf/`` (``demo``, ``run2_skim``, ...).
+        overrides: Hydra overrides (``key=value``, ``group=option``).
+        validate: run the semantic checks of :mod:`intccms.config.validate`.
+
+    Returns:
+        The composed, struct-mode configuration.
+
+    Raises:
+        ConfigError: unknown key or option, wrong type, or an inconsistent setting.
+    """
+    _register_schema()
+    GlobalHydra.instance().clear()
+    extra = os.environ.get("INTCCMS_EXTRA_CONF_DIR")
+    search_overrides = list(overrides)
+    if extra:
+        search_overrides.append(f"hydra.searchpath=[file://{Path(extra).resolve()}]")
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=search_overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        detail = str(err)
+        cause = err.__cause__
+        while cause is not None:
+            detail += f": {cause}"
+            cause = cause.__cause__
+        msg = f"cannot compose configuration '{config_name}': {detail}"
+        raise ConfigError(msg) from None
+    finally:
+        GlobalHydra.instance().clear()
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        msg = f"cannot resolve configuration '{config_name}': {err}"
+        raise ConfigError(msg) from None
+    if validate:
+        from intccms.config.validate import validate_config
+
+        validate_config(cfg)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The fully resolved configuration as YAML (saved next to every output)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)

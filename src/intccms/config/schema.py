@@ -1,0 +1,326 @@
+"""Structured-config schemas: the single home of every option.
+
+YAML groups in ``conf/`` fill these dataclasses; OmegaConf enforces the types and rejects keys
+that are not declared here. Only OmegaConf-compatible types are used (str, int, float, bool,
+Enum, Optional, lists and dicts of those, nested dataclasses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+class ClusterKind(str, Enum):
+    """Where the Dask cluster comes from."""
+
+    local = "local"
+    kubernetes = "kubernetes"
+    address = "address"
+
+
+class SkimFormat(str, Enum):
+    """On-disk format of skimmed events."""
+
+    parquet = "parquet"
+    ttree = "ttree"
+    rntuple = "rntuple"
+
+
+@dataclass
+class ClusterConfig:
+    """Dask cluster backend (``cluster`` group)."""
+
+    kind: ClusterKind = ClusterKind.local
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str = "4GiB"
+    processes: bool = True
+    # Workers serve Prometheus /metrics on their dashboard port; 0 picks a free port.
+    dashboard_address: str = "127.0.0.1:0"
+    address: Optional[str] = None
+    connect_timeout_s: float = 30.0
+    kubernetes: Any = None
+
+
+@dataclass
+class StorageConfig:
+    """Where skims go and how stores are reached (``storage`` group)."""
+
+    s3_endpoint: Optional[str] = None
+    timeout_s: float = 30.0
+    retries: int = 2
+    writer_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reader_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class GeneratorSpec:
+    """How the project generates a dataset's files when they are missing (demo data)."""
+
+    kind: str = MISSING
+    n_files: int = 1
+    events_per_file: int = 10000
+    seed: int = 1
+    params: dict[str, Any] = field(default_factory=dict)
+    compression: str = "lzma"
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset: a sample of one era, its files and its normalisation inputs."""
+
+    era: str = MISSING
+    process: Optional[str] = None
+    is_data: bool = False
+    xsec: Optional[float] = None
+    das_name: Optional[str] = None
+    files: list[str] = field(default_factory=list)
+    listings: list[str] = field(default_factory=list)
+    redirector: Optional[str] = None
+    max_files: Optional[int] = None
+    generate: Optional[GeneratorSpec] = None
+
+
+@dataclass
+class EraConfig:
+    """Era-dependent constants (``eras`` block, keyed by era name)."""
+
+    year: str = MISSING
+    luminosity: float = MISSING
+    golden_json: Optional[str] = None
+    correction_folder: str = MISSING
+    jec_campaign: str = MISSING
+    pileup_key: str = MISSING
+    trigger_sf_key: str = MISSING
+    triggers: list[str] = field(default_factory=lambda: ["Mu50"])
+
+
+@dataclass
+class FunctorConfig:
+    """A physics function referenced by import path, with named inputs and fixed parameters."""
+
+    function: str = MISSING
+    inputs: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BinningConfig:
+    """Uniform binning of an observable; values outside go to the flow bins."""
+
+    bins: int = MISSING
+    start: float = MISSING
+    stop: float = MISSING
+
+
+@dataclass
+class ObservableConfig:
+    """An observable: a functor evaluated on the events of a channel, and its binning."""
+
+    function: str = MISSING
+    inputs: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    binning: BinningConfig = field(default_factory=BinningConfig)
+    label: str = ""
+
+
+@dataclass
+class ChannelConfig:
+    """A channel: the baseline plus its own named cuts, and the observables it fills."""
+
+    use_baseline: bool = True
+    cuts: dict[str, FunctorConfig] = field(default_factory=dict)
+    observables: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlotConfig:
+    """How processes are shown in the stacked plots."""
+
+    # Legend entry -> fnmatch patterns of process names stacked together (in this order).
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    # Processes drawn as lines on top of the stack instead of stacked.
+    signals: list[str] = field(default_factory=lambda: ["ZPrime*"])
+    log_y: bool = True
+
+
+@dataclass
+class AnalysisConfig:
+    """Objects, selections, channels and observables (``analysis`` group)."""
+
+    # NanoAOD collections and the fields read from each (branch ``{collection}_{field}``).
+    collections: dict[str, list[str]] = field(default_factory=dict)
+    # Per-event branches read as they are (run, luminosityBlock, genWeight, ...).
+    event_columns: list[str] = field(default_factory=list)
+    # Branches that exist only in simulation: never read from data.
+    mc_only: list[str] = field(default_factory=list)
+    skim: FunctorConfig = field(default_factory=FunctorConfig)
+    # Branch-name patterns (fnmatch) kept in skims.
+    skim_keep: list[str] = field(default_factory=list)
+    objects: dict[str, FunctorConfig] = field(default_factory=dict)
+    baseline: dict[str, FunctorConfig] = field(default_factory=dict)
+    channels: dict[str, ChannelConfig] = field(default_factory=dict)
+    observables: dict[str, ObservableConfig] = field(default_factory=dict)
+    plot: PlotConfig = field(default_factory=PlotConfig)
+
+
+@dataclass
+class WorkflowConfig:
+    """What the job does and how it chunks the work (``workflow`` group)."""
+
+    save_skimmed_output: bool = False
+    run_analysis: bool = True
+    use_skimmed_input: bool = False
+    run_statistics: bool = False
+    run_plots: bool = True
+    skim_format: SkimFormat = SkimFormat.parquet
+    # Where skims are written and, with use_skimmed_input, read from: a local path,
+    # s3://bucket/prefix or root://host:port//path.
+    skim_dir: str = "${output_dir}/skims"
+    chunksize: int = 100000
+    max_chunks_per_file: Optional[int] = None
+    skip_bad_files: bool = False
+    regenerate_metadata: bool = False
+    retries: int = 2
+    # Only variations listed here (plus nominal) are filled; ["*"] fills every configured one.
+    variations: list[str] = field(default_factory=lambda: ["*"])
+
+
+@dataclass
+class PathsConfig:
+    """Locations of inputs the job resolves at start-up."""
+
+    generated_data: str = "data/generated"
+    shared_data: str = "../shared/data"
+    # jsonpog-integration root (``POG/...``); the demo points it at generated files.
+    jsonpog: str = "/cvmfs/cms.cern.ch/rsync/cms-nanoAOD/jsonpog-integration"
+    generate_corrections: bool = False
+
+
+@dataclass
+class CorrectionInputConfig:
+    """Where one input of a correctionlib correction comes from.
+
+    Exactly one of ``field`` (a field of the correction's object, or an event column when the
+    correction has no object), ``literal`` (a constant, formatted with era values) or
+    ``systematic`` (the slot receiving the nominal/up/down selector) is set.
+    """
+
+    field: Optional[str] = None
+    literal: Optional[str] = None
+    systematic: bool = False
+    abs: bool = False
+
+
+@dataclass
+class WeightSourceConfig:
+    """One up/down pair of an event-weight correction."""
+
+    variation: str = MISSING
+    up: str = MISSING
+    down: str = MISSING
+    # Objects (e.g. jet flavours) for which the source applies; others keep the nominal.
+    flavours: Optional[list[int]] = None
+
+
+@dataclass
+class LinkedSourceConfig:
+    """Selectors applied inside an object variation's fill (``varies_with``)."""
+
+    # Object-variation name pattern; ``{source}`` is matched against JES source names.
+    variation: str = MISSING
+    up: str = MISSING
+    down: str = MISSING
+    flavours: Optional[list[int]] = None
+
+
+@dataclass
+class JesSourceConfig:
+    """One JES uncertainty source and the name of its variation."""
+
+    source: str = MISSING
+    variation: str = MISSING
+
+
+@dataclass
+class CorrectionConfig:
+    """A correction: an object (JEC) or event-weight correction from a correctionlib file."""
+
+    type: str = MISSING  # "object" | "event"
+    file: str = MISSING
+    key: Optional[str] = None
+    # event: object the inputs come from (e.g. "muons", "jets"); None -> event columns.
+    object: Optional[str] = None
+    # event: how per-object values make an event weight: "leading" | "product".
+    reduction: str = "product"
+    flavour_field: str = "hadronFlavour"
+    inputs: dict[str, CorrectionInputConfig] = field(default_factory=dict)
+    nominal: str = "nominal"
+    sources: list[WeightSourceConfig] = field(default_factory=list)
+    varies_with: list[LinkedSourceConfig] = field(default_factory=list)
+    # object: raw collection corrected, levels applied in sequence, uncertainty sources.
+    collection: Optional[str] = None
+    levels: list[str] = field(default_factory=list)
+    uncertainty_key: Optional[str] = None
+    jes_sources: list[JesSourceConfig] = field(default_factory=list)
+    level_inputs: dict[str, str] = field(default_factory=dict)
+    mc_only: bool = True
+
+
+@dataclass
+class ConstantConfig:
+    """A number read from a correction file, e.g. ``deepJet_wp_values("M")``."""
+
+    file: str = MISSING
+    key: str = MISSING
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CorrectionsConfig:
+    """Corrections keyed by era (``corrections`` group).
+
+    ``definitions`` holds each correction once, with ``{folder}``, ``{jec_campaign}``,
+    ``{pileup_key}``, ``{trigger_sf_key}``, ``{era}`` and ``{year}`` placeholders filled from the
+    era's constants; ``by_era`` names the corrections applied to each era's simulation.
+    """
+
+    definitions: dict[str, CorrectionConfig] = field(default_factory=dict)
+    by_era: dict[str, list[str]] = field(default_factory=dict)
+    # Era constants read from correction files (data and simulation), e.g. the b-tag
+    # working point; available to functors as ``@name``.
+    constants: dict[str, ConstantConfig] = field(default_factory=dict)
+
+
+@dataclass
+class PrometheusConfig:
+    """Optional local Prometheus started by the job so a user sees numbers live."""
+
+    enabled: bool = False
+    port: int = 0
+
+
+@dataclass
+class RootConfig:
+    """The whole job configuration."""
+
+    name: str = "demo"
+    output_dir: str = "outputs/${name}"
+    log_level: str = "INFO"
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    datasets: dict[str, DatasetConfig] = field(default_factory=dict)
+    # Restrict the run to these datasets (fnmatch patterns); empty = all.
+    dataset_selection: list[str] = field(default_factory=list)
+    eras: dict[str, EraConfig] = field(default_factory=dict)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    corrections: CorrectionsConfig = field(default_factory=lambda: CorrectionsConfig())
+    workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    statistics: Any = None
+    mva: Any = None

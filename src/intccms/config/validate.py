@@ -1,0 +1,53 @@
+"""Semantic checks after composition: everything that types alone cannot catch."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from intccms.config.compose import ConfigError
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail at start-up, naming the key, on references that do not resolve.
+
+    Checks import paths of every functor, observables named by channels, eras of datasets,
+    cross-sections of simulation, and corrections named per era.
+    """
+    from intccms.physics.functors import FunctorError, import_function
+
+    a = cfg.analysis
+    functors = [("analysis.skim", a.skim)]
+    functors += [(f"analysis.objects.{k}", v) for k, v in a.objects.items()]
+    functors += [(f"analysis.baseline.{k}", v) for k, v in a.baseline.items()]
+    functors += [(f"analysis.observables.{k}", v) for k, v in a.observables.items()]
+    for ch, channel in a.channels.items():
+        functors += [(f"analysis.channels.{ch}.cuts.{k}", v) for k, v in channel.cuts.items()]
+        for obs in channel.observables:
+            if obs not in a.observables:
+                msg = (f"analysis.channels.{ch}.observables: '{obs}' is not defined under "
+                       f"analysis.observables (known: {sorted(a.observables)})")
+                raise ConfigError(msg)
+    for key, functor in functors:
+        try:
+            import_function(str(functor.function))
+        except FunctorError as err:
+            raise ConfigError(f"{key}.function: {err}") from None
+    for name, ds in cfg.datasets.items():
+        if ds.era not in cfg.eras:
+            msg = f"datasets.{name}.era: '{ds.era}' is not one of the configured eras {sorted(cfg.eras)}"
+            raise ConfigError(msg)
+        if not ds.is_data and ds.xsec is None:
+            msg = f"datasets.{name}.xsec: simulation needs a cross-section in pb"
+            raise ConfigError(msg)
+    for era, names in cfg.corrections.by_era.items():
+        if era not in cfg.eras:
+            msg = f"corrections.by_era.{era}: '{era}' is not one of the configured eras {sorted(cfg.eras)}"
+            raise ConfigError(msg)
+        for name in names:
+            if name not in cfg.corrections.definitions:
+                msg = (f"corrections.by_era.{era}: correction '{name}' is not defined under "
+                       f"corrections.definitions (known: {sorted(cfg.corrections.definitions)})")
+                raise ConfigError(msg)
+    if cfg.workflow.chunksize <= 0:
+        msg = f"workflow.chunksize must be positive, got {cfg.workflow.chunksize}"
+        raise ConfigError(msg)

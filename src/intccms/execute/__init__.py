@@ -1,0 +1,1 @@
+"""Execution: cluster backends, the task runner, and the stages (metadata, skim, analysis)."""

@@ -1,0 +1,89 @@
+"""Cluster backends, picked by ``cluster.kind``: ``local``, ``kubernetes``, ``address``.
+
+Each backend is a context manager that yields a connected :class:`distributed.Client` and tears
+its cluster down on exit (also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from distributed import Client, LocalCluster
+
+log = logging.getLogger(__name__)
+
+
+class ClusterError(RuntimeError):
+    """The Dask cluster could not be started or reached."""
+
+
+@contextmanager
+def local_cluster(cfg: Mapping[str, Any]) -> Iterator[Client]:
+    """A :class:`distributed.LocalCluster` sized by ``cluster.n_workers`` x ``threads_per_worker``."""
+    cluster = LocalCluster(
+        n_workers=int(cfg["n_workers"]),
+        threads_per_worker=int(cfg["threads_per_worker"]),
+        processes=bool(cfg["processes"]),
+        memory_limit=cfg["memory_limit"],
+        dashboard_address=cfg["dashboard_address"],
+        host="127.0.0.1",
+        silence_logs=logging.WARNING,
+    )
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+@contextmanager
+def address_cluster(cfg: Mapping[str, Any]) -> Iterator[Client]:
+    """Connect to an existing scheduler (a coffea-casa or Dask Gateway style facility)."""
+    address = cfg.get("address")
+    if not address:
+        msg = "cluster.kind=address needs cluster.address (e.g. tcp://scheduler:8786)"
+        raise ClusterError(msg)
+    try:
+        client = Client(address, timeout=float(cfg["connect_timeout_s"]))
+    except (OSError, TimeoutError) as err:
+        msg = (
+            f"cannot reach the Dask scheduler at {address} within "
+            f"{cfg['connect_timeout_s']} s ({type(err).__name__}); is it running?"
+        )
+        raise ClusterError(msg) from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextmanager
+def start_cluster(cfg: Mapping[str, Any], *, run_id: str = "run") -> Iterator[Client]:
+    """Start (or connect to) the configured cluster and yield a client."""
+    kind = str(cfg["kind"].value if hasattr(cfg["kind"], "value") else cfg["kind"])
+    if kind == "local":
+        with local_cluster(cfg) as client:
+            yield client
+    elif kind == "address":
+        with address_cluster(cfg) as client:
+            yield client
+    elif kind == "kubernetes":
+        from intccms.execute.backends.kubernetes import KubernetesBackend
+        from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
+
+        k8s_cfg = cfg.get("kubernetes")
+        if k8s_cfg is None:
+            msg = "cluster.kind=kubernetes needs the cluster.kubernetes block (cluster=kubernetes)"
+            raise ClusterError(msg)
+        if not isinstance(k8s_cfg, KubernetesClusterConfig):
+            from omegaconf import OmegaConf
+
+            k8s_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(KubernetesClusterConfig), k8s_cfg))
+        with KubernetesBackend(k8s_cfg, run_id=run_id) as client:
+            yield client
+    else:
+        msg = f"cluster.kind must be local, kubernetes or address, not '{kind}'"
+        raise ClusterError(msg)

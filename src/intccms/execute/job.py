@@ -1,0 +1,233 @@
+"""The job: prepare inputs, run metadata -> skim -> analysis on the cluster, write outputs."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distributed import Client
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from intccms.config.compose import to_yaml
+from intccms.execute.backends import start_cluster
+from intccms.execute.prepare import ensure_inputs, fill_generated_files
+from intccms.execute.records import ChunkRecord
+from intccms.execute.runner import StageOutcome, run_stage
+from intccms.execute.stages import (
+    analysis_items,
+    build_plan,
+    corrections_specs,
+    era_constants,
+    run_metadata,
+    skim_stage,
+)
+from intccms.execute.tasks import analysis_task
+from intccms.outputs.histograms import AxisSpec, HistogramAccumulator, save_pickle, save_root
+from intccms.outputs.provenance import config_hash, write_provenance
+from intccms.outputs.summary import print_summary, summarise
+from intccms.physics.normalisation import normalisation_factor
+from intccms.physics.pipeline import ChunkContext
+from intccms.plan.datasets import Dataset, resolve_dataset, select_datasets
+from intccms.storage import StorageOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobResult:
+    """What a run produced, for callers and tests."""
+
+    output_dir: Path
+    histograms_path: Path | None = None
+    root_path: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+    records: list[ChunkRecord] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    statistics: dict[str, Any] | None = None
+    wall_time_s: float = 0.0
+
+
+def storage_options(cfg: DictConfig) -> StorageOptions:
+    """Storage options from the ``storage`` group; credentials stay as env-var references."""
+    from intccms.storage import load_credentials
+
+    return StorageOptions(
+        s3_endpoint=cfg.storage.s3_endpoint,
+        timeout_s=float(cfg.storage.timeout_s),
+        retries=int(cfg.storage.retries),
+        credentials=load_credentials(),
+    )
+
+
+def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client | None = None) -> JobResult:
+    """Run the configured workflow end to end.
+
+    Args:
+        cfg: the composed configuration (:func:`intccms.config.compose_config`).
+        console: where progress and summaries go (stderr by default).
+        client: an existing Dask client (tests); otherwise the configured backend is started.
+    """
+    console = console or Console(stderr=True)
+    t0 = time.time()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = os.environ.get("INTCCMS_RUN_ID") or f"{cfg.name}-{uuid.uuid4().hex[:8]}"
+    os.environ["INTCCMS_RUN_ID"] = run_id
+    config_yaml = to_yaml(cfg)
+    write_provenance(out / "provenance", config_yaml, {"run_id": run_id})
+
+    fill_generated_files(cfg)
+    ensure_inputs(cfg, console=console)
+    chosen = select_datasets(OmegaConf.to_container(cfg.datasets, resolve=True), list(cfg.dataset_selection))
+    datasets = {name: resolve_dataset(name, d) for name, d in chosen.items()}
+    eras = sorted({d.era for d in datasets.values()})
+    unknown = [e for e in eras if e not in cfg.eras]
+    if unknown:
+        msg = f"datasets use eras {unknown} that are not configured under 'eras' (known: {sorted(cfg.eras)})"
+        raise ValueError(msg)
+    constants = era_constants(cfg, eras)
+    specs = corrections_specs(cfg, eras)  # validates every file and key now, at start-up
+    plan = build_plan(cfg, specs)
+    options = storage_options(cfg)
+    result = JobResult(output_dir=out)
+
+    if client is None:
+        with start_cluster(cfg.cluster, run_id=run_id) as new_client:
+            _run(cfg, new_client, datasets, constants, specs, plan, options, out, result, console, config_yaml)
+    else:
+        _run(cfg, client, datasets, constants, specs, plan, options, out, result, console, config_yaml)
+    result.wall_time_s = time.time() - t0
+    return result
+
+
+def _register_plugins(client: Client, options: StorageOptions) -> None:
+    creds = options.credentials
+    if creds is not None and creds.environ():
+        from intccms.storage import CredentialsPlugin
+
+        client.register_plugin(CredentialsPlugin(creds))
+
+
+def _run(
+    cfg: DictConfig,
+    client: Client,
+    datasets: Mapping[str, Dataset],
+    constants: Mapping[str, Mapping[str, Any]],
+    specs: Mapping[str, Any],
+    plan: Any,
+    options: StorageOptions,
+    out: Path,
+    result: JobResult,
+    console: Console,
+    config_yaml: str,
+) -> None:
+    wf = cfg.workflow
+    _register_plugins(client, options)
+    t_start = time.time()
+    metadata, meta_records = run_metadata(cfg, client, datasets, options, out, console=console)
+    result.records.extend(meta_records)
+    for name, meta in metadata.items():
+        for f, fm in meta.files.items():
+            if fm.error:
+                result.skipped[f] = fm.error
+
+    skim_dir = str(cfg.workflow.skim_dir)
+    if wf.save_skimmed_output:
+        outcome = skim_stage(cfg, client, datasets, metadata, constants, options, skim_dir, console=console)
+        result.records.extend(outcome.records)
+        result.skipped.update(outcome.skipped)
+
+    if not wf.run_analysis:
+        result.summary = summarise(result.records, datasets, time.time() - t_start, result.skipped)
+        print_summary(result.summary, console=console)
+        _report(cfg, result, out, time.time() - t_start, console)
+        return
+
+    axes = {name: AxisSpec(name, int(o.binning.bins), float(o.binning.start), float(o.binning.stop), str(o.label))
+            for name, o in cfg.analysis.observables.items()}
+    acc = HistogramAccumulator(variations=plan.variations, axes=axes)
+    contexts: dict[str, ChunkContext] = {}
+    era_yields: dict[str, dict[str, float]] = {}
+    for name, ds in datasets.items():
+        meta = metadata[name]
+        era_cfg = cfg.eras[ds.era]
+        norm = 1.0
+        if not ds.is_data:
+            norm = normalisation_factor(ds.xsec or 0.0, float(era_cfg.luminosity), meta.sum_genweight)
+        contexts[name] = ChunkContext(
+            process=ds.process, era=ds.era, is_data=ds.is_data, norm=norm,
+            golden_json=str(era_cfg.golden_json) if ds.is_data and era_cfg.golden_json else None,
+            constants=constants[ds.era],
+        )
+    items = analysis_items(cfg, datasets, metadata, skim_dir, options)
+    plan_future = client.scatter(plan, broadcast=True, hash=False)
+
+    def on_result(item: Any, chunk: Any) -> None:
+        acc.add(chunk.process, chunk.hists)
+        era = contexts[item.dataset].era
+        nominal = sum(float(v[0, :, 0].sum()) for v in chunk.hists.values())
+        era_yields.setdefault(chunk.process, {}).setdefault(era, 0.0)
+        era_yields[chunk.process][era] += nominal
+
+    outcome: StageOutcome = run_stage(
+        client, "analysis", items, analysis_task,
+        lambda item: (contexts[item.dataset], plan_future, specs.get(datasets[item.dataset].era)
+                      if not datasets[item.dataset].is_data else None, options),
+        on_result, retries=int(wf.retries), skip_bad_files=bool(wf.skip_bad_files), console=console,
+    )
+    result.records.extend(outcome.records)
+    result.skipped.update(outcome.skipped)
+
+    processes = sorted({ds.process for ds in datasets.values()}, key=lambda p: (p == "data", p))
+    hists = acc.to_hists(processes)
+    meta = {
+        "config_hash": config_hash(config_yaml),
+        "name": str(cfg.name),
+        "eras": sorted({ds.era for ds in datasets.values()}),
+        "variations": list(plan.variations),
+        "processes": {p: {"is_data": p == "data",
+                          "datasets": sorted(n for n, d in datasets.items() if d.process == p)}
+                      for p in processes},
+        "era_yields": era_yields,
+        "luminosity": {e: float(cfg.eras[e].luminosity) for e in sorted({d.era for d in datasets.values()})},
+    }
+    hist_dir = out / "histograms"
+    result.histograms_path = save_pickle(hist_dir / "histograms.pkl", hists, meta)
+    result.root_path = save_root(hist_dir / "histograms.root", hists)
+    wall = time.time() - t_start
+    if wf.run_plots:
+        from intccms.outputs.plots import plot_all
+
+        lumi_fb = sum(float(cfg.eras[e].luminosity) for e in meta["eras"]) / 1000.0
+        result.plots = plot_all(hists, out / "plots", groups=OmegaConf.to_container(cfg.analysis.plot.groups),
+                                signals=list(cfg.analysis.plot.signals), log_y=bool(cfg.analysis.plot.log_y),
+                                lumi_fb=lumi_fb)
+    result.summary = summarise(result.records, datasets, wall, result.skipped)
+    print_summary(result.summary, console=console)
+    _report(cfg, result, out, wall, console)
+    if wf.run_statistics:
+        from intccms.stats import run_statistics
+        from intccms.stats.config import StatisticsConfig
+
+        stats_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StatisticsConfig), cfg.statistics))
+        result.statistics = run_statistics({"histograms": hists, "meta": meta}, stats_cfg, out / "statistics",
+                                           client=client)
+
+
+def _report(cfg: DictConfig, result: JobResult, out: Path, wall: float, console: Console) -> None:
+    """The run report (terminal table, JSON and plots) from the measured chunk records."""
+    from intccms.outputs.report import build_report, print_report, write_report
+
+    n_cores = int(cfg.cluster.n_workers) * int(cfg.cluster.threads_per_worker)
+    report = build_report(result.records, wall_time_s=wall, n_cores=max(n_cores, 1))
+    write_report(report, out / "report")
+    print_report(report, console=console)

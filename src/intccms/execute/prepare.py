@@ -1,0 +1,72 @@
+"""Make sure generated inputs exist before planning: demo NanoAOD, golden JSONs, corrections.
+
+Only datasets with a ``generate`` block and eras whose golden JSON lives under
+``paths.generated_data`` are generated; real inputs are never touched. Generation is
+idempotent: complete files are kept, so a rerun starts at once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import Progress
+
+from intccms.plan.datasets import generated_file_paths
+
+
+def _under(path: str, root: str) -> bool:
+    return os.path.abspath(path).startswith(os.path.abspath(root) + os.sep)
+
+
+def _generated_datasets(cfg: DictConfig) -> dict[str, Any]:
+    datasets = OmegaConf.to_container(cfg.datasets, resolve=True)
+    from intccms.plan.datasets import select_datasets
+
+    chosen = select_datasets(datasets, list(cfg.dataset_selection))
+    return {n: d for n, d in chosen.items() if d.get("generate")}
+
+
+def fill_generated_files(cfg: DictConfig) -> None:
+    """Point generated datasets without explicit ``files`` at the generator's output paths."""
+    root = str(cfg.paths.generated_data)
+    for name, ds in cfg.datasets.items():
+        if ds.generate is not None and not ds.files:
+            ds.files = generated_file_paths(root, name, ds.era, int(ds.generate.n_files))
+
+
+def ensure_inputs(cfg: DictConfig, *, console: Console) -> None:
+    """Generate the missing demo inputs the configuration asks for."""
+    from intccms import datagen
+
+    root = str(cfg.paths.generated_data)
+    generated = _generated_datasets(cfg)
+    eras = sorted({d["era"] for d in generated.values()})
+    if cfg.paths.generate_corrections:
+        datagen.write_correction_files(str(cfg.paths.jsonpog), sorted(set(eras) | set(cfg.corrections.by_era)))
+    for era in eras:
+        golden = cfg.eras[era].golden_json
+        if golden and _under(str(golden), root) and not Path(str(golden)).is_file():
+            datagen.write_golden_json(str(golden), era)
+    jobs = []
+    for name, ds in generated.items():
+        gen = ds["generate"]
+        paths = generated_file_paths(root, name, ds["era"], int(gen["n_files"]))
+        for i, path in enumerate(paths):
+            jobs.append((name, path, gen, ds["era"], i))
+    missing = [j for j in jobs if not Path(j[1]).is_file()]
+    if not missing:
+        return
+    with Progress(console=console, transient=False) as progress:
+        bar = progress.add_task("[bold]generating demo NanoAOD[/bold]", total=len(missing))
+        for name, path, gen, era, i in missing:
+            n_events = int(gen["events_per_file"])
+            datagen.ensure_generated(
+                path, gen["kind"], era, n_events, int(gen["seed"]) * 1000 + i,
+                params=gen.get("params") or {}, compression=gen.get("compression", "lzma"),
+                first_event=1 + i * n_events,
+            )
+            progress.advance(bar)

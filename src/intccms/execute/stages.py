@@ -1,0 +1,239 @@
+"""Stage planning on the driver: metadata, skim work items, analysis work items, the plan."""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, as_completed
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import Progress
+
+from intccms.execute.records import ChunkRecord
+from intccms.execute.runner import BadInputError, StageOutcome, run_stage
+from intccms.execute.tasks import CorrectionsSpec, skim_task
+from intccms.physics.corrections.era import EraCorrections, era_values
+from intccms.physics.corrections.loading import get_correction
+from intccms.physics.events import branch_names
+from intccms.physics.functors import Functor
+from intccms.physics.pipeline import AnalysisPlan, Channel, Observable
+from intccms.plan.datasets import Dataset
+from intccms.plan.metadata import DatasetMetadata, FileMetadata, file_metadata, load_cache, save_cache
+from intccms.plan.workitems import WorkItem, chunk_file
+from intccms.storage import Manifest, StorageOptions, exists_complete, join
+
+SKIM_EXTENSIONS = {"parquet": "parquet", "ttree": "root", "rntuple": "root"}
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True) if node is not None else None
+
+
+def era_constants(cfg: DictConfig, eras: list[str]) -> dict[str, dict[str, Any]]:
+    """Per-era values available to functors as ``@name`` (triggers, b-tag WP, era, year)."""
+    out: dict[str, dict[str, Any]] = {}
+    root = str(cfg.paths.jsonpog)
+    for era in eras:
+        era_cfg = _container(cfg.eras[era])
+        values = era_values(era, era_cfg)
+        consts: dict[str, Any] = {"era": era, "year": values["year"], "triggers": list(era_cfg["triggers"])}
+        for name, const in cfg.corrections.constants.items():
+            path = f"{root.rstrip('/')}/{str(const.file).format(**values)}"
+            corr = get_correction(path, str(const.key).format(**values), era=era)
+            consts[name] = float(corr.evaluate(*[str(a).format(**values) for a in const.args]))
+        out[era] = consts
+    return out
+
+
+def corrections_specs(cfg: DictConfig, eras: list[str]) -> dict[str, CorrectionsSpec]:
+    """One :class:`CorrectionsSpec` per era with corrections; built here once to validate."""
+    definitions = _container(cfg.corrections.definitions) or {}
+    specs: dict[str, CorrectionsSpec] = {}
+    for era in eras:
+        names = list(cfg.corrections.by_era.get(era, []) or [])
+        if not names:
+            continue
+        spec = CorrectionsSpec.create(era, _container(cfg.eras[era]), definitions, names, str(cfg.paths.jsonpog))
+        spec.build()
+        specs[era] = spec
+    return specs
+
+
+def variation_names(cfg: DictConfig, specs: Mapping[str, CorrectionsSpec]) -> tuple[str, ...]:
+    """``nominal`` then every variation any era produces (filtered by ``workflow.variations``)."""
+    names: list[str] = []
+    for spec in specs.values():
+        for name in spec.build().variation_names():
+            if name not in names:
+                names.append(name)
+    patterns = list(cfg.workflow.variations)
+    names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    return ("nominal", *names)
+
+
+def build_plan(cfg: DictConfig, specs: Mapping[str, CorrectionsSpec]) -> AnalysisPlan:
+    """The worker-side plan from the ``analysis`` group (picklable, secret-free)."""
+    a = cfg.analysis
+    observables = {
+        name: Observable(
+            functor=Functor.from_config(_container(o)),
+            bins=int(o.binning.bins), start=float(o.binning.start), stop=float(o.binning.stop),
+        )
+        for name, o in a.observables.items()
+    }
+    channels = {}
+    for name, ch in a.channels.items():
+        for obs in ch.observables:
+            if obs not in observables:
+                msg = f"analysis.channels.{name}.observables: '{obs}' is not defined (known: {sorted(observables)})"
+                raise ValueError(msg)
+        channels[name] = Channel(
+            cuts={k: Functor.from_config(_container(v)) for k, v in ch.cuts.items()},
+            observables=tuple(ch.observables), use_baseline=bool(ch.use_baseline),
+        )
+    return AnalysisPlan(
+        collections={k: tuple(v) for k, v in a.collections.items()},
+        event_columns=tuple(a.event_columns),
+        mc_only=frozenset(a.mc_only),
+        skim=Functor.from_config(_container(a.skim)),
+        objects={k: Functor.from_config(_container(v)) for k, v in a.objects.items()},
+        baseline={k: Functor.from_config(_container(v)) for k, v in a.baseline.items()},
+        channels=channels,
+        observables=observables,
+        variations=variation_names(cfg, specs),
+    )
+
+
+def run_metadata(
+    cfg: DictConfig, client: Client, datasets: Mapping[str, Dataset], options: StorageOptions,
+    out: Path, *, console: Console,
+) -> tuple[dict[str, DatasetMetadata], list[ChunkRecord]]:
+    """Events and sums of weights per file; cached in ``{output_dir}/metadata.json``."""
+    cache_path = out / "metadata.json"
+    cache = {} if cfg.workflow.regenerate_metadata else load_cache(cache_path)
+    result: dict[str, DatasetMetadata] = {}
+    todo: list[tuple[str, str, bool]] = []
+    for name, ds in datasets.items():
+        cached = cache.get(name)
+        files = {}
+        for f in ds.files:
+            if cached and f in cached.files and cached.files[f].error is None:
+                files[f] = cached.files[f]
+            else:
+                todo.append((name, f, ds.is_data))
+        result[name] = DatasetMetadata(name=name, era=ds.era, is_data=ds.is_data, xsec=ds.xsec, files=files)
+    records: list[ChunkRecord] = []
+    if todo:
+        futures = {client.submit(file_metadata, f, is_data, options, pure=False): (name, f)
+                   for name, f, is_data in todo}
+        with Progress(console=console, transient=False) as progress:
+            bar = progress.add_task("[bold]metadata[/bold]", total=len(futures))
+            for fut in as_completed(list(futures)):
+                name, f = futures[fut]
+                t_end = time.time()
+                meta: FileMetadata = fut.result()
+                result[name].files[f] = meta
+                records.append(ChunkRecord(dataset=name, stage="metadata", file=f, entry_start=0,
+                                           entry_stop=meta.num_entries, bytes_read=meta.bytes_read,
+                                           t_start=t_end, t_end=t_end, failed=meta.error is not None,
+                                           error=meta.error))
+                progress.advance(bar)
+    bad = {f: m.error for d in result.values() for f, m in d.files.items() if m.error}
+    if bad and not cfg.workflow.skip_bad_files:
+        first = next(iter(bad.items()))
+        msg = (f"{len(bad)} input file(s) cannot be read; first: {first[1]} "
+               "(set workflow.skip_bad_files=true to skip them)")
+        raise BadInputError(msg)
+    for name, meta in result.items():
+        if not meta.is_data and not meta.sum_genweight > 0:
+            msg = f"dataset {name}: sum of generator weights is {meta.sum_genweight}; cannot normalise"
+            raise ValueError(msg)
+    # Keep entries of other datasets already in the cache so partial runs do not drop them.
+    merged = dict(load_cache(cache_path))
+    merged.update({n: DatasetMetadata(m.name, m.era, m.is_data, m.xsec,
+                                      {f: fm for f, fm in m.files.items() if fm.error is None})
+                   for n, m in result.items()})
+    save_cache(cache_path, merged)
+    return result, records
+
+
+def _good_files(meta: DatasetMetadata) -> list[tuple[int, FileMetadata]]:
+    files = sorted(meta.files.items())
+    return [(i, fm) for i, (f, fm) in enumerate(files) if fm.error is None and fm.num_entries > 0]
+
+
+def skim_stage(
+    cfg: DictConfig, client: Client, datasets: Mapping[str, Dataset],
+    metadata: Mapping[str, DatasetMetadata], constants: Mapping[str, Mapping[str, Any]],
+    options: StorageOptions, skim_dir: str, *, console: Console,
+) -> StageOutcome:
+    """Skim every chunk not already committed; the manifest lists only complete parts."""
+    wf = cfg.workflow
+    fmt = str(wf.skim_format.value if hasattr(wf.skim_format, "value") else wf.skim_format)
+    ext = SKIM_EXTENSIONS[fmt]
+    a = cfg.analysis
+    skim = Functor.from_config(_container(a.skim))
+    collections = {k: tuple(v) for k, v in a.collections.items()}
+    skim_inputs = {c: collections[c] for c in skim.inputs if c in collections}
+    keep = tuple(a.skim_keep) + tuple(branch_names(skim_inputs, ()))
+    writer_kwargs = _container(cfg.storage.writer_kwargs).get(fmt, {})
+    manifests: dict[str, Manifest] = {}
+    items: list[WorkItem] = []
+    targets: dict[WorkItem, str] = {}
+    for name, ds in datasets.items():
+        manifest = Manifest.load(join(skim_dir, name, "manifest.json"), options)
+        manifests[name] = manifest
+        done = set(manifest.urls())
+        for index, fm in _good_files(metadata[name]):
+            for item in chunk_file(name, fm.file, index, fm.num_entries, int(wf.chunksize), wf.max_chunks_per_file):
+                target = join(skim_dir, name, f"file_{index}", f"part_{item.chunk_index}.{ext}")
+                if target in done and exists_complete(target, options):
+                    continue
+                items.append(item)
+                targets[item] = target
+    if len(targets) < sum(1 for _ in targets):
+        pass
+    drop_data = frozenset(a.mc_only)
+
+    def args_for(item: WorkItem) -> tuple[Any, ...]:
+        ds = datasets[item.dataset]
+        return (targets[item], fmt, keep, drop_data if ds.is_data else frozenset(), skim, collections,
+                constants[ds.era], options, writer_kwargs)
+
+    def on_result(item: WorkItem, part: dict[str, Any]) -> None:
+        manifests[item.dataset].add(part)
+        manifests[item.dataset].save()
+
+    if not items:
+        console.print("[green]skim: every part is already written; nothing to do[/green]")
+    return run_stage(client, "skim", items, skim_task, args_for, on_result, retries=int(wf.retries),
+                     skip_bad_files=bool(wf.skip_bad_files), console=console)
+
+
+def analysis_items(
+    cfg: DictConfig, datasets: Mapping[str, Dataset], metadata: Mapping[str, DatasetMetadata],
+    skim_dir: str, options: StorageOptions,
+) -> list[WorkItem]:
+    """Chunks of the original files, or the committed skim parts with ``use_skimmed_input``."""
+    wf = cfg.workflow
+    items: list[WorkItem] = []
+    for name in datasets:
+        if wf.use_skimmed_input:
+            manifest = Manifest.load(join(skim_dir, name, "manifest.json"), options)
+            parts = sorted(manifest.parts, key=lambda p: (p.get("file_index", 0), p.get("chunk", 0)))
+            if not parts:
+                msg = (f"dataset {name}: no skimmed parts under {join(skim_dir, name)}; "
+                       "run with workflow.save_skimmed_output=true first")
+                raise FileNotFoundError(msg)
+            for i, part in enumerate(parts):
+                if int(part["entries"]) > 0:
+                    items.extend(chunk_file(name, part["url"], i, int(part["entries"]), int(wf.chunksize)))
+        else:
+            for index, fm in _good_files(metadata[name]):
+                items.extend(chunk_file(name, fm.file, index, fm.num_entries, int(wf.chunksize),
+                                        wf.max_chunks_per_file))
+    return items

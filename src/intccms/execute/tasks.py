@@ -1,0 +1,186 @@
+"""The functions that run on Dask workers, one call per work item.
+
+Input problems (missing, corrupt or truncated file, missing tree or branch) are caught here
+and returned as a failed :class:`ChunkRecord` naming the file, so the driver can skip the file
+(``skip_bad_files``) or stop with a clear message. Everything else propagates, and Dask retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from intccms.execute.records import ChunkRecord
+from intccms.physics.corrections import EraCorrections
+from intccms.physics.events import build_events
+from intccms.physics.functors import Functor
+from intccms.physics.lumimask import in_golden_json
+from intccms.physics.pipeline import AnalysisPlan, ChunkAnalysis, ChunkContext, ChunkResult
+from intccms.plan.workitems import WorkItem
+from intccms.storage import MissingColumnError, StorageOptions, open_source, write_part
+
+INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, EOFError)
+
+
+@dataclass(frozen=True)
+class CorrectionsSpec:
+    """Hashable description of one era's corrections, built once per worker process."""
+
+    era: str
+    era_json: str
+    definitions_json: str
+    names: tuple[str, ...]
+    jsonpog_root: str
+
+    @classmethod
+    def create(cls, era: str, era_cfg: Mapping[str, Any], definitions: Mapping[str, Any],
+               names: list[str], jsonpog_root: str) -> "CorrectionsSpec":
+        return cls(era, json.dumps(era_cfg, sort_keys=True), json.dumps(definitions, sort_keys=True),
+                   tuple(names), jsonpog_root)
+
+    def build(self) -> EraCorrections:
+        return _build_corrections(self)
+
+
+@lru_cache(maxsize=16)
+def _build_corrections(spec: CorrectionsSpec) -> EraCorrections:
+    return EraCorrections.from_config(
+        spec.era, json.loads(spec.era_json), json.loads(spec.definitions_json), spec.names,
+        spec.jsonpog_root,
+    )
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return "local"
+
+
+def _rss() -> int:
+    try:
+        import psutil
+
+        return int(psutil.Process(os.getpid()).memory_info().rss)
+    except Exception:  # noqa: BLE001 - memory is informative only
+        return 0
+
+
+@contextmanager
+def _meter(dataset: str, stage: str) -> Iterator[Any]:
+    """Prometheus metrics of the chunk (the worker process's registry)."""
+    from intccms.metrics.worker import chunk_metrics
+
+    with chunk_metrics(dataset, stage) as meter:
+        yield meter
+
+
+def _describe(err: BaseException, url: str) -> str:
+    text = str(err) if url in str(err) else f"{url}: {err}"
+    return f"{type(err).__name__}: {text}"
+
+
+def analysis_task(
+    item: WorkItem,
+    ctx: ChunkContext,
+    plan: AnalysisPlan,
+    corrections: CorrectionsSpec | None,
+    options: StorageOptions | None,
+) -> tuple[ChunkResult | None, ChunkRecord]:
+    """Read one chunk's branches and analyse it."""
+    record = ChunkRecord(dataset=item.dataset, stage="analysis", file=item.file,
+                         entry_start=item.entry_start, entry_stop=item.entry_stop,
+                         worker=_worker_name(), t_start=time.time())
+    with _meter(item.dataset, "analysis") as meter:
+        analysis = ChunkAnalysis(plan, ctx, corrections.build() if corrections else None)
+        try:
+            with open_source(item.file, options=options) as source:
+                columns = source.read(analysis.branches(), item.entry_start, item.entry_stop)
+                record.bytes_read = int(source.bytes_read)
+        except INPUT_ERRORS as err:
+            record.failed, record.error = True, _describe(err, item.file)
+            record.t_end = time.time()
+            meter.add(bytes_read=record.bytes_read)
+            raise_if_not_input(err)
+            return None, record
+        result = analysis.run(columns)
+        record.events_read = item.entries
+        record.events_selected = result.events_selected
+        meter.add(events_read=record.events_read, events_selected=record.events_selected,
+                  bytes_read=record.bytes_read)
+    record.t_end = time.time()
+    record.peak_rss = _rss()
+    return result, record
+
+
+def raise_if_not_input(err: BaseException) -> None:
+    """Programming errors that look like input errors are not hidden as bad files."""
+    if isinstance(err, KeyError) and not isinstance(err, MissingColumnError):
+        raise err
+
+
+def skim_task(
+    item: WorkItem,
+    target: str,
+    fmt: str,
+    keep_patterns: tuple[str, ...],
+    drop: frozenset[str],
+    skim: Functor,
+    collections: Mapping[str, tuple[str, ...]],
+    constants: Mapping[str, Any],
+    options: StorageOptions | None,
+    writer_kwargs: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any] | None, ChunkRecord]:
+    """Apply the skim function to one chunk and write the kept branches as one part."""
+    import fnmatch
+
+    record = ChunkRecord(dataset=item.dataset, stage="skim", file=item.file,
+                         entry_start=item.entry_start, entry_stop=item.entry_stop,
+                         worker=_worker_name(), t_start=time.time())
+    with _meter(item.dataset, "skim") as meter:
+        try:
+            with open_source(item.file, options=options) as source:
+                available = source.columns()
+                keep = [c for c in available
+                        if any(fnmatch.fnmatchcase(c, p) for p in keep_patterns) and c not in drop]
+                columns = source.read(keep, item.entry_start, item.entry_stop)
+                record.bytes_read = int(source.bytes_read)
+        except INPUT_ERRORS as err:
+            record.failed, record.error = True, _describe(err, item.file)
+            record.t_end = time.time()
+            raise_if_not_input(err)
+            return None, record
+        events = build_events(columns, collections, ())
+        namespace: dict[str, Any] = dict(events)
+        namespace.update({f"@{k}": v for k, v in constants.items()})
+        mask = np.asarray(skim(namespace), dtype=bool)
+        selected = {name: values[mask] for name, values in columns.items()}
+        written = write_part(selected, target, fmt, options=options, writer_kwargs=writer_kwargs)
+        record.events_read = item.entries
+        record.events_selected = int(np.count_nonzero(mask))
+        record.bytes_written = int(written.bytes)
+        meter.add(events_read=record.events_read, events_selected=record.events_selected,
+                  bytes_read=record.bytes_read, bytes_written=record.bytes_written)
+    record.t_end = time.time()
+    record.peak_rss = _rss()
+    part = {"url": written.url, "entries": written.entries, "bytes": written.bytes,
+            "source_file": item.file, "entry_start": item.entry_start,
+            "entry_stop": item.entry_stop, "fmt": fmt, "chunk": item.chunk_index,
+            "file_index": item.file_index}
+    return part, record
+
+
+def golden_mask(path: str, run: ak.Array, lumi: ak.Array) -> np.ndarray:
+    """Re-exported for the inspector and tests."""
+    return in_golden_json(path, run, lumi)

@@ -1,0 +1,197 @@
+"""All corrections of one era, built from configuration, and the variation names they make."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec
+from intccms.physics.corrections.jec import JesSource, JetEnergyCorrection
+from intccms.physics.corrections.loading import CorrectionFileError, get_correction
+from intccms.physics.corrections.weights import WeightCorrection, WeightSource
+
+
+class CorrectionConfigError(ValueError):
+    """A correction's configuration does not match its file (names correction, key and era)."""
+
+
+def era_values(era: str, era_cfg: Mapping[str, Any]) -> dict[str, str]:
+    """Placeholders available to correction strings: ``{era}``, ``{year}``, ``{folder}``..."""
+    return {
+        "era": era,
+        "year": str(era_cfg["year"]),
+        "folder": str(era_cfg["correction_folder"]),
+        "jec_campaign": str(era_cfg["jec_campaign"]),
+        "pileup_key": str(era_cfg["pileup_key"]),
+        "trigger_sf_key": str(era_cfg["trigger_sf_key"]),
+    }
+
+
+def _fmt(text: str, values: Mapping[str, str], *, where: str) -> str:
+    try:
+        return text.format(**values)
+    except KeyError as err:
+        msg = f"{where}: unknown placeholder {err} in '{text}' (known: {sorted(values)})"
+        raise CorrectionConfigError(msg) from None
+
+
+@dataclass
+class EraCorrections:
+    """The object and weight corrections applied to one era's simulation."""
+
+    era: str
+    objects: list[JetEnergyCorrection] = field(default_factory=list)
+    weights: list[WeightCorrection] = field(default_factory=list)
+
+    @classmethod
+    def from_config(
+        cls,
+        era: str,
+        era_cfg: Mapping[str, Any],
+        definitions: Mapping[str, Mapping[str, Any]],
+        names: Sequence[str],
+        jsonpog_root: str,
+    ) -> "EraCorrections":
+        """Build (and thereby validate) the corrections ``names`` for ``era``.
+
+        Every file is opened and every key and input checked, so a missing file or key fails
+        here, at start-up, with a message naming the file, the key and the era.
+        """
+        values = era_values(era, era_cfg)
+        out = cls(era=era)
+        for name in names:
+            if name not in definitions:
+                msg = f"era {era}: correction '{name}' is not defined (known: {sorted(definitions)})"
+                raise CorrectionConfigError(msg)
+            cfg = definitions[name]
+            where = f"correction '{name}' (era {era})"
+            path = f"{jsonpog_root.rstrip('/')}/{_fmt(cfg['file'], values, where=where)}"
+            try:
+                if cfg["type"] == "object":
+                    out.objects.append(_object_correction(name, cfg, path, values, era, where))
+                elif cfg["type"] == "event":
+                    out.weights.append(_weight_correction(name, cfg, path, values, era, where))
+                else:
+                    msg = f"{where}: type must be 'object' or 'event', not '{cfg['type']}'"
+                    raise CorrectionConfigError(msg)
+            except (KeyError, CorrectionFileError) as err:
+                if isinstance(err, CorrectionFileError):
+                    raise
+                raise CorrectionConfigError(f"{where}: {err.args[0]}") from None
+        return out
+
+    def variation_bases(self) -> list[str]:
+        """Base names of every variation this era produces (object first, then weights)."""
+        bases = [v for obj in self.objects for v in obj.variation_bases]
+        bases += [s.variation for w in self.weights for s in w.sources]
+        return bases
+
+    def variation_names(self) -> list[str]:
+        """``{base}_up`` / ``{base}_down`` for every source of this era."""
+        return [f"{b}_{d}" for b in self.variation_bases() for d in ("up", "down")]
+
+
+def _object_correction(
+    name: str, cfg: Mapping[str, Any], path: str, values: Mapping[str, str], era: str, where: str
+) -> JetEnergyCorrection:
+    levels = [_fmt(level, values, where=where) for level in cfg["levels"]]
+    key_pattern = cfg.get("uncertainty_key") or "{jec_campaign}_{source}_AK4PFchs"
+    sources = []
+    for entry in cfg["jes_sources"]:
+        vals = dict(values, source=entry["source"])
+        sources.append(
+            JesSource(
+                source=entry["source"],
+                key=_fmt(key_pattern, vals, where=where),
+                variation=_fmt(entry["variation"], vals, where=where),
+            )
+        )
+    if not cfg.get("collection"):
+        msg = "object corrections need 'collection'"
+        raise KeyError(msg)
+    return JetEnergyCorrection(
+        name=name,
+        collection=cfg["collection"],
+        path=path,
+        levels=levels,
+        level_inputs=cfg["level_inputs"],
+        sources=sources,
+        era=era,
+    )
+
+
+def _weight_correction(
+    name: str, cfg: Mapping[str, Any], path: str, values: Mapping[str, str], era: str, where: str
+) -> WeightCorrection:
+    key = _fmt(cfg.get("key") or "", values, where=where)
+    correction = get_correction(path, key, era=era)
+    specs = []
+    configured = cfg["inputs"]
+    for inp in correction.inputs:
+        if inp.name not in configured:
+            msg = f"input '{inp.name}' of key '{key}' in {path} is not configured (configured: {sorted(configured)})"
+            raise KeyError(msg)
+        spec = configured[inp.name]
+        literal = spec.get("literal")
+        specs.append(
+            InputSpec(
+                name=inp.name,
+                field=spec.get("field"),
+                literal=_fmt(literal, values, where=where) if literal is not None else None,
+                systematic=bool(spec.get("systematic")),
+                absolute=bool(spec.get("abs")),
+            )
+        )
+    unknown = set(configured) - {i.name for i in correction.inputs}
+    if unknown:
+        msg = f"inputs {sorted(unknown)} are not inputs of key '{key}' in {path}"
+        raise KeyError(msg)
+    evaluator = FlatEvaluator(path, key, specs, era=era)
+
+    def _source(entry: Mapping[str, Any], *, linked: bool = False) -> WeightSource:
+        flav = entry.get("flavours")
+        # Linked selectors keep ``{source}``: it is filled per object variation at fill time.
+        vals = dict(values, source="{source}") if linked else values
+        return WeightSource(
+            variation=entry["variation"] if linked else _fmt(entry["variation"], vals, where=where),
+            up=_fmt(entry["up"], vals, where=where),
+            down=_fmt(entry["down"], vals, where=where),
+            flavours=tuple(int(f) for f in flav) if flav is not None else None,
+        )
+
+    return WeightCorrection(
+        name=name,
+        evaluator=evaluator,
+        nominal=cfg.get("nominal", "nominal"),
+        obj=cfg.get("object"),
+        reduction=cfg.get("reduction", "product"),
+        flavour_field=cfg.get("flavour_field", "hadronFlavour"),
+        sources=[_source(s) for s in cfg.get("sources", [])],
+        linked=[_source(s, linked=True) for s in cfg.get("varies_with", [])],
+    )
+
+
+def linked_source(correction: WeightCorrection, object_variation: str) -> WeightSource | None:
+    """The source of ``correction`` that moves with an object variation (``varies_with``).
+
+    A linked entry's ``variation`` is an fnmatch pattern on the object variation's base name
+    (``jes*``); its ``up``/``down`` may use ``{source}``, filled with the JES source name
+    without the year suffix (the b-tag file has ``up_jesAbsoluteStat``, not ``..._2017``).
+    """
+    for entry in correction.linked:
+        if fnmatch.fnmatchcase(object_variation, entry.variation):
+            source = object_variation.removeprefix("jes").split("_")[0]
+            return WeightSource(
+                variation=object_variation,
+                up=entry.up.replace("{source}", source),
+                down=entry.down.replace("{source}", source),
+                flavours=entry.flavours,
+            )
+    return None
+
+
+def evaluator_for(*args: Any, **kwargs: Any) -> FlatEvaluator:
+    """Factory kept for tests that evaluate a configured correction directly."""
+    return FlatEvaluator(*args, **kwargs)

@@ -1,0 +1,92 @@
+"""Turn configured correction inputs into the flat arrays correctionlib evaluates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from intccms.physics.corrections.loading import get_correction, input_ranges
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input slot of a correction (see ``CorrectionInputConfig``)."""
+
+    name: str
+    field: str | None = None
+    literal: str | None = None
+    systematic: bool = False
+    absolute: bool = False
+
+
+def resolve_field(source: Any, path: str) -> Any:
+    """Field ``a.b`` of a record array or of a mapping of event members."""
+    head, _, rest = path.partition(".")
+    value = source[head]
+    return resolve_field(value, rest) if rest else value
+
+
+class FlatEvaluator:
+    """Evaluate one correctionlib correction on flat numpy inputs, clipped into its range."""
+
+    def __init__(self, path: str, key: str, specs: list[InputSpec], *, era: str) -> None:
+        self.path = path
+        self.key = key
+        self.era = era
+        self.specs = specs
+        self._correction = get_correction(path, key, era=era)
+        self._ranges = input_ranges(path, key)
+        self._real_inputs = {i.name for i in self._correction.inputs if i.type == "real"}
+
+    def __call__(self, fields: Mapping[str, np.ndarray], selector: str | None) -> np.ndarray:
+        """Evaluate with ``fields`` (input name -> flat array) and the systematic ``selector``."""
+        args: list[Any] = []
+        for spec in self.specs:
+            if spec.systematic:
+                args.append(selector)
+            elif spec.literal is not None:
+                args.append(spec.literal)
+            else:
+                values = fields[spec.name]
+                if spec.name in self._real_inputs:
+                    values = self._clip(spec.name, np.asarray(values, dtype=np.float64))
+                args.append(values)
+        if not args or all(not isinstance(a, np.ndarray) for a in args):
+            return np.asarray(self._correction.evaluate(*args), dtype=np.float64)
+        return np.asarray(self._correction.evaluate(*args), dtype=np.float64)
+
+    def _clip(self, name: str, values: np.ndarray) -> np.ndarray:
+        bounds = self._ranges.get(name)
+        if bounds is None:
+            return values
+        low, high = bounds
+        if np.isfinite(high):
+            high = np.nextafter(high, -np.inf)
+        return np.clip(values, low, high)
+
+
+def flat_fields(objects: ak.Array, specs: list[InputSpec]) -> dict[str, np.ndarray]:
+    """Flat numpy arrays of the object fields the specs read (``abs`` applied)."""
+    flat = ak.flatten(objects, axis=1) if objects.ndim > 1 else objects
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:
+        if spec.field is None:
+            continue
+        values = np.asarray(ak.to_numpy(resolve_field(flat, spec.field)))
+        out[spec.name] = np.abs(values) if spec.absolute else values
+    return out
+
+
+def event_fields(events: Mapping[str, Any], specs: list[InputSpec]) -> dict[str, np.ndarray]:
+    """Per-event numpy arrays of event-level fields (``Pileup.nTrueInt``)."""
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:
+        if spec.field is None:
+            continue
+        values = np.asarray(ak.to_numpy(resolve_field(events, spec.field)))
+        out[spec.name] = np.abs(values) if spec.absolute else values
+    return out

@@ -1,0 +1,96 @@
+"""Load correctionlib files lazily, once per process, with errors that name file, key and era."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from functools import lru_cache
+from typing import Any
+
+import correctionlib
+
+
+class CorrectionFileError(FileNotFoundError):
+    """A correction file or a key in it is missing or unreadable."""
+
+
+@lru_cache(maxsize=32)
+def _load_json(path: str) -> dict[str, Any]:
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        msg = f"correction file {path} does not exist (check paths.jsonpog / INTCCMS_JSONPOG)"
+        raise CorrectionFileError(msg) from None
+    except (OSError, json.JSONDecodeError) as err:
+        msg = f"correction file {path} is unreadable: {err}"
+        raise CorrectionFileError(msg) from None
+
+
+@lru_cache(maxsize=32)
+def _load_set(path: str) -> correctionlib.highlevel.CorrectionSet:
+    data = _load_json(path)
+    return correctionlib.CorrectionSet.from_string(json.dumps(data))
+
+
+def get_correction(path: str, key: str, *, era: str) -> correctionlib.highlevel.Correction:
+    """The correction ``key`` of file ``path``; cached per process (never at import time).
+
+    Raises:
+        CorrectionFileError: the file or the key is missing; the message names both and the era.
+    """
+    cset = _load_set(path)
+    if key not in cset:
+        close = [k for k in cset if k.split("_")[0] == key.split("_")[0]][:5]
+        msg = f"correction key '{key}' not found in {path} (era {era}); similar keys: {close}"
+        raise CorrectionFileError(msg)
+    return cset[key]
+
+
+def _edge(value: Any) -> float:
+    if isinstance(value, str):
+        return math.inf if value.lstrip("+") == "inf" else -math.inf
+    return float(value)
+
+
+def _walk(node: Any, ranges: dict[str, list[float]]) -> None:
+    if isinstance(node, dict):
+        kind = node.get("nodetype")
+        if kind == "binning" and node.get("flow") != "clamp":
+            edges = [_edge(e) for e in node["edges"]]
+            _widen(ranges, node["input"], edges[0], edges[-1])
+        elif kind == "multibinning" and node.get("flow") != "clamp":
+            for name, edges in zip(node["inputs"], node["edges"], strict=True):
+                _widen(ranges, name, _edge(edges[0]), _edge(edges[-1]))
+        for value in node.values():
+            _walk(value, ranges)
+    elif isinstance(node, list):
+        for value in node:
+            _walk(value, ranges)
+
+
+def _widen(ranges: dict[str, list[float]], name: str, low: float, high: float) -> None:
+    if name in ranges:
+        ranges[name][0] = min(ranges[name][0], low)
+        ranges[name][1] = max(ranges[name][1], high)
+    else:
+        ranges[name] = [low, high]
+
+
+@lru_cache(maxsize=256)
+def input_ranges(path: str, key: str) -> dict[str, tuple[float, float]]:
+    """Range covered by the bins of each real input of a correction.
+
+    CMS recommends evaluating outside a table's range at its edge (the last bin), not failing
+    and not returning 1; inputs are clipped into ``[low, high)`` before evaluation. Bins with
+    ``flow: clamp`` already do this and are skipped.
+    """
+    data = _load_json(path)
+    for corr in data.get("corrections", []):
+        if corr["name"] == key:
+            ranges: dict[str, list[float]] = {}
+            _walk(corr.get("data"), ranges)
+            return {name: (lo, hi) for name, (lo, hi) in ranges.items()}
+    return {}

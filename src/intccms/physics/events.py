@@ -1,0 +1,70 @@
+"""Assemble NanoAOD collections (``Jet``, ``Muon``, ``PuppiMET``...) from flat branches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import awkward as ak
+
+
+def branch_names(
+    collections: Mapping[str, Iterable[str]],
+    event_columns: Iterable[str],
+    *,
+    exclude: Iterable[str] = (),
+) -> list[str]:
+    """Flat branch names a set of collections and event columns reads.
+
+    Args:
+        collections: collection name -> fields (``{"Jet": ["pt", "eta"]}``).
+        event_columns: per-event branches read as they are.
+        exclude: branches to leave out (e.g. simulation-only branches for data).
+
+    Returns:
+        Sorted, de-duplicated branch names such as ``Jet_pt``.
+    """
+    skip = set(exclude)
+    names = {f"{coll}_{fld}" for coll, fields in collections.items() for fld in fields}
+    names.update(event_columns)
+    return sorted(n for n in names if n not in skip)
+
+
+def build_events(
+    columns: Mapping[str, ak.Array],
+    collections: Mapping[str, Iterable[str]],
+    event_columns: Iterable[str],
+) -> dict[str, ak.Array]:
+    """Zip flat branches into records, one per collection, plus the event columns.
+
+    Fields whose branch was not read (simulation-only fields of data) are left out of the
+    record, so a function that needs them fails loudly instead of seeing zeros.
+
+    Args:
+        columns: branch name -> array, as read from storage.
+        collections: collection name -> fields.
+        event_columns: per-event branches passed through.
+
+    Returns:
+        Name -> array: a record array per collection, a plain array per event column.
+    """
+    events: dict[str, ak.Array] = {}
+    for coll, fields in collections.items():
+        present = {fld: columns[f"{coll}_{fld}"] for fld in fields if f"{coll}_{fld}" in columns}
+        if present:
+            events[coll] = ak.zip(present, with_name=None)
+    for name in event_columns:
+        if name in columns:
+            events[name] = columns[name]
+    return events
+
+
+def num_events(events: Mapping[str, ak.Array]) -> int:
+    """Number of events in an events mapping (all members have the same length)."""
+    for value in events.values():
+        return len(value)
+    return 0
+
+
+def filter_events(events: Mapping[str, ak.Array], mask: ak.Array) -> dict[str, ak.Array]:
+    """Keep the events where ``mask`` is true in every member of the mapping."""
+    return {name: value[mask] for name, value in events.items()}

@@ -1,0 +1,71 @@
+"""Physics functions referenced from configuration by import path, with named inputs."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+
+class FunctorError(ValueError):
+    """A configured function cannot be imported or called with its inputs."""
+
+
+@lru_cache(maxsize=256)
+def import_function(path: str) -> Callable[..., Any]:
+    """Import ``package.module.function``; the error names the path and what is missing."""
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        msg = f"'{path}' is not an import path (expected 'package.module.function')"
+        raise FunctorError(msg)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        msg = f"cannot import module '{module_name}' for function '{path}': {err}"
+        raise FunctorError(msg) from None
+    try:
+        func = getattr(module, attr)
+    except AttributeError:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        msg = f"module '{module_name}' has no function '{attr}' (available: {names})"
+        raise FunctorError(msg) from None
+    if not callable(func):
+        msg = f"'{path}' is not callable"
+        raise FunctorError(msg)
+    return func
+
+
+@dataclass(frozen=True)
+class Functor:
+    """A function with the names of its inputs and its keyword parameters."""
+
+    function: str
+    inputs: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "Functor":
+        return cls(
+            function=str(cfg["function"]),
+            inputs=tuple(cfg.get("inputs", ())),
+            params=dict(cfg.get("params", {})),
+        )
+
+    def __call__(self, namespace: Mapping[str, Any]) -> Any:
+        func = import_function(self.function)
+        try:
+            args = [namespace[name] for name in self.inputs]
+        except KeyError as err:
+            msg = (
+                f"function {self.function}: input {err} is not available "
+                f"(known: {sorted(k for k in namespace if not k.startswith('_'))})"
+            )
+            raise FunctorError(msg) from None
+        return func(*args, **self.params)
+
+
+def depends_on(inputs: Sequence[str], varying: set[str]) -> bool:
+    """True when any input is in the set of names that change under object variations."""
+    return any(name in varying for name in inputs)

@@ -1,0 +1,337 @@
+"""The analysis of one chunk: skim, objects, selections, observables, weights and fills.
+
+Designed for many variations at a fixed cost:
+
+* cuts that do not depend on a varied collection (e.g. the muon and fat-jet cuts when only
+  jets vary) are evaluated once, and every later step runs only on the *candidate* events
+  that pass them, usually a few percent of the chunk;
+* weight-only variations reuse the nominal selection and observable: they are extra weight
+  columns of one fill (a single ``np.bincount`` for all of them);
+* object variations (JES) recompute only the objects, cuts and observables that depend on the
+  varied collection, and the weights linked to them (``varies_with``);
+* a variation produced only by other eras is filled with this era's nominal weight, so merged
+  histograms hold the same variations for every process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from intccms.physics.corrections.era import EraCorrections, linked_source
+from intccms.physics.events import build_events, filter_events, num_events
+from intccms.physics.functors import Functor
+from intccms.physics.lumimask import in_golden_json
+
+
+@dataclass(frozen=True)
+class Observable:
+    """An observable functor with its uniform binning."""
+
+    functor: Functor
+    bins: int
+    start: float
+    stop: float
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Channel cuts (beyond the baseline) and the observables it fills."""
+
+    cuts: Mapping[str, Functor]
+    observables: tuple[str, ...]
+    use_baseline: bool = True
+
+
+@dataclass(frozen=True)
+class AnalysisPlan:
+    """Everything a worker needs to analyse chunks; picklable and free of secrets."""
+
+    collections: Mapping[str, tuple[str, ...]]
+    event_columns: tuple[str, ...]
+    mc_only: frozenset[str]
+    skim: Functor
+    objects: Mapping[str, Functor]
+    baseline: Mapping[str, Functor]
+    channels: Mapping[str, Channel]
+    observables: Mapping[str, Observable]
+    variations: tuple[str, ...]
+
+    def variation_index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.variations)}
+
+
+@dataclass(frozen=True)
+class ChunkContext:
+    """Per-dataset facts for a chunk: era constants, normalisation, data or simulation."""
+
+    process: str
+    era: str
+    is_data: bool
+    norm: float = 1.0
+    golden_json: str | None = None
+    constants: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ChunkResult:
+    """Histogram contents of one chunk: ``(channel, observable) -> array[var, bin, (w, w²)]``."""
+
+    process: str
+    hists: dict[tuple[str, str], np.ndarray]
+    cutflow: dict[str, float]
+    events_selected: int
+
+
+def _call_mask(functor: Functor, namespace: Mapping[str, Any], n: int) -> np.ndarray:
+    mask = np.asarray(functor(namespace), dtype=bool)
+    if mask.shape != (n,):
+        msg = f"cut {functor.function} returned shape {mask.shape}, expected ({n},)"
+        raise ValueError(msg)
+    return mask
+
+
+def _bin_index(values: np.ndarray, obs: Observable) -> np.ndarray:
+    """Bin numbers with underflow 0 and overflow ``bins + 1``; NaN goes nowhere (-1)."""
+    finite = np.isfinite(values)
+    scaled = (np.where(finite, values, obs.start) - obs.start) * (obs.bins / (obs.stop - obs.start))
+    idx = np.clip(np.floor(scaled), -1, obs.bins).astype(np.int64) + 1
+    idx[~finite] = -1
+    return idx
+
+
+def _fill(
+    out: np.ndarray, idx: np.ndarray, weights: np.ndarray, columns: np.ndarray
+) -> None:
+    """Add a weight matrix ``weights[event, k]`` into rows ``columns[k]`` of ``out[var, bin, 2]``."""
+    ok = idx >= 0
+    idx = idx[ok]
+    weights = weights[ok]
+    nbins = out.shape[1]
+    if idx.size == 0:
+        return
+    flat_idx = (columns[None, :] * nbins + idx[:, None]).ravel()
+    flat_w = weights.ravel()
+    size = out.shape[0] * nbins
+    sumw = np.bincount(flat_idx, weights=flat_w, minlength=size)
+    sumw2 = np.bincount(flat_idx, weights=flat_w * flat_w, minlength=size)
+    out[..., 0] += sumw.reshape(out.shape[0], nbins)
+    out[..., 1] += sumw2.reshape(out.shape[0], nbins)
+
+
+class ChunkAnalysis:
+    """Analyse chunks of one dataset with a fixed plan and era corrections."""
+
+    def __init__(self, plan: AnalysisPlan, ctx: ChunkContext, corrections: EraCorrections | None):
+        self.plan = plan
+        self.ctx = ctx
+        self.corrections = None if ctx.is_data else corrections
+        self.var_index = plan.variation_index()
+        varying_collections = (
+            {c.collection for c in self.corrections.objects} if self.corrections else set()
+        )
+        self.varying = self._propagate(varying_collections)
+
+    def _propagate(self, roots: set[str]) -> set[str]:
+        """Names (collections and objects) that change when ``roots`` change."""
+        varying = set(roots)
+        for name, functor in self.plan.objects.items():
+            if any(i in varying for i in functor.inputs):
+                varying.add(name)
+        return varying
+
+    def _depends(self, functor: Functor) -> bool:
+        return any(i in self.varying for i in functor.inputs)
+
+    def branches(self) -> list[str]:
+        from intccms.physics.events import branch_names
+
+        exclude = self.plan.mc_only if self.ctx.is_data else frozenset()
+        return branch_names(self.plan.collections, self.plan.event_columns, exclude=exclude)
+
+    def run(self, columns: Mapping[str, ak.Array]) -> ChunkResult:
+        """Analyse one chunk of columns (flat NanoAOD branch names)."""
+        plan, ctx = self.plan, self.ctx
+        events = build_events(columns, plan.collections, plan.event_columns)
+        n_read = num_events(events)
+        cutflow: dict[str, float] = {"read": float(n_read)}
+        ns: dict[str, Any] = dict(events)
+        ns.update({f"@{k}": v for k, v in ctx.constants.items()})
+        keep = _call_mask(plan.skim, ns, n_read)
+        if ctx.is_data and ctx.golden_json:
+            keep &= in_golden_json(ctx.golden_json, events["run"], events["luminosityBlock"])
+        events = filter_events(events, keep)
+        cutflow["skim"] = float(np.count_nonzero(keep))
+        ns = dict(events)
+        ns.update({f"@{k}": v for k, v in ctx.constants.items()})
+        n = num_events(events)
+
+        # Objects and cuts that no variation changes: once per chunk, on all skimmed events.
+        for name, functor in plan.objects.items():
+            if name not in self.varying:
+                ns[name] = functor(ns)
+        candidate = np.ones(n, dtype=bool)
+        for name, functor in plan.baseline.items():
+            if not self._depends(functor):
+                candidate &= _call_mask(functor, ns, n)
+        channel_fixed: dict[str, np.ndarray] = {}
+        any_channel = np.zeros(n, dtype=bool)
+        for ch_name, channel in plan.channels.items():
+            mask = np.ones(n, dtype=bool)
+            for functor in channel.cuts.values():
+                if not self._depends(functor):
+                    mask &= _call_mask(functor, ns, n)
+            channel_fixed[ch_name] = mask
+            any_channel |= mask
+        candidate &= any_channel
+        cutflow["candidates"] = float(np.count_nonzero(candidate))
+
+        cand_ns: dict[str, Any] = {
+            k: (v[candidate] if not k.startswith("@") else v) for k, v in ns.items()
+        }
+        channel_fixed = {k: v[candidate] for k, v in channel_fixed.items()}
+        n_cand = int(np.count_nonzero(candidate))
+        hists = {
+            (ch, obs): np.zeros((len(plan.variations), plan.observables[obs].bins + 2, 2))
+            for ch, channel in plan.channels.items()
+            for obs in channel.observables
+        }
+        selected = np.zeros(n_cand, dtype=bool)
+        if n_cand:
+            selected = self._fill_all(cand_ns, channel_fixed, n_cand, hists, cutflow)
+        return ChunkResult(
+            process=ctx.process,
+            hists=hists,
+            cutflow=cutflow,
+            events_selected=int(np.count_nonzero(selected)),
+        )
+
+    def _base_weight(self, ns: Mapping[str, Any], n: int) -> np.ndarray:
+        if self.ctx.is_data:
+            return np.ones(n)
+        gen = np.asarray(ak.to_numpy(ns["genWeight"]), dtype=np.float64)
+        return gen * self.ctx.norm
+
+    def _fill_all(
+        self,
+        ns: dict[str, Any],
+        channel_fixed: Mapping[str, np.ndarray],
+        n: int,
+        hists: dict[tuple[str, str], np.ndarray],
+        cutflow: dict[str, float],
+    ) -> np.ndarray:
+        corr = self.corrections
+        corrected = None
+        if corr is not None:
+            for obj in corr.objects:
+                corrected = obj.apply(ns)
+                ns[obj.collection] = corrected.nominal()
+        base = self._base_weight(ns, n)
+        nominal_ns = self._varying_objects(ns)
+
+        # Nominal fill: nominal weight, every weight variation, and foreign-era names.
+        columns = [0]
+        weight_cols = [np.ones(n)]
+        factors: dict[str, np.ndarray] = {}
+        if corr is not None:
+            own: dict[str, np.ndarray] = {}
+            for wc in corr.weights:
+                selectors: list[Any] = [None]
+                for src in wc.sources:
+                    selectors += [src, src]
+                ups = wc.evaluate(nominal_ns, [None] + list(wc.sources), "up")
+                downs = wc.evaluate(nominal_ns, list(wc.sources), "down")
+                factors[wc.name] = ups[0]
+                for src, up, down in zip(wc.sources, ups[1:], downs, strict=True):
+                    own[f"{src.variation}_up"] = (wc.name, up)
+                    own[f"{src.variation}_down"] = (wc.name, down)
+            nominal_factor = np.prod(list(factors.values()), axis=0) if factors else np.ones(n)
+            weight_cols[0] = nominal_factor
+            produced = set(corr.variation_names())
+            for name, (wname, values) in own.items():
+                if name in self.var_index:
+                    columns.append(self.var_index[name])
+                    others = np.prod([f for k, f in factors.items() if k != wname], axis=0) if len(factors) > 1 else np.ones(n)
+                    weight_cols.append(others * values)
+            for name, index in self.var_index.items():
+                if index and name not in produced:
+                    columns.append(index)
+                    weight_cols.append(nominal_factor)
+        weights = np.stack(weight_cols, axis=1) * base[:, None]
+        selected = self._fill_once(nominal_ns, channel_fixed, n, hists, weights, np.asarray(columns), cutflow)
+
+        # Object variations: recompute what depends on the varied collection.
+        if corr is not None and corrected is not None:
+            for obj in corr.objects:
+                for variation in obj.variation_bases:
+                    for direction in ("up", "down"):
+                        name = f"{variation}_{direction}"
+                        if name not in self.var_index:
+                            continue
+                        var_ns = dict(ns)
+                        var_ns[obj.collection] = corrected.varied(variation, direction)
+                        var_ns = self._varying_objects(var_ns)
+                        factor = np.ones(n)
+                        for wc in corr.weights:
+                            if wc.object is not None and wc.object in self.varying:
+                                link = linked_source(wc, variation)
+                                if link is not None:
+                                    factor = factor * wc.evaluate(var_ns, [link], direction)[0]
+                                else:
+                                    factor = factor * wc.evaluate(var_ns, [None])[0]
+                            else:
+                                factor = factor * factors[wc.name]
+                        w = (base * factor)[:, None]
+                        self._fill_once(
+                            var_ns, channel_fixed, n, hists, w, np.asarray([self.var_index[name]]), None
+                        )
+        return selected
+
+    def _varying_objects(self, ns: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(ns)
+        for name, functor in self.plan.objects.items():
+            if name in self.varying:
+                out[name] = functor(out)
+        return out
+
+    def _fill_once(
+        self,
+        ns: Mapping[str, Any],
+        channel_fixed: Mapping[str, np.ndarray],
+        n: int,
+        hists: dict[tuple[str, str], np.ndarray],
+        weights: np.ndarray,
+        columns: np.ndarray,
+        cutflow: dict[str, float] | None,
+    ) -> np.ndarray:
+        plan = self.plan
+        base_mask = np.ones(n, dtype=bool)
+        for functor in plan.baseline.values():
+            if self._depends(functor):
+                base_mask &= _call_mask(functor, ns, n)
+        if cutflow is not None:
+            cutflow["baseline"] = float(np.count_nonzero(base_mask))
+        any_selected = np.zeros(n, dtype=bool)
+        for ch_name, channel in plan.channels.items():
+            mask = channel_fixed[ch_name].copy()
+            if channel.use_baseline:
+                mask &= base_mask
+            for functor in channel.cuts.values():
+                if self._depends(functor):
+                    mask &= _call_mask(functor, ns, n)
+            any_selected |= mask
+            if cutflow is not None:
+                cutflow[f"channel:{ch_name}"] = float(np.count_nonzero(mask))
+            if not np.any(mask):
+                continue
+            sub = {k: (v[mask] if not k.startswith("@") else v) for k, v in ns.items()}
+            w = weights[mask]
+            for obs_name in channel.observables:
+                obs = plan.observables[obs_name]
+                values = np.asarray(obs.functor(sub), dtype=np.float64)
+                _fill(hists[(ch_name, obs_name)], _bin_index(values, obs), w, columns)
+        return any_selected

@@ -1,0 +1,1 @@
+"""Planning: datasets -> files -> metadata (events, sums of weights) -> work items (chunks)."""

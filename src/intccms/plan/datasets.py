@@ -1,0 +1,133 @@
+"""Resolve each dataset definition to the list of its input files."""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class DatasetError(ValueError):
+    """A dataset definition cannot be resolved to files."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A resolved dataset: its files plus what normalisation and the analysis need."""
+
+    name: str
+    process: str
+    era: str
+    is_data: bool
+    xsec: float | None
+    files: tuple[str, ...]
+    das_name: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _expand(pattern: str, *, name: str) -> list[str]:
+    if _is_remote(pattern):
+        if any(ch in pattern for ch in "*?["):
+            import fsspec
+
+            fs, _, paths = fsspec.get_fs_token_paths(pattern)
+            protocol = pattern.split("://", 1)[0]
+            return sorted(f"{protocol}://{p}" if "://" not in p else p for p in paths)
+        return [pattern]
+    local = pattern.removeprefix("file://")
+    if any(ch in local for ch in "*?["):
+        return sorted(glob.glob(local))
+    return [local]
+
+
+def _read_json_listing(path: str, key: str, *, name: str) -> list[str]:
+    """Files of ``key`` in a JSON listing ``{key: {variation: {"files": [{"path": ...}]}}}``."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        msg = f"dataset {name}: cannot read JSON listing {path}: {err}"
+        raise DatasetError(msg) from None
+    if key not in data:
+        msg = f"dataset {name}: key '{key}' not in {path} (available: {sorted(data)})"
+        raise DatasetError(msg)
+    entry = data[key].get("nominal", data[key])
+    return [f["path"] if isinstance(f, dict) else str(f) for f in entry["files"]]
+
+
+def _read_listing(path: str, redirector: str | None, *, name: str) -> list[str]:
+    json_path, sep, key = path.rpartition(".json:")
+    if sep:
+        return _read_json_listing(json_path + ".json", key, name=name)
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as err:
+        msg = f"dataset {name}: cannot read file listing {path}: {err.strerror}"
+        raise DatasetError(msg) from None
+    files = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if redirector:
+        files = [f"{redirector.rstrip('/')}/{f}" if f.startswith("/store") else f for f in files]
+    return files
+
+
+def resolve_dataset(name: str, cfg: Mapping[str, Any]) -> Dataset:
+    """Files of one dataset from its ``files`` (paths, globs, URLs) and ``listings``.
+
+    Raises:
+        DatasetError: no file found, or simulation without a cross-section.
+    """
+    files: list[str] = []
+    for pattern in cfg.get("files") or []:
+        files.extend(_expand(str(pattern), name=name))
+    for listing in cfg.get("listings") or []:
+        matches = [] if ".json:" in str(listing) else sorted(glob.glob(str(listing)))
+        for path in matches or [str(listing)]:
+            files.extend(_read_listing(path, cfg.get("redirector"), name=name))
+    if cfg.get("max_files"):
+        files = files[: int(cfg["max_files"])]
+    if not files:
+        msg = (
+            f"dataset {name}: no input files (files={list(cfg.get('files') or [])}, "
+            f"listings={list(cfg.get('listings') or [])})"
+        )
+        raise DatasetError(msg)
+    is_data = bool(cfg.get("is_data"))
+    if not is_data and cfg.get("xsec") is None:
+        msg = f"dataset {name}: simulation needs a cross-section (datasets.{name}.xsec)"
+        raise DatasetError(msg)
+    return Dataset(
+        name=name,
+        process=str(cfg.get("process") or ("data" if is_data else name)),
+        era=str(cfg["era"]),
+        is_data=is_data,
+        xsec=float(cfg["xsec"]) if cfg.get("xsec") is not None else None,
+        files=tuple(files),
+        das_name=cfg.get("das_name"),
+    )
+
+
+def select_datasets(
+    datasets: Mapping[str, Mapping[str, Any]], patterns: Sequence[str]
+) -> dict[str, Mapping[str, Any]]:
+    """Datasets whose names match any fnmatch pattern (all when no pattern is given)."""
+    if not patterns:
+        return dict(datasets)
+    chosen = {n: d for n, d in datasets.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+    if not chosen:
+        msg = f"dataset_selection {list(patterns)} matches none of {sorted(datasets)}"
+        raise DatasetError(msg)
+    return chosen
+
+
+def generated_file_paths(root: str, name: str, era: str, n_files: int) -> list[str]:
+    """Where the project's generator writes a demo dataset's files."""
+    return [os.path.join(root, era, name, f"nano_{i}.root") for i in range(n_files)]

@@ -1,0 +1,83 @@
+"""Configuration composition and start-up validation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from intccms.config import ConfigError, compose_config
+
+TOP_LEVEL = ["demo", "run2_skim", "run2_analysis", "run2_full"]
+
+
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_top_level_configs_compose(name: str) -> None:
+    cfg = compose_config(name)
+    assert cfg.name == name
+    assert cfg.analysis.channels["CMS_WORKSHOP"].observables == ["mtt"]
+    assert set(cfg.corrections.by_era) == {"2016preVFP", "2016postVFP", "2017", "2018"}
+
+
+def test_modes_of_the_top_level_configs() -> None:
+    skim = compose_config("run2_skim").workflow
+    assert skim.save_skimmed_output and not skim.run_analysis
+    ana = compose_config("run2_analysis").workflow
+    assert ana.use_skimmed_input and ana.run_analysis and not ana.save_skimmed_output
+    full = compose_config("run2_full").workflow
+    assert full.save_skimmed_output and full.run_analysis and full.use_skimmed_input
+
+
+def test_run2_datasets_have_normalisation_inputs() -> None:
+    cfg = compose_config("run2_full")
+    mc = {n: d for n, d in cfg.datasets.items() if not d.is_data}
+    assert mc and all(d.xsec and d.xsec > 0 for d in mc.values())
+    assert cfg.datasets["TTToSemiLeptonic_2017"].xsec == pytest.approx(364.31)
+    assert cfg.datasets["TTToSemiLeptonic_2017"].das_name.startswith("/TTToSemiLeptonic")
+    data_eras = {d.era for d in cfg.datasets.values() if d.is_data}
+    assert {"2016preVFP", "2017", "2018"} <= data_eras
+
+
+def test_unknown_key_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="n_wokers"):
+        compose_config("demo", ["cluster.n_wokers=3"])
+
+
+def test_wrong_type_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="chunksize"):
+        compose_config("demo", ["workflow.chunksize=many"])
+
+
+def test_bad_enum_lists_allowed_values() -> None:
+    with pytest.raises(ConfigError, match="(?s)skim_format.*parquet"):
+        compose_config("demo", ["workflow.skim_format=hdf5"])
+
+
+def test_unknown_group_option_lists_available() -> None:
+    with pytest.raises(ConfigError, match="(?s)cluster/lcoal.*local"):
+        compose_config("demo", ["cluster=lcoal"])
+
+
+def test_bad_function_path_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"analysis\.objects\.muons\.function"):
+        compose_config("demo", ["analysis.objects.muons.function=intccms.physics.objects.nope"])
+
+
+def test_channel_with_undefined_observable() -> None:
+    with pytest.raises(ConfigError, match="'mbb' is not defined"):
+        compose_config("demo", ["analysis.channels.CMS_WORKSHOP.observables=[mtt,mbb]"])
+
+
+def test_undefined_correction_for_an_era() -> None:
+    with pytest.raises(ConfigError, match="'jer' is not defined"):
+        compose_config("demo", ["corrections.by_era.2017=[jec,jer]"])
+
+
+def test_cli_reports_config_error_and_exit_code() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "intccms.cli", "config", "demo", "workflow.chunksiz=10"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "chunksiz" in proc.stderr
