@@ -42,8 +42,8 @@ def get_correction(path: str, key: str, *, era: str) -> correctionlib.highlevel.
         CorrectionFileError: the file or the key is missing; the message names both and the era.
     """
     cset = _load_set(path)
-    if key not in cset:
-        close = [k for k in cset if k.split("_")[0] == key.split("_")[0]][:5]
+    if key not in set(cset.keys()):
+        close = [k for k in cset.keys() if k.split("_")[0] == key.split("_")[0]][:5]
         msg = f"correction key '{key}' not found in {path} (era {era}); similar keys: {close}"
         raise CorrectionFileError(msg)
     return cset[key]
