@@ -15,7 +15,7 @@ from intccms.storage.credentials import (
 )
 from intccms.storage.plugin import CredentialsPlugin
 
-SECRET = "s3cr3t-VALUE-never-shown"  # noqa: S105 - test value
+SECRET = "s3cr3t-VALUE-never-shown"
 KEY = "AKIA-test-key-id"
 
 
@@ -44,7 +44,7 @@ def test_pickle_carries_names_not_values(clean_env: pytest.MonkeyPatch) -> None:
     assert SECRET.encode() not in blob
     assert KEY.encode() not in blob
     assert ENV_S3_SECRET_ACCESS_KEY.encode() in blob
-    restored = pickle.loads(blob)  # noqa: S301 - our own bytes
+    restored = pickle.loads(blob)
     with pytest.raises(MissingCredentialError, match=ENV_S3_ACCESS_KEY_ID):
         restored.fsspec_kwargs("s3")
     clean_env.setenv(ENV_S3_ACCESS_KEY_ID, "worker-key")

@@ -231,7 +231,7 @@ def test_join_and_scheme() -> None:
 
 
 def test_missing_file_is_not_found(tmp_path: Path) -> None:
-    with pytest.raises(StorageNotFoundError, match="absent.root"):
+    with pytest.raises(StorageNotFoundError, match=r"absent\.root"):
         open_source(str(tmp_path / "absent.root"))
 
 

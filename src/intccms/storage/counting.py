@@ -62,7 +62,7 @@ class CountingFileSystem:
     async def _cat_ranges(self, paths: list[str], starts: list[int], ends: list[int],
                           **kwargs: Any) -> list[bytes]:
         """Read several byte ranges (async path) and count them."""
-        results = await self._fs._cat_ranges(paths, starts, ends, **kwargs)  # noqa: SLF001
+        results = await self._fs._cat_ranges(paths, starts, ends, **kwargs)
         self._counter.add(_payload_size(results), len(paths))
         return results
 

@@ -43,7 +43,7 @@ class CredentialsPlugin(WorkerPlugin):
     def __repr__(self) -> str:
         return f"CredentialsPlugin(variables={sorted(self._environ)!r})"
 
-    def setup(self, worker: Any) -> None:  # noqa: ARG002 - WorkerPlugin interface
+    def setup(self, worker: Any) -> None:
         """Export the variables into the worker process or check they are there."""
         if self._require_worker_env:
             missing = [v for v in (ENV_S3_ACCESS_KEY_ID, ENV_S3_SECRET_ACCESS_KEY)

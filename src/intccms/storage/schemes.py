@@ -44,10 +44,12 @@ def is_temporary_name(url: str) -> bool:
 
 
 _UNREACHABLE_NAMES = ("connect", "timeout", "unreachable", "endpointconnection")
-_UNREACHABLE_TEXT = ("connection refused", "operation expired", "connection error", "timed out", "timeout",
-                     "could not connect", "socket error", "[fatal]", "unreachable", "no route")
+_UNREACHABLE_TEXT = ("connection refused", "operation expired", "connection error", "timed out",
+                     "timeout", "could not connect", "socket error", "[fatal]", "unreachable",
+                     "no route")
 _AUTH_TEXT = ("invalidaccesskeyid", "signaturedoesnotmatch", "access denied", "accessdenied",
-              "forbidden", "auth", "permission denied", "not authorized", "[3010]")
+              "forbidden", "auth failed", "authentication", "permission denied",
+              "not authorized", "[3010]")
 _NOT_FOUND_TEXT = ("no such file", "not found", "nosuchkey", "nosuchbucket", "[3011]")
 
 
@@ -153,7 +155,9 @@ class Backend(ABC):
             return StorageAuthError(msg)
         if isinstance(exc, FileNotFoundError) or any(t in text for t in _NOT_FOUND_TEXT):
             return StorageNotFoundError(f"{url} does not exist on {where}; check the path")
-        if any(n in names for n in _UNREACHABLE_NAMES) or any(t in text for t in _UNREACHABLE_TEXT):
+        unreachable = any(n in names for n in _UNREACHABLE_NAMES) or any(
+            t in text for t in _UNREACHABLE_TEXT)
+        if unreachable:
             msg = (f"storage at {where} is unreachable for {url} (timeout "
                    f"{self.options.timeout_s:g}s, {self.options.retries} retries): "
                    f"{type(exc).__name__}: {str(exc)[:200]}; check that the server runs and "
@@ -167,12 +171,20 @@ class FileBackend(Backend):
 
     scheme = "file"
 
-    def _make_filesystem(self, url: str) -> fsspec.AbstractFileSystem:  # noqa: ARG002
+    def _make_filesystem(self, url: str) -> fsspec.AbstractFileSystem:
         return fsspec.filesystem("file")
 
     def path(self, url: str) -> str:
         """Return the absolute OS path."""
         return os.path.abspath(local_path(url))
+
+    def translate(self, exc: BaseException, url: str) -> StorageError | None:
+        """Local disks know only "missing" and "not allowed"; no credentials are involved."""
+        if isinstance(exc, FileNotFoundError):
+            return StorageNotFoundError(f"{url} does not exist; check the path")
+        if isinstance(exc, PermissionError):
+            return StorageAuthError(f"no permission to access {url}; check file ownership")
+        return None
 
     @contextlib.contextmanager
     def staging(self, url: str) -> Iterator[str]:
@@ -204,7 +216,7 @@ class S3Backend(Backend):
 
     scheme = "s3"
 
-    def _make_filesystem(self, url: str) -> fsspec.AbstractFileSystem:  # noqa: ARG002
+    def _make_filesystem(self, url: str) -> fsspec.AbstractFileSystem:
         fs = fsspec.filesystem("s3", **self.options.fsspec_kwargs("s3"))
         # s3fs retries transient errors itself (class default 5) on top of botocore's own
         # retries; one s3fs attempt keeps the total bounded by StorageOptions.retries.
@@ -215,7 +227,7 @@ class S3Backend(Backend):
         """Return ``bucket/key``."""
         return url.split("://", 1)[1]
 
-    def endpoint(self, url: str) -> str:  # noqa: ARG002
+    def endpoint(self, url: str) -> str:
         """Return the S3 endpoint URL."""
         return self.options.endpoint() or "the default AWS S3 endpoint"
 
@@ -296,5 +308,13 @@ def backend_for(url: str, options: StorageOptions | None = None) -> Backend:
     return _BACKENDS[scheme_of(url)](options or StorageOptions())
 
 
-__all__ = ["Backend", "FileBackend", "S3Backend", "TEMP_MARKER", "XRootDBackend", "backend_for",
-           "is_temporary_name", "temporary_name"]
+__all__ = [
+    "TEMP_MARKER",
+    "Backend",
+    "FileBackend",
+    "S3Backend",
+    "XRootDBackend",
+    "backend_for",
+    "is_temporary_name",
+    "temporary_name",
+]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from intccms.storage.formats.base import Format, Reader
 from intccms.storage.formats.parquet import ParquetFormat
-from intccms.storage.formats.root import RootFormat
 from intccms.storage.formats.rntuple import RNTupleFormat
+from intccms.storage.formats.root import RootFormat
 from intccms.storage.formats.ttree import TTreeFormat
 
 WRITE_FORMATS: dict[str, type[Format]] = {

@@ -71,7 +71,7 @@ class ParquetFormat(Format):
         kwargs = {**DEFAULT_WRITER, **writer_kwargs}
         ak.to_parquet(ak.zip(with_counters(arrays), depth_limit=1), local_path, **kwargs)
 
-    def open(self, backend: Backend, url: str, tree: str, counter: ByteCounter) -> Reader:  # noqa: ARG002
+    def open(self, backend: Backend, url: str, tree: str, counter: ByteCounter) -> Reader:
         """Open ``url`` unbuffered so every byte pyarrow asks for is counted once."""
         fileobj = CountingFile(backend.open_unbuffered(url), counter)
         with backend.errors(url):
@@ -85,12 +85,13 @@ class ParquetFormat(Format):
         """Check both magic numbers and that the footer metadata parses."""
         if size < 12:
             return False
-        if backend.read_bytes(url, 0, 4) != MAGIC or backend.read_bytes(url, size - 4, size) != MAGIC:
+        head, tail = backend.read_bytes(url, 0, 4), backend.read_bytes(url, size - 4, size)
+        if head != MAGIC or tail != MAGIC:
             return False
         fileobj = backend.open_unbuffered(url)
         try:
             pq.read_metadata(fileobj)
-        except Exception:  # noqa: BLE001 - any parse failure means "not complete"
+        except Exception:
             return False
         finally:
             fileobj.close()

@@ -122,6 +122,6 @@ class RootFormat(Format):
                     if hasattr(obj, "num_entries"):
                         _ = obj.num_entries
                         _ = obj.keys()
-        except Exception:  # noqa: BLE001 - any parse failure means "not complete"
+        except Exception:
             return False
         return True
