@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import click
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from intccms.metrics import names, worker
 from intccms.metrics.overhead import measure_overhead
-from intccms.metrics.preload import parse_preload_argv
+from intccms.metrics.preload import _split, dask_setup
 from intccms.metrics.scheduler import RunMetrics
 from intccms.metrics.worker import chunk_metrics, get_run_id, prime_worker_metrics, set_run_id
 
@@ -113,10 +114,11 @@ def test_run_metrics(registry: CollectorRegistry) -> None:
 
 
 def test_preload_arguments() -> None:
-    assert parse_preload_argv(["--datasets=a,b --stages=skim"]) == (["a", "b"], ["skim"])
-    assert parse_preload_argv([]) == ([], [])
-    with pytest.raises(ValueError, match="--dataset=a"):
-        parse_preload_argv(["--dataset=a"])
+    ctx = dask_setup.make_context("dask_setup", ["--datasets=a, b", "--stages=skim"])
+    assert ctx.params == {"datasets": "a, b", "stages": "skim"}
+    assert _split(ctx.params["datasets"]) == ["a", "b"]
+    with pytest.raises(click.NoSuchOption):
+        dask_setup.make_context("dask_setup", ["--dataset=a"])
 
 
 def test_overhead_below_two_percent() -> None:

@@ -4,7 +4,7 @@ Two ways in, same effect:
 
 * ``dask worker --preload intccms.metrics.preload`` (the chart's worker command): the run id comes
   from ``$INTCCMS_RUN_ID``; datasets and stages may be given as preload arguments
-  ``--preload-argv "--datasets=a,b --stages=skim,analysis"``.
+  ``--preload-argv --datasets=a,b --preload-argv --stages=skim,analysis``.
 * ``client.register_plugin(WorkerMetricsPlugin(run_id, datasets, stages))`` from the job, which
   also reaches long-lived workers started before the run and tells them its run id.
 """
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+import click
 
 from intccms.metrics.worker import forget_run, get_run_id, prime_worker_metrics, set_run_id
 
@@ -28,34 +30,18 @@ PLUGIN_NAME = "intccms-worker-metrics"
 
 
 def _split(value: str) -> list[str]:
-    return [item for item in value.split(",") if item]
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def parse_preload_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Datasets and stages from ``--datasets=a,b --stages=x,y`` preload arguments.
+@click.command()
+@click.option("--datasets", default="", help="Comma-separated datasets whose series start at 0.")
+@click.option("--stages", default="", help="Comma-separated stages whose series start at 0.")
+def dask_setup(worker: Worker, datasets: str, stages: str) -> None:
+    """Called by ``dask worker --preload intccms.metrics.preload`` once the worker listens.
 
-    Raises:
-        ValueError: on an unknown argument, naming it.
+    A click command, because Dask hands ``--preload-argv`` only to click-configurable setups.
     """
-    datasets: list[str] = []
-    stages: list[str] = []
-    for arg in argv:
-        for part in arg.split():
-            key, _, value = part.partition("=")
-            if key == "--datasets":
-                datasets = _split(value)
-            elif key == "--stages":
-                stages = _split(value)
-            else:
-                msg = f"intccms.metrics.preload: unknown argument {part!r} (use --datasets=a,b --stages=skim,analysis)"
-                raise ValueError(msg)
-    return datasets, stages
-
-
-def dask_setup(worker: Worker, *argv: str) -> None:
-    """Called by ``dask worker --preload intccms.metrics.preload`` once the worker listens."""
-    datasets, stages = parse_preload_argv(argv)
-    prime_worker_metrics(datasets, stages, run=get_run_id(), worker=str(worker.address))
+    prime_worker_metrics(_split(datasets), _split(stages), run=get_run_id(), worker=str(worker.address))
 
 
 class WorkerMetricsPlugin(WorkerPlugin):  # type: ignore[misc,valid-type]
