@@ -1,0 +1,110 @@
+"""Cost of systematic variations, measured against plain uproot on the same file, one core.
+
+Runs, in this process and on the same generated LZMA NanoAOD file:
+  (r) plain uproot reading the branches the analysis reads (the reference rate);
+  (a) the analysis with nominal corrections only;
+  (b) the analysis with the full Run-2 set of variations (138 names over three eras).
+Prints events/s for each and the ratios (b)/(r) (target >= 0.5) and time(b)/time(a)
+(target <= 2), plus the peak RSS of each case.
+
+Usage: python benchmarks/bench_variations.py [--events 200000] [--chunksize 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import uproot
+from omegaconf import OmegaConf
+
+from intccms import datagen
+from intccms.config import compose_config
+from intccms.execute.stages import build_plan, corrections_specs, era_constants
+from intccms.physics.pipeline import ChunkAnalysis, ChunkContext
+from intccms.plan.workitems import chunk_file
+from intccms.storage import open_source
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _best_of(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--chunksize", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--kind", default="ttbar_semilep")
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args(argv)
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="intccms-bench-"))
+    era = "2018"
+    path = work / "bench" / f"{args.kind}_{args.events}.root"
+    datagen.ensure_generated(path, args.kind, era, args.events, 12345, compression="lzma")
+    jsonpog = work / "jsonpog-integration"
+    datagen.write_correction_files(jsonpog, ["2016preVFP", "2017", "2018"])
+
+    def analysis(variations: list[str]) -> ChunkAnalysis:
+        var_list = "[" + ",".join(variations) + "]"
+        cfg = compose_config("demo", [f"paths.jsonpog={jsonpog}", "paths.generate_corrections=false",
+                                      f"workflow.variations={var_list}"])
+        eras = ["2016preVFP", "2017", "2018"]
+        specs = corrections_specs(cfg, eras)
+        plan = build_plan(cfg, specs)
+        ctx = ChunkContext(process="bench", era=era, is_data=False, norm=1.0,
+                           constants=era_constants(cfg, [era])[era])
+        return ChunkAnalysis(plan, ctx, specs[era].build())
+
+    nominal = analysis([])
+    full = analysis(["*"])
+    branches = full.branches()
+    with open_source(str(path)) as src:
+        n = src.num_entries
+    items = chunk_file("bench", str(path), 0, n, args.chunksize)
+
+    def plain_uproot() -> None:
+        with uproot.open(str(path)) as f:
+            tree = f["Events"]
+            for item in items:
+                tree.arrays(branches, entry_start=item.entry_start, entry_stop=item.entry_stop, how=dict)
+
+    def run(ana: ChunkAnalysis) -> None:
+        with open_source(str(path)) as src:
+            for item in items:
+                ana.run(src.read(branches, item.entry_start, item.entry_stop))
+
+    t_ref = _best_of(plain_uproot, args.repeat)
+    rss_ref = _peak_rss_mb()
+    t_nom = _best_of(lambda: run(nominal), args.repeat)
+    rss_nom = _peak_rss_mb()
+    t_full = _best_of(lambda: run(full), args.repeat)
+    rss_full = _peak_rss_mb()
+
+    n_var = len(full.plan.variations) - 1
+    print(f"file: {path} ({n:,} events, LZMA, {len(branches)} branches read), one core")
+    print(f"{'case':<34}{'time [s]':>10}{'events/s':>14}{'peak RSS [MB]':>16}")
+    print(f"{'(r) plain uproot, same branches':<34}{t_ref:>10.2f}{n / t_ref:>14,.0f}{rss_ref:>16.0f}")
+    print(f"{'(a) analysis, nominal only':<34}{t_nom:>10.2f}{n / t_nom:>14,.0f}{rss_nom:>16.0f}")
+    print(f"{f'(b) analysis, {n_var} variations':<34}{t_full:>10.2f}{n / t_full:>14,.0f}{rss_full:>16.0f}")
+    print(f"ratio rate (b)/(r): {t_ref / t_full:.3f}   (target >= 0.5)")
+    print(f"ratio time (b)/(a): {t_full / t_nom:.3f}   (target <= 2)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

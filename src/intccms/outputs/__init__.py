@@ -1,0 +1,1 @@
+"""Outputs: histograms (pickle + ROOT), plots, run summary and report, provenance."""

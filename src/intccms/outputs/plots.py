@@ -1,0 +1,109 @@
+"""CMS-style stacked plots: simulation stacked by group, data with errors, data/MC ratio."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import hist
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mplhep  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _group(processes: Sequence[str], groups: Mapping[str, Sequence[str]], signals: Sequence[str]):
+    signal = [p for p in processes if any(fnmatch.fnmatchcase(p, s) for s in signals)]
+    background = [p for p in processes if p != "data" and p not in signal]
+    out: dict[str, list[str]] = {}
+    used: set[str] = set()
+    for label, patterns in groups.items():
+        members = [p for p in background if any(fnmatch.fnmatchcase(p, pat) for pat in patterns)]
+        members = [p for p in members if p not in used]
+        if members:
+            out[label] = members
+            used.update(members)
+    for p in background:
+        if p not in used:
+            out[p] = [p]
+    return out, signal
+
+
+def stacked_plot(
+    h: hist.Hist,
+    path: Path,
+    *,
+    channel: str,
+    groups: Mapping[str, Sequence[str]],
+    signals: Sequence[str],
+    log_y: bool = True,
+    lumi_fb: float | None = None,
+) -> Path:
+    """Draw the nominal histograms of ``h`` (process × variation × observable) into ``path``."""
+    mplhep.style.use("CMS")
+    processes = list(h.axes["process"])
+    nominal = h[{"variation": "nominal"}]
+    stack_groups, signal = _group(processes, groups, signals)
+    axis = h.axes[-1]
+    edges = axis.edges
+    stacks = {label: sum(nominal[{"process": p}].values() for p in members)
+              for label, members in stack_groups.items()}
+    stack_vars = sum(nominal[{"process": p}].variances() for members in stack_groups.values() for p in members) \
+        if stack_groups else np.zeros(len(edges) - 1)
+    order = sorted(stacks, key=lambda k: stacks[k].sum())
+    fig, (ax, rax) = plt.subplots(2, 1, figsize=(10, 10), gridspec_kw={"height_ratios": (3, 1)}, sharex=True)
+    if order:
+        mplhep.histplot([stacks[k] for k in order], edges, stack=True, histtype="fill", label=order, ax=ax)
+    total = sum(stacks.values()) if stacks else np.zeros(len(edges) - 1)
+    ax.stairs(total + np.sqrt(stack_vars), edges, baseline=total - np.sqrt(stack_vars),
+              fill=True, alpha=0.3, hatch="///", color="grey", label="MC stat. unc.", linewidth=0)
+    for p in signal:
+        mplhep.histplot(nominal[{"process": p}].values(), edges, histtype="step", label=p, ax=ax, linewidth=2)
+    has_data = "data" in processes
+    if has_data:
+        data = nominal[{"process": "data"}].values()
+        mplhep.histplot(data, edges, histtype="errorbar", yerr=np.sqrt(data), color="black", label="Data", ax=ax)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(total > 0, data / total, np.nan)
+            err = np.where(total > 0, np.sqrt(data) / total, np.nan)
+        mplhep.histplot(ratio, edges, yerr=err, histtype="errorbar", color="black", ax=rax)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(total > 0, np.sqrt(stack_vars) / total, 0.0)
+    rax.stairs(1 + rel, edges, baseline=1 - rel, fill=True, alpha=0.3, color="grey", linewidth=0)
+    rax.axhline(1.0, color="black", linestyle="--", linewidth=1)
+    rax.set_ylim(0.0, 2.0)
+    rax.set_ylabel("Data / MC")
+    rax.set_xlabel(axis.label or axis.name)
+    ax.set_ylabel("Events / bin")
+    ax.set_xlabel("")
+    if log_y and np.any(total > 0):
+        ax.set_yscale("log")
+        ax.set_ylim(max(total[total > 0].min() * 0.1, 1e-3), total.max() * 100)
+    ax.legend(ncol=2, fontsize="small", title=channel)
+    mplhep.cms.label("Simulation" if not has_data else "Preliminary", data=has_data,
+                     lumi=round(lumi_fb, 1) if lumi_fb else None, ax=ax)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_all(
+    hists: Mapping[str, Mapping[str, hist.Hist]],
+    directory: Path,
+    *,
+    groups: Mapping[str, Sequence[str]],
+    signals: Sequence[str],
+    log_y: bool = True,
+    lumi_fb: float | None = None,
+) -> list[Path]:
+    """One PNG per channel and observable: ``{directory}/{channel}__{observable}.png``."""
+    paths = []
+    for channel, per_obs in hists.items():
+        for obs, h in per_obs.items():
+            paths.append(stacked_plot(h, directory / f"{channel}__{obs}.png", channel=channel,
+                                      groups=groups, signals=signals, log_y=log_y, lumi_fb=lumi_fb))
+    return paths

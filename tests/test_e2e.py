@@ -1,0 +1,139 @@
+"""End to end on generated data: the four workflow modes, resuming, bad input, decorrelation."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uproot
+
+from fixtures.demo import SMALL_2017, SMALL_2018, dask_client, demo_data, small_overrides  # noqa: F401
+from intccms.config import compose_config
+from intccms.execute.job import run_job
+from intccms.execute.runner import BadInputError
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(client, data: Path, out: Path, datasets: list[str], *extra: str):
+    cfg = compose_config("demo", small_overrides(data, out, datasets, *extra))
+    return run_job(cfg, client=client)
+
+
+def _hists(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
+
+
+def _values(h, process: str, variation: str = "nominal") -> np.ndarray:
+    return h[{"process": process, "variation": variation}].values(flow=True)
+
+
+@pytest.fixture(scope="module")
+def analysis_run(dask_client, demo_data: Path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("analysis")
+    return _run(dask_client, demo_data, out, SMALL_2017)
+
+
+def test_analysis_only_writes_histograms_plots_and_provenance(analysis_run) -> None:
+    res = analysis_run
+    data = _hists(res.histograms_path)
+    h = data["histograms"]["CMS_WORKSHOP"]["mtt"]
+    processes = list(h.axes["process"])
+    assert {"ZPrimeToTT_M2000_W200", "TTToSemiLeptonic", "data"} <= set(processes)
+    variations = list(h.axes["variation"])
+    assert variations[0] == "nominal" and len(variations) == 1 + 78
+    sig = _values(h, "ZPrimeToTT_M2000_W200")
+    assert sig.sum() > 0
+    # the signal peaks near its mass (2000 GeV: bins of 140 GeV from 200)
+    peak_center = 200 + (np.argmax(sig[1:-1]) + 0.5) * 140
+    assert 1300 < peak_center < 2400
+    for v in ("jesFlavorQCD_up", "pileup_2017_up", "btag_hf_down", "muon_id_sf_up"):
+        assert not np.allclose(_values(h, "TTToSemiLeptonic", v), _values(h, "TTToSemiLeptonic"))
+    assert np.all(_values(h, "data", "jesFlavorQCD_up") == 0)  # data gets only the nominal
+    with uproot.open(res.root_path) as f:
+        nominal = f["CMS_WORKSHOP__mtt__TTToSemiLeptonic"].values(flow=True)
+        np.testing.assert_allclose(nominal, _values(h, "TTToSemiLeptonic"))
+        assert "CMS_WORKSHOP__mtt__TTToSemiLeptonic__jesFlavorQCD_up" in f
+        assert "CMS_WORKSHOP__mtt__data__jesFlavorQCD_up" not in f
+    assert [p.name for p in res.plots] == ["CMS_WORKSHOP__mtt.png"] and res.plots[0].stat().st_size > 10_000
+    prov = res.output_dir / "provenance"
+    assert "CMS_WORKSHOP" in (prov / "config.yaml").read_text()
+    assert "awkward" in (prov / "versions.json").read_text()
+    assert res.summary["events_read"] == sum(r.events_read for r in res.records if r.stage == "analysis")
+
+
+def test_skim_then_analysis_of_skims_equals_analysis_only(dask_client, demo_data, tmp_path, analysis_run) -> None:
+    res = _run(dask_client, demo_data, tmp_path, SMALL_2017, "workflow=skim_and_analysis")
+    a = _hists(analysis_run.histograms_path)["histograms"]["CMS_WORKSHOP"]["mtt"]
+    b = _hists(res.histograms_path)["histograms"]["CMS_WORKSHOP"]["mtt"]
+    np.testing.assert_allclose(b.view(flow=True).value, a.view(flow=True).value, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b.view(flow=True).variance, a.view(flow=True).variance, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "ttree", "rntuple"])
+def test_skim_only_resume_and_analysis_on_skimmed_input(dask_client, demo_data, tmp_path, analysis_run, fmt) -> None:
+    datasets = SMALL_2017
+    res = _run(dask_client, demo_data, tmp_path, datasets, "workflow=skim", f"workflow.skim_format={fmt}")
+    assert res.histograms_path is None
+    manifest = tmp_path / "skims" / "TTToSemiLeptonic_2017" / "manifest.json"
+    assert manifest.is_file()
+    parts = sorted((tmp_path / "skims").rglob(f"part_*"))
+    assert parts and all(not p.name.startswith(".") for p in parts)
+    mtimes = {p: p.stat().st_mtime_ns for p in parts}
+    # A rerun writes nothing: every part is committed already.
+    again = _run(dask_client, demo_data, tmp_path, datasets, "workflow=skim", f"workflow.skim_format={fmt}")
+    assert not [r for r in again.records if r.stage == "skim"]
+    assert {p: p.stat().st_mtime_ns for p in parts} == mtimes
+    # Removing one part: the rerun redoes exactly that one.
+    victim = parts[0]
+    victim.unlink()
+    third = _run(dask_client, demo_data, tmp_path, datasets, "workflow=skim", f"workflow.skim_format={fmt}")
+    assert len([r for r in third.records if r.stage == "skim"]) == 1 and victim.exists()
+    skimmed = _run(dask_client, demo_data, tmp_path, datasets, "workflow=skimmed_input",
+                   f"workflow.skim_dir={tmp_path / 'skims'}")
+    a = _hists(analysis_run.histograms_path)["histograms"]["CMS_WORKSHOP"]["mtt"]
+    b = _hists(skimmed.histograms_path)["histograms"]["CMS_WORKSHOP"]["mtt"]
+    np.testing.assert_allclose(b.view(flow=True).value, a.view(flow=True).value, rtol=1e-6, atol=1e-9)
+
+
+def test_year_decorrelation_after_merging_two_eras(dask_client, demo_data, tmp_path) -> None:
+    both = _hists(_run(dask_client, demo_data, tmp_path / "both", SMALL_2017 + SMALL_2018).histograms_path)
+    only17 = _hists(_run(dask_client, demo_data, tmp_path / "a", SMALL_2017).histograms_path)
+    only18 = _hists(_run(dask_client, demo_data, tmp_path / "b", SMALL_2018).histograms_path)
+    h, h17, h18 = (d["histograms"]["CMS_WORKSHOP"]["mtt"] for d in (both, only17, only18))
+    variations = set(h.axes["variation"])
+    assert len(variations) == 1 + 48 + 2 * 30
+    for process in ("TTToSemiLeptonic", "ZPrimeToTT_M2000_W200"):
+        np.testing.assert_allclose(_values(h, process), _values(h17, process) + _values(h18, process))
+        # decorrelated: era 2017's source, with 2018 contributing its nominal
+        for var in ("jesAbsoluteStat_2017_up", "pileup_2017_down", "btag_hfstats1_2017_up"):
+            np.testing.assert_allclose(_values(h, process, var),
+                                       _values(h17, process, var) + _values(h18, process), rtol=1e-10)
+        # correlated: both eras move together
+        np.testing.assert_allclose(_values(h, process, "jesFlavorQCD_up"),
+                                   _values(h17, process, "jesFlavorQCD_up") + _values(h18, process, "jesFlavorQCD_up"),
+                                   rtol=1e-10)
+
+
+def test_varies_with_applies_linked_btag_only_in_jes_fills(dask_client, demo_data, tmp_path, analysis_run) -> None:
+    unlinked = _run(dask_client, demo_data, tmp_path, SMALL_2017, "corrections.definitions.btag_shape.varies_with=[]")
+    a = _hists(analysis_run.histograms_path)["histograms"]["CMS_WORKSHOP"]["mtt"]
+    b = _hists(unlinked.histograms_path)["histograms"]["CMS_WORKSHOP"]["mtt"]
+    for var in a.axes["variation"]:
+        same = np.allclose(_values(a, "TTToSemiLeptonic", var), _values(b, "TTToSemiLeptonic", var), rtol=1e-12)
+        assert same == (not var.startswith("jes")), var
+
+
+def test_bad_file_is_named_and_skipped_on_request(dask_client, demo_data, tmp_path) -> None:
+    bad = tmp_path / "corrupt.root"
+    bad.write_bytes(b"root" + os.urandom(2000))
+    over = [f"datasets.TTToSemiLeptonic_2017.files=[{demo_data}/2017/TTToSemiLeptonic_2017/nano_0.root,{bad}]"]
+    with pytest.raises(BadInputError, match="corrupt.root"):
+        _run(dask_client, demo_data, tmp_path / "strict", SMALL_2017, *over)
+    res = _run(dask_client, demo_data, tmp_path / "lenient", SMALL_2017, *over, "workflow.skip_bad_files=true")
+    assert str(bad) in res.skipped
+    assert res.histograms_path is not None and res.histograms_path.is_file()

@@ -1,0 +1,50 @@
+"""Pins live in pyproject.toml; pixi.toml mirrors the same packages at the same versions."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict[str, str]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    deps = data["project"]["dependencies"] + data["project"]["optional-dependencies"]["test"]
+    out = {}
+    for dep in deps:
+        m = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*(==\s*([^;\s]+))?", dep)
+        assert m, dep
+        out[m.group(1).lower()] = m.group(4) or "*"
+    return out
+
+
+def _pixi() -> dict[str, str]:
+    data = tomllib.loads((ROOT / "pixi.toml").read_text())
+    out = {}
+    for table in (data["dependencies"], data["feature"]["test"]["dependencies"]):
+        for name, spec in table.items():
+            out[name.lower()] = spec.removeprefix("==") if isinstance(spec, str) else "*"
+    return out
+
+
+def test_pixi_mirrors_every_pyproject_package_and_pin() -> None:
+    py, px = _pyproject(), _pixi()
+    missing = sorted(set(py) - set(px))
+    assert not missing, f"pixi.toml lacks {missing}"
+    extra = sorted(set(px) - set(py) - {"python", "xrootd"})
+    assert not extra, f"pixi.toml has packages pyproject.toml does not: {extra}"
+    differ = {n: (py[n], px[n]) for n in py if py[n] != "*" and px[n] != py[n]}
+    assert not differ, f"pins differ (pyproject, pixi): {differ}"
+
+
+def test_runtime_dependencies_are_pinned_exactly() -> None:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert all("==" in dep for dep in data["project"]["dependencies"])
+
+
+def test_dask_awkward_pin_trap_is_avoided() -> None:
+    py = _pyproject()
+    assert "dask-awkward" not in py
+    assert py["dask"] == py["distributed"]
