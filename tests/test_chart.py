@@ -1,0 +1,526 @@
+"""The Helm chart: strict lint, renders for realistic value sets, Kubernetes schema validation,
+security properties, one render test per toggle, and agreement with the project.
+
+Offline: the real ``helm`` binary (tests/setup/install_helm.sh) and the Dask operator chart
+vendored from the pinned dask-kubernetes wheel (charts/intccms/scripts/vendor-operator.sh).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+pytestmark = pytest.mark.k8s
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "charts/intccms"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+KUBE_VERSIONS = ["1.30.0", "1.33.0"]
+NAMESPACE = "facility"
+OPERATOR_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
+
+
+def _helm() -> str:
+    local = REPO / ".tools/bin/helm"
+    if local.exists():
+        return str(local)
+    found = shutil.which("helm")
+    if found is None:
+        pytest.skip("helm is not installed: run tests/setup/install_helm.sh")
+    return found
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    """The helm binary, with the operator subchart vendored for offline renders."""
+    binary = _helm()
+    env = {**os.environ, "PYTHON": str(REPO / ".venv/bin/python")}
+    subprocess.run([str(CHART / "scripts/vendor-operator.sh")], check=True, env=env)
+    return binary
+
+
+def render(helm: str, *args: str, kube: str = "1.33.0") -> list[dict[str, Any]]:
+    """Objects of ``helm template`` with extra arguments (-f / --set)."""
+    result = subprocess.run(
+        [helm, "template", "intccms", str(CHART), "--namespace", NAMESPACE,
+         "--kube-version", kube, *args],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise RenderError(result.stderr)
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+class RenderError(RuntimeError):
+    """helm template failed; the message is helm's stderr."""
+
+
+def _values_args(path: Path | None) -> list[str]:
+    return ["-f", str(path)] if path else []
+
+
+VALUE_SETS = [None, *CI_VALUES]
+VALUE_IDS = ["default", *(p.name.removesuffix("-values.yaml") for p in CI_VALUES)]
+
+
+def _by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def _one(objs: list[dict[str, Any]], kind: str, suffix: str = "") -> dict[str, Any]:
+    matches = [o for o in _by_kind(objs, kind) if o["metadata"]["name"].endswith(suffix)]
+    assert len(matches) == 1, f"expected one {kind} named *{suffix}, got {len(matches)}"
+    return matches[0]
+
+
+def _pod_specs(objs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for obj in objs:
+        if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            yield f"{obj['kind']}/{obj['metadata']['name']}", obj["spec"]["template"]["spec"]
+
+
+# -- lint and schema ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
+def test_lint_strict(helm: str, values: Path | None) -> None:
+    result = subprocess.run(
+        [helm, "lint", "--strict", str(CHART), *_values_args(values)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_schema_json_is_generated_from_yaml() -> None:
+    result = subprocess.run(
+        [str(REPO / ".venv/bin/python"), str(CHART / "scripts/generate-schema.py"), "--check"],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _schema_paths(schema: dict[str, Any], root: dict[str, Any], prefix: str = "") -> set[str]:
+    if "$ref" in schema:
+        ref = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            ref = ref[part]
+        schema = {**ref, **{k: v for k, v in schema.items() if k != "$ref"}}
+    paths = set()
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        assert sub.get("description"), f"values.schema.yaml: {path} has no description"
+        paths.add(path)
+        paths |= _schema_paths(sub, root, path)
+    return paths
+
+
+def _value_paths(values: dict[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        paths.add(path)
+        if isinstance(value, dict) and value and not path.startswith("dask-kubernetes-operator"):
+            paths |= _value_paths(value, path)
+    return paths
+
+
+def test_every_value_is_in_the_schema_with_a_description() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    declared = _schema_paths(schema, schema)
+    undeclared = {
+        p for p in _value_paths(values)
+        if p not in declared and not p.startswith("dask-kubernetes-operator.")
+        # maps whose keys are free (resources quantities are checked through $defs)
+        and ".resources." not in p
+    }
+    assert not undeclared, f"values without schema entry: {sorted(undeclared)}"
+    jsonschema.validate(values, schema)
+
+
+def test_every_value_has_a_comment() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.startswith("- "):
+            continue
+        key = stripped.split(":")[0]
+        indent = len(line) - len(line.lstrip())
+        parent_is_resources = any(
+            l.strip().startswith(("resources:", "requests:", "limits:"))
+            and len(l) - len(l.lstrip()) < indent
+            for l in lines[max(0, i - 4):i]
+        )
+        if parent_is_resources or key in ("name", "tag", "type", "runAsNonRoot", "seccompProfile"):
+            continue  # quantities and subchart internals, described by their parent
+        previous = lines[i - 1].strip() if i else ""
+        assert previous.startswith("#"), f"values.yaml line {i + 1} ({key}) has no comment above"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "jobs.enabled=true"], "jobs"),
+        (["--set", "dask.adapt.minimum=null"], "minimum"),
+        (["--set", "prometheus.scrapeInterval=15 seconds"], "scrapeInterval"),
+        (["--set", "securityContext.runAsUser=0"], "runAsUser"),
+    ],
+)
+def test_schema_rejects_bad_values(helm: str, args: list[str], message: str) -> None:
+    with pytest.raises(RenderError, match=message):
+        render(helm, *args)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "dask.adapt.minimum=5", "--set", "dask.adapt.maximum=2"], "raise the maximum"),
+        (["--set", "dask.wait.workers=20"], "lower dask.wait.workers"),
+        (["--set", "storage.existingSecret=x", "--set", "storage.credentials.accessKeyId=y"],
+         "remove storage.credentials"),
+        (["--set", "prometheus.enabled=false"], "grafana.datasourceUrl"),
+        (["--set", "job.configName=demo"], "renamed to job.config"),
+    ],
+)
+def test_contradictory_or_removed_values_fail_with_migration_text(
+    helm: str, args: list[str], message: str
+) -> None:
+    with pytest.raises(RenderError, match=message):
+        render(helm, *args)
+
+
+# -- Kubernetes schemas and CRDs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kube", KUBE_VERSIONS)
+@pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
+def test_every_object_validates_against_kubernetes(
+    helm: str, values: Path | None, kube: str
+) -> None:
+    objs = render(helm, *_values_args(values), kube=kube)
+    assert objs
+    for obj in objs:
+        if obj["kind"] in OPERATOR_KINDS:
+            assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+            continue  # no schema for Prometheus-operator kinds in kubernetes-validate
+        kubernetes_validate.validate(obj, kube, strict=True)
+
+
+def test_operator_crds_validate(helm: str) -> None:
+    for path in sorted((CHART / "charts/dask-kubernetes-operator/crds").glob("*.yaml")):
+        kubernetes_validate.validate(yaml.safe_load(path.read_text()), "1.33.0", strict=True)
+
+
+# -- security ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
+def test_pods_are_hardened_and_resourced(helm: str, values: Path | None) -> None:
+    for name, pod in _pod_specs(render(helm, *_values_args(values))):
+        pod_sc = pod.get("securityContext", {})
+        for container in pod["containers"] + pod.get("initContainers", []):
+            sc = container.get("securityContext", {})
+            where = f"{name} container {container['name']}"
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, where
+            assert sc.get("runAsUser", pod_sc.get("runAsUser", 1)) != 0, where
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert not sc.get("privileged", False), where
+            resources = container.get("resources", {})
+            assert resources.get("requests", {}).get("memory"), f"{where}: no memory request"
+            assert resources.get("limits", {}).get("memory"), f"{where}: no memory limit"
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
+def test_rbac_is_namespaced_and_least_privilege(helm: str, values: Path | None) -> None:
+    objs = render(helm, *_values_args(values))
+    ours = [o for o in objs if o["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "intccms"]
+    assert not [o for o in ours if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    for role in _by_kind(ours, "Role"):
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
+            assert "secrets" not in rule["resources"], "no role may read Secrets"
+
+
+def test_job_role_covers_what_the_backend_does(helm: str) -> None:
+    role = _one(render(helm), "Role", "-job")
+    granted = {
+        (res, verb)
+        for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]
+    }
+    needed = {
+        ("daskclusters", "create"), ("daskclusters", "get"), ("daskclusters", "delete"),
+        ("daskclusters", "list"), ("daskautoscalers", "create"), ("daskautoscalers", "patch"),
+        ("daskautoscalers", "delete"), ("pods", "list"), ("services", "get"),
+        ("daskworkergroups", "get"),
+    }
+    assert needed <= granted, sorted(needed - granted)
+
+
+SECRET_VALUES = ["test-access-key-id", "test-secret-access-key-0123456789"]
+
+
+def test_credentials_only_in_a_secret(helm: str) -> None:
+    objs = render(helm, "-f", str(CHART / "ci/credentials-values.yaml"))
+    secret = _one(objs, "Secret", "-storage")
+    decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert decoded == {
+        "INTCCMS_S3_ACCESS_KEY_ID": SECRET_VALUES[0],
+        "INTCCMS_S3_SECRET_ACCESS_KEY": SECRET_VALUES[1],
+    }
+    others = yaml.safe_dump_all([o for o in objs if o["kind"] != "Secret"])
+    for value in SECRET_VALUES:
+        assert value not in others, "a credential leaked outside its Secret"
+        assert base64.b64encode(value.encode()).decode() not in others
+    job = _one(objs, "Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+    facility = yaml.safe_load(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])
+    assert facility["cluster"]["kubernetes"]["env_from_secret_names"] == [secret["metadata"]["name"]]
+
+
+def test_no_credentials_by_default(helm: str) -> None:
+    objs = render(helm)
+    assert not [o for o in _by_kind(objs, "Secret") if "storage" in o["metadata"]["name"]]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["storage"]["credentials"] == {"accessKeyId": "", "secretAccessKey": ""}
+    job = _one(objs, "Job")
+    assert "envFrom" not in job["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_grafana_password_is_generated_not_default(helm: str) -> None:
+    first = _one(render(helm), "Secret", "grafana-admin")["data"]["admin-password"]
+    second = _one(render(helm), "Secret", "grafana-admin")["data"]["admin-password"]
+    assert first != second, "the admin password must be random, not a fixed default"
+    assert len(base64.b64decode(first)) == 32
+    template = (CHART / "templates/grafana/secret.yaml").read_text()
+    assert "lookup" in template, "the generated password must survive upgrades"
+
+
+def test_existing_grafana_secret_is_used(helm: str) -> None:
+    objs = render(helm, "--set", "grafana.admin.existingSecret=mine")
+    assert not [o for o in _by_kind(objs, "Secret") if "grafana" in o["metadata"]["name"]]
+    dep = _one(objs, "Deployment", "grafana")
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GF_SECURITY_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+
+
+# -- the job and its configuration ---------------------------------------------------------------
+
+
+def test_job_runs_the_facility_config(helm: str) -> None:
+    objs = render(helm, "-f", str(CHART / "ci/all-features-values.yaml"))
+    job = _one(objs, "Job")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.example.org/cms/intccms:0.1.0"
+    assert container["args"] == ["job", "facility", "workflow.max_files=4"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["INTCCMS_EXTRA_CONF_DIR"]["value"] == "/etc/intccms/conf"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/etc/intccms/conf"] == "facility"
+    assert pod["serviceAccountName"].endswith("-job")
+    facility = yaml.safe_load(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])
+    assert facility["defaults"] == ["run2_full", {"override cluster": "kubernetes"}, "_self_"]
+    assert facility["name"] == "facility-test"
+    k8s = facility["cluster"]["kubernetes"]
+    assert k8s["image"] == container["image"]
+    assert k8s["namespace"] == NAMESPACE
+    assert k8s["adapt"] == {"minimum": 2, "maximum": 100}
+    assert k8s["env"] == {"INTCCMS_S3_ENDPOINT": "https://s3.example.org"}
+    assert k8s["env_from_secret_names"] == ["cms-s3-credentials"]
+    assert k8s["tolerations"][0]["operator"] == "Exists"
+
+
+def test_facility_config_fits_the_cluster_schema(helm: str) -> None:
+    """The chart's cluster.kubernetes block builds valid operator resources."""
+    from omegaconf import OmegaConf
+    from fixtures.k8s import validate_custom_resource
+
+    from intccms.execute.backends.k8s_specs import make_autoscaler_spec, make_cluster_spec
+    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
+
+    for values in VALUE_SETS:
+        objs = render(helm, *_values_args(values))
+        facility = yaml.safe_load(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])
+        merged = OmegaConf.merge(
+            OmegaConf.structured(KubernetesClusterConfig), facility["cluster"]["kubernetes"]
+        )
+        cfg = OmegaConf.to_object(merged)
+        assert isinstance(cfg, KubernetesClusterConfig)
+        validate_custom_resource(make_cluster_spec(cfg, "r1"))
+        validate_custom_resource(make_autoscaler_spec(cfg, "r1"))
+
+
+def test_facility_config_composes_with_hydra(helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`intccms run facility` composes: the rendered file is a valid top-level config."""
+    compose = pytest.importorskip("intccms.config.compose")
+    objs = render(helm)
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    (conf / "facility.yaml").write_text(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])
+    monkeypatch.setenv("INTCCMS_CONF_DIR", str(conf))
+    cfg = compose.compose_config("facility", validate=False)
+    assert cfg.cluster.kind == "kubernetes"
+    assert cfg.cluster.kubernetes.namespace == NAMESPACE
+    assert cfg.cluster.kubernetes.adapt.maximum == 10
+
+
+# -- monitoring ----------------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_dask_pods_with_project_rules(helm: str) -> None:
+    objs = render(helm)
+    config = yaml.safe_load(_one(objs, "ConfigMap", "-prometheus")["data"]["prometheus.yml"])
+    (dask_job,) = [j for j in config["scrape_configs"] if j["job_name"] == "intccms-dask"]
+    assert dask_job["kubernetes_sd_configs"][0]["namespaces"] == {"own_namespace": True}
+    keep = {r["regex"] for r in dask_job["relabel_configs"] if r.get("action") == "keep"}
+    assert keep == {"scheduler|worker", "http-dashboard"}
+    rules = _one(objs, "ConfigMap", "prometheus-rules")["data"] or {}
+    shipped = {
+        p.name for p in (CHART / "files/prometheus").glob("*.yaml") if "_test" not in p.name
+    }
+    assert set(rules) == shipped
+    for content in rules.values():
+        assert "groups" in yaml.safe_load(content)
+
+
+def test_dashboards_are_provisioned_verbatim(helm: str) -> None:
+    objs = render(helm)
+    data = _one(objs, "ConfigMap", "grafana-dashboards")["data"] or {}
+    shipped = {p.name: p.read_text() for p in (CHART / "files/dashboards").glob("*.json")}
+    assert set(data) == set(shipped)
+    for name, text in shipped.items():
+        assert json.loads(data[name]) == json.loads(text), f"{name} changed in the ConfigMap"
+    datasources = yaml.safe_load(_one(objs, "ConfigMap", "-grafana")["data"]["datasources.yaml"])
+    assert datasources["datasources"][0]["url"] == "http://intccms-prometheus:9090"
+
+
+def test_sidecar_dashboard_configmaps(helm: str) -> None:
+    objs = render(helm, "-f", str(CHART / "ci/external-monitoring-values.yaml"))
+    maps = [o for o in _by_kind(objs, "ConfigMap") if o["metadata"]["labels"].get("grafana_dashboard")]
+    shipped = list((CHART / "files/dashboards").glob("*.json"))
+    assert len(maps) == len(shipped)
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert len(cm["metadata"]["name"]) <= 63
+        for text in cm["data"].values():
+            json.loads(text)
+
+
+def test_long_release_names_keep_names_valid(helm: str) -> None:
+    result = subprocess.run(
+        [helm, "template", "a" * 50, str(CHART), "--namespace", NAMESPACE,
+         "--set", "grafana.dashboardConfigMaps.enabled=true"],
+        capture_output=True, text=True, check=True,
+    )
+    for obj in filter(None, yaml.safe_load_all(result.stdout)):
+        if obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "intccms":
+            assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
+
+
+# -- one render test per toggle ------------------------------------------------------------------
+
+TOGGLES = {
+    "job.enabled": ("Job", ""),
+    "prometheus.enabled": ("Deployment", "prometheus"),
+    "prometheus.podMonitor.enabled": ("PodMonitor", ""),
+    "prometheus.serviceMonitor.enabled": ("ServiceMonitor", ""),
+    "prometheus.prometheusRule.enabled": ("PrometheusRule", ""),
+    "grafana.enabled": ("Deployment", "grafana"),
+    "grafana.dashboardConfigMaps.enabled": ("ConfigMap", "-dash-"),
+    "dask-kubernetes-operator.enabled": ("Deployment", "dask-kubernetes-operator"),
+    "serviceAccount.create": ("ServiceAccount", "analysis"),
+    "rbac.create": ("Role", "-job"),
+}
+
+
+@pytest.mark.parametrize("toggle", sorted(TOGGLES))
+def test_each_toggle_renders_its_objects(helm: str, toggle: str) -> None:
+    kind, name = TOGGLES[toggle]
+    extra = ["--set", "grafana.datasourceUrl=http://prometheus.monitoring:9090"]
+    if toggle == "serviceAccount.create":
+        extra += ["--set", "serviceAccount.name=analysis"]
+    on = render(helm, "--set", f"{toggle}=true", *extra)
+    off = render(helm, "--set", f"{toggle}=false", *extra)
+    assert [o for o in _by_kind(on, kind) if name in o["metadata"]["name"]], f"{toggle}=true"
+    assert not [o for o in _by_kind(off, kind) if name in o["metadata"]["name"]], f"{toggle}=false"
+    for obj in on:
+        if obj["kind"] not in OPERATOR_KINDS:
+            kubernetes_validate.validate(obj, "1.33.0", strict=True)
+
+
+def test_pod_monitor_targets_the_metrics_port(helm: str) -> None:
+    objs = render(helm, "--set", "prometheus.podMonitor.enabled=true")
+    monitor = _one(objs, "PodMonitor")
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http-dashboard"
+    assert "dask.org/cluster-name" in monitor["spec"]["podTargetLabels"]
+    rule = _one(render(helm, "--set", "prometheus.prometheusRule.enabled=true"), "PrometheusRule")
+    shipped = [
+        g
+        for p in sorted((CHART / "files/prometheus").glob("*.yaml")) if "_test" not in p.name
+        for g in yaml.safe_load(p.read_text()).get("groups", [])
+    ]
+    assert rule["spec"]["groups"] == shipped
+
+
+# -- versions and packaging ---------------------------------------------------------------------
+
+
+def test_versions_agree_with_the_project() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == project
+    assert chart["version"] == project
+    (dep,) = [d for d in chart["dependencies"] if d["name"] == "dask-kubernetes-operator"]
+    assert dep["version"] == importlib.metadata.version("dask-kubernetes")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["dask-kubernetes-operator"]["image"]["tag"] == dep["version"]
+    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
+
+    assert KubernetesClusterConfig().image.endswith(f":{project}")
+
+
+def test_default_image_tag_is_the_project_version(helm: str) -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    job = _one(render(helm), "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f":{project}")
+
+
+def test_package_builds_offline(helm: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [helm, "package", str(CHART), "--destination", str(tmp_path)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "intccms-0.1.0.tgz").exists()
+
+
+def test_manifests_match_the_chart(helm: str) -> None:
+    result = subprocess.run(
+        [str(CHART / "scripts/render-manifests.sh"), "--check"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "HELM": helm, "PYTHON": str(REPO / ".venv/bin/python")},
+    )
+    assert result.returncode == 0, (
+        "manifests/ drifted from the chart: run charts/intccms/scripts/render-manifests.sh\n"
+        + result.stdout[-2000:]
+    )
+
+
+def test_manifests_validate(helm: str) -> None:
+    for path in sorted((REPO / "manifests").glob("*.yaml")):
+        for obj in filter(None, yaml.safe_load_all(path.read_text())):
+            kubernetes_validate.validate(obj, "1.33.0", strict=True)
