@@ -524,3 +524,19 @@ def test_manifests_validate(helm: str) -> None:
     for path in sorted((REPO / "manifests").glob("*.yaml")):
         for obj in filter(None, yaml.safe_load_all(path.read_text())):
             kubernetes_validate.validate(obj, "1.33.0", strict=True)
+
+
+def test_renders_without_monitoring_files(helm: str, tmp_path: Path) -> None:
+    """The Prometheus and dashboard files are optional: the chart renders while they are absent."""
+    chart = tmp_path / "intccms"
+    shutil.copytree(CHART, chart, ignore=shutil.ignore_patterns("files"))
+    result = subprocess.run(
+        [helm, "template", "t", str(chart), "--set", "prometheus.prometheusRule.enabled=true",
+         "--set", "grafana.dashboardConfigMaps.enabled=true"],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    objs = [o for o in yaml.safe_load_all(result.stdout) if o]
+    assert _one(objs, "PrometheusRule")["spec"]["groups"] == []
+    config = yaml.safe_load(_one(objs, "ConfigMap", "-prometheus")["data"]["prometheus.yml"])
+    assert config["global"]["scrape_interval"] == "15s"
