@@ -130,7 +130,7 @@ class LimitConfig:
 
     enabled: bool = True
     confidence_level: float = 0.95
-    rtol: float = 1e-6
+    rtol: float = 1e-4
 
 
 @dataclass

@@ -153,6 +153,7 @@ def run_statistics(
         limits = upper_limits(
             model, data, confidence_level=cfg.limits.confidence_level,
             rtol=cfg.limits.rtol, observed=not blind,
+            init_pars=[float(x) for x in fit.bestfit], sigma_guess=float(fit.uncertainty[poi]),
         ).as_dict()
         lap("limits")
     results: dict[str, Any] = {

@@ -1,0 +1,57 @@
+"""Statistics configuration files and the Dask-parallel limit scan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from intccms.stats import StatisticsConfig, run_limit_scan
+from intccms.stats.config import DataMode
+from intccms.stats.plots import signal_mass
+from intccms.stats.run import as_config
+from intccms.stats.synthetic import SIGNALS, make_histograms, synthetic_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "statistics"
+
+
+@pytest.mark.parametrize("name", ["demo", "run2"])
+def test_yaml_fills_the_structured_config(name):
+    node = OmegaConf.merge(OmegaConf.structured(StatisticsConfig), OmegaConf.load(CONF / f"{name}.yaml"))
+    cfg = as_config(node)
+    assert isinstance(cfg, StatisticsConfig)
+    assert cfg.data.mode in set(DataMode)
+    lumi = {c.name: c.uncertainty for c in cfg.luminosity.components}
+    assert lumi["lumi_2017"] == {"2017": 0.02}
+    assert lumi["lumi_corr"]["2018"] == pytest.approx(0.02)
+    assert lumi["lumi_1718"] == {"2017": 0.006, "2018": 0.002}
+    assert "defaults" not in OmegaConf.load(CONF / f"{name}.yaml")
+
+
+def test_typo_in_yaml_is_rejected():
+    with pytest.raises(Exception, match="poi_nmae"):
+        OmegaConf.merge(OmegaConf.structured(StatisticsConfig), {"poi_nmae": "r"})
+
+
+def test_signal_mass_parsing():
+    assert signal_mass("ZPrimeToTT_M2000_W200") == 2000.0
+    assert signal_mass("TTToSemiLeptonic") is None
+
+
+def test_limit_scan_on_dask_matches_serial(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    hists = make_histograms(seed=3, nbins=5, signal_scale=5.0)
+    cfg = synthetic_config()
+    cfg.systematics.include = ["jesFlavorQCD", "pileup_2017"]
+    cfg.systematics.mc_stat = False
+    serial = run_limit_scan(hists, cfg, SIGNALS[:2])
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                            dashboard_address=None) as client:
+        par = run_limit_scan(hists, cfg, SIGNALS[:2], client, output_dir=tmp_path)
+    assert [p["signal"] for p in par["points"]] == SIGNALS[:2]
+    for a, b in zip(serial["points"], par["points"], strict=True):
+        assert a["mass"] == b["mass"]
+        assert a["expected"] == pytest.approx(b["expected"], rel=1e-6)
+        assert a["observed"] == pytest.approx(b["observed"], rel=1e-6)
+    assert (tmp_path / "limit_scan.png").read_bytes()[:4] == b"\x89PNG"
