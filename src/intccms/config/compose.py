@@ -68,10 +68,18 @@ def compose_config(
     GlobalHydra.instance().clear()
     extra = os.environ.get("INTCCMS_EXTRA_CONF_DIR")
     search_overrides = list(overrides)
+    primary = conf_dir()
     if extra:
-        search_overrides.append(f"hydra.searchpath=[file://{Path(extra).resolve()}]")
+        extra_dir = Path(extra).resolve()
+        if (extra_dir / f"{config_name}.yaml").is_file():
+            # A top-level config shipped in the extra directory (e.g. a Kubernetes ConfigMap):
+            # it becomes the primary directory and the project's conf/ stays on the search path.
+            search_overrides.append(f"hydra.searchpath=[file://{primary}]")
+            primary = extra_dir
+        else:
+            search_overrides.append(f"hydra.searchpath=[file://{extra_dir}]")
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(primary), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=search_overrides)
     except (HydraException, OmegaConfBaseException) as err:
         detail = str(err)

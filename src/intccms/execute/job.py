@@ -109,7 +109,10 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
     return result
 
 
-def _register_plugins(client: Client, options: StorageOptions) -> None:
+def _register_plugins(client: Client, options: StorageOptions, run_id: str, datasets: list[str]) -> None:
+    from intccms.metrics.preload import WorkerMetricsPlugin
+
+    client.register_plugin(WorkerMetricsPlugin(run_id, datasets, ["metadata", "skim", "analysis"]))
     creds = options.credentials
     if creds is not None and creds.environ():
         from intccms.storage import CredentialsPlugin
@@ -130,8 +133,14 @@ def _run(
     console: Console,
     config_yaml: str,
 ) -> None:
+    from intccms.metrics.scheduler import run_metrics_for
+
     wf = cfg.workflow
-    _register_plugins(client, options)
+    run_id = os.environ["INTCCMS_RUN_ID"]
+    _register_plugins(client, options, run_id, sorted(datasets))
+    run_metrics = run_metrics_for(client, run_id, config=str(cfg.name))
+    n_workers = len(client.scheduler_info().get("workers", {}))
+    run_metrics.workers(int(cfg.cluster.n_workers) if str(cfg.cluster.kind.value if hasattr(cfg.cluster.kind, "value") else cfg.cluster.kind) == "local" else n_workers, n_workers)
     t_start = time.time()
     metadata, meta_records = run_metadata(cfg, client, datasets, options, out, console=console)
     result.records.extend(meta_records)
@@ -142,7 +151,8 @@ def _run(
 
     skim_dir = str(cfg.workflow.skim_dir)
     if wf.save_skimmed_output:
-        outcome = skim_stage(cfg, client, datasets, metadata, constants, options, skim_dir, console=console)
+        outcome = skim_stage(cfg, client, datasets, metadata, constants, options, skim_dir, console=console,
+                             run_metrics=run_metrics)
         result.records.extend(outcome.records)
         result.skipped.update(outcome.skipped)
 
@@ -183,6 +193,7 @@ def _run(
         lambda item: (contexts[item.dataset], plan_future, specs.get(datasets[item.dataset].era)
                       if not datasets[item.dataset].is_data else None, options),
         on_result, retries=int(wf.retries), skip_bad_files=bool(wf.skip_bad_files), console=console,
+        run_metrics=run_metrics,
     )
     result.records.extend(outcome.records)
     result.skipped.update(outcome.skipped)

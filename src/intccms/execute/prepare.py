@@ -40,10 +40,12 @@ def fill_generated_files(cfg: DictConfig) -> None:
 
 def ensure_inputs(cfg: DictConfig, *, console: Console) -> None:
     """Generate the missing demo inputs the configuration asks for."""
-    from intccms import datagen
-
     root = str(cfg.paths.generated_data)
     generated = _generated_datasets(cfg)
+    if not generated and not cfg.paths.generate_corrections:
+        return
+    from intccms import datagen
+
     eras = sorted({d["era"] for d in generated.values()})
     if cfg.paths.generate_corrections:
         datagen.write_correction_files(str(cfg.paths.jsonpog), sorted(set(eras) | set(cfg.corrections.by_era)))

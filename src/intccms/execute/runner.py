@@ -47,6 +47,7 @@ def run_stage(
     skip_bad_files: bool,
     console: Console | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    run_metrics: Any = None,
 ) -> StageOutcome:
     """Submit ``task(item, *args_for(item))`` for every item and collect as they finish.
 
@@ -56,6 +57,8 @@ def run_stage(
     outcome = StageOutcome()
     if not items:
         return outcome
+    if run_metrics is not None:
+        run_metrics.planned(len(items), name)
     futures = {}
     for item in items:
         fut = client.submit(task, item, *args_for(item), retries=retries, pure=False,
@@ -96,6 +99,8 @@ def run_stage(
                     on_result(item, payload)
                 events += record.events_read
                 done += 1
+                if run_metrics is not None:
+                    run_metrics.completed(1, name)
                 progress.update(bar, advance=1, events=events)
                 if on_progress is not None:
                     on_progress(done, len(items))

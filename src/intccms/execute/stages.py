@@ -169,7 +169,7 @@ def _good_files(meta: DatasetMetadata) -> list[tuple[int, FileMetadata]]:
 def skim_stage(
     cfg: DictConfig, client: Client, datasets: Mapping[str, Dataset],
     metadata: Mapping[str, DatasetMetadata], constants: Mapping[str, Mapping[str, Any]],
-    options: StorageOptions, skim_dir: str, *, console: Console,
+    options: StorageOptions, skim_dir: str, *, console: Console, run_metrics: Any = None,
 ) -> StageOutcome:
     """Skim every chunk not already committed; the manifest lists only complete parts."""
     wf = cfg.workflow
@@ -211,7 +211,7 @@ def skim_stage(
     if not items:
         console.print("[green]skim: every part is already written; nothing to do[/green]")
     return run_stage(client, "skim", items, skim_task, args_for, on_result, retries=int(wf.retries),
-                     skip_bad_files=bool(wf.skip_bad_files), console=console)
+                     skip_bad_files=bool(wf.skip_bad_files), console=console, run_metrics=run_metrics)
 
 
 def analysis_items(

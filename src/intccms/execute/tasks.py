@@ -60,12 +60,10 @@ def _build_corrections(spec: CorrectionsSpec) -> EraCorrections:
 
 
 def _worker_name() -> str:
-    try:
-        from distributed import get_worker
+    """The same worker label the Prometheus metrics use, so report and metrics agree."""
+    from intccms.metrics.worker import current_worker_label
 
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return "local"
+    return current_worker_label()
 
 
 def _rss() -> int:
