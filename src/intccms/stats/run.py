@@ -74,7 +74,7 @@ def _plots(out: Path, build: ModelBuild, model: pyhf.pdf.Model, fit: Any, rank: 
         "postfit": cabinetry.model_utils.prediction(model, fit_results=fit),
     }
     start = 0
-    for i_ch, chm in enumerate(build.channels):
+    for chm in build.channels:
         n = len(chm.edges) - 1
         shown = None if blind else np.asarray(data[start : start + n])
         start += n
@@ -88,7 +88,6 @@ def _plots(out: Path, build: ModelBuild, model: pyhf.pdf.Model, fit: Any, rank: 
                 shown, title=f"{chm.name} {stage}", xlabel=cfg.input.observable, lumi_fb=lumi,
             )
             files.append(path.name)
-        del i_ch
     entries = pulls(model, fit)
     plots.pulls(out / "pulls.png", entries)
     plots.correlation(out / "correlation.png", list(fit.labels), fit.corr_mat)
