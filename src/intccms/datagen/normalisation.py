@@ -1,0 +1,133 @@
+"""Skim efficiencies and the size of a data sample that matches the MC expectation.
+
+A data file is a SingleMuon-like mixture of the background processes: for an integrated
+luminosity ``L`` the skim keeps ``sum_p sigma_p L eps_p`` events, where ``eps_p`` is process
+``p``'s skim efficiency (generator-level phase-space probability times the fraction of
+generated events passing the skim). ``eps_p`` is measured once per process and era with a
+fixed-seed pilot run (:data:`PILOT_EVENTS` skimmed events, so ~1 % precision), cached in the
+process. Because the MC files carry their own exact skim bookkeeping in ``Runs``, data
+generated with :func:`expected_data_events` agrees with the weighted MC sum after any
+selection within statistics; the count is divided by ``1 - OUT_OF_JSON_FRACTION`` because
+that share of data events lies outside the golden JSON and is removed by the lumi mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from intccms.datagen.eras import era_info
+from intccms.datagen.lumi import OUT_OF_JSON_FRACTION
+from intccms.datagen.processes import resolve_process
+from intccms.datagen.stream import SkimStream
+
+__all__ = ["DEFAULT_BACKGROUNDS", "ProcessLike", "expected_data_events", "mixture", "skim_efficiency"]
+
+PILOT_EVENTS = 4000
+_PILOT_SEED = 20240611
+
+ProcessLike = str | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
+
+# backgrounds with a non-negligible skim efficiency (lower HT bins pass < 1e-4 of the time)
+DEFAULT_BACKGROUNDS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("ttbar_semilep", {}),
+    ("ttbar_had", {}),
+    ("ttbar_dilep", {}),
+    ("wjets", {"ht_min": 400, "ht_max": 600}),
+    ("wjets", {"ht_min": 600, "ht_max": 800}),
+    ("wjets", {"ht_min": 800, "ht_max": 1200}),
+    ("wjets", {"ht_min": 1200, "ht_max": 2500}),
+    ("wjets", {"ht_min": 2500, "ht_max": None}),
+    ("dyjets", {"ht_min": 400, "ht_max": 600}),
+    ("dyjets", {"ht_min": 600, "ht_max": 800}),
+    ("dyjets", {"ht_min": 800, "ht_max": 1200}),
+    ("dyjets", {"ht_min": 1200, "ht_max": 2500}),
+    ("single_top", {"channel": "tW_top"}),
+    ("single_top", {"channel": "tW_antitop"}),
+    ("single_top", {"channel": "s"}),
+    ("single_top", {"channel": "t_top"}),
+    ("single_top", {"channel": "t_antitop"}),
+    ("diboson", {"channel": "WW"}),
+    ("diboson", {"channel": "WZ"}),
+    ("diboson", {"channel": "ZZ"}),
+    ("qcd", {"ht_min": 1000, "ht_max": 1500}),
+    ("qcd", {"ht_min": 1500, "ht_max": 2000}),
+    ("qcd", {"ht_min": 2000, "ht_max": None}),
+)
+
+
+def _normalise(process: ProcessLike) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    if isinstance(process, str):
+        return process, ()
+    if isinstance(process, tuple):
+        kind, params = process
+        return kind, tuple(sorted(dict(params).items()))
+    params = dict(process)
+    kind = str(params.pop("kind"))
+    return kind, tuple(sorted(params.items()))
+
+
+@cache
+def _pilot(kind: str, params: tuple[tuple[str, Any], ...], era: str) -> float:
+    proc = resolve_process(kind, dict(params))
+    seed = np.random.SeedSequence([_PILOT_SEED, *kind.encode(), *repr(params).encode()])
+    stream = SkimStream(proc, era, np.random.default_rng(seed), max_tries=3_000_000)
+    try:
+        stream.take(PILOT_EVENTS)
+    except RuntimeError:
+        # a sample that (almost) never passes the skim contributes nothing to data
+        return 0.0
+    return proc.p_gen * PILOT_EVENTS / stream.tried
+
+
+def skim_efficiency(process: ProcessLike, era: str) -> float:
+    """Fraction of a process's full (unskimmed) sample that passes the skim.
+
+    Args:
+        process (ProcessLike): kind name, ``(kind, params)`` or a mapping with ``kind``.
+        era (str): era name.
+
+    Returns:
+        float: the efficiency, measured with a fixed-seed pilot run (cached).
+    """
+    era_info(era)
+    kind, params = _normalise(process)
+    return _pilot(kind, params, era)
+
+
+def mixture(era: str, processes: Sequence[ProcessLike] | None = None) -> list[tuple[str, dict[str, Any], float]]:
+    """Background processes with their skimmed cross-sections ``sigma * eps`` (pb)."""
+    out = []
+    for process in processes or DEFAULT_BACKGROUNDS:
+        kind, params = _normalise(process)
+        if kind in ("zprime", "data"):
+            msg = f"data are a mixture of background processes; {kind!r} cannot be one of them"
+            raise ValueError(msg)
+        proc = resolve_process(kind, dict(params))
+        if proc.xsec_pb is None:
+            msg = (f"no cross-section known for {kind} {dict(params)}; use one of the sample "
+                   f"bins of ANALYSIS.md (e.g. ht_min=600, ht_max=800)")
+            raise ValueError(msg)
+        out.append((kind, dict(proc.params), proc.xsec_pb * skim_efficiency((kind, dict(params)), era)))
+    return out
+
+
+def expected_data_events(
+    era: str, luminosity_pb: float, processes: Sequence[ProcessLike] | None = None
+) -> int:
+    """Number of data events to generate so data match the MC expectation at ``luminosity_pb``.
+
+    Args:
+        era (str): era name.
+        luminosity_pb (float): integrated luminosity in pb^-1 (e.g. the era's, 59830 for 2018).
+        processes (Sequence | None): the background processes of the MC model
+            (default :data:`DEFAULT_BACKGROUNDS`).
+
+    Returns:
+        int: events to pass as ``n_events`` for ``kind="data"`` (same ``processes`` in params).
+    """
+    total = sum(x for _, _, x in mixture(era, processes)) * luminosity_pb
+    return round(total / (1.0 - OUT_OF_JSON_FRACTION))

@@ -1,0 +1,252 @@
+"""Generator-level event content and the decay chains shared by all processes.
+
+A process fills a :class:`TruthBuilder` column by column (one column = one object slot for
+every event of the block, with a validity mask) and the detector model in
+:mod:`intccms.datagen.reco` turns the result into NanoAOD collections. Slots are padded
+arrays rather than jagged ones so every step stays a plain vectorised numpy operation.
+
+Physics content of the helpers:
+
+- top quarks decay to ``b W`` and W bosons to ``l nu`` or ``q q'`` with Breit-Wigner masses
+  and isotropic two-body decays (:func:`decay_top`, :func:`decay_w`);
+- tau leptons decay collinearly: 17.4 % to a muon, 17.8 % to an electron (not stored),
+  the rest to a light "tau jet";
+- b (c) jets carry a semileptonic decay with a muon in 20 % (10 %) of the cases: the muon
+  takes a momentum fraction z ~ Beta(1.3, 5) and sits inside the jet (non-isolated unless
+  z is large), the neutrino removes a similar fraction from the jet and adds to the MET;
+- hadronic resonances become AK8 candidates: fully merged (all daughters within
+  Delta R < 0.8 of the parent) tops are tagged as tops, merged W/Z as W-like, everything else
+  (and every hard parton above 150 GeV) as QCD-like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from intccms.datagen import fourvec as fv
+
+__all__ = ["FAT_QCD", "FAT_TOP", "FAT_W", "Truth", "TruthBuilder", "decay_top", "decay_w"]
+
+F = NDArray[np.float64]
+B = NDArray[np.bool_]
+I = NDArray[np.int64]
+
+M_TOP, G_TOP = 172.5, 1.4
+M_W, G_W = 80.4, 2.1
+M_Z, G_Z = 91.19, 2.5
+M_MU = 0.10566
+M_B = 4.8
+
+FAT_QCD, FAT_W, FAT_TOP = 0, 1, 2
+
+_HF_MUON_PROB = {5: 0.20, 4: 0.10}
+
+
+def breit_wigner(rng: np.random.Generator, m0: float, width: float, n: int, lo: float, hi: float) -> F:
+    """Cauchy-distributed masses truncated to ``[lo, hi]`` by inverse-CDF sampling."""
+    a = np.arctan((lo - m0) / (width / 2))
+    b = np.arctan((hi - m0) / (width / 2))
+    return m0 + width / 2 * np.tan(rng.uniform(a, b, n))
+
+
+@dataclass
+class Truth:
+    """Padded generator-level objects of one block of events."""
+
+    n: int
+    jet_p4: F
+    jet_flav: I
+    jet_valid: B
+    jet_pileup: B
+    mu_p4: F
+    mu_charge: I
+    mu_valid: B
+    mu_prompt: B
+    mu_activity: F
+    nu_pxpy: F
+    fat_p4: F
+    fat_code: I
+    fat_valid: B
+
+
+@dataclass
+class TruthBuilder:
+    """Collects object slots; :meth:`build` stacks them into a :class:`Truth`."""
+
+    n: int
+    rng: np.random.Generator
+    _jets: list[tuple[F, I, B, B]] = field(default_factory=list)
+    _mus: list[tuple[F, I, B, B, F]] = field(default_factory=list)
+    _fats: list[tuple[F, I, B]] = field(default_factory=list)
+    nu_pxpy: F | None = None
+
+    def __post_init__(self) -> None:
+        self.nu_pxpy = np.zeros((self.n, 2))
+
+    def add_neutrino(self, p4: F, valid: B) -> None:
+        """Invisible momentum, summed into the true MET."""
+        assert self.nu_pxpy is not None
+        self.nu_pxpy += np.where(valid[:, None], p4[:, :2], 0.0)
+
+    def add_muon(self, p4: F, charge: I, valid: B, prompt: bool, activity: F | None = None) -> None:
+        """A generator muon; ``activity`` is the hadronic energy around it over its pT."""
+        act = np.zeros(self.n) if activity is None else activity
+        self._mus.append((p4, charge.astype(np.int64), valid, np.full(self.n, prompt), act))
+
+    def add_fat(self, p4: F, code: I | int, valid: B) -> None:
+        """An AK8 candidate with its tagging class (see module docstring)."""
+        codes = np.broadcast_to(np.asarray(code, dtype=np.int64), (self.n,)).copy()
+        self._fats.append((p4, codes, valid & (fv.pt(p4) > 150.0)))
+
+    def add_jet(
+        self, p4: F, flav: I | int, valid: B, *, hard: bool = True, pileup: bool = False,
+        force_muon: B | None = None,
+    ) -> None:
+        """A parton that becomes an AK4 jet; heavy flavour may decay semileptonically.
+
+        Args:
+            p4 (ndarray): ``(n, 4)`` parton momentum.
+            flav (ndarray | int): hadron flavour 0, 4 or 5.
+            valid (ndarray): which events have this parton.
+            hard (bool): a hard parton above 150 GeV also seeds a QCD-like AK8 jet.
+            pileup (bool): the jet comes from pileup (lower jet-ID quality).
+            force_muon (ndarray | None): events where a semileptonic decay is forced.
+        """
+        rng = self.rng
+        flavs = np.broadcast_to(np.asarray(flav, dtype=np.int64), (self.n,)).copy()
+        prob = np.where(flavs == 5, _HF_MUON_PROB[5], np.where(flavs == 4, _HF_MUON_PROB[4], 0.0))
+        semi = rng.random(self.n) < prob
+        if force_muon is not None:
+            semi |= force_muon
+        semi &= valid
+        z_mu = rng.beta(1.3, 5.0, self.n)
+        z_nu = rng.beta(1.3, 5.0, self.n) * (1.0 - z_mu)
+        mu_p4 = p4 * z_mu[:, None]
+        nu_p4 = p4 * z_nu[:, None]
+        self.add_neutrino(nu_p4, semi)
+        jet_p4 = np.where(semi[:, None], p4 - nu_p4, p4)
+        activity = (1.0 - z_mu - z_nu) / np.maximum(z_mu, 1e-3)
+        charge = np.where(rng.random(self.n) < 0.5, -1, 1)
+        self.add_muon(_with_mass(mu_p4, M_MU), charge, semi, prompt=False, activity=activity)
+        self._jets.append((jet_p4, flavs, valid, np.full(self.n, pileup)))
+        if hard:
+            self.add_fat(jet_p4, FAT_QCD, valid)
+
+    def add_lepton(self, lep: F, nu: F, lep_flavour: I, charge: I, valid: B) -> None:
+        """A W/Z decay lepton (``lep_flavour`` 11, 13 or 15) and its neutrino (if any)."""
+        rng = self.rng
+        self.add_neutrino(nu, valid)
+        is_mu = valid & (lep_flavour == 13)
+        self.add_muon(_with_mass(lep, M_MU), charge, is_mu, prompt=True)
+        is_tau = valid & (lep_flavour == 15)
+        r = rng.random(self.n)
+        tau_mu = is_tau & (r < 0.174)
+        tau_had = is_tau & (r >= 0.352)
+        tau_el = is_tau & ~tau_mu & ~tau_had
+        z = np.where(tau_mu, rng.beta(2.0, 2.0, self.n), rng.beta(3.0, 2.0, self.n))
+        vis = lep * z[:, None]
+        self.add_muon(_with_mass(vis, M_MU), charge, tau_mu, prompt=True)
+        # electrons are visible (not stored here); every tau decay loses its neutrinos
+        self.add_neutrino(lep - vis, tau_mu | tau_had | tau_el)
+        self._jets.append((_with_mass(vis, 1.2), np.zeros(self.n, np.int64), tau_had,
+                           np.zeros(self.n, bool)))
+
+    def build(self) -> Truth:
+        """Stack the collected slots (at least one slot per collection)."""
+        n = self.n
+        z4, zi, zb, zf = np.zeros((n, 4)), np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n)
+        jets = self._jets or [(z4, zi, zb, zb)]
+        mus = self._mus or [(z4, zi, zb, zb, zf)]
+        fats = self._fats or [(z4, zi, zb)]
+        assert self.nu_pxpy is not None
+        return Truth(
+            n=n,
+            jet_p4=np.stack([j[0] for j in jets], axis=1),
+            jet_flav=np.stack([j[1] for j in jets], axis=1),
+            jet_valid=np.stack([j[2] for j in jets], axis=1),
+            jet_pileup=np.stack([j[3] for j in jets], axis=1),
+            mu_p4=np.stack([m[0] for m in mus], axis=1),
+            mu_charge=np.stack([m[1] for m in mus], axis=1),
+            mu_valid=np.stack([m[2] for m in mus], axis=1),
+            mu_prompt=np.stack([m[3] for m in mus], axis=1),
+            mu_activity=np.stack([m[4] for m in mus], axis=1),
+            nu_pxpy=self.nu_pxpy,
+            fat_p4=np.stack([f[0] for f in fats], axis=1),
+            fat_code=np.stack([f[1] for f in fats], axis=1),
+            fat_valid=np.stack([f[2] for f in fats], axis=1),
+        )
+
+
+def _with_mass(p4: F, m: float) -> F:
+    """Same three-momentum, energy recomputed for mass ``m``."""
+    e = np.sqrt(np.sum(p4[:, :3] ** 2, axis=1) + m * m)
+    return np.concatenate([p4[:, :3], e[:, None]], axis=1)
+
+
+def _lepton_flavours(rng: np.random.Generator, n: int) -> I:
+    return rng.choice(np.array([11, 13, 15]), size=n)
+
+
+def decay_w(
+    tb: TruthBuilder, w: F, charge: I, leptonic: B, valid: B, *, hard_parent: bool = True
+) -> None:
+    """Decay W bosons: leptonic ones to ``l nu`` (e, mu, tau equally), the rest to quarks.
+
+    Hadronic W bosons get one charm quark in half of the decays (W -> cs) and become AK8
+    W-like candidates when both quarks fall within Delta R < 0.8 of the W direction.
+    """
+    rng, n = tb.rng, tb.n
+    zero = np.zeros(n)
+    d1, d2 = fv.two_body_decay(rng, w, zero, zero)
+    lep_valid = valid & leptonic
+    tb.add_lepton(d1, d2, _lepton_flavours(rng, n), charge, lep_valid)
+    had = valid & ~leptonic
+    charm = rng.random(n) < 0.5
+    tb.add_jet(d1, np.where(charm, 4, 0), had, hard=False)
+    tb.add_jet(d2, 0, had, hard=False)
+    if hard_parent:
+        add_resonance_fat(tb, w, [d1, d2], is_top=False, valid=had)
+
+
+def decay_top(tb: TruthBuilder, top: F, charge: I, leptonic: B, valid: B) -> None:
+    """Decay top quarks ``t -> b W`` with a Breit-Wigner W mass; see :func:`decay_w`."""
+    rng, n = tb.rng, tb.n
+    m_w = breit_wigner(rng, M_W, G_W, n, 60.0, 100.0)
+    b, w = fv.two_body_decay(rng, top, np.full(n, M_B), m_w)
+    tb.add_jet(b, 5, valid, hard=False)
+    tb.add_fat(b, FAT_QCD, valid & leptonic)  # a hard b from a leptonic top is an AK8 jet too
+    zero = np.zeros(n)
+    q1, q2 = fv.two_body_decay(rng, w, zero, zero)
+    lep_valid = valid & leptonic
+    tb.add_lepton(q1, q2, _lepton_flavours(rng, n), charge, lep_valid)
+    had = valid & ~leptonic
+    charm = rng.random(n) < 0.5
+    tb.add_jet(q1, np.where(charm, 4, 0), had, hard=False)
+    tb.add_jet(q2, 0, had, hard=False)
+    add_resonance_fat(tb, top, [b, q1, q2], is_top=True, valid=had, w=w)
+
+
+def add_resonance_fat(
+    tb: TruthBuilder, parent: F, daughters: list[F], *, is_top: bool, valid: B, w: F | None = None
+) -> None:
+    """One AK8 candidate per hadronic resonance, tagged by how merged its decay is."""
+    _, eta_p, phi_p, _ = fv.to_ptetaphim(parent)
+    inside = []
+    for d in daughters:
+        _, eta_d, phi_d, _ = fv.to_ptetaphim(d)
+        inside.append(fv.delta_r(eta_p, phi_p, eta_d, phi_d) < 0.8)
+    all_in = np.logical_and.reduce(inside)
+    summed = sum(np.where(ins[:, None], d, 0.0) for ins, d in zip(inside, daughters, strict=True))
+    hardest = daughters[int(np.argmax([np.mean(fv.pt(d)) for d in daughters]))]
+    p4 = np.where(all_in[:, None], parent, np.where(np.any(inside, axis=0)[:, None], summed, hardest))
+    if is_top:
+        assert w is not None
+        w_in = inside[1] & inside[2]
+        code = np.where(all_in, FAT_TOP, np.where(w_in, FAT_W, FAT_QCD))
+        p4 = np.where((~all_in & w_in)[:, None], w, p4)
+    else:
+        code = np.where(all_in, FAT_W, FAT_QCD)
+    tb.add_fat(p4, code, valid)
