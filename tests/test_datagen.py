@@ -320,3 +320,18 @@ def test_correction_files_are_idempotent(corrections: Path) -> None:
     stamps = [f.stat().st_mtime_ns for f in files]
     write_correction_files(corrections, list(ERAS))
     assert [f.stat().st_mtime_ns for f in files] == stamps
+
+
+def test_cli_writes_files(tmp_path: Path) -> None:
+    from intccms.datagen.__main__ import main
+
+    assert main(["nanoaod", "zprime", "2017", "--events", "120", "--files", "2",
+                 "--output", str(tmp_path / "zp"), "--compression", "zstd"]) == 0
+    written = sorted((tmp_path / "zp").glob("*.root"))
+    assert [uproot.open(p)["Events"].num_entries for p in written] == [60, 60]
+    events = np.concatenate([uproot.open(p)["Events"]["event"].array(library="np") for p in written])
+    assert len(np.unique(events)) == 120  # first_event keeps event numbers unique across files
+    assert main(["corrections", str(tmp_path / "c"), "--eras", "2018"]) == 0
+    assert len(list((tmp_path / "c").rglob("*.json.gz"))) == 4
+    assert main(["golden-json", "2018", str(tmp_path / "g.json")]) == 0
+    assert json.loads((tmp_path / "g.json").read_text()) == golden_json("2018")
