@@ -4,7 +4,7 @@ A data file is a SingleMuon-like mixture of the background processes: for an int
 luminosity ``L`` the skim keeps ``sum_p sigma_p L eps_p`` events, where ``eps_p`` is process
 ``p``'s skim efficiency (generator-level phase-space probability times the fraction of
 generated events passing the skim). ``eps_p`` is measured once per process and era with a
-fixed-seed pilot run (:data:`PILOT_EVENTS` skimmed events, so ~1 % precision), cached in the
+fixed-seed pilot run (up to :data:`PILOT_EVENTS` skimmed events, ~1 % precision), cached in the
 process. Because the MC files carry their own exact skim bookkeeping in ``Runs``, data
 generated with :func:`expected_data_events` agrees with the weighted MC sum after any
 selection within statistics; the count is divided by ``1 - OUT_OF_JSON_FRACTION`` because
@@ -26,7 +26,9 @@ from intccms.datagen.stream import SkimStream
 
 __all__ = ["DEFAULT_BACKGROUNDS", "ProcessLike", "expected_data_events", "mixture", "skim_efficiency"]
 
-PILOT_EVENTS = 4000
+PILOT_EVENTS = 12_000
+_PILOT_STEP = 1000
+_PILOT_MAX_TRIES = 4_000_000
 _PILOT_SEED = 20240611
 
 ProcessLike = str | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
@@ -74,13 +76,18 @@ def _normalise(process: ProcessLike) -> tuple[str, tuple[tuple[str, Any], ...]]:
 def _pilot(kind: str, params: tuple[tuple[str, Any], ...], era: str) -> float:
     proc = resolve_process(kind, dict(params))
     seed = np.random.SeedSequence([_PILOT_SEED, *kind.encode(), *repr(params).encode()])
-    stream = SkimStream(proc, era, np.random.default_rng(seed), max_tries=3_000_000)
+    stream = SkimStream(proc, era, np.random.default_rng(seed), max_tries=_PILOT_MAX_TRIES)
+    taken = 0
     try:
-        stream.take(PILOT_EVENTS)
+        # precise (~0.9 %) for the abundant processes, bounded in time for the rare ones,
+        # whose share of the data is small anyway
+        while taken < PILOT_EVENTS and stream.tried < _PILOT_MAX_TRIES // 2:
+            stream.take(_PILOT_STEP)
+            taken += _PILOT_STEP
     except RuntimeError:
-        # a sample that (almost) never passes the skim contributes nothing to data
-        return 0.0
-    return proc.p_gen * PILOT_EVENTS / stream.tried
+        if taken == 0:  # a sample that (almost) never passes the skim: no data from it
+            return 0.0
+    return proc.p_gen * taken / stream.tried
 
 
 def skim_efficiency(process: ProcessLike, era: str) -> float:
