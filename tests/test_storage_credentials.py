@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,11 +22,16 @@ KEY = "AKIA-test-key-id"
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """No credential variables; the whole environment is restored afterwards (the plugin
+    writes to ``os.environ`` directly, which monkeypatch would not undo)."""
+    saved = dict(os.environ)
     for var in (ENV_S3_ACCESS_KEY_ID, ENV_S3_SECRET_ACCESS_KEY, "INTCCMS_S3_ENDPOINT",
                 "INTCCMS_XROOTD_TOKEN", "BEARER_TOKEN"):
         monkeypatch.delenv(var, raising=False)
-    return monkeypatch
+    yield monkeypatch
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def creds() -> Credentials:
@@ -96,8 +103,6 @@ def test_example_env_lists_the_variables() -> None:
 
 
 def test_plugin_sets_worker_environment(clean_env: pytest.MonkeyPatch) -> None:
-    import os
-
     plugin = CredentialsPlugin(creds())
     assert SECRET not in repr(plugin)
     plugin.setup(worker=None)

@@ -176,3 +176,33 @@ def test_silent_server_times_out_within_bound() -> None:
         # attempts x timeout, plus botocore's jittered backoff (< 2**retries s), plus slack
         bound = (options.retries + 1) * options.timeout_s + 2**options.retries + 2
         assert time.monotonic() - start < bound
+
+
+def read_on_worker(url: str, options: StorageOptions) -> list[float]:
+    """Task body: runs in a worker process where the Secret resolves from its environment."""
+    with open_source(url, options=options) as src:
+        return src.read(["MET_pt"])["MET_pt"].tolist()
+
+
+@pytest.mark.slow
+def test_credentials_reach_dask_workers_only_through_the_plugin(
+        s3: tuple[S3Server, StorageOptions]) -> None:
+    distributed = pytest.importorskip("distributed")
+    from intccms.storage import CredentialsPlugin
+    from intccms.storage.credentials import MissingCredentialError
+
+    server, options = s3
+    url = f"s3://{BUCKET}/dask/part.parquet"
+    data = nano_columns(50)
+    write_part(data, url, "parquet", options=options)
+    assert options.credentials is not None
+    assert server.secret.encode() not in pickle.dumps(options)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        future = client.submit(read_on_worker, url, options, pure=False)
+        with pytest.raises(MissingCredentialError, match="INTCCMS_S3_ACCESS_KEY_ID"):
+            future.result(timeout=60)
+        client.register_plugin(CredentialsPlugin(options.credentials))
+        values = client.submit(read_on_worker, url, options, pure=False).result(timeout=60)
+    assert values == pytest.approx(data["MET_pt"].tolist())

@@ -5,6 +5,16 @@ Contract: callers name data by URL (local path, ``s3://bucket/key``,
 (:mod:`.schemes`) move bytes and commit files atomically; formats (:mod:`.formats`) turn
 columns into parquet, TTree or RNTuple files and back. ``bytes_read`` counts bytes as they
 arrive from storage. Secrets travel only as environment-variable names (:mod:`.credentials`).
+
+Atomic commits: a part is written to a local file first, then published with
+``os.replace`` beside the target (local), one PUT or one completed multipart upload to the
+final key (S3 shows an object only once it is complete), or an upload to a hidden temporary
+name followed by a server-side ``mv`` (XRootD). Readers never see a partial part at its URL;
+temporary names contain ``.intccms-tmp-`` and are never complete nor listed in manifests.
+
+Errors: wrong credentials raise :class:`StorageAuthError` naming the endpoint (auth failures
+are not retried); a server that does not answer raises :class:`StorageUnreachableError`
+after about ``(retries + 1) * timeout_s`` seconds.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import fsspec
 
+from intccms.storage.credentials import XROOTD_CLIENT_TOKEN_VAR
 from intccms.storage.errors import (
     StorageAuthError,
     StorageError,
@@ -240,7 +241,8 @@ class S3Backend(Backend):
 def configure_xrootd_client(options: StorageOptions) -> None:
     """Bound how long the XRootD client tries to connect (its defaults allow minutes).
 
-    XrdCl settings are process-wide; the values follow the latest StorageOptions used.
+    XrdCl settings are process-wide and a server's channel keeps the values in force when it
+    was first contacted, so use one StorageOptions per process (as the stages do).
     """
     from XRootD.client import EnvPutInt
 
@@ -258,6 +260,10 @@ class XRootDBackend(Backend):
 
     def _make_filesystem(self, url: str) -> fsspec.AbstractFileSystem:
         configure_xrootd_client(self.options)
+        token = self.options.resolved_credentials().xrootd_token
+        if token is not None and token.is_set():
+            # The XRootD client's token plugin reads the bearer token from the environment.
+            os.environ[XROOTD_CLIENT_TOKEN_VAR] = token.reveal()
         kwargs = self.options.fsspec_kwargs("root")
         host = root_endpoint(url).split("://", 1)[1]
         # The listings cache goes stale after writes (see ENVIRONMENT.md).
