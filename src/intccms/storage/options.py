@@ -59,7 +59,6 @@ class StorageOptions:
     def _s3_kwargs(self) -> dict[str, Any]:
         creds = self.resolved_credentials()
         kwargs: dict[str, Any] = {
-            "skip_instance_cache": True,
             "config_kwargs": {
                 "connect_timeout": self.timeout_s,
                 "read_timeout": self.timeout_s,

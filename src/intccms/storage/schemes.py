@@ -267,8 +267,7 @@ class XRootDBackend(Backend):
         kwargs = self.options.fsspec_kwargs("root")
         host = root_endpoint(url).split("://", 1)[1]
         # The listings cache goes stale after writes (see ENVIRONMENT.md).
-        return fsspec.filesystem("root", hostid=host, use_listings_cache=False,
-                                 skip_instance_cache=True, **kwargs)
+        return fsspec.filesystem("root", hostid=host, use_listings_cache=False, **kwargs)
 
     def path(self, url: str) -> str:
         """Return the absolute path on the server."""

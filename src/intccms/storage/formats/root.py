@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import awkward as ak
 import uproot
 
-from intccms.storage.counting import CountingFSSpecSource
+from intccms.storage.counting import CountingFSSpecSource, CountingMemmapSource
 from intccms.storage.errors import StorageNotFoundError
 from intccms.storage.formats.base import Format, Reader
 
@@ -19,13 +19,16 @@ if TYPE_CHECKING:
 ROOT_MAGIC = b"root"
 
 
-def open_root(backend: Backend, url: str) -> tuple[Any, CountingFSSpecSource]:
+def open_root(backend: Backend, url: str) -> tuple[Any, Any]:
     """Open a ROOT file through the backend's filesystem with a byte-counting source.
 
     Returns:
         tuple: The uproot file and its source (whose ``counter`` holds the bytes received).
     """
     with backend.errors(url):
+        if backend.scheme == "file":
+            handle = uproot.open({backend.path(url): None}, handler=CountingMemmapSource)
+            return handle, handle.file.source
         fs = backend.filesystem(url)
         handle = uproot.open(
             {url: None},
@@ -47,7 +50,7 @@ class RootReader(Reader):
 
     fmt = "root"
 
-    def __init__(self, handle: Any, source: CountingFSSpecSource, url: str, tree: str,
+    def __init__(self, handle: Any, source: Any, url: str, tree: str,
                  counter: ByteCounter) -> None:
         self._handle = handle
         self._url = url
