@@ -1,0 +1,73 @@
+"""XRootD through fsspec-xrootd."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import fsspec
+
+from intccms.storage.credentials import XROOTD_CLIENT_TOKEN_VAR
+from intccms.storage.options import StorageOptions
+from intccms.storage.schemes.base import COPY_CHUNK, Backend, temporary_name
+from intccms.storage.urls import root_endpoint, root_path
+
+
+def configure_xrootd_client(options: StorageOptions) -> None:
+    """Bound how long the XRootD client tries to connect (its defaults allow minutes).
+
+    XrdCl settings are process-wide and a server's channel keeps the values in force when it
+    was first contacted, so use one StorageOptions per process (as the stages do).
+    """
+    from XRootD.client import EnvPutInt
+
+    window = max(1, math.ceil(options.timeout_s))
+    EnvPutInt("ConnectionWindow", window)
+    EnvPutInt("ConnectionRetry", max(1, options.retries + 1))
+    EnvPutInt("RequestTimeout", window * max(1, options.retries + 1))
+    EnvPutInt("StreamErrorWindow", window)
+
+
+class XRootDBackend(Backend):
+    """XRootD via fsspec-xrootd; commits by uploading to a temporary name then ``mv``."""
+
+    scheme = "root"
+
+    def _make_filesystem(self, url: str) -> fsspec.AbstractFileSystem:
+        configure_xrootd_client(self.options)
+        token = self.options.resolved_credentials().xrootd_token
+        if token is not None and token.is_set():
+            # The XRootD client's token plugin reads the bearer token from the environment.
+            os.environ[XROOTD_CLIENT_TOKEN_VAR] = token.reveal()
+        kwargs = self.options.fsspec_kwargs("root")
+        host = root_endpoint(url).split("://", 1)[1]
+        # The listings cache goes stale after writes (see ENVIRONMENT.md).
+        return fsspec.filesystem("root", hostid=host, use_listings_cache=False, **kwargs)
+
+    def path(self, url: str) -> str:
+        """Return the absolute path on the server."""
+        return root_path(url)
+
+    def endpoint(self, url: str) -> str:
+        """Return ``root://host:port``."""
+        return root_endpoint(url)
+
+    def commit(self, local: str, url: str) -> None:
+        """Stream to a hidden temporary name beside the target, then rename on the server."""
+        fs = self.filesystem(url)
+        final = self.path(url)
+        tmp = temporary_name(final)
+        with self.errors(url):
+            fs.makedirs(os.path.dirname(final), exist_ok=True)
+            try:
+                with open(local, "rb") as src, fs.open(tmp, "wb") as dst:
+                    while chunk := src.read(COPY_CHUNK):
+                        dst.write(chunk)
+                if fs.exists(final):
+                    fs.rm(final)  # XRootD mv refuses to overwrite
+                fs.mv(tmp, final)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    fs.rm(tmp)
+                raise
