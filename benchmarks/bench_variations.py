@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import uproot
-from omegaconf import OmegaConf
 
 from intccms import datagen
 from intccms.config import compose_config

@@ -218,23 +218,18 @@ class CorrectionInputConfig:
 
 @dataclass
 class WeightSourceConfig:
-    """One up/down pair of an event-weight correction."""
+    """An up/down pair of selectors of an event-weight correction.
+
+    In ``sources`` it is a variation of its own (``variation`` is its base name); in
+    ``varies_with`` it is applied inside object-variation fills (``variation`` is an fnmatch
+    pattern on the object variation's name, and ``{source}`` in the selectors is filled with
+    the JES source name).
+    """
 
     variation: str = MISSING
     up: str = MISSING
     down: str = MISSING
     # Objects (e.g. jet flavours) for which the source applies; others keep the nominal.
-    flavours: Optional[list[int]] = None
-
-
-@dataclass
-class LinkedSourceConfig:
-    """Selectors applied inside an object variation's fill (``varies_with``)."""
-
-    # Object-variation name pattern; ``{source}`` is matched against JES source names.
-    variation: str = MISSING
-    up: str = MISSING
-    down: str = MISSING
     flavours: Optional[list[int]] = None
 
 
@@ -261,7 +256,7 @@ class CorrectionConfig:
     inputs: dict[str, CorrectionInputConfig] = field(default_factory=dict)
     nominal: str = "nominal"
     sources: list[WeightSourceConfig] = field(default_factory=list)
-    varies_with: list[LinkedSourceConfig] = field(default_factory=list)
+    varies_with: list[WeightSourceConfig] = field(default_factory=list)
     # object: raw collection corrected, levels applied in sequence, uncertainty sources.
     collection: Optional[str] = None
     levels: list[str] = field(default_factory=list)

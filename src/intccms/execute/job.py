@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import time
@@ -17,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from intccms.config.compose import to_yaml
+from intccms.config.schema import ClusterKind
 from intccms.execute.backends import start_cluster
 from intccms.execute.prepare import ensure_inputs, fill_generated_files
 from intccms.execute.records import ChunkRecord
@@ -139,8 +139,10 @@ def _run(
     run_id = os.environ["INTCCMS_RUN_ID"]
     _register_plugins(client, options, run_id, sorted(datasets))
     run_metrics = run_metrics_for(client, run_id, config=str(cfg.name))
-    n_workers = len(client.scheduler_info().get("workers", {}))
-    run_metrics.workers(int(cfg.cluster.n_workers) if str(cfg.cluster.kind.value if hasattr(cfg.cluster.kind, "value") else cfg.cluster.kind) == "local" else n_workers, n_workers)
+    present = len(client.scheduler_info().get("workers", {}))
+    local = ClusterKind(cfg.cluster.kind) == ClusterKind.local
+    wanted = int(cfg.cluster.n_workers) if local else present
+    run_metrics.workers(wanted, present)
     t_start = time.time()
     metadata, meta_records = run_metadata(cfg, client, datasets, options, out, console=console)
     result.records.extend(meta_records)

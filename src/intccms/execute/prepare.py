@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import Progress
 
-from intccms.plan.datasets import generated_file_paths
+from intccms.plan.datasets import generated_file_paths, select_datasets
 
 
 def _under(path: str, root: str) -> bool:
@@ -24,8 +24,6 @@ def _under(path: str, root: str) -> bool:
 
 def _generated_datasets(cfg: DictConfig) -> dict[str, Any]:
     datasets = OmegaConf.to_container(cfg.datasets, resolve=True)
-    from intccms.plan.datasets import select_datasets
-
     chosen = select_datasets(datasets, list(cfg.dataset_selection))
     return {n: d for n, d in chosen.items() if d.get("generate")}
 

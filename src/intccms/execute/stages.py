@@ -16,7 +16,7 @@ from rich.progress import Progress
 from intccms.execute.records import ChunkRecord
 from intccms.execute.runner import BadInputError, StageOutcome, run_stage
 from intccms.execute.tasks import CorrectionsSpec, skim_task
-from intccms.physics.corrections.era import EraCorrections, era_values
+from intccms.physics.corrections.era import era_values
 from intccms.physics.corrections.loading import get_correction
 from intccms.physics.events import branch_names
 from intccms.physics.functors import Functor
@@ -114,7 +114,8 @@ def run_metadata(
 ) -> tuple[dict[str, DatasetMetadata], list[ChunkRecord]]:
     """Events and sums of weights per file; cached in ``{output_dir}/metadata.json``."""
     cache_path = out / "metadata.json"
-    cache = {} if cfg.workflow.regenerate_metadata else load_cache(cache_path)
+    existing = load_cache(cache_path)
+    cache = {} if cfg.workflow.regenerate_metadata else existing
     result: dict[str, DatasetMetadata] = {}
     todo: list[tuple[str, str, bool]] = []
     for name, ds in datasets.items():
@@ -153,7 +154,7 @@ def run_metadata(
             msg = f"dataset {name}: sum of generator weights is {meta.sum_genweight}; cannot normalise"
             raise ValueError(msg)
     # Keep entries of other datasets already in the cache so partial runs do not drop them.
-    merged = dict(load_cache(cache_path))
+    merged = dict(existing)
     merged.update({n: DatasetMetadata(m.name, m.era, m.is_data, m.xsec,
                                       {f: fm for f, fm in m.files.items() if fm.error is None})
                    for n, m in result.items()})
@@ -195,8 +196,6 @@ def skim_stage(
                     continue
                 items.append(item)
                 targets[item] = target
-    if len(targets) < sum(1 for _ in targets):
-        pass
     drop_data = frozenset(a.mc_only)
 
     def args_for(item: WorkItem) -> tuple[Any, ...]:

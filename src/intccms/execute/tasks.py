@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import awkward as ak
 import numpy as np
 
 from intccms.execute.records import ChunkRecord
 from intccms.physics.corrections import EraCorrections
 from intccms.physics.events import build_events
 from intccms.physics.functors import Functor
-from intccms.physics.lumimask import in_golden_json
 from intccms.physics.pipeline import AnalysisPlan, ChunkAnalysis, ChunkContext, ChunkResult
 from intccms.plan.workitems import WorkItem
 from intccms.storage import MissingColumnError, StorageOptions, open_source, write_part
@@ -178,7 +176,3 @@ def skim_task(
             "file_index": item.file_index}
     return part, record
 
-
-def golden_mask(path: str, run: ak.Array, lumi: ak.Array) -> np.ndarray:
-    """Re-exported for the inspector and tests."""
-    return in_golden_json(path, run, lumi)

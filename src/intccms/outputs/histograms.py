@@ -46,11 +46,6 @@ class HistogramAccumulator:
             else:
                 per_process[process] = values.copy()
 
-    def merge(self, other: "HistogramAccumulator") -> None:
-        for key, per_process in other.contents.items():
-            for process, values in per_process.items():
-                self.add(process, {key: values})
-
     def to_hists(self, processes: Sequence[str]) -> dict[str, dict[str, hist.Hist]]:
         """``{channel: {observable: Hist(process, variation, observable)}}``."""
         out: dict[str, dict[str, hist.Hist]] = {}

@@ -28,11 +28,6 @@ def summarise(
         d["events_read"] += r.events_read
         d["events_selected"] += r.events_selected
         d["bytes_read"] += r.bytes_read
-    lost = {f: e for f, e in skipped.items()}
-    lost_events = 0
-    for r in records:
-        if r.stage == "metadata" and r.failed:
-            lost_events += 0
     total_read = sum(d["events_read"] for d in per.values())
     return {
         "stage": stage,
@@ -41,7 +36,7 @@ def summarise(
         "events_selected": sum(d["events_selected"] for d in per.values()),
         "wall_time_s": wall_s,
         "events_per_s": total_read / wall_s if wall_s > 0 else 0.0,
-        "skipped_files": lost,
+        "skipped_files": dict(skipped),
         "skipped_events": sum(r.entry_stop - r.entry_start for r in records if r.failed and r.stage == stage),
     }
 

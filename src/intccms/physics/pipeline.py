@@ -15,7 +15,7 @@ Designed for many variations at a fixed cost:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,14 @@ def _bin_index(values: np.ndarray, obs: Observable) -> np.ndarray:
     idx = np.clip(np.floor(scaled), -1, obs.bins).astype(np.int64) + 1
     idx[~finite] = -1
     return idx
+
+
+def _product(arrays: Iterable[np.ndarray], n: int) -> np.ndarray:
+    """Element-wise product of per-event arrays (ones when there are none)."""
+    out = np.ones(n)
+    for values in arrays:
+        out = out * values
+    return out
 
 
 def _fill(
@@ -225,70 +233,63 @@ class ChunkAnalysis:
         cutflow: dict[str, float],
     ) -> np.ndarray:
         corr = self.corrections
-        corrected = None
-        if corr is not None:
-            for obj in corr.objects:
-                corrected = obj.apply(ns)
-                ns[obj.collection] = corrected.nominal()
+        if corr is None:
+            weights = self._base_weight(ns, n)[:, None]
+            return self._fill_once(ns, channel_fixed, n, hists, weights, np.asarray([0]), cutflow)
+        corrected = {obj.collection: obj.apply(ns) for obj in corr.objects}
+        for collection, jets in corrected.items():
+            ns[collection] = jets.nominal()
         base = self._base_weight(ns, n)
         nominal_ns = self._varying_objects(ns)
 
         # Nominal fill: nominal weight, every weight variation, and foreign-era names.
-        columns = [0]
-        weight_cols = [np.ones(n)]
         factors: dict[str, np.ndarray] = {}
-        if corr is not None:
-            own: dict[str, np.ndarray] = {}
-            for wc in corr.weights:
-                selectors: list[Any] = [None]
-                for src in wc.sources:
-                    selectors += [src, src]
-                ups = wc.evaluate(nominal_ns, [None] + list(wc.sources), "up")
-                downs = wc.evaluate(nominal_ns, list(wc.sources), "down")
-                factors[wc.name] = ups[0]
-                for src, up, down in zip(wc.sources, ups[1:], downs, strict=True):
-                    own[f"{src.variation}_up"] = (wc.name, up)
-                    own[f"{src.variation}_down"] = (wc.name, down)
-            nominal_factor = np.prod(list(factors.values()), axis=0) if factors else np.ones(n)
-            weight_cols[0] = nominal_factor
-            produced = set(corr.variation_names())
-            for name, (wname, values) in own.items():
+        shifted: dict[str, dict[str, np.ndarray]] = {}
+        for wc in corr.weights:
+            nominal, *ups = wc.evaluate(nominal_ns, [None, *wc.sources], "up")
+            downs = wc.evaluate(nominal_ns, wc.sources, "down")
+            factors[wc.name] = nominal
+            shifted[wc.name] = {}
+            for src, up, down in zip(wc.sources, ups, downs, strict=True):
+                shifted[wc.name][f"{src.variation}_up"] = up
+                shifted[wc.name][f"{src.variation}_down"] = down
+        nominal_factor = _product(factors.values(), n)
+        columns = [0]
+        weight_cols = [nominal_factor]
+        for wname, by_variation in shifted.items():
+            others = _product((f for k, f in factors.items() if k != wname), n)
+            for name, values in by_variation.items():
                 if name in self.var_index:
                     columns.append(self.var_index[name])
-                    others = np.prod([f for k, f in factors.items() if k != wname], axis=0) if len(factors) > 1 else np.ones(n)
                     weight_cols.append(others * values)
-            for name, index in self.var_index.items():
-                if index and name not in produced:
-                    columns.append(index)
-                    weight_cols.append(nominal_factor)
+        produced = set(corr.variation_names())
+        for name, index in self.var_index.items():
+            if index and name not in produced:
+                columns.append(index)
+                weight_cols.append(nominal_factor)
         weights = np.stack(weight_cols, axis=1) * base[:, None]
         selected = self._fill_once(nominal_ns, channel_fixed, n, hists, weights, np.asarray(columns), cutflow)
 
-        # Object variations: recompute what depends on the varied collection.
-        if corr is not None and corrected is not None:
-            for obj in corr.objects:
-                for variation in obj.variation_bases:
-                    for direction in ("up", "down"):
-                        name = f"{variation}_{direction}"
-                        if name not in self.var_index:
+        # Object variations: recompute what depends on the varied collection, and the weights
+        # that depend on varied objects (with their linked source where one is configured).
+        for obj in corr.objects:
+            for variation in obj.variation_bases:
+                for direction in ("up", "down"):
+                    name = f"{variation}_{direction}"
+                    if name not in self.var_index:
+                        continue
+                    var_ns = dict(ns)
+                    var_ns[obj.collection] = corrected[obj.collection].varied(variation, direction)
+                    var_ns = self._varying_objects(var_ns)
+                    factor = np.ones(n)
+                    for wc in corr.weights:
+                        if wc.object is None or wc.object not in self.varying:
+                            factor = factor * factors[wc.name]
                             continue
-                        var_ns = dict(ns)
-                        var_ns[obj.collection] = corrected.varied(variation, direction)
-                        var_ns = self._varying_objects(var_ns)
-                        factor = np.ones(n)
-                        for wc in corr.weights:
-                            if wc.object is not None and wc.object in self.varying:
-                                link = linked_source(wc, variation)
-                                if link is not None:
-                                    factor = factor * wc.evaluate(var_ns, [link], direction)[0]
-                                else:
-                                    factor = factor * wc.evaluate(var_ns, [None])[0]
-                            else:
-                                factor = factor * factors[wc.name]
-                        w = (base * factor)[:, None]
-                        self._fill_once(
-                            var_ns, channel_fixed, n, hists, w, np.asarray([self.var_index[name]]), None
-                        )
+                        link = linked_source(wc, variation)
+                        factor = factor * wc.evaluate(var_ns, [link], direction)[0]
+                    w = (base * factor)[:, None]
+                    self._fill_once(var_ns, channel_fixed, n, hists, w, np.asarray([self.var_index[name]]), None)
         return selected
 
     def _varying_objects(self, ns: Mapping[str, Any]) -> dict[str, Any]:
@@ -328,10 +329,10 @@ class ChunkAnalysis:
                 cutflow[f"channel:{ch_name}"] = float(np.count_nonzero(mask))
             if not np.any(mask):
                 continue
-            sub = {k: (v[mask] if not k.startswith("@") else v) for k, v in ns.items()}
             w = weights[mask]
             for obs_name in channel.observables:
                 obs = plan.observables[obs_name]
+                sub = {k: (ns[k] if k.startswith("@") else ns[k][mask]) for k in obs.functor.inputs}
                 values = np.asarray(obs.functor(sub), dtype=np.float64)
                 _fill(hists[(ch_name, obs_name)], _bin_index(values, obs), w, columns)
         return any_selected

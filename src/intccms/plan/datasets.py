@@ -33,12 +33,12 @@ def _is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def _expand(pattern: str, *, name: str) -> list[str]:
+def _expand(pattern: str) -> list[str]:
     if _is_remote(pattern):
         if any(ch in pattern for ch in "*?["):
             import fsspec
 
-            fs, _, paths = fsspec.get_fs_token_paths(pattern)
+            _, _, paths = fsspec.get_fs_token_paths(pattern)
             protocol = pattern.split("://", 1)[0]
             return sorted(f"{protocol}://{p}" if "://" not in p else p for p in paths)
         return [pattern]
@@ -87,7 +87,7 @@ def resolve_dataset(name: str, cfg: Mapping[str, Any]) -> Dataset:
     """
     files: list[str] = []
     for pattern in cfg.get("files") or []:
-        files.extend(_expand(str(pattern), name=name))
+        files.extend(_expand(str(pattern)))
     for listing in cfg.get("listings") or []:
         matches = [] if ".json:" in str(listing) else sorted(glob.glob(str(listing)))
         for path in matches or [str(listing)]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec
 from intccms.physics.corrections.jec import JesSource, JetEnergyCorrection
-from intccms.physics.corrections.loading import CorrectionFileError, get_correction
+from intccms.physics.corrections.loading import get_correction
 from intccms.physics.corrections.weights import WeightCorrection, WeightSource
 
 
@@ -76,9 +76,7 @@ class EraCorrections:
                 else:
                     msg = f"{where}: type must be 'object' or 'event', not '{cfg['type']}'"
                     raise CorrectionConfigError(msg)
-            except (KeyError, CorrectionFileError) as err:
-                if isinstance(err, CorrectionFileError):
-                    raise
+            except KeyError as err:
                 raise CorrectionConfigError(f"{where}: {err.args[0]}") from None
         return out
 
@@ -190,8 +188,3 @@ def linked_source(correction: WeightCorrection, object_variation: str) -> Weight
                 flavours=entry.flavours,
             )
     return None
-
-
-def evaluator_for(*args: Any, **kwargs: Any) -> FlatEvaluator:
-    """Factory kept for tests that evaluate a configured correction directly."""
-    return FlatEvaluator(*args, **kwargs)

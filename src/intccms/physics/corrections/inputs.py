@@ -55,8 +55,6 @@ class FlatEvaluator:
                 if spec.name in self._real_inputs:
                     values = self._clip(spec.name, np.asarray(values, dtype=np.float64))
                 args.append(values)
-        if not args or all(not isinstance(a, np.ndarray) for a in args):
-            return np.asarray(self._correction.evaluate(*args), dtype=np.float64)
         return np.asarray(self._correction.evaluate(*args), dtype=np.float64)
 
     def _clip(self, name: str, values: np.ndarray) -> np.ndarray:
@@ -69,24 +67,21 @@ class FlatEvaluator:
         return np.clip(values, low, high)
 
 
+def event_fields(source: Any, specs: list[InputSpec]) -> dict[str, np.ndarray]:
+    """Numpy arrays of the fields the specs read (``abs`` applied), one value per entry.
+
+    ``source`` is a flat record array or a mapping of event members (``Pileup.nTrueInt``).
+    """
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:
+        if spec.field is None:
+            continue
+        values = np.asarray(ak.to_numpy(resolve_field(source, spec.field)))
+        out[spec.name] = np.abs(values) if spec.absolute else values
+    return out
+
+
 def flat_fields(objects: ak.Array, specs: list[InputSpec]) -> dict[str, np.ndarray]:
-    """Flat numpy arrays of the object fields the specs read (``abs`` applied)."""
+    """The same for per-object fields: one value per object, all events flattened."""
     flat = ak.flatten(objects, axis=1) if objects.ndim > 1 else objects
-    out: dict[str, np.ndarray] = {}
-    for spec in specs:
-        if spec.field is None:
-            continue
-        values = np.asarray(ak.to_numpy(resolve_field(flat, spec.field)))
-        out[spec.name] = np.abs(values) if spec.absolute else values
-    return out
-
-
-def event_fields(events: Mapping[str, Any], specs: list[InputSpec]) -> dict[str, np.ndarray]:
-    """Per-event numpy arrays of event-level fields (``Pileup.nTrueInt``)."""
-    out: dict[str, np.ndarray] = {}
-    for spec in specs:
-        if spec.field is None:
-            continue
-        values = np.asarray(ak.to_numpy(resolve_field(events, spec.field)))
-        out[spec.name] = np.abs(values) if spec.absolute else values
-    return out
+    return event_fields(flat, specs)

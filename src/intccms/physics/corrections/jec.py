@@ -15,6 +15,7 @@ import awkward as ak
 import numpy as np
 
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, resolve_field
+from intccms.physics.corrections.loading import get_correction
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,6 @@ class JetEnergyCorrection:
         self._uncertainties = {s.variation: self._evaluator(s.key) for s in self.sources}
 
     def _evaluator(self, key: str) -> FlatEvaluator:
-        from intccms.physics.corrections.loading import get_correction
-
         correction = get_correction(self.path, key, era=self.era)
         specs = []
         for inp in correction.inputs:

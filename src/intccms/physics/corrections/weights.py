@@ -115,9 +115,10 @@ def _reduce(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Product of per-object values per event (empty events give 1)."""
     if len(values) == 0:
         return np.ones(len(counts))
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    logs_free = np.ones(len(counts))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out = np.ones(len(counts))
     nonempty = counts > 0
-    prods = np.multiply.reduceat(values, offsets[:-1][nonempty]) if np.any(nonempty) else np.ones(0)
-    logs_free[nonempty] = prods
-    return logs_free
+    if np.any(nonempty):
+        # reduceat over the starts of non-empty events: each product runs to the next start.
+        out[nonempty] = np.multiply.reduceat(values, starts[nonempty])
+    return out
