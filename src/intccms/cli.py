@@ -41,6 +41,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=str(cfg.log_level), format="%(levelname)s %(name)s: %(message)s")
     from intccms.execute.job import run_job
 
+    # Importing distributed sets its loggers to INFO; its join/leave lines drown the progress bars.
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    for logger_name in list(logging.root.manager.loggerDict):
+        if logger_name.split(".")[0] == "distributed":
+            logging.getLogger(logger_name).setLevel(quiet)
+
     try:
         result = run_job(cfg, console=console)
     except KeyboardInterrupt:
