@@ -137,3 +137,30 @@ def test_bad_file_is_named_and_skipped_on_request(dask_client, demo_data, tmp_pa
     res = _run(dask_client, demo_data, tmp_path / "lenient", SMALL_2017, *over, "workflow.skip_bad_files=true")
     assert str(bad) in res.skipped
     assert res.histograms_path is not None and res.histograms_path.is_file()
+
+
+def test_demo_data_count_follows_the_simulated_prediction(tmp_path) -> None:
+    from rich.console import Console
+
+    from intccms import datagen
+    from intccms.execute.prepare import ensure_inputs, fill_generated_files
+    from intccms.storage import open_source
+
+    cfg = compose_config("demo", [f"paths.generated_data={tmp_path}", "dataset_selection=[SingleMuon_2017]",
+                                  "eras.2017.luminosity=200", "paths.generate_corrections=false"])
+    fill_generated_files(cfg)
+    ensure_inputs(cfg, console=Console(quiet=True))
+    processes = [dict(p) for p in cfg.datasets.SingleMuon_2017.generate.params.processes]
+    expected = datagen.expected_data_events("2017", 200.0, processes)
+    with open_source(str(cfg.datasets.SingleMuon_2017.files[0])) as source:
+        assert source.num_entries == expected > 0
+
+
+def test_metadata_cache_notices_a_rewritten_file(dask_client, tmp_path) -> None:  # noqa: F811
+    data, out = tmp_path / "gen", tmp_path / "out"
+    name = "ZPrimeToTT_M2000_W200_2017"
+    first = _run(dask_client, data, out, [name], f"datasets.{name}.generate.events_per_file=1000")
+    assert first.summary["events_read"] == 1000
+    (data / "2017" / name / "nano_0.root").unlink()
+    second = _run(dask_client, data, out, [name], f"datasets.{name}.generate.events_per_file=1500")
+    assert second.summary["events_read"] == 1500

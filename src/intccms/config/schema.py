@@ -63,6 +63,8 @@ class GeneratorSpec:
 
     kind: str = MISSING
     n_files: int = 1
+    # For ``kind: data``, 0 means as many events as the simulated processes (``params.processes``)
+    # predict at the era's luminosity, so data and simulation agree.
     events_per_file: int = 10000
     seed: int = 1
     params: dict[str, Any] = field(default_factory=dict)

@@ -64,6 +64,11 @@ def ensure_inputs(cfg: DictConfig, *, console: Console) -> None:
         bar = progress.add_task("[bold]generating demo NanoAOD[/bold]", total=len(missing))
         for name, path, gen, era, i in missing:
             n_events = int(gen["events_per_file"])
+            if gen["kind"] == "data" and n_events <= 0:
+                # As many data events as the simulated processes predict at the era's luminosity.
+                n_events = datagen.expected_data_events(
+                    era, float(cfg.eras[era].luminosity), (gen.get("params") or {}).get("processes")
+                ) // int(gen["n_files"])
             datagen.ensure_generated(
                 path, gen["kind"], era, n_events, int(gen["seed"]) * 1000 + i,
                 params=gen.get("params") or {}, compression=gen.get("compression", "lzma"),

@@ -22,7 +22,14 @@ from intccms.physics.events import branch_names
 from intccms.physics.functors import Functor
 from intccms.physics.pipeline import AnalysisPlan, Channel, Observable
 from intccms.plan.datasets import Dataset
-from intccms.plan.metadata import DatasetMetadata, FileMetadata, file_metadata, load_cache, save_cache
+from intccms.plan.metadata import (
+    DatasetMetadata,
+    FileMetadata,
+    file_fingerprint,
+    file_metadata,
+    load_cache,
+    save_cache,
+)
 from intccms.plan.workitems import WorkItem, chunk_file
 from intccms.storage import Manifest, StorageOptions, exists_complete, join
 
@@ -122,8 +129,9 @@ def run_metadata(
         cached = cache.get(name)
         files = {}
         for f in ds.files:
-            if cached and f in cached.files and cached.files[f].error is None:
-                files[f] = cached.files[f]
+            hit = cached.files.get(f) if cached else None
+            if hit is not None and hit.error is None and hit.fingerprint == file_fingerprint(f):
+                files[f] = hit
             else:
                 todo.append((name, f, ds.is_data))
         result[name] = DatasetMetadata(name=name, era=ds.era, is_data=ds.is_data, xsec=ds.xsec, files=files)

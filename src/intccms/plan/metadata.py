@@ -31,6 +31,23 @@ class FileMetadata:
     sum_source: str = "none"  # "Runs" | "genWeight" | "data"
     error: str | None = None
     bytes_read: int = 0
+    # Size and modification time of a local file when it was counted (None for remote URLs).
+    fingerprint: str | None = None
+
+
+def file_fingerprint(url: str) -> str | None:
+    """``size:mtime`` of a local file, so a cached count is not reused for a rewritten file.
+
+    Remote files are not stat-ed here (one round trip per file on the driver); their cache
+    entries are trusted until ``workflow.regenerate_metadata=true``.
+    """
+    if "://" in url and not url.startswith("file://"):
+        return None
+    try:
+        st = os.stat(url.removeprefix("file://"))
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def file_metadata(url: str, is_data: bool, options: StorageOptions | None = None) -> FileMetadata:
@@ -41,7 +58,8 @@ def file_metadata(url: str, is_data: bool, options: StorageOptions | None = None
     """
     try:
         with open_source(url, options=options) as source:
-            meta = FileMetadata(file=url, num_entries=int(source.num_entries))
+            meta = FileMetadata(file=url, num_entries=int(source.num_entries),
+                                fingerprint=file_fingerprint(url))
             if is_data:
                 meta.sum_source = "data"
             else:
