@@ -87,6 +87,16 @@ def plain_pyhf_reference(spec: dict) -> tuple[float, float, float, list[float]]:
     return float(res[poi, 0]), float(res[poi, 1]), float(obs), [float(e) for e in exp]
 
 
+def assert_agrees_with_plain_pyhf(res: dict, spec: dict) -> None:
+    """Best-fit mu, its uncertainty and the CLs limits agree with plain pyhf to 1e-4."""
+    mu, dmu, obs, exp = plain_pyhf_reference(spec)
+    assert res["fit"]["poi"]["value"] == pytest.approx(mu, abs=1e-4)
+    assert res["fit"]["poi"]["uncertainty"] == pytest.approx(dmu, abs=1e-4)
+    assert res["limits"]["observed"] == pytest.approx(obs, abs=1e-4)
+    got = [res["limits"]["expected_band"][k] for k in ("-2", "-1", "0", "+1", "+2")]
+    assert got == pytest.approx(exp, abs=1e-4)
+
+
 def test_counting_experiment_matches_plain_pyhf(tmp_path):
     hists = make_hists(
         {
@@ -110,12 +120,7 @@ def test_counting_experiment_matches_plain_pyhf(tmp_path):
             {"name": "mu", "bounds": [[0.0, 50.0]], "inits": [1.0]}]}}],
         "version": "1.0.0",
     }
-    mu, dmu, obs, exp = plain_pyhf_reference(spec)
-    assert res["fit"]["poi"]["value"] == pytest.approx(mu, abs=1e-4)
-    assert res["fit"]["poi"]["uncertainty"] == pytest.approx(dmu, abs=1e-4)
-    assert res["limits"]["observed"] == pytest.approx(obs, abs=1e-4)
-    got = [res["limits"]["expected_band"][k] for k in ("-2", "-1", "0", "+1", "+2")]
-    assert got == pytest.approx(exp, abs=1e-4)
+    assert_agrees_with_plain_pyhf(res, spec)
 
 
 def test_two_bin_shape_model_matches_plain_pyhf(tmp_path):
@@ -159,12 +164,7 @@ def test_two_bin_shape_model_matches_plain_pyhf(tmp_path):
             {"name": "mu", "bounds": [[0.0, 50.0]], "inits": [1.0]}]}}],
         "version": "1.0.0",
     }
-    mu, dmu, obs, exp = plain_pyhf_reference(spec)
-    assert res["fit"]["poi"]["value"] == pytest.approx(mu, abs=1e-4)
-    assert res["fit"]["poi"]["uncertainty"] == pytest.approx(dmu, abs=1e-4)
-    assert res["limits"]["observed"] == pytest.approx(obs, abs=1e-4)
-    got = [res["limits"]["expected_band"][k] for k in ("-2", "-1", "0", "+1", "+2")]
-    assert got == pytest.approx(exp, abs=1e-4)
+    assert_agrees_with_plain_pyhf(res, spec)
 
     # the saved workspace validates and refits to the same result with plain pyhf
     saved = json.loads((tmp_path / "workspace.json").read_text())
