@@ -246,8 +246,9 @@ class ChunkAnalysis:
         factors: dict[str, np.ndarray] = {}
         shifted: dict[str, dict[str, np.ndarray]] = {}
         for wc in corr.weights:
-            nominal, *ups = wc.evaluate(nominal_ns, [None, *wc.sources], "up")
-            downs = wc.evaluate(nominal_ns, wc.sources, "down")
+            requests = [(src, d) for d in ("up", "down") for src in wc.sources]
+            nominal, *values = wc.evaluate(nominal_ns, [None, *requests])
+            ups, downs = values[: len(wc.sources)], values[len(wc.sources):]
             factors[wc.name] = nominal
             shifted[wc.name] = {}
             for src, up, down in zip(wc.sources, ups, downs, strict=True):

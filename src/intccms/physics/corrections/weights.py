@@ -65,50 +65,68 @@ class WeightCorrection:
         return objects
 
     def evaluate(
-        self, namespace: Mapping[str, Any], selectors: Sequence[WeightSource | None], direction: str | None = None
+        self,
+        namespace: Mapping[str, Any],
+        selectors: Sequence[WeightSource | tuple[WeightSource, str] | None],
+        direction: str | None = None,
     ) -> list[np.ndarray]:
-        """Per-event weights for the nominal (``None``) and for each given source/direction.
+        """Per-event weights for the nominal (``None``) and for each requested source.
+
+        Each correctionlib selector is evaluated once per call, and a source restricted to some
+        flavours is evaluated only on those objects (the others take the nominal), so ask for
+        everything a fill needs in one call.
 
         Args:
             namespace: events and objects (``muons``, ``jets``, ``Pileup``...).
-            selectors: ``None`` for the nominal, or a source evaluated in ``direction``.
-            direction: "up" or "down" for the sources.
+            selectors: ``None`` for the nominal, a source (evaluated in ``direction``), or a
+                ``(source, direction)`` pair.
+            direction: "up" or "down" for sources given without a direction.
 
         Returns:
             One array per selector, one value per event.
         """
+        requests = [
+            None if item is None else item if isinstance(item, tuple) else (item, direction or "up")
+            for item in selectors
+        ]
         if self.object is None:
             fields = event_fields(namespace, self.specs)
-            out = []
-            for src in selectors:
-                sel = self.nominal_selector if src is None else getattr(src, direction or "up")
-                out.append(self.evaluator(fields, sel))
-            return out
+            return [
+                self.evaluator(fields, self.nominal_selector if req is None else getattr(req[0], req[1]))
+                for req in requests
+            ]
         objects = self._objects(namespace)
         counts = np.asarray(ak.to_numpy(ak.num(objects, axis=1)))
+        if int(counts.sum()) == 0:
+            return [np.ones(len(counts)) for _ in requests]
         fields = flat_fields(objects, self.specs)
-        nominal = self.evaluator(fields, self.nominal_selector) if len(counts) else np.ones(0)
+        nominal = self.evaluator(fields, self.nominal_selector) if None in requests else None
         flavours = None
         results = []
-        for src in selectors:
-            if src is None:
+        for req in requests:
+            if req is None:
                 values = nominal
             else:
-                sel = getattr(src, direction or "up")
-                values = nominal.copy()
-                if src.flavours is not None:
-                    if flavours is None:
-                        flavours = np.asarray(
-                            ak.to_numpy(ak.flatten(objects[self.flavour_field], axis=1))
-                        )
-                    where = np.isin(flavours, src.flavours)
-                    if np.any(where):
-                        subset = {k: v[where] for k, v in fields.items()}
-                        values[where] = self.evaluator(subset, sel)
-                elif len(values):
+                src, sel = req[0], getattr(req[0], req[1])
+                if src.flavours is None:
                     values = self.evaluator(fields, sel)
+                else:
+                    if flavours is None:
+                        flavours = np.asarray(ak.to_numpy(ak.flatten(objects[self.flavour_field], axis=1)))
+                    where = np.isin(flavours, src.flavours)
+                    values = np.empty(len(flavours))
+                    if np.any(where):
+                        values[where] = self.evaluator(_subset(fields, where), sel)
+                    rest = ~where
+                    if np.any(rest):
+                        values[rest] = (nominal[rest] if nominal is not None
+                                        else self.evaluator(_subset(fields, rest), self.nominal_selector))
             results.append(_reduce(values, counts))
         return results
+
+
+def _subset(fields: Mapping[str, np.ndarray], where: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[where] for name, values in fields.items()}
 
 
 def _reduce(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
