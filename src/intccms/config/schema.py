@@ -321,3 +321,4 @@ class RootConfig:
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     statistics: Any = None
     mva: Any = None
+    inspect: Any = None
