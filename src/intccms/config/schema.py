@@ -178,6 +178,7 @@ class WorkflowConfig:
     run_analysis: bool = True
     use_skimmed_input: bool = False
     run_statistics: bool = False
+    run_mva_training: bool = False
     run_plots: bool = True
     skim_format: SkimFormat = SkimFormat.parquet
     # Where skims are written and, with use_skimmed_input, read from: a local path,

@@ -53,6 +53,7 @@ class JobResult:
     skipped: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     statistics: dict[str, Any] | None = None
+    mva: dict[str, Any] | None = None
     wall_time_s: float = 0.0
 
 
@@ -98,6 +99,9 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
     specs = corrections_specs(cfg, eras)  # validates every file and key now, at start-up
     plan = build_plan(cfg, specs)
     options = storage_options(cfg)
+    from intccms.mva.stage import check_mva
+
+    check_mva(cfg, plan, constants, options)  # the mva group and score observables, at start-up
     result = JobResult(output_dir=out)
 
     if client is None:
@@ -157,6 +161,12 @@ def _run(
                              run_metrics=run_metrics)
         result.records.extend(outcome.records)
         result.skipped.update(outcome.skipped)
+
+    if wf.run_mva_training:
+        from intccms.mva.stage import run_training
+
+        result.mva = run_training(cfg, client, datasets, metadata, constants, specs, plan, options, out,
+                                  console=console)
 
     if not wf.run_analysis:
         result.summary = summarise(result.records, datasets, time.time() - t_start, result.skipped)
