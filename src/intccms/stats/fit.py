@@ -1,4 +1,9 @@
-"""Dataset choice and the maximum-likelihood fit (iminuit through cabinetry)."""
+"""Dataset choice and the maximum-likelihood fit.
+
+The fit runs on the analytic likelihood (:mod:`.optimize`) when the model allows it and
+through cabinetry (iminuit, MIGRAD + HESSE) otherwise; both return cabinetry's
+``FitResults`` so that its prediction and plotting conventions hold.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import pyhf
 
 from intccms.stats.config import DataMode, StatisticsConfig
 from intccms.stats.errors import FitConvergenceError, StatisticsInputError
+from intccms.stats.optimize import MinimizationError, Objective
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +70,44 @@ def pars_at_bounds(
     return out
 
 
+def _not_converged(model: pyhf.pdf.Model, err: Exception, x: Any) -> FitConvergenceError:
+    at = pars_at_bounds(model, np.asarray(x)) if x is not None else []
+    msg = (
+        f"maximum-likelihood fit did not converge ({err}); parameters at their bounds: "
+        f"{at or 'none'}. Try statistics.fit.strategy: 2, a larger maxiter, wider "
+        "statistics.poi_bounds, or check these parameters' templates"
+    )
+    return FitConvergenceError(msg, at)
+
+
 def mle_fit(
-    model: pyhf.pdf.Model, data: list[float], cfg: StatisticsConfig
+    model: pyhf.pdf.Model, data: list[float], cfg: StatisticsConfig,
+    objective: Objective | None = None,
 ) -> cabinetry.fit.FitResults:
     """Unconditional maximum-likelihood fit with Hesse uncertainties and correlations.
 
+    Args:
+        model: the pyhf model.
+        data: main + auxiliary data.
+        cfg: statistics configuration (``fit`` options).
+        objective: the model's :class:`.optimize.Objective`; its analytic likelihood, when
+            available, replaces cabinetry's MIGRAD with numerical gradients.
+
     Raises:
-        FitConvergenceError: MIGRAD did not converge; names the parameters at bounds.
+        FitConvergenceError: the fit did not converge; names the parameters at bounds.
     """
+    if objective is not None and objective.fast is not None:
+        try:
+            best, twice_nll = objective.minimize(data)
+        except MinimizationError as err:
+            raise _not_converged(model, err, err.pars) from err
+        cov = objective.covariance(best, data)
+        sigma = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        safe = np.where(sigma > 0, sigma, 1.0)
+        corr = cov / np.outer(safe, safe)
+        np.fill_diagonal(corr, np.where(sigma > 0, 1.0, 0.0))
+        return cabinetry.fit.FitResults(best, sigma, list(model.config.par_names), corr,
+                                        float(twice_nll))
     try:
         return cabinetry.fit.fit(
             model,
@@ -81,14 +117,7 @@ def mle_fit(
             tolerance=cfg.fit.tolerance,
         )
     except pyhf.exceptions.FailedMinimization as err:
-        x = getattr(err.result, "x", None)
-        at = pars_at_bounds(model, np.asarray(x)) if x is not None else []
-        msg = (
-            f"maximum-likelihood fit did not converge ({err}); parameters at their bounds: "
-            f"{at or 'none'}. Try statistics.fit.strategy: 2, a larger maxiter, wider "
-            "statistics.poi_bounds, or check these parameters' templates"
-        )
-        raise FitConvergenceError(msg, at) from err
+        raise _not_converged(model, err, getattr(err.result, "x", None)) from err
 
 
 def pulls(model: pyhf.pdf.Model, fit: Any) -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
 """Asymptotic CLs upper limits with the q~_mu test statistic (arXiv:1007.1727).
 
 The numbers are those of ``pyhf.infer.hypotest(..., test_stat="qtilde")`` (same
-formulas, same scipy fits), but pyhf's ``toms748_scan`` falls short on speed for large
+formulas, same likelihood), but pyhf's ``toms748_scan`` falls short on speed for large
 models: every CLs evaluation repeats all five fits and every expected band is searched
-with fresh evaluations. Here the fits that do not depend on the tested mu (free fit to
+with fresh evaluations. The fits use the model's :class:`.optimize.Objective` (exact
+gradients where possible). Here the fits that do not depend on the tested mu (free fit to
 data, background-only fit defining the Asimov data, free fit to Asimov) run once, each
 tested mu costs one or two warm-started fits, and the expected limits use that
 CLs_exp(mu, n) = Phi(-(n + sqrt(q_mu,A))) / Phi(-n) depends on mu only through q_mu,A,
@@ -21,6 +22,7 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from intccms.stats.errors import FitConvergenceError
+from intccms.stats.optimize import MinimizationError, Objective
 
 BANDS = (2, 1, 0, -1, -2)  # pyhf order: expected -2 sigma ... +2 sigma limits
 
@@ -48,43 +50,34 @@ class LimitResult:
 class _Cls:
     """Cached test-statistic evaluations for one model and dataset."""
 
-    def __init__(
-        self, model: pyhf.pdf.Model, data: list[float], bounds: list, init: list | None
-    ) -> None:
-        self.model, self.bounds = model, bounds
-        self.opt = pyhf.optimize.scipy_optimizer()
-        self.poi = model.config.poi_index
-        self.fixed = model.config.suggested_fixed()
-        self.init = model.config.suggested_init()
-        self.n_fits = 0
-        self.data = pyhf.tensorlib.astensor(data)
+    def __init__(self, objective: Objective, data: list[float], bounds: list, init: list | None
+                 ) -> None:
+        self.obj, self.model, self.bounds = objective, objective.model, bounds
+        self.poi = self.model.config.poi_index
+        self.init = self.model.config.suggested_init()
+        self.fits_before = objective.n_fits
+        self.data = np.asarray(data, dtype=float)
         start = self.init if init is None else init
         self.free_data, self.nll_free_data = self._fit(self.data, start, None)
         bkg, _ = self._fit(self.data, self.free_data, 0.0)
-        self.asimov = model.expected_data(bkg)
+        self.asimov = np.asarray(self.model.expected_data(bkg), dtype=float)
         self.free_asimov, self.nll_free_asimov = self._fit(self.asimov, bkg, None)
         self._qmu: dict[float, float] = {}
         self._qmu_a: dict[float, float] = {}
         self._pars: dict[str, dict[float, np.ndarray]] = {}
 
+    @property
+    def n_fits(self) -> int:
+        return self.obj.n_fits - self.fits_before
+
     def _fit(self, data: Any, init: Any, mu: float | None) -> tuple[np.ndarray, float]:
-        init = [float(x) for x in init]
-        fixed = list(self.fixed)
-        if mu is not None:
-            init[self.poi] = float(mu)
-            fixed[self.poi] = True
-        fixed_vals = [(i, v) for i, (v, f) in enumerate(zip(init, fixed, strict=True)) if f]
-        self.n_fits += 1
+        fixed = None if mu is None else {self.poi: float(mu)}
         try:
-            pars, fval = self.opt.minimize(
-                pyhf.infer.mle.twice_nll, data, self.model, init, self.bounds, fixed_vals,
-                return_fitted_val=True,
-            )
-        except pyhf.exceptions.FailedMinimization as err:
+            return self.obj.minimize(data, init, fixed, self.bounds)
+        except MinimizationError as err:
             what = "free fit" if mu is None else f"fit at {self.model.config.poi_name}={mu:g}"
             msg = f"{what} for the CLs limit did not converge ({err})"
             raise FitConvergenceError(msg) from err
-        return np.asarray(pars, dtype=float), float(fval)
 
     def _q(self, mu: float, data: Any, free: np.ndarray, nll_free: float, key: str) -> float:
         if free[self.poi] > mu:
@@ -146,6 +139,7 @@ def upper_limits(
     observed: bool = True,
     init_pars: list[float] | None = None,
     sigma_guess: float | None = None,
+    objective: Objective | None = None,
 ) -> LimitResult:
     """Observed and expected CLs upper limits on the POI (asymptotic, q~_mu).
 
@@ -157,6 +151,8 @@ def upper_limits(
         observed: also compute the observed limit (False when blinded).
         init_pars: starting point of the free fit (e.g. the best fit already known).
         sigma_guess: expected POI uncertainty (e.g. from Hesse) to place the first probe.
+        objective: the model's :class:`.optimize.Objective`, reused across calls (built
+            here when None).
 
     Returns:
         LimitResult: observed (or None) and the five expected limits.
@@ -166,7 +162,7 @@ def upper_limits(
     poi = model.config.poi_index
     bounds[poi][0] = 0.0  # q~_mu needs a POI bounded at zero
     hi = float(bounds[poi][1])
-    c = _Cls(model, data, bounds, init_pars)
+    c = _Cls(objective or Objective(model), data, bounds, init_pars)
     notes: list[str] = []
     # sqrt(q_mu,A) ~ mu / sigma_A: one evaluation gives a starting guess for every root
     probe = min(1.96 * sigma_guess if sigma_guess else 1.0, hi / 2)

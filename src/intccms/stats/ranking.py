@@ -3,7 +3,7 @@
 cabinetry's ``fit.ranking`` refits four times for every parameter with MIGRAD+HESSE;
 for ~100 parameters that is hundreds of fits. Here the linearised post-fit impact
 cov(POI, theta) / sigma_theta from the full fit preselects the candidates, and only those
-are refitted (scipy, warm start, no Hesse). The output is cabinetry's RankingResults so
+are refitted (the model's :class:`.optimize.Objective`, warm start, no Hesse). The output is cabinetry's RankingResults so
 that its conventions (pre-fit/post-fit, up/down) hold.
 """
 
@@ -13,9 +13,13 @@ import cabinetry
 import numpy as np
 import pyhf
 
+from intccms.stats.errors import FitConvergenceError
+from intccms.stats.optimize import MinimizationError, Objective
+
 
 def ranking(
-    model: pyhf.pdf.Model, data: list[float], fit: cabinetry.fit.FitResults, top_n: int
+    model: pyhf.pdf.Model, data: list[float], fit: cabinetry.fit.FitResults, top_n: int,
+    objective: Objective | None = None,
 ) -> cabinetry.fit.RankingResults:
     """Impacts of the ``top_n`` most important parameters (plus a safety margin).
 
@@ -24,6 +28,7 @@ def ranking(
         data: main + auxiliary data of the fit.
         fit: the unconditional fit result (best fit, uncertainties, correlations).
         top_n: number of parameters to report.
+        objective: the model's objective (built here when None).
 
     Returns:
         cabinetry.fit.RankingResults: sorted by the largest post-fit impact.
@@ -36,11 +41,9 @@ def ranking(
     linear[sigma == 0] = -1.0
     order = [int(i) for i in np.argsort(-linear) if linear[i] >= 0]
     candidates = order[: top_n + max(5, top_n // 2)]
-    opt = pyhf.optimize.scipy_optimizer()
+    objective = objective or Objective(model)
     bounds = model.config.suggested_bounds()
-    fixed0 = model.config.suggested_fixed()
     best = np.asarray(fit.bestfit, dtype=float)
-    tdata = pyhf.tensorlib.astensor(data)
     impacts = []
     for i in candidates:
         row = []
@@ -48,15 +51,13 @@ def ranking(
             if shift == 0:
                 row.append(0.0)
                 continue
-            init = best.copy()
             lo, hi = bounds[i]
-            init[i] = min(max(best[i] + shift, lo), hi)
-            fixed = list(fixed0)
-            fixed[i] = True
-            fixed_vals = [(k, float(init[k])) for k in range(len(init)) if fixed[k]]
-            pars = opt.minimize(
-                pyhf.infer.mle.twice_nll, tdata, model, init.tolist(), bounds, fixed_vals
-            )
+            try:
+                pars, _ = objective.minimize(data, best, {i: min(max(best[i] + shift, lo), hi)})
+            except MinimizationError as err:
+                msg = (f"impact fit with {model.config.par_names[i]} shifted by {shift:+.3g} "
+                       f"did not converge ({err}); set statistics.ranking: false to skip it")
+                raise FitConvergenceError(msg) from err
             row.append(float(pars[poi] - best[poi]))
         impacts.append(row)
     imp = np.asarray(impacts, dtype=float).reshape(-1, 4)

@@ -20,6 +20,7 @@ from intccms.stats.fit import fit_dataset, mle_fit, pars_at_bounds, pulls
 from intccms.stats.inputs import HistogramSet, load_histograms
 from intccms.stats.limits import upper_limits
 from intccms.stats.model import ModelBuild, build_model
+from intccms.stats.optimize import Objective
 from intccms.stats.ranking import ranking as rank_parameters
 from intccms.stats.report import print_summary, write_results
 
@@ -36,19 +37,25 @@ def as_config(cfg: Any) -> StatisticsConfig:
     return OmegaConf.to_object(node)  # type: ignore[return-value]
 
 
-def make_workspace(build: ModelBuild) -> pyhf.Workspace:
-    """Validate the spec against pyhf's schema and return the workspace."""
+def make_workspace(build: ModelBuild, validate: bool = True) -> pyhf.Workspace:
+    """The workspace of ``build``, validated against pyhf's schema unless ``validate`` is
+    False (schema validation of the full Run-2 spec takes about a second: done once, on
+    the file that is saved)."""
     try:
-        return pyhf.Workspace(build.spec)
+        return pyhf.Workspace(build.spec, validate=validate)
     except pyhf.exceptions.InvalidSpecification as err:
         msg = f"workspace for signal {build.signal!r} does not follow pyhf's schema: {err}"
         raise StatisticsInputError(msg) from err
 
 
+def make_model(workspace: pyhf.Workspace) -> pyhf.pdf.Model:
+    """The pyhf model of the workspace's only measurement (the spec is already checked)."""
+    return workspace.model(validate=False)
+
+
 def _with_observations(spec: dict[str, Any], model: pyhf.pdf.Model, data: list[float]) -> dict:
     """The spec with the fitted main data as observations, so that the saved workspace
     refits to the same result with plain pyhf."""
-    out = json.loads(json.dumps(spec))
     main = model.config.nmaindata
     obs, start = [], 0
     for ch in model.config.channels:
@@ -56,8 +63,7 @@ def _with_observations(spec: dict[str, Any], model: pyhf.pdf.Model, data: list[f
         obs.append({"name": ch, "data": [float(x) for x in data[start : start + n]]})
         start += n
     assert start == main
-    out["observations"] = obs
-    return out
+    return {**spec, "observations": obs}
 
 
 def _lumi_fb(hset: HistogramSet, cfg: StatisticsConfig) -> float:
@@ -131,21 +137,22 @@ def run_statistics(
     hset = load_histograms(histograms_source)
     lap("load")
     build = build_model(hset, cfg)
-    ws = make_workspace(build)
-    model = ws.model()
+    ws = make_workspace(build, validate=False)
+    model = make_model(ws)
     blind = bool(cfg.data.blind)
     data, label = fit_dataset(model, ws, cfg, any(c.observed is not None for c in build.channels))
     spec = _with_observations(build.spec, model, data)
+    make_workspace(ModelBuild(spec, [], build.signal, []))  # the saved file validates
     (out / "workspace.json").write_text(json.dumps(spec, indent=1))
-    pyhf.Workspace(spec)  # the saved file validates
+    objective = Objective(model, maxiter=cfg.fit.maxiter)
     lap("model")
-    fit = mle_fit(model, data, cfg)
+    fit = mle_fit(model, data, cfg, objective)
     poi = model.config.poi_index
     at_bounds = pars_at_bounds(model, np.asarray(fit.bestfit))
     lap("fit")
     rank = None
     if cfg.ranking and cfg.top_n_ranking > 0:
-        rank = rank_parameters(model, data, fit, cfg.top_n_ranking)
+        rank = rank_parameters(model, data, fit, cfg.top_n_ranking, objective)
         lap("ranking")
     limits = None
     if cfg.limits.enabled:
@@ -153,6 +160,7 @@ def run_statistics(
             model, data, confidence_level=cfg.limits.confidence_level,
             rtol=cfg.limits.rtol, observed=not blind,
             init_pars=[float(x) for x in fit.bestfit], sigma_guess=float(fit.uncertainty[poi]),
+            objective=objective,
         ).as_dict()
         lap("limits")
     results: dict[str, Any] = {
@@ -167,6 +175,7 @@ def run_statistics(
             "parameters": pulls(model, fit),
             "correlation": {"labels": list(fit.labels), "matrix": np.asarray(fit.corr_mat)},
             "at_bounds": at_bounds,
+            "likelihood": objective.backend,
         },
         "ranking": _ranking_dict(rank),
         "limits": limits,
@@ -210,11 +219,12 @@ def limit_for_signal(hset: HistogramSet, cfg: StatisticsConfig, signal: str) -> 
     """Build the model for one signal point and compute its limits (a Dask task)."""
     t = time.perf_counter()
     build = build_model(hset, cfg, signal)
-    ws = make_workspace(build)
-    model = ws.model()
+    ws = make_workspace(build, validate=False)
+    model = make_model(ws)
     data, _ = fit_dataset(model, ws, cfg, any(c.observed is not None for c in build.channels))
     res = upper_limits(model, data, confidence_level=cfg.limits.confidence_level,
-                       rtol=cfg.limits.rtol, observed=not cfg.data.blind).as_dict()
+                       rtol=cfg.limits.rtol, observed=not cfg.data.blind,
+                       objective=Objective(model, maxiter=cfg.fit.maxiter)).as_dict()
     res.update(signal=signal, mass=plots.signal_mass(signal), seconds=time.perf_counter() - t)
     return res
 

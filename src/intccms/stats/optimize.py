@@ -1,0 +1,164 @@
+"""Minimising -2 log L: exact gradients when the model allows it, pyhf otherwise.
+
+One :class:`Objective` is built per model and reused by the fit, the ranking and every
+CLs evaluation, so the model is flattened once. With :class:`.likelihood.FastLikelihood`
+the minimiser is L-BFGS-B with the analytic gradient and the covariance comes from the
+Hessian of that gradient (central differences); without it, pyhf's scipy optimiser with
+numerical gradients (the same numbers, ~100 times slower).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyhf
+from scipy.optimize import minimize
+
+from intccms.stats.likelihood import FastLikelihood, compile_model
+
+log = logging.getLogger(__name__)
+
+
+class MinimizationError(RuntimeError):
+    """The minimiser stopped without convergence; ``pars`` is where it stopped."""
+
+    def __init__(self, msg: str, pars: np.ndarray) -> None:
+        super().__init__(msg)
+        self.pars = pars
+
+
+class Objective:
+    """-2 log L of one model, minimised under bounds with some parameters fixed.
+
+    Args:
+        model: the pyhf model.
+        maxiter: iteration limit of the minimiser (None: its default).
+    """
+
+    def __init__(self, model: pyhf.pdf.Model, maxiter: int | None = None) -> None:
+        self.model = model
+        self.maxiter = maxiter
+        with np.errstate(all="ignore"):
+            self.fast: FastLikelihood | None = compile_model(model)
+        if self.fast is None:
+            log.info("model has modifiers without a fast likelihood; using pyhf's numerical gradients")
+        self.bounds = np.asarray(model.config.suggested_bounds(), dtype=float)
+        self.fixed = np.asarray(model.config.suggested_fixed(), dtype=bool)
+        self.init = np.asarray(model.config.suggested_init(), dtype=float)
+        self.n_fits = 0
+
+    @property
+    def backend(self) -> str:
+        """``analytic`` (flattened model, exact gradient) or ``pyhf`` (numerical)."""
+        return "analytic" if self.fast is not None else "pyhf"
+
+    def twice_nll(self, pars: Any, data: Any) -> float:
+        """-2 log L at ``pars``."""
+        if self.fast is not None:
+            return self.fast.twice_nll(np.asarray(pars, dtype=float), np.asarray(data, dtype=float))
+        return float(pyhf.infer.mle.twice_nll(pyhf.tensorlib.astensor(pars),
+                                              pyhf.tensorlib.astensor(data), self.model)[0])
+
+    def minimize(
+        self, data: Any, init: Any = None, fixed: Mapping[int, float] | None = None,
+        bounds: Any = None,
+    ) -> tuple[np.ndarray, float]:
+        """Best parameters and -2 log L with ``fixed`` (index -> value) held constant.
+
+        Raises:
+            MinimizationError: the minimiser did not converge.
+        """
+        x0 = np.array(self.init if init is None else init, dtype=float)
+        bnds = self.bounds if bounds is None else np.asarray(bounds, dtype=float)
+        hold = {int(i): float(x0[i]) for i in np.flatnonzero(self.fixed)}
+        hold.update({int(k): float(v) for k, v in (fixed or {}).items()})
+        for i, v in hold.items():
+            x0[i] = v
+        self.n_fits += 1
+        if self.fast is None:
+            return self._minimize_pyhf(data, x0, bnds, hold)
+        return self._minimize_fast(np.asarray(data, dtype=float), x0, bnds, hold)
+
+    def _minimize_fast(self, data: np.ndarray, x0: np.ndarray, bnds: np.ndarray,
+                       hold: dict[int, float]) -> tuple[np.ndarray, float]:
+        free = np.array([i not in hold for i in range(x0.size)])
+        full = x0.copy()
+        full[free] = np.clip(x0[free], bnds[free, 0], bnds[free, 1])
+        x0f = full[free]
+        # minimise relative to the start: L-BFGS-B's ftol is relative to |f|
+        offset = self.fast.twice_nll(full, data)
+        if not np.isfinite(offset):
+            offset = 0.0
+
+        def fun(xf: np.ndarray) -> tuple[float, np.ndarray]:
+            full[free] = xf
+            val, grad = self.fast.value_and_grad(full, data)
+            return val - offset, grad[free]
+
+        opts: dict[str, Any] = {"ftol": 1e-13, "gtol": 1e-7, "maxls": 50}
+        if self.maxiter is not None:
+            opts["maxiter"] = int(self.maxiter)
+        with np.errstate(all="ignore"):
+            res = minimize(fun, x0f, jac=True, method="L-BFGS-B",
+                           bounds=list(map(tuple, bnds[free])), options=opts)
+        full[free] = res.x
+        if not res.success and not _converged(res, fun, bnds[free]):
+            msg = f"L-BFGS-B: {res.message} after {res.nit} iterations"
+            raise MinimizationError(msg, full.copy())
+        return full.copy(), float(res.fun + offset)
+
+    def _minimize_pyhf(self, data: Any, x0: np.ndarray, bnds: np.ndarray,
+                       hold: dict[int, float]) -> tuple[np.ndarray, float]:
+        opt = pyhf.optimize.scipy_optimizer(maxiter=self.maxiter) if self.maxiter else \
+            pyhf.optimize.scipy_optimizer()
+        try:
+            pars, fval = opt.minimize(
+                pyhf.infer.mle.twice_nll, pyhf.tensorlib.astensor(data), self.model,
+                x0.tolist(), bnds.tolist(), sorted(hold.items()), return_fitted_val=True,
+            )
+        except pyhf.exceptions.FailedMinimization as err:
+            x = getattr(err.result, "x", None)
+            raise MinimizationError(str(err), np.asarray(x if x is not None else x0)) from err
+        return np.asarray(pars, dtype=float), float(fval)
+
+    def covariance(self, pars: np.ndarray, data: Any, fixed: Mapping[int, float] | None = None
+                   ) -> np.ndarray:
+        """Covariance 2 H^-1 of the free parameters (zeros for fixed ones), H the Hessian of
+        -2 log L from central differences of the exact gradient."""
+        hold = set(np.flatnonzero(self.fixed).tolist()) | set((fixed or {}).keys())
+        free = np.array([i not in hold for i in range(len(pars))])
+        if self.fast is None:
+            msg = "covariance needs the analytic likelihood; use cabinetry.fit.fit for this model"
+            raise NotImplementedError(msg)
+        h = self._hessian_fast(np.asarray(pars, dtype=float), np.asarray(data, dtype=float), free)
+        cov = np.zeros((len(pars), len(pars)))
+        idx = np.flatnonzero(free)
+        cov[np.ix_(idx, idx)] = 2.0 * np.linalg.pinv(h, hermitian=True)
+        return cov
+
+    def _hessian_fast(self, pars: np.ndarray, data: np.ndarray, free: np.ndarray) -> np.ndarray:
+        idx = np.flatnonzero(free)
+        h = np.empty((idx.size, idx.size))
+        for row, i in enumerate(idx):
+            step = 1e-5 * max(1.0, abs(pars[i]))
+            up, dn = pars.copy(), pars.copy()
+            up[i] += step
+            dn[i] -= step
+            gu = self.fast.value_and_grad(up, data)[1]
+            gd = self.fast.value_and_grad(dn, data)[1]
+            h[row] = (gu[idx] - gd[idx]) / (2 * step)
+        return 0.5 * (h + h.T)
+
+
+def _converged(res: Any, fun: Any, bounds: np.ndarray) -> bool:
+    """L-BFGS-B sometimes stops on 'ABNORMAL' line searches at the minimum itself: accept
+    when the projected gradient is small."""
+    if "ITERATIONS" in str(res.message).upper():
+        return False
+    _, g = fun(res.x)
+    g = np.where((res.x <= bounds[:, 0]) & (g > 0), 0.0, g)
+    g = np.where((res.x >= bounds[:, 1]) & (g < 0), 0.0, g)
+    return bool(np.max(np.abs(g), initial=0.0) < 1e-3)
