@@ -11,8 +11,10 @@ the sums of weights still describe the full sample):
 - pair production (tt, single top, dibosons) samples the pT of the produced pair from
   ``f(pT) ~ pT (1 + pT^2/a^2)^-n`` truncated at ``pT_min``; ``p_gen = (1 + pT_min^2/a^2)^(1-n)``;
 - V+jets and QCD sample the parton HT from a power law inside the sample's HT bin;
-- QCD keeps only events with a semileptonic heavy-flavour decay (``p_gen`` = 3 %), the only
-  way it gives a muon above the skim threshold.
+- every kind except the dibosons is generated inside the skim's muon requirement: its muon
+  sources are the slots of :attr:`Process.slots` and ``p_gen`` includes the exact probability
+  that one of them gives an isolated muon (:mod:`intccms.datagen.forcing`); QCD gets its muons
+  from semileptonic b and c decays only.
 
 Generator weights: powheg tt (|w| ~ 300/72 with 0.4 % negative weights, like UL samples),
 amc@NLO single top s-channel (19 % negative), LO madgraph/pythia samples with constant
@@ -29,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from intccms.datagen import fourvec as fv
+from intccms.datagen.forcing import W_HAD, HFSlot, LeptonSlot, Slot, ZllSlot, region_probability
 from intccms.datagen.truth import (
-    G_TOP, G_W, G_Z, M_B, M_TOP, M_W, M_Z, TruthBuilder, add_resonance_fat, breit_wigner,
-    decay_top, decay_w,
+    B_SLOT, G_TOP, G_W, G_Z, ISR_SLOT, M_B, M_TOP, M_W, M_Z, WQ_SLOT, TruthBuilder,
+    add_resonance_fat, breit_wigner, decay_top, decay_w,
 )
 
 __all__ = ["MC_KINDS", "Process", "resolve_process"]
@@ -41,6 +44,12 @@ MC_KINDS = ("zprime", "ttbar_semilep", "ttbar_had", "ttbar_dilep", "wjets", "dyj
 
 BR_W_LEP = 0.3258
 F = np.ndarray
+
+LEP = LeptonSlot(1.0)  # a W known to decay leptonically
+W_INCL = LeptonSlot(BR_W_LEP)
+VQ_SLOT = HFSlot(0.02, 0.06)  # V+jets partons
+QCD_SLOT = HFSlot(0.04, 0.08)  # multijet partons
+ZLL = ZllSlot()
 
 WJETS_XSEC = {(70, 100): 1271.0, (100, 200): 1253.0, (200, 400): 335.9, (400, 600): 45.21,
               (600, 800): 10.99, (800, 1200): 4.936, (1200, 2500): 1.156, (2500, None): 0.02623}
@@ -70,12 +79,23 @@ class Process:
     weight_scale: float
     negative_fraction: float
     fill: Callable[[TruthBuilder], float | F]
+    slots: tuple[Slot, ...] = ()
+
 
     def gen_weights(self, rng: np.random.Generator, n: int) -> F:
         """float32 generator weights (sign and magnitude as in the real sample type)."""
         sign = np.where(rng.random(n) < self.negative_fraction, -1.0, 1.0)
         spread = 1.0 + 0.003 * rng.standard_normal(n) if self.negative_fraction > 0 else 1.0
         return (sign * self.weight_scale * spread).astype(np.float32)
+
+
+def _process(kind: str, params: dict[str, Any], xsec: float | None, p_cut: float, scale: float,
+             negative: float, fill: Callable[[TruthBuilder], float | F],
+             slots: tuple[Slot, ...] = ()) -> Process:
+    """A :class:`Process` whose ``p_gen`` is the phase-space cut's probability ``p_cut`` times
+    that of an isolated-muon source among ``slots``."""
+    p_gen = p_cut * (region_probability(slots) if slots else 1.0)
+    return Process(kind, params, xsec, p_gen, scale, negative, fill, slots)
 
 
 def _pt_tail(pt_min: float, a: float, n: float) -> float:
@@ -119,9 +139,7 @@ def add_isr(tb: TruthBuilder, scale: F, max_jets: int = 4) -> None:
         pt = np.minimum(20.0 * (1.0 - rng.random(n)) ** -0.5, np.maximum(scale, 25.0))
         eta = np.clip(rng.normal(0.0, 2.0, n), -4.7, 4.7)
         phi = rng.uniform(-np.pi, np.pi, n)
-        r = rng.random(n)
-        flav = np.where(r < 0.03, 5, np.where(r < 0.08, 4, 0))
-        tb.add_jet(fv.from_ptetaphim(pt, eta, phi, np.zeros(n)), flav, count > k)
+        tb.add_jet(fv.from_ptetaphim(pt, eta, phi, np.zeros(n)), ISR_SLOT, count > k)
 
 
 def _top_masses(tb: TruthBuilder) -> F:
@@ -140,20 +158,29 @@ def _fill_ttbar(n_lep: int | None) -> Callable[[TruthBuilder], F]:
     return fill
 
 
+def _tt_slots(n_lep: int | None) -> tuple[Slot, ...]:
+    """Muon sources of a tt pair (:func:`_decay_pair`) plus four radiation jets."""
+    leptons = (W_INCL, W_INCL) if n_lep is None else (LEP,) * n_lep
+    return (*leptons, B_SLOT, WQ_SLOT, B_SLOT, WQ_SLOT, *(ISR_SLOT,) * 4)
+
+
 def _decay_pair(tb: TruthBuilder, top: F, atop: F, n_lep: int | None) -> None:
     rng, n = tb.rng, tb.n
+    hadronic = np.full(n, W_HAD)
     if n_lep is None:
-        lep1 = rng.random(n) < BR_W_LEP
-        lep2 = rng.random(n) < BR_W_LEP
+        mode1, mode2 = tb.w_modes(W_INCL), tb.w_modes(W_INCL)
     elif n_lep == 1:
-        lep1 = rng.random(n) < 0.5
-        lep2 = ~lep1
+        which = rng.random(n) < 0.5
+        mode = tb.w_modes(LEP)
+        mode1, mode2 = np.where(which, mode, W_HAD), np.where(which, W_HAD, mode)
+    elif n_lep == 2:
+        mode1, mode2 = tb.w_modes(LEP), tb.w_modes(LEP)
     else:
-        lep1 = lep2 = np.full(n, n_lep == 2)
+        mode1, mode2 = hadronic, hadronic
     ones = np.ones(n, dtype=np.int64)
     valid = np.ones(n, dtype=bool)
-    decay_top(tb, top, ones, lep1, valid)
-    decay_top(tb, atop, -ones, lep2, valid)
+    decay_top(tb, top, ones, mode1, valid)
+    decay_top(tb, atop, -ones, mode2, valid)
 
 
 def _fill_zprime(mass: float, width: float) -> Callable[[TruthBuilder], F]:
@@ -187,9 +214,7 @@ def _fill_vjets(lo: float, hi: float | None, boson: str) -> Callable[[TruthBuild
             pt = frac[:, k] * ht
             phi = rng.uniform(-np.pi, np.pi, n)
             p4 = fv.from_ptetaphim(pt, rng.normal(0.0, 1.4, n), phi, np.zeros(n))
-            r = rng.random(n)
-            flav = np.where(r < 0.02, 5, np.where(r < 0.08, 4, 0))
-            tb.add_jet(p4, flav, nj > k)
+            tb.add_jet(p4, VQ_SLOT, nj > k)
             recoil -= np.where((nj > k)[:, None], p4[:, :2], 0.0)
         vpt = np.hypot(recoil[:, 0], recoil[:, 1])
         vphi = np.arctan2(recoil[:, 1], recoil[:, 0])
@@ -197,7 +222,7 @@ def _fill_vjets(lo: float, hi: float | None, boson: str) -> Callable[[TruthBuild
             m = breit_wigner(rng, M_W, G_W, n, 50.0, 200.0)
             v = _from_pt_y(vpt, rng.normal(0.0, 1.2, n), vphi, m)
             charge = np.where(rng.random(n) < 0.6, 1, -1)
-            decay_w(tb, v, charge, np.ones(n, bool), np.ones(n, bool))
+            decay_w(tb, v, charge, tb.w_modes(LEP), np.ones(n, bool))
         else:
             m = breit_wigner(rng, M_Z, G_Z, n, 50.0, 300.0)
             v = _from_pt_y(vpt, rng.normal(0.0, 1.2, n), vphi, m)
@@ -216,10 +241,12 @@ def _decay_z(tb: TruthBuilder, z: F, mode: str) -> None:
     r = rng.random(n) if mode == "incl" else np.zeros(n)
     ll, nunu = r < 0.101, (r >= 0.101) & (r < 0.301)
     qq = r >= 0.301
-    flav = rng.choice(np.array([11, 13, 15]), size=n)
+    m1, m2 = tb.z_modes()
     ones = np.ones(n, dtype=np.int64)
-    tb.add_lepton(d1, np.zeros((n, 4)), flav, -ones, ll)
-    tb.add_lepton(d2, np.zeros((n, 4)), flav, ones, ll)
+    tb.add_lepton(d1, np.zeros((n, 4)), m1, -ones, ll)
+    tb.add_lepton(d2, np.zeros((n, 4)), m2, ones, ll)
+    if mode == "ll":
+        return
     tb.add_neutrino(d1 + d2, nunu)
     rq = rng.random(n)
     qflav = np.where(rq < 0.22, 5, np.where(rq < 0.39, 4, 0))
@@ -237,17 +264,17 @@ def _fill_single_top(channel: str) -> Callable[[TruthBuilder], F]:
         if channel.startswith("tW"):
             m_w = breit_wigner(rng, M_W, G_W, n, 60.0, 100.0)
             top, other, pt = _pair(tb, _top_masses(tb), m_w, 150.0, 4.0, 250.0)
-            decay_w(tb, other, -charge * ones, rng.random(n) < BR_W_LEP, valid)
+            decay_w(tb, other, -charge * ones, tb.w_modes(W_INCL), valid)
         elif channel == "s":
             top, other, pt = _pair(tb, _top_masses(tb), np.full(n, M_B), 150.0, 4.0, 250.0)
-            tb.add_jet(other, 5, valid)
+            tb.add_jet(other, B_SLOT, valid)
         else:
             top, other, pt = _pair(tb, _top_masses(tb), np.zeros(n), 150.0, 4.0, 250.0, 1.6)
             tb.add_jet(other, 0, valid)
             soft_b = fv.from_ptetaphim(rng.exponential(25.0, n) + 5.0, rng.normal(0.0, 2.0, n),
                                        rng.uniform(-np.pi, np.pi, n), np.full(n, M_B))
-            tb.add_jet(soft_b, 5, valid, hard=False)
-        decay_top(tb, top, charge * ones, rng.random(n) < BR_W_LEP, valid)
+            tb.add_jet(soft_b, B_SLOT, valid, hard=False)
+        decay_top(tb, top, charge * ones, tb.w_modes(W_INCL), valid)
         add_isr(tb, pt)
         return pt
 
@@ -265,12 +292,12 @@ def _fill_diboson(channel: str) -> Callable[[TruthBuilder], F]:
         valid = np.ones(n, dtype=bool)
         if channel[0] == "W":
             sign = np.where(rng.random(n) < 0.5, 1, -1)
-            decay_w(tb, b1, sign * ones, rng.random(n) < BR_W_LEP, valid)
+            decay_w(tb, b1, sign * ones, tb.w_modes(W_INCL), valid)
         else:
             _decay_z(tb, b1, "incl")
         if channel[1] == "W":
             sign = np.where(rng.random(n) < 0.5, -1, 1)
-            decay_w(tb, b2, sign * ones, rng.random(n) < BR_W_LEP, valid)
+            decay_w(tb, b2, sign * ones, tb.w_modes(W_INCL), valid)
         else:
             _decay_z(tb, b2, "incl")
         add_isr(tb, pt)
@@ -280,7 +307,7 @@ def _fill_diboson(channel: str) -> Callable[[TruthBuilder], F]:
 
 
 def _fill_qcd(lo: float, hi: float | None) -> Callable[[TruthBuilder], F]:
-    """Multijet events with one forced semileptonic b/c decay among the two hardest partons."""
+    """Multijet events; the skim's muon comes from a semileptonic b or c decay."""
 
     def fill(tb: TruthBuilder) -> F:
         rng, n = tb.rng, tb.n
@@ -289,17 +316,11 @@ def _fill_qcd(lo: float, hi: float | None) -> Callable[[TruthBuilder], F]:
         frac = rng.dirichlet(np.array([6.0, 5.0, 2.0, 1.5]), n) * (np.arange(4)[None, :] < nj[:, None])
         frac /= frac.sum(axis=1, keepdims=True)
         phi0 = rng.uniform(-np.pi, np.pi, n)
-        forced_slot = rng.integers(0, 2, n)
-        forced_flav = np.where(rng.random(n) < 0.7, 5, 4)
         for k in range(4):
             phi = phi0 + (np.pi + rng.normal(0.0, 0.3, n) if k == 1 else 0.0) if k < 2 else \
                 rng.uniform(-np.pi, np.pi, n)
             p4 = fv.from_ptetaphim(frac[:, k] * ht, rng.normal(0.0, 1.5, n), phi, np.zeros(n))
-            r = rng.random(n)
-            flav = np.where(r < 0.04, 5, np.where(r < 0.12, 4, 0))
-            forced = forced_slot == k
-            flav = np.where(forced, forced_flav, flav)
-            tb.add_jet(p4, flav, nj > k, force_muon=forced)
+            tb.add_jet(p4, QCD_SLOT, nj > k)
         add_isr(tb, 0.3 * ht, max_jets=2)
         return ht
 
@@ -344,7 +365,8 @@ def resolve_process(kind: str, params: Mapping[str, Any] | None = None) -> Proce
     if kind == "zprime":
         mass, width = float(p.get("mass", 2000.0)), float(p.get("width", 200.0))
         p.update(mass=mass, width=width)
-        return Process(kind, p, _zprime_xsec(mass, width), 1.0, 1.0, 0.0, _fill_zprime(mass, width))
+        return _process(kind, p, _zprime_xsec(mass, width), 1.0, 1.0, 0.0, _fill_zprime(mass, width),
+                       _tt_slots(None))
     if kind.startswith("ttbar_"):
         table = {"ttbar_semilep": (364.31, 298.0, 1), "ttbar_had": (380.11, 318.0, 0),
                  "ttbar_dilep": (87.33, 72.1, 2)}
@@ -352,17 +374,21 @@ def resolve_process(kind: str, params: Mapping[str, Any] | None = None) -> Proce
             msg = f"unknown tt kind {kind!r}; choose one of {', '.join(table)}"
             raise ValueError(msg)
         xsec, scale, n_lep = table[kind]
-        return Process(kind, p, xsec, _pt_tail(300.0, 190.0, 4.0), scale, 0.004, _fill_ttbar(n_lep))
+        return _process(kind, p, xsec, _pt_tail(300.0, 190.0, 4.0), scale, 0.004, _fill_ttbar(n_lep),
+                       _tt_slots(n_lep))
     if kind in ("wjets", "dyjets"):
         lo, hi = _bin(p, (600.0, 800.0))
         p.update(ht_min=lo, ht_max=hi)
         table = WJETS_XSEC if kind == "wjets" else DYJETS_XSEC
         fill = _fill_vjets(lo, hi, "W" if kind == "wjets" else "Z")
-        return Process(kind, p, _lookup(table, lo, hi), 1.0, 1.0, 0.0, fill)
+        boson = (LEP, WQ_SLOT) if kind == "wjets" else (ZLL,)
+        slots = (*(VQ_SLOT,) * 4, *boson, *(ISR_SLOT,) * 2)
+        return _process(kind, p, _lookup(table, lo, hi), 1.0, 1.0, 0.0, fill, slots)
     if kind == "qcd":
         lo, hi = _bin(p, (1000.0, 1500.0))
         p.update(ht_min=lo, ht_max=hi)
-        return Process(kind, p, _lookup(QCD_XSEC, lo, hi), 0.03, 1.0, 0.0, _fill_qcd(lo, hi))
+        return _process(kind, p, _lookup(QCD_XSEC, lo, hi), 1.0, 1.0, 0.0, _fill_qcd(lo, hi),
+                       (*(QCD_SLOT,) * 4, *(ISR_SLOT,) * 2))
     if kind == "single_top":
         channel = str(p.get("channel", "tW_top"))
         if channel not in SINGLE_TOP_XSEC:
@@ -371,15 +397,17 @@ def resolve_process(kind: str, params: Mapping[str, Any] | None = None) -> Proce
         p["channel"] = channel
         scale, neg = {"s": (3.7, 0.19), "t_top": (1.0, 0.03), "t_antitop": (1.0, 0.03)}.get(
             channel, (1.0, 0.003))
-        return Process(kind, p, SINGLE_TOP_XSEC[channel], _pt_tail(250.0, 150.0, 4.0), scale, neg,
-                       _fill_single_top(channel))
+        first = (W_INCL, WQ_SLOT) if channel.startswith("tW") else (B_SLOT,)
+        slots = (*first, W_INCL, B_SLOT, WQ_SLOT, *(ISR_SLOT,) * 4)
+        return _process(kind, p, SINGLE_TOP_XSEC[channel], _pt_tail(250.0, 150.0, 4.0), scale, neg,
+                       _fill_single_top(channel), slots)
     if kind == "diboson":
         channel = str(p.get("channel", "WW"))
         if channel not in DIBOSON_XSEC:
             msg = f"unknown diboson channel {channel!r}; choose one of {', '.join(DIBOSON_XSEC)}"
             raise ValueError(msg)
         p["channel"] = channel
-        return Process(kind, p, DIBOSON_XSEC[channel], _pt_tail(200.0, 120.0, 4.0), 1.0, 0.0,
+        return _process(kind, p, DIBOSON_XSEC[channel], _pt_tail(200.0, 120.0, 4.0), 1.0, 0.0,
                        _fill_diboson(channel))
     msg = f"unknown process kind {kind!r}; choose one of {', '.join(MC_KINDS)} or 'data'"
     raise ValueError(msg)

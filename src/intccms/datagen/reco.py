@@ -11,7 +11,9 @@
   JEC (:mod:`intccms.datagen.jec`), so re-applying the JEC recovers the calibrated pT that
   data jets carry directly.
 - Muons: pT resolution 1 % + 4e-5 pT, tight ID 97.5 % (prompt) / 92 % (from b/c decays),
-  mini-isolation from nearby jets (cone 10 GeV/pT, 0.05-0.2) or the parent jet's activity.
+  mini-isolation from nearby jets (cone 10 GeV/pT, 0.05-0.2) or, from b/c decays, drawn
+  with the decay (:mod:`intccms.datagen.forcing`).
+- Only muons and AK8 jets are simulated before the skim; the rest only for kept events.
 - AK8 jets (pT > 170): 6 % pT resolution, mass from the merged decay plus a pT-dependent
   QCD component, ParticleNet TvsQCD from Beta distributions per merging class.
 - PuppiMET: neutrinos plus jet and muon mismeasurement plus a 6 GeV + 0.6 sqrt(HT) spread.
@@ -83,22 +85,101 @@ def _btag(rng: np.random.Generator, flav: NDArray[np.int64], pt: F) -> tuple[F, 
     return deepjet, deepcsv
 
 
-def simulate(rng: np.random.Generator, truth: Truth, era: str, *, is_data: bool) -> Reco:
-    """Apply the detector model to one block of generator-level events."""
+def _muons(rng: np.random.Generator, truth: Truth, gen_ok: NDArray[np.bool_], tpt: F, teta: F,
+           tphi: F) -> tuple[dict[str, F], NDArray[np.bool_]]:
+    """Reconstructed muons; prompt ones are isolated unless a generator jet is close by."""
+    mpt, meta, mphi, _ = fv.to_ptetaphim(truth.mu_p4)
+    mres = np.minimum(0.01 + 4e-5 * mpt, 0.1)
+    mu_pt = mpt * np.maximum(0.1, 1.0 + mres * rng.standard_normal(mpt.shape))
+    mu_ok = truth.mu_valid & (mu_pt > 3.0) & (np.abs(meta) < 2.4) & (rng.random(mpt.shape) < 0.99)
+    prompt = truth.mu_prompt
+    tight = rng.random(mpt.shape) < np.where(prompt, 0.975, 0.92)
+    # nearest hard jet: hadronic activity around a prompt muon
+    dr = fv.delta_r(meta[:, :, None], mphi[:, :, None], teta[:, None, :], tphi[:, None, :])
+    dr = np.where(gen_ok[:, None, :], dr, np.inf)
+    nearest = np.argmin(dr, axis=2)
+    dr_min = np.take_along_axis(dr, nearest[..., None], axis=2)[..., 0]
+    jet_near = np.take_along_axis(tpt, nearest, axis=1)
+    mpt_safe = np.maximum(mpt, 1.0)
+    r_mini = np.clip(10.0 / mpt_safe, 0.05, 0.2)
+    ratio = jet_near / mpt_safe
+    iso_mini_p = rng.exponential(0.015, mpt.shape) + np.where(dr_min < r_mini, ratio * rng.uniform(0.3, 1.0, mpt.shape), 0.0)
+    iso_04_p = rng.exponential(0.02, mpt.shape) + np.where(dr_min < 0.4, ratio * rng.uniform(0.3, 1.0, mpt.shape), 0.0)
+    # the rest of the B/D hadron decay is collinear with the muon, inside even the smallest
+    # mini-isolation cone: only muons carrying most of the hadron's momentum are isolated
+    # (their mini-isolation is drawn with the decay, see intccms.datagen.forcing)
+    iso_04_np = truth.mu_activity * rng.uniform(0.5, 1.2, mpt.shape)
+    mini = np.where(prompt, iso_mini_p, truth.mu_mini)
+    rel04 = np.where(prompt, iso_04_p, iso_04_np)
+    mini_id = (mini < 0.4).astype(np.uint8) + (mini < 0.2) + (mini < 0.1) + (mini < 0.05)
+    mus = {"pt": mu_pt, "eta": meta, "phi": mphi, "mass": np.full(mpt.shape, 0.10566),
+           "charge": truth.mu_charge, "tightId": tight, "miniIsoId": mini_id,
+           "pfRelIso04_all": rel04}
+    return mus, mu_ok
+
+
+def _fat_jets(rng: np.random.Generator, truth: Truth) -> tuple[dict[str, F], NDArray[np.bool_]]:
+    """AK8 jets: pT and mass resolution, ParticleNet TvsQCD per merging class."""
+    fpt_t, feta, fphi, fm_t = fv.to_ptetaphim(truth.fat_p4)
+    fpt = fpt_t * np.maximum(0.1, 1.0 + 0.06 * rng.standard_normal(fpt_t.shape))
+    fmass = np.sqrt((fm_t * rng.normal(1.0, 0.08, fm_t.shape)) ** 2
+                    + (fpt * rng.lognormal(np.log(0.08), 0.4, fpt.shape)) ** 2)
+    code = truth.fat_code
+    merged_top = code == FAT_TOP
+    top_like = rng.random(fpt.shape) < 0.85
+    ta = np.where(merged_top, np.where(top_like, 6.0, 1.5), np.where(code == FAT_W, 1.2, 0.3))
+    tb = np.where(merged_top, np.where(top_like, 1.0, 2.0), np.where(code == FAT_W, 3.5, 4.5))
+    tvsqcd = rng.beta(ta, tb)
+    fat_ok = truth.fat_valid & (fpt > 170.0)
+    assert FAT_QCD == 0  # QCD class is the Beta(0.3, 4.5) default above
+    return {"pt": fpt, "eta": feta, "phi": fphi, "mass": fmass, "particleNet_TvsQCD": tvsqcd}, fat_ok
+
+
+def _skim_mask(mu: dict[str, F], mu_ok: NDArray[np.bool_], fat: dict[str, F],
+               fat_ok: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    mu_pass = mu_ok & (mu["pt"] > SKIM_MUON_PT) & (mu["miniIsoId"] >= SKIM_MUON_MINIISO)
+    fat_pass = fat_ok & (fat["pt"] > SKIM_FATJET_PT) & (fat["particleNet_TvsQCD"] > SKIM_FATJET_TAG)
+    return np.any(mu_pass, axis=1) & np.any(fat_pass, axis=1)
+
+
+def _rows(d: dict[str, F], idx: NDArray[np.int64]) -> dict[str, F]:
+    return {k: v[idx] for k, v in d.items()}
+
+
+def simulate(rng: np.random.Generator, truth: Truth, era: str, *,
+             is_data: bool) -> tuple[Reco, NDArray[np.int64]]:
+    """Apply the detector model to one block of generator-level events and keep the skimmed.
+
+    Muons and AK8 jets (all the skim needs) are simulated for every event, the rest (AK4
+    jets and their calibration, MET, triggers) only for the events passing the skim.
+
+    Returns:
+        tuple: the :class:`Reco` of the passing events and their indices in ``truth``.
+    """
     info = era_info(era)
     n = truth.n
     true_int, npu, rho = _pileup(rng, n, info.pileup_mean_data if is_data else info.pileup_mean_mc)
-
-    # ---- AK4 jets (generator slots + pileup jets)
     n_pu_jets = np.minimum(rng.poisson(0.03 * npu), _MAX_PU_JETS)
     pu_pt = 15.0 + rng.exponential(8.0, (n, _MAX_PU_JETS))
     pu_p4 = fv.from_ptetaphim(pu_pt, rng.uniform(-4.7, 4.7, pu_pt.shape),
                               rng.uniform(-np.pi, np.pi, pu_pt.shape), np.zeros(pu_pt.shape))
     p4 = np.concatenate([truth.jet_p4, pu_p4], axis=1)
     gen_ok = np.concatenate([truth.jet_valid, np.arange(_MAX_PU_JETS)[None, :] < n_pu_jets[:, None]], axis=1)
-    flav = np.concatenate([truth.jet_flav, np.zeros((n, _MAX_PU_JETS), np.int64)], axis=1)
-    is_pu = np.concatenate([truth.jet_pileup, np.ones((n, _MAX_PU_JETS), bool)], axis=1)
     tpt, teta, tphi, tm = fv.to_ptetaphim(p4)
+    mus, mu_ok = _muons(rng, truth, gen_ok, tpt, teta, tphi)
+    fats, fat_ok = _fat_jets(rng, truth)
+    keep = np.flatnonzero(_skim_mask(mus, mu_ok, fats, fat_ok))
+
+    # ---- only the events passing the skim from here on
+    m = keep.size
+    mus, mu_ok, fats, fat_ok = _rows(mus, keep), mu_ok[keep], _rows(fats, keep), fat_ok[keep]
+    true_int, npu, rho = true_int[keep], npu[keep], rho[keep]
+    p4, gen_ok = p4[keep], gen_ok[keep]
+    tpt, teta, tphi, tm = tpt[keep], teta[keep], tphi[keep], tm[keep]
+    flav = np.concatenate([truth.jet_flav[keep], np.zeros((m, _MAX_PU_JETS), np.int64)], axis=1)
+    is_pu = np.concatenate([truth.jet_pileup[keep], np.ones((m, _MAX_PU_JETS), bool)], axis=1)
+
+    # ---- AK4 jets (generator slots + pileup jets)
     tpt_safe = np.maximum(tpt, 1.0)
     sigma = np.sqrt((4.0 + 0.1 * np.sqrt(npu))[:, None] ** 2 / tpt_safe**2 + 0.9**2 / tpt_safe + 0.04**2)
     pt = tpt * np.maximum(0.05, 1.0 + sigma * rng.standard_normal(tpt.shape))
@@ -129,66 +210,23 @@ def simulate(rng: np.random.Generator, truth: Truth, era: str, *, is_data: bool)
     mismeasured = np.sum(np.where(gen_ok[..., None], p4[..., :2] - reco_p4[..., :2], 0.0), axis=1)
     ht = np.sum(np.where(jet_ok, pt, 0.0), axis=1)
 
-    # ---- muons
-    mpt, meta, mphi, _ = fv.to_ptetaphim(truth.mu_p4)
-    mres = np.minimum(0.01 + 4e-5 * mpt, 0.1)
-    mu_pt = mpt * np.maximum(0.1, 1.0 + mres * rng.standard_normal(mpt.shape))
-    mu_ok = truth.mu_valid & (mu_pt > 3.0) & (np.abs(meta) < 2.4) & (rng.random(mpt.shape) < 0.99)
-    prompt = truth.mu_prompt
-    tight = rng.random(mpt.shape) < np.where(prompt, 0.975, 0.92)
-    # nearest hard jet: hadronic activity around a prompt muon
-    dr = fv.delta_r(meta[:, :, None], mphi[:, :, None], teta[:, None, :], tphi[:, None, :])
-    dr = np.where(gen_ok[:, None, :], dr, np.inf)
-    nearest = np.argmin(dr, axis=2)
-    dr_min = np.take_along_axis(dr, nearest[..., None], axis=2)[..., 0]
-    jet_near = np.take_along_axis(tpt, nearest, axis=1)
-    mpt_safe = np.maximum(mpt, 1.0)
-    r_mini = np.clip(10.0 / mpt_safe, 0.05, 0.2)
-    ratio = jet_near / mpt_safe
-    iso_mini_p = rng.exponential(0.015, mpt.shape) + np.where(dr_min < r_mini, ratio * rng.uniform(0.3, 1.0, mpt.shape), 0.0)
-    iso_04_p = rng.exponential(0.02, mpt.shape) + np.where(dr_min < 0.4, ratio * rng.uniform(0.3, 1.0, mpt.shape), 0.0)
-    act = truth.mu_activity
-    # the rest of the B/D hadron decay is collinear with the muon, inside even the smallest
-    # mini-isolation cone: only muons carrying most of the hadron's momentum are isolated
-    iso_mini_np = act * rng.uniform(0.5, 1.0, mpt.shape)
-    iso_04_np = act * rng.uniform(0.5, 1.2, mpt.shape)
-    mini = np.where(prompt, iso_mini_p, iso_mini_np)
-    rel04 = np.where(prompt, iso_04_p, iso_04_np)
-    mini_id = (mini < 0.4).astype(np.uint8) + (mini < 0.2) + (mini < 0.1) + (mini < 0.05)
-    mus = {"pt": mu_pt, "eta": meta, "phi": mphi, "mass": np.full(mpt.shape, 0.10566),
-           "charge": truth.mu_charge, "tightId": tight, "miniIsoId": mini_id,
-           "pfRelIso04_all": rel04}
-    mu_p4_reco = fv.from_ptetaphim(mu_pt, meta, mphi, np.full(mpt.shape, 0.10566))
-    mismeasured += np.sum(np.where(truth.mu_valid[..., None], truth.mu_p4[..., :2] - mu_p4_reco[..., :2], 0.0), axis=1)
-
-    # ---- AK8 jets
-    fpt_t, feta, fphi, fm_t = fv.to_ptetaphim(truth.fat_p4)
-    fpt = fpt_t * np.maximum(0.1, 1.0 + 0.06 * rng.standard_normal(fpt_t.shape))
-    fmass = np.sqrt((fm_t * rng.normal(1.0, 0.08, fm_t.shape)) ** 2
-                    + (fpt * rng.lognormal(np.log(0.08), 0.4, fpt.shape)) ** 2)
-    code = truth.fat_code
-    merged_top = code == FAT_TOP
-    top_like = rng.random(fpt.shape) < 0.85
-    ta = np.where(merged_top, np.where(top_like, 6.0, 1.5), np.where(code == FAT_W, 1.2, 0.3))
-    tb = np.where(merged_top, np.where(top_like, 1.0, 2.0), np.where(code == FAT_W, 3.5, 4.5))
-    tvsqcd = rng.beta(ta, tb)
-    fat_ok = truth.fat_valid & (fpt > 170.0)
-    fats = {"pt": fpt, "eta": feta, "phi": fphi, "mass": fmass, "particleNet_TvsQCD": tvsqcd}
-    assert FAT_QCD == 0  # QCD class is the Beta(0.3, 4.5) default above
-
-    # ---- MET
-    met_xy = truth.nu_pxpy + mismeasured
+    # ---- MET: neutrinos plus the mismeasurement of jets and muons
+    mu_true, mu_valid = truth.mu_p4[keep], truth.mu_valid[keep]
+    mu_p4_reco = fv.from_ptetaphim(mus["pt"], mus["eta"], mus["phi"], mus["mass"])
+    mismeasured += np.sum(np.where(mu_valid[..., None], mu_true[..., :2] - mu_p4_reco[..., :2], 0.0), axis=1)
+    met_xy = truth.nu_pxpy[keep] + mismeasured
     met_sigma = 6.0 + 0.6 * np.sqrt(ht)
-    met_xy = met_xy + rng.standard_normal((n, 2)) * met_sigma[:, None]
+    met_xy = met_xy + rng.standard_normal((m, 2)) * met_sigma[:, None]
 
     # ---- triggers: per-muon efficiencies combined per event
+    mu_pt, tight, rel04 = mus["pt"], mus["tightId"], mus["pfRelIso04_all"]
     plateau = np.where(tight, 0.93, 0.85)
     p_mu50 = np.where(mu_ok, plateau * 0.5 * (1 + erf((mu_pt - 50.0) / (np.sqrt(2) * 2.0))), 0.0)
     p_ev = 1.0 - np.prod(1.0 - p_mu50, axis=1)
     p_iso = np.where(mu_ok & (rel04 < 0.15), 0.90 * 0.5 * (1 + erf((mu_pt - 24.0) / (np.sqrt(2) * 1.0))), 0.0)
     p_iso_ev = 1.0 - np.prod(1.0 - p_iso, axis=1)
-    u1, u2, u3 = rng.random(n), rng.random(n), rng.random(n)
-    fake = rng.random(n) < 1e-4
+    u1, u2, u3 = rng.random(m), rng.random(m), rng.random(m)
+    fake = rng.random(m) < 1e-4
     hlt_mu50 = (u1 < p_ev) | fake
     hlt_tkmu50 = (u1 < 0.96 * p_ev) | ((u1 >= p_ev) & (u2 < 0.3 * p_ev)) | fake
     hlt_isomu24 = (u3 < p_iso_ev) | fake
@@ -199,14 +237,12 @@ def simulate(rng: np.random.Generator, truth: Truth, era: str, *, is_data: bool)
              "HLT_IsoMu24": hlt_isomu24}
     if not is_data:
         event["Pileup_nTrueInt"] = true_int
-    return Reco(event, jets, jet_ok, mus, mu_ok, fats, fat_ok)
+    return Reco(event, jets, jet_ok, mus, mu_ok, fats, fat_ok), keep
 
 
 def passes_skim(reco: Reco) -> NDArray[np.bool_]:
     """The production skim (see :data:`SKIM_DESCRIPTION`)."""
-    mu = reco.mu_ok & (reco.mu["pt"] > SKIM_MUON_PT) & (reco.mu["miniIsoId"] >= SKIM_MUON_MINIISO)
-    fat = reco.fat_ok & (reco.fat["pt"] > SKIM_FATJET_PT) & (reco.fat["particleNet_TvsQCD"] > SKIM_FATJET_TAG)
-    return np.any(mu, axis=1) & np.any(fat, axis=1)
+    return _skim_mask(reco.mu, reco.mu_ok, reco.fat, reco.fat_ok)
 
 
 _DTYPES = {

@@ -17,7 +17,7 @@ import awkward as ak
 import numpy as np
 
 from intccms.datagen.processes import Process
-from intccms.datagen.reco import SKIM_DESCRIPTION, passes_skim, simulate, to_columns
+from intccms.datagen.reco import SKIM_DESCRIPTION, simulate, to_columns
 from intccms.datagen import fourvec as fv
 from intccms.datagen.truth import Truth, TruthBuilder
 
@@ -72,7 +72,7 @@ class SkimStream:
         rate = (self._accepted + 1.0) / (self._drawn_tries + 50.0)
         size = int(np.clip(need / max(rate, 1e-4) * 1.2, _MIN_BLOCK, BLOCK))
         rng = self.rng
-        tb = TruthBuilder(size, rng)
+        tb = TruthBuilder(size, rng, self.process.slots)
         self.process.fill(tb)
         truth = tb.build()
         weights = self.process.gen_weights(rng, size).astype(np.float64)
@@ -81,12 +81,11 @@ class SkimStream:
         mu_ok = truth.mu_valid & (fv.pt(truth.mu_p4) > _PRE_MU_PT)
         pre = np.flatnonzero(np.any(fat_ok, axis=1) & np.any(mu_ok, axis=1))
         sub = _subset(truth, pre)
-        reco = simulate(rng, sub, self.era, is_data=self.is_data)
-        keep = np.flatnonzero(passes_skim(reco))
+        reco, keep = simulate(rng, sub, self.era, is_data=self.is_data)
         positions = pre[keep]
         cum_w = np.cumsum(weights)
         if positions.size:
-            columns = to_columns(reco, keep)
+            columns = to_columns(reco, np.arange(keep.size))
             if not self.is_data:
                 columns["genWeight"] = weights[positions].astype(np.float32)
             self._buffer.append(columns)
@@ -123,7 +122,7 @@ class SkimStream:
 
 _COLLECTIONS = {
     "jet_valid": ("jet_p4", "jet_flav", "jet_pileup"),
-    "mu_valid": ("mu_p4", "mu_charge", "mu_prompt", "mu_activity"),
+    "mu_valid": ("mu_p4", "mu_charge", "mu_prompt", "mu_activity", "mu_mini"),
     "fat_valid": ("fat_p4", "fat_code"),
 }
 

@@ -13,7 +13,11 @@ Physics content of the helpers:
   the rest to a light "tau jet";
 - b (c) jets carry a semileptonic decay with a muon in 20 % (10 %) of the cases: the muon
   takes a momentum fraction z ~ Beta(1.3, 5) and sits inside the jet (non-isolated unless
-  z is large), the neutrino removes a similar fraction from the jet and adds to the MET;
+  z is large), the neutrino removes a similar fraction from the jet and adds to the MET
+  (:mod:`intccms.datagen.forcing`);
+- every muon source is drawn through a slot (:class:`~intccms.datagen.forcing.HFSlot`,
+  ``LeptonSlot``, ``ZllSlot``); a builder created with a process's ``slots`` generates only
+  events where at least one of them gives an isolated muon (see :mod:`.forcing`);
 - hadronic resonances become AK8 candidates: fully merged (all daughters within
   Delta R < 0.8 of the parent) tops are tagged as tops, merged W/Z as W-like, everything else
   (and every hard parton above 150 GeV) as QCD-like.
@@ -27,8 +31,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from intccms.datagen import fourvec as fv
+from intccms.datagen.forcing import (
+    L_MU, L_TAU_E, L_TAU_HAD, L_TAU_MU, SEMI_FAIL, SEMI_NONE, SEMI_PASS, SEMI_PROB, W_HAD, HFSlot,
+    LeptonSlot, Slot, ZllSlot, conditional_choice, first_success, iso_pass_probability,
+    sample_semileptonic,
+)
 
-__all__ = ["FAT_QCD", "FAT_TOP", "FAT_W", "Truth", "TruthBuilder", "decay_top", "decay_w"]
+__all__ = ["B_SLOT", "FAT_QCD", "FAT_TOP", "FAT_W", "ISR_SLOT", "WQ_SLOT", "Truth", "TruthBuilder",
+           "decay_top", "decay_w"]
 
 F = NDArray[np.float64]
 B = NDArray[np.bool_]
@@ -42,7 +52,9 @@ M_B = 4.8
 
 FAT_QCD, FAT_W, FAT_TOP = 0, 1, 2
 
-_HF_MUON_PROB = {5: 0.20, 4: 0.10}
+B_SLOT = HFSlot(1.0, 0.0)  # a b quark (top decays, single-top b)
+WQ_SLOT = HFSlot(0.0, 0.5)  # first quark of a hadronic W: charm in W -> cs
+ISR_SLOT = HFSlot(0.03, 0.05)  # radiation jets
 
 
 def breit_wigner(rng: np.random.Generator, m0: float, width: float, n: int, lo: float, hi: float) -> F:
@@ -66,6 +78,7 @@ class Truth:
     mu_valid: B
     mu_prompt: B
     mu_activity: F
+    mu_mini: F
     nu_pxpy: F
     fat_p4: F
     fat_code: I
@@ -78,74 +91,111 @@ class TruthBuilder:
 
     n: int
     rng: np.random.Generator
+    slots: tuple[Slot, ...] = ()
     _jets: list[tuple[F, I, B, B]] = field(default_factory=list)
-    _mus: list[tuple[F, I, B, B, F]] = field(default_factory=list)
+    _mus: list[tuple[F, I, B, B, F, F]] = field(default_factory=list)
     _fats: list[tuple[F, I, B]] = field(default_factory=list)
     nu_pxpy: F | None = None
+    _status: I | None = None
+    _cursor: int = 0
 
     def __post_init__(self) -> None:
         self.nu_pxpy = np.zeros((self.n, 2))
+        if self.slots:
+            self._status = first_success(self.rng, self.n, self.slots)
+
+    def choose(self, slot: Slot) -> I:
+        """Outcome indices of the next muon-source slot (see :mod:`intccms.datagen.forcing`).
+
+        With ``slots`` set, slots that can give an isolated muon must come in the declared
+        order; their outcomes are conditioned so that every event has at least one.
+        """
+        probs, success = slot.outcomes()
+        status = None
+        if self.slots and probs[success].sum() > 0:
+            if self._cursor >= len(self.slots) or self.slots[self._cursor] != slot:
+                expected = self.slots[self._cursor] if self._cursor < len(self.slots) else "none"
+                msg = f"muon-source slot {self._cursor} is {slot}, the process declared {expected}"
+                raise RuntimeError(msg)
+            assert self._status is not None
+            status = self._status[:, self._cursor]
+            self._cursor += 1
+        return conditional_choice(self.rng, status, probs, success, self.n)
+
+    def w_modes(self, slot: LeptonSlot) -> I:
+        """Decay modes of a W (``W_HAD`` or a lepton mode)."""
+        return LeptonSlot.decode(self.choose(slot))
+
+    def z_modes(self) -> tuple[I, I]:
+        """Lepton modes of the two leptons of a Z -> ll decay."""
+        return ZllSlot.decode(self.choose(ZllSlot()))
 
     def add_neutrino(self, p4: F, valid: B) -> None:
         """Invisible momentum, summed into the true MET."""
         assert self.nu_pxpy is not None
         self.nu_pxpy += np.where(valid[:, None], p4[:, :2], 0.0)
 
-    def add_muon(self, p4: F, charge: I, valid: B, prompt: bool, activity: F | None = None) -> None:
-        """A generator muon; ``activity`` is the hadronic energy around it over its pT."""
+    def add_muon(self, p4: F, charge: I, valid: B, prompt: bool, activity: F | None = None,
+                 mini: F | None = None) -> None:
+        """A generator muon; ``activity`` is the hadronic energy around it over its pT and
+        ``mini`` its mini-isolation (non-prompt muons; prompt ones get theirs from nearby jets)."""
         act = np.zeros(self.n) if activity is None else activity
-        self._mus.append((p4, charge.astype(np.int64), valid, np.full(self.n, prompt), act))
+        iso = np.zeros(self.n) if mini is None else mini
+        self._mus.append((p4, charge.astype(np.int64), valid, np.full(self.n, prompt), act, iso))
 
     def add_fat(self, p4: F, code: I | int, valid: B) -> None:
         """An AK8 candidate with its tagging class (see module docstring)."""
         codes = np.broadcast_to(np.asarray(code, dtype=np.int64), (self.n,)).copy()
         self._fats.append((p4, codes, valid & (fv.pt(p4) > 150.0)))
 
-    def add_jet(
-        self, p4: F, flav: I | int, valid: B, *, hard: bool = True, pileup: bool = False,
-        force_muon: B | None = None,
-    ) -> None:
+    def add_jet(self, p4: F, flav: HFSlot | I | int, valid: B, *, hard: bool = True,
+                pileup: bool = False) -> None:
         """A parton that becomes an AK4 jet; heavy flavour may decay semileptonically.
 
         Args:
             p4 (ndarray): ``(n, 4)`` parton momentum.
-            flav (ndarray | int): hadron flavour 0, 4 or 5.
+            flav (HFSlot | ndarray | int): the flavour law (a muon-source slot), or fixed
+                hadron flavours 0, 4, 5 (heavy ones only when not generating inside the skim).
             valid (ndarray): which events have this parton.
             hard (bool): a hard parton above 150 GeV also seeds a QCD-like AK8 jet.
             pileup (bool): the jet comes from pileup (lower jet-ID quality).
-            force_muon (ndarray | None): events where a semileptonic decay is forced.
         """
-        rng = self.rng
-        flavs = np.broadcast_to(np.asarray(flav, dtype=np.int64), (self.n,)).copy()
-        prob = np.where(flavs == 5, _HF_MUON_PROB[5], np.where(flavs == 4, _HF_MUON_PROB[4], 0.0))
-        semi = rng.random(self.n) < prob
-        if force_muon is not None:
-            semi |= force_muon
-        semi &= valid
-        z_mu = rng.beta(1.3, 5.0, self.n)
-        z_nu = rng.beta(1.3, 5.0, self.n) * (1.0 - z_mu)
+        rng, n = self.rng, self.n
+        if isinstance(flav, HFSlot):
+            flavs, state = HFSlot.decode(self.choose(flav))
+        else:
+            flavs = np.broadcast_to(np.asarray(flav, dtype=np.int64), (n,)).copy()
+            if self.slots and np.any(flavs[valid] != 0):
+                msg = "heavy-flavour jets need an HFSlot when generating inside the skim"
+                raise RuntimeError(msg)
+            prob = np.where(flavs == 5, SEMI_PROB[5], np.where(flavs == 4, SEMI_PROB[4], 0.0))
+            r = rng.random(n)
+            state = np.where(r < prob * iso_pass_probability(), SEMI_PASS,
+                             np.where(r < prob, SEMI_FAIL, SEMI_NONE))
+        semi = valid & (state != SEMI_NONE)
+        z_mu, z_nu, activity, mini = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+        idx = np.flatnonzero(semi)
+        if idx.size:
+            z_mu[idx], z_nu[idx], activity[idx], mini[idx] = sample_semileptonic(rng, state[idx])
         mu_p4 = p4 * z_mu[:, None]
         nu_p4 = p4 * z_nu[:, None]
         self.add_neutrino(nu_p4, semi)
         jet_p4 = np.where(semi[:, None], p4 - nu_p4, p4)
-        activity = (1.0 - z_mu - z_nu) / np.maximum(z_mu, 1e-3)
-        charge = np.where(rng.random(self.n) < 0.5, -1, 1)
-        self.add_muon(_with_mass(mu_p4, M_MU), charge, semi, prompt=False, activity=activity)
-        self._jets.append((jet_p4, flavs, valid, np.full(self.n, pileup)))
+        charge = np.where(rng.random(n) < 0.5, -1, 1)
+        self.add_muon(_with_mass(mu_p4, M_MU), charge, semi, prompt=False, activity=activity, mini=mini)
+        self._jets.append((jet_p4, flavs, valid, np.full(n, pileup)))
         if hard:
             self.add_fat(jet_p4, FAT_QCD, valid)
 
-    def add_lepton(self, lep: F, nu: F, lep_flavour: I, charge: I, valid: B) -> None:
-        """A W/Z decay lepton (``lep_flavour`` 11, 13 or 15) and its neutrino (if any)."""
+    def add_lepton(self, lep: F, nu: F, mode: I, charge: I, valid: B) -> None:
+        """A W/Z decay lepton (``mode`` L_E, L_MU or a tau decay) and its neutrino (if any)."""
         rng = self.rng
         self.add_neutrino(nu, valid)
-        is_mu = valid & (lep_flavour == 13)
+        is_mu = valid & (mode == L_MU)
         self.add_muon(_with_mass(lep, M_MU), charge, is_mu, prompt=True)
-        is_tau = valid & (lep_flavour == 15)
-        r = rng.random(self.n)
-        tau_mu = is_tau & (r < 0.174)
-        tau_had = is_tau & (r >= 0.352)
-        tau_el = is_tau & ~tau_mu & ~tau_had
+        tau_mu = valid & (mode == L_TAU_MU)
+        tau_had = valid & (mode == L_TAU_HAD)
+        tau_el = valid & (mode == L_TAU_E)
         z = np.where(tau_mu, rng.beta(2.0, 2.0, self.n), rng.beta(3.0, 2.0, self.n))
         vis = lep * z[:, None]
         self.add_muon(_with_mass(vis, M_MU), charge, tau_mu, prompt=True)
@@ -159,7 +209,10 @@ class TruthBuilder:
         n = self.n
         z4, zi, zb, zf = np.zeros((n, 4)), np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n)
         jets = self._jets or [(z4, zi, zb, zb)]
-        mus = self._mus or [(z4, zi, zb, zb, zf)]
+        mus = self._mus or [(z4, zi, zb, zb, zf, zf)]
+        if self.slots and self._cursor != len(self.slots):
+            msg = f"the process declared {len(self.slots)} muon-source slots but used {self._cursor}"
+            raise RuntimeError(msg)
         fats = self._fats or [(z4, zi, zb)]
         assert self.nu_pxpy is not None
         return Truth(
@@ -173,6 +226,7 @@ class TruthBuilder:
             mu_valid=np.stack([m[2] for m in mus], axis=1),
             mu_prompt=np.stack([m[3] for m in mus], axis=1),
             mu_activity=np.stack([m[4] for m in mus], axis=1),
+            mu_mini=np.stack([m[5] for m in mus], axis=1),
             nu_pxpy=self.nu_pxpy,
             fat_p4=np.stack([f[0] for f in fats], axis=1),
             fat_code=np.stack([f[1] for f in fats], axis=1),
@@ -186,14 +240,10 @@ def _with_mass(p4: F, m: float) -> F:
     return np.concatenate([p4[:, :3], e[:, None]], axis=1)
 
 
-def _lepton_flavours(rng: np.random.Generator, n: int) -> I:
-    return rng.choice(np.array([11, 13, 15]), size=n)
-
-
 def decay_w(
-    tb: TruthBuilder, w: F, charge: I, leptonic: B, valid: B, *, hard_parent: bool = True
+    tb: TruthBuilder, w: F, charge: I, mode: I, valid: B, *, hard_parent: bool = True
 ) -> None:
-    """Decay W bosons: leptonic ones to ``l nu`` (e, mu, tau equally), the rest to quarks.
+    """Decay W bosons by ``mode`` (:meth:`TruthBuilder.w_modes`): leptons, or quarks.
 
     Hadronic W bosons get one charm quark in half of the decays (W -> cs) and become AK8
     W-like candidates when both quarks fall within Delta R < 0.8 of the W direction.
@@ -201,30 +251,31 @@ def decay_w(
     rng, n = tb.rng, tb.n
     zero = np.zeros(n)
     d1, d2 = fv.two_body_decay(rng, w, zero, zero)
-    lep_valid = valid & leptonic
-    tb.add_lepton(d1, d2, _lepton_flavours(rng, n), charge, lep_valid)
+    leptonic = mode != W_HAD
+    tb.add_lepton(d1, d2, mode, charge, valid & leptonic)
     had = valid & ~leptonic
-    charm = rng.random(n) < 0.5
-    tb.add_jet(d1, np.where(charm, 4, 0), had, hard=False)
+    tb.add_jet(d1, WQ_SLOT, had, hard=False)
     tb.add_jet(d2, 0, had, hard=False)
     if hard_parent:
         add_resonance_fat(tb, w, [d1, d2], is_top=False, valid=had)
 
 
-def decay_top(tb: TruthBuilder, top: F, charge: I, leptonic: B, valid: B) -> None:
-    """Decay top quarks ``t -> b W`` with a Breit-Wigner W mass; see :func:`decay_w`."""
+def decay_top(tb: TruthBuilder, top: F, charge: I, mode: I, valid: B) -> None:
+    """Decay top quarks ``t -> b W`` with a Breit-Wigner W mass; ``mode`` as in :func:`decay_w`.
+
+    Slots used, in order: the b quark, the W's first quark.
+    """
     rng, n = tb.rng, tb.n
     m_w = breit_wigner(rng, M_W, G_W, n, 60.0, 100.0)
     b, w = fv.two_body_decay(rng, top, np.full(n, M_B), m_w)
-    tb.add_jet(b, 5, valid, hard=False)
+    leptonic = mode != W_HAD
+    tb.add_jet(b, B_SLOT, valid, hard=False)
     tb.add_fat(b, FAT_QCD, valid & leptonic)  # a hard b from a leptonic top is an AK8 jet too
     zero = np.zeros(n)
     q1, q2 = fv.two_body_decay(rng, w, zero, zero)
-    lep_valid = valid & leptonic
-    tb.add_lepton(q1, q2, _lepton_flavours(rng, n), charge, lep_valid)
+    tb.add_lepton(q1, q2, mode, charge, valid & leptonic)
     had = valid & ~leptonic
-    charm = rng.random(n) < 0.5
-    tb.add_jet(q1, np.where(charm, 4, 0), had, hard=False)
+    tb.add_jet(q1, WQ_SLOT, had, hard=False)
     tb.add_jet(q2, 0, had, hard=False)
     add_resonance_fat(tb, top, [b, q1, q2], is_top=True, valid=had, w=w)
 
