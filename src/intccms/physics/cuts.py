@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import awkward as ak
 import numpy as np
 
+from intccms.physics.jagged import count_true, counts_of, flat_view, record_fields
+
 
 def _as_mask(values: ak.Array) -> np.ndarray:
     return np.asarray(ak.to_numpy(values), dtype=bool)
@@ -34,27 +36,37 @@ def trigger_and_met(
 
 def count_equal(objects: ak.Array, *, n: int) -> np.ndarray:
     """Exactly ``n`` objects."""
-    return _as_mask(ak.num(objects, axis=1) == n)
+    return counts_of(objects) == n
 
 
 def count_at_least(objects: ak.Array, *, n: int) -> np.ndarray:
     """At least ``n`` objects."""
-    return _as_mask(ak.num(objects, axis=1) >= n)
+    return counts_of(objects) >= n
 
 
 def n_btagged_at_least(
     jets: ak.Array, working_point: float, *, n: int = 1, discriminant: str = "btagDeepFlavB"
 ) -> np.ndarray:
     """At least ``n`` jets whose b-tag discriminant exceeds the working point."""
+    flat = flat_view(jets)
+    if flat is not None:
+        return count_true(flat, flat.fields[discriminant] > working_point) >= n
     return _as_mask(ak.sum(jets[discriminant] > working_point, axis=1) >= n)
 
 
 def met_above(met: ak.Array, *, minimum: float) -> np.ndarray:
     """MET above a threshold (GeV)."""
-    return _as_mask(met.pt > minimum)
+    return record_fields(met, ("pt",))["pt"] > minimum
 
 
 def lepton_met_sum_above(leptons: ak.Array, met: ak.Array, *, minimum: float) -> np.ndarray:
     """Scalar sum of the leading lepton pT and MET above a threshold (events without lepton fail)."""
+    met_pt = record_fields(met, ("pt",))["pt"]
+    flat = flat_view(leptons)
+    if flat is not None:
+        lead_pt = np.full(len(flat), -np.inf)
+        has = flat.counts > 0
+        lead_pt[has] = flat.fields["pt"][flat.offsets[:-1][has]]
+        return lead_pt + met_pt > minimum
     lead_pt = ak.fill_none(ak.firsts(leptons.pt, axis=1), -np.inf)
-    return _as_mask(lead_pt + met.pt > minimum)
+    return _as_mask(lead_pt + met_pt > minimum)

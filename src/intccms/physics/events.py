@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import awkward as ak
+import numpy as np
 
 
 def branch_names(
@@ -67,4 +68,7 @@ def num_events(events: Mapping[str, ak.Array]) -> int:
 
 def filter_events(events: Mapping[str, ak.Array], mask: ak.Array) -> dict[str, ak.Array]:
     """Keep the events where ``mask`` is true in every member of the mapping."""
-    return {name: value[mask] for name, value in events.items()}
+    from intccms.physics.jagged import take_events
+
+    flags = np.asarray(ak.to_numpy(mask), dtype=bool) if not isinstance(mask, np.ndarray) else mask
+    return {name: take_events(value, flags) for name, value in events.items()}

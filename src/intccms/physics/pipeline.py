@@ -25,6 +25,7 @@ import numpy as np
 from intccms.physics.corrections.era import EraCorrections, linked_source
 from intccms.physics.events import build_events, filter_events, num_events
 from intccms.physics.functors import Functor
+from intccms.physics.jagged import take_events
 from intccms.physics.lumimask import in_golden_json
 
 
@@ -199,7 +200,7 @@ class ChunkAnalysis:
         cutflow["candidates"] = float(np.count_nonzero(candidate))
 
         cand_ns: dict[str, Any] = {
-            k: (v[candidate] if not k.startswith("@") else v) for k, v in ns.items()
+            k: (take_events(v, candidate) if not k.startswith("@") else v) for k, v in ns.items()
         }
         channel_fixed = {k: v[candidate] for k, v in channel_fixed.items()}
         n_cand = int(np.count_nonzero(candidate))
@@ -333,7 +334,7 @@ class ChunkAnalysis:
             w = weights[mask]
             for obs_name in channel.observables:
                 obs = plan.observables[obs_name]
-                sub = {k: (ns[k] if k.startswith("@") else ns[k][mask]) for k in obs.functor.inputs}
+                sub = {k: (ns[k] if k.startswith("@") else take_events(ns[k], mask)) for k in obs.functor.inputs}
                 values = np.asarray(obs.functor(sub), dtype=np.float64)
                 _fill(hists[(ch_name, obs_name)], _bin_index(values, obs), w, columns)
         return any_selected

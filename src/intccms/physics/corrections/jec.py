@@ -16,6 +16,7 @@ import numpy as np
 
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, resolve_field
 from intccms.physics.corrections.loading import get_correction
+from intccms.physics.jagged import FlatCollection, flat_view
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ class JetEnergyCorrection:
         mass_corr = mass * total
         fields["JetPt"] = pt_corr
         deltas = {var: ev(fields, None) for var, ev in self._uncertainties.items()}
-        return CorrectedJets(jets=jets, counts=counts, pt=pt_corr, mass=mass_corr, deltas=deltas)
+        return CorrectedJets(jets=jets, counts=counts, pt=pt_corr, mass=mass_corr, deltas=deltas,
+                             flat=flat_view(jets))
 
 
 @dataclass
@@ -109,8 +111,11 @@ class CorrectedJets:
     pt: np.ndarray
     mass: np.ndarray
     deltas: dict[str, np.ndarray]
+    flat: FlatCollection | None = None
 
     def _with(self, pt: np.ndarray, mass: np.ndarray) -> ak.Array:
+        if self.flat is not None:
+            return FlatCollection(self.flat.offsets, {**self.flat.fields, "pt": pt, "mass": mass}).to_array()
         out = ak.with_field(self.jets, ak.unflatten(pt, self.counts), "pt")
         return ak.with_field(out, ak.unflatten(mass, self.counts), "mass")
 

@@ -15,6 +15,7 @@ import awkward as ak
 import numpy as np
 
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, event_fields, flat_fields
+from intccms.physics.jagged import FlatCollection, counts_of, flat_view, object_field
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,17 @@ class WeightCorrection:
     def specs(self) -> list[InputSpec]:
         return self.evaluator.specs
 
-    def _objects(self, namespace: Mapping[str, Any]) -> ak.Array:
+    def _objects(self, namespace: Mapping[str, Any]) -> Any:
         objects = namespace[self.object]
+        flat = flat_view(objects)
+        if flat is not None:
+            if self.reduction != "leading":
+                return flat
+            has = flat.counts > 0
+            offsets = np.zeros(len(flat) + 1, dtype=np.int64)
+            np.cumsum(has, out=offsets[1:])
+            first = flat.offsets[:-1][has]
+            return FlatCollection(offsets, {k: v[first] for k, v in flat.fields.items()})
         if self.reduction == "leading":
             objects = objects[:, :1]
         return objects
@@ -96,10 +106,14 @@ class WeightCorrection:
                 for req in requests
             ]
         objects = self._objects(namespace)
-        counts = np.asarray(ak.to_numpy(ak.num(objects, axis=1)))
+        if isinstance(objects, FlatCollection):
+            counts = objects.counts
+            fields = event_fields(objects.fields, self.specs) if int(counts.sum()) else {}
+        else:
+            counts = counts_of(objects)
+            fields = flat_fields(objects, self.specs) if int(counts.sum()) else {}
         if int(counts.sum()) == 0:
             return [np.ones(len(counts)) for _ in requests]
-        fields = flat_fields(objects, self.specs)
         nominal = self.evaluator(fields, self.nominal_selector) if None in requests else None
         flavours = None
         results = []
@@ -112,7 +126,8 @@ class WeightCorrection:
                     values = self.evaluator(fields, sel)
                 else:
                     if flavours is None:
-                        flavours = np.asarray(ak.to_numpy(ak.flatten(objects[self.flavour_field], axis=1)))
+                        flavours = (objects.fields[self.flavour_field] if isinstance(objects, FlatCollection)
+                                    else object_field(objects, self.flavour_field))
                     where = np.isin(flavours, src.flavours)
                     values = np.empty(len(flavours))
                     if np.any(where):
@@ -126,7 +141,8 @@ class WeightCorrection:
 
 
 def _subset(fields: Mapping[str, np.ndarray], where: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: values[where] for name, values in fields.items()}
+    index = np.flatnonzero(where)
+    return {name: values.take(index) for name, values in fields.items()}
 
 
 def _reduce(values: np.ndarray, counts: np.ndarray) -> np.ndarray:

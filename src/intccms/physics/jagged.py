@@ -1,0 +1,182 @@
+"""Object collections as one flat numpy array per field: the fast path of every fill.
+
+A JES fill re-selects jets, recounts them, finds the leading one and reduces scale factors over
+them, 54 times per chunk. Through awkward's generic machinery each of these steps costs
+milliseconds of dispatch and broadcasting; on flat arrays with offsets they are single numpy
+calls. :func:`flat_view` exposes that representation for the layouts the pipeline builds (a
+packed list of records of plain numbers) and returns ``None`` for anything else, so every
+function keeps an awkward fallback and accepts any array a configured functor may pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FlatCollection:
+    """A jagged collection of records: ``offsets`` (events + 1) and one flat array per field."""
+
+    offsets: np.ndarray
+    fields: Mapping[str, np.ndarray]
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def event_index(self) -> np.ndarray:
+        """Event number of every object."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), self.counts)
+
+    def to_array(self) -> ak.Array:
+        return from_flat(self.offsets, self.fields)
+
+
+def from_flat(offsets: np.ndarray, fields: Mapping[str, np.ndarray]) -> ak.Array:
+    """Build a packed ``var * {fields}`` array without copying the field arrays."""
+    length = int(offsets[-1])
+    contents = [ak.contents.NumpyArray(np.asarray(values)) for values in fields.values()]
+    record = ak.contents.RecordArray(contents, list(fields), length=length)
+    layout = ak.contents.ListOffsetArray(ak.index.Index64(np.asarray(offsets, dtype=np.int64)), record)
+    return ak.Array(layout)
+
+
+def _numpy_fields(record: Any, start: int, stop: int) -> dict[str, np.ndarray] | None:
+    if not isinstance(record, ak.contents.RecordArray) or record.is_tuple:
+        return None
+    fields: dict[str, np.ndarray] = {}
+    for name in record.fields:
+        content = record.content(name)
+        if not isinstance(content, ak.contents.NumpyArray) or content.data.ndim != 1:
+            return None
+        fields[name] = np.asarray(content.data)[start:stop]
+    return fields
+
+
+def flat_view(objects: Any) -> FlatCollection | None:
+    """The flat representation of a list-of-records array, or ``None`` for other layouts."""
+    if not isinstance(objects, ak.Array):
+        return None
+    layout = objects.layout
+    if isinstance(layout, ak.contents.ListArray):
+        starts = np.asarray(layout.starts.data)
+        stops = np.asarray(layout.stops.data)
+        if len(starts) and not np.array_equal(starts[1:], stops[:-1]):
+            return None
+        first = int(starts[0]) if len(starts) else 0
+        offsets = np.concatenate([[first], stops]).astype(np.int64)
+    elif isinstance(layout, ak.contents.ListOffsetArray):
+        offsets = np.asarray(layout.offsets.data, dtype=np.int64)
+    else:
+        return None
+    start, stop = int(offsets[0]), int(offsets[-1])
+    fields = _numpy_fields(layout.content, start, stop)
+    if fields is None:
+        return None
+    return FlatCollection(offsets - start if start else offsets, fields)
+
+
+def select_objects(objects: FlatCollection, keep: np.ndarray, sort_by: str | None = None) -> ak.Array:
+    """Objects where ``keep`` (one flag per object) holds, optionally sorted by a field, descending."""
+    index = np.flatnonzero(keep)
+    event = objects.event_index()[index]
+    counts = np.bincount(event, minlength=len(objects))
+    offsets = np.zeros(len(objects) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    if sort_by is not None and len(event) > 1:
+        index = _sorted_within_events(index, event, objects.fields[sort_by][index])
+    return from_flat(offsets, {name: values.take(index) for name, values in objects.fields.items()})
+
+
+def _sorted_within_events(index: np.ndarray, event: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Reorder ``index`` so that ``key`` descends within every event.
+
+    A JES shift rarely changes the order, so only the events found out of order are sorted.
+    """
+    unordered = (event[1:] == event[:-1]) & (key[1:] > key[:-1])
+    if not np.any(unordered):
+        return index
+    bad = np.zeros(int(event[-1]) + 1, dtype=bool)
+    bad[event[1:][unordered]] = True
+    where = np.flatnonzero(bad[event])
+    order = np.lexsort((-key[where], event[where]))
+    index = index.copy()
+    index[where] = index[where[order]]
+    return index
+
+
+def take_events(value: Any, mask: np.ndarray) -> Any:
+    """``value[mask]`` for one event member, on flat arrays where the layout allows."""
+    flat = flat_view(value)
+    if flat is not None:
+        per_object = np.flatnonzero(np.repeat(mask, flat.counts))
+        counts = flat.counts[mask]
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return from_flat(offsets, {name: values.take(per_object) for name, values in flat.fields.items()})
+    if isinstance(value, ak.Array) and isinstance(value.layout, ak.contents.RecordArray):
+        fields = _numpy_fields(value.layout, 0, len(value))
+        if fields is not None:
+            contents = [ak.contents.NumpyArray(v[mask]) for v in fields.values()]
+            return ak.Array(ak.contents.RecordArray(contents, list(fields), length=int(np.count_nonzero(mask))))
+    if isinstance(value, ak.Array) and isinstance(value.layout, ak.contents.NumpyArray):
+        return ak.Array(ak.contents.NumpyArray(np.asarray(value.layout.data)[mask]))
+    return value[mask]
+
+
+def counts_of(objects: Any) -> np.ndarray:
+    """Number of objects per event."""
+    flat = flat_view(objects)
+    if flat is not None:
+        return flat.counts
+    return np.asarray(ak.to_numpy(ak.num(objects, axis=1)))
+
+
+def count_true(objects: FlatCollection, flags: np.ndarray) -> np.ndarray:
+    """Per-event number of objects whose flag is set."""
+    return np.bincount(objects.event_index()[flags], minlength=len(objects))
+
+
+def leading_fields(objects: Any, names: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+    """Fields of the first object of every event; every event must have one.
+
+    Raises:
+        ValueError: an event has no object (the observable is used outside its selection).
+    """
+    flat = flat_view(objects)
+    if flat is not None:
+        if np.any(flat.counts == 0):
+            msg = f"observable needs a leading {what} in every event of the channel"
+            raise ValueError(msg)
+        first = flat.offsets[:-1]
+        return {name: np.asarray(flat.fields[name][first], dtype=np.float64) for name in names}
+    lead = ak.firsts(objects, axis=1)
+    if ak.any(ak.is_none(lead)):
+        msg = f"observable needs a leading {what} in every event of the channel"
+        raise ValueError(msg)
+    return {name: np.asarray(ak.to_numpy(lead[name]), dtype=np.float64) for name in names}
+
+
+def record_fields(record: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Fields of a one-per-event record (``PuppiMET``) as float64 numpy arrays."""
+    if isinstance(record, ak.Array) and isinstance(record.layout, ak.contents.RecordArray):
+        fields = _numpy_fields(record.layout, 0, len(record))
+        if fields is not None and all(n in fields for n in names):
+            return {n: np.asarray(fields[n], dtype=np.float64) for n in names}
+    return {n: np.asarray(ak.to_numpy(record[n]), dtype=np.float64) for n in names}
+
+
+def object_field(objects: Any, name: str) -> np.ndarray:
+    """One field of every object, flattened over events."""
+    flat = flat_view(objects)
+    if flat is not None:
+        return flat.fields[name]
+    return np.asarray(ak.to_numpy(ak.flatten(objects[name], axis=1)))
