@@ -1,0 +1,105 @@
+"""The flat-array fast paths give exactly what awkward's generic operations give."""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+import pytest
+
+from intccms.physics import cuts, objects, observables
+from intccms.physics.jagged import flat_view, from_flat, leading_fields, select_objects, take_events
+
+
+def _jets(seed: int = 3, n_events: int = 400) -> ak.Array:
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 7, n_events)
+    counts[-3:] = 0  # empty events at the end are the edge case of per-event reductions
+    n = int(counts.sum())
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    fields = {
+        "pt": rng.exponential(40.0, n) + 10.0,
+        "eta": rng.uniform(-3.0, 3.0, n),
+        "phi": rng.uniform(-np.pi, np.pi, n),
+        "mass": rng.uniform(0.0, 20.0, n),
+        "jetId": rng.choice(np.array([0, 2, 6], dtype=np.int32), n),
+        "btagDeepFlavB": rng.uniform(0.0, 1.0, n),
+    }
+    return from_flat(offsets, fields)
+
+
+def _generic(array: ak.Array) -> ak.Array:
+    """The same content in a layout the fast paths do not take (an indexed list)."""
+    generic = array[ak.argsort(ak.local_index(array), axis=1)]
+    assert flat_view(generic) is None
+    return generic
+
+
+def _same(a: ak.Array, b: ak.Array) -> None:
+    assert ak.to_list(a) == ak.to_list(b)
+
+
+def test_fast_and_generic_layouts_select_the_same_sorted_jets() -> None:
+    jets = _jets()
+    # Shuffle pT within events so that sorting really has work to do.
+    flat = flat_view(jets)
+    assert flat is not None
+    shifted = dict(flat.fields)
+    shifted["pt"] = flat.fields["pt"] * np.random.default_rng(9).uniform(0.7, 1.3, len(flat.fields["pt"]))
+    varied = from_flat(flat.offsets, shifted)
+    fast = objects.select_jets(varied)
+    slow = objects.select_jets(_generic(varied))
+    _same(fast, slow)
+    pts = ak.to_list(fast.pt)
+    assert all(p == sorted(p, reverse=True) for p in pts)
+    assert any(len(p) for p in pts)
+
+
+def test_cuts_and_counts_agree_with_awkward() -> None:
+    jets = objects.select_jets(_jets())
+    generic = _generic(jets)
+    for n in (0, 1, 2, 3):
+        np.testing.assert_array_equal(cuts.count_at_least(jets, n=n), cuts.count_at_least(generic, n=n))
+        np.testing.assert_array_equal(cuts.count_equal(jets, n=n), cuts.count_equal(generic, n=n))
+    for wp in (0.3, 0.7):
+        fast = cuts.n_btagged_at_least(jets, wp, n=1)
+        np.testing.assert_array_equal(fast, cuts.n_btagged_at_least(generic, wp, n=1))
+        expected = [sum(b > wp for b in ev) >= 1 for ev in ak.to_list(jets.btagDeepFlavB)]
+        np.testing.assert_array_equal(fast, expected)
+
+
+def test_take_events_keeps_the_right_events() -> None:
+    jets = _jets()
+    mask = np.random.default_rng(5).uniform(size=len(jets)) < 0.4
+    _same(take_events(jets, mask), jets[mask])
+    met = ak.zip({"pt": np.arange(len(jets), dtype=float), "phi": np.zeros(len(jets))})
+    _same(take_events(met, mask), met[mask])
+    column = ak.Array(np.arange(len(jets)))
+    _same(take_events(column, mask), column[mask])
+    # A filtered list (starts/stops) is still read through the fast path after slicing.
+    _same(take_events(take_events(jets, mask), mask[mask]), jets[mask])
+
+
+def test_leading_fields_and_mtt_match_the_generic_path() -> None:
+    jets = objects.select_jets(_jets())
+    has = np.asarray(ak.num(jets) > 0)
+    jets = take_events(jets, has)
+    lead = leading_fields(jets, ("pt", "eta"), "jet")
+    np.testing.assert_array_equal(lead["pt"], ak.to_numpy(ak.firsts(jets.pt)))
+    met = ak.zip({"pt": np.full(len(jets), 80.0), "phi": np.linspace(-3, 3, len(jets))})
+    fast = observables.mtt(jets, jets, jets, met)
+    slow = observables.mtt(_generic(jets), _generic(jets), _generic(jets), met)
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=0)
+
+
+def test_leading_of_an_empty_event_is_an_error_naming_the_object() -> None:
+    jets = _jets()
+    with pytest.raises(ValueError, match="leading jet"):
+        leading_fields(jets, ("pt",), "jet")
+
+
+def test_select_objects_with_nothing_kept() -> None:
+    flat = flat_view(_jets())
+    assert flat is not None
+    out = select_objects(flat, np.zeros(len(flat.fields["pt"]), dtype=bool), sort_by="pt")
+    assert len(out) == len(flat)
+    assert ak.sum(ak.num(out)) == 0
