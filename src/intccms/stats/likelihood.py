@@ -49,8 +49,9 @@ def _code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 class FastLikelihood:
     """Arrays of one pyhf model; ``twice_nll`` and ``grad`` take the full parameter vector.
 
-    Shapes: S samples, B main bins (all channels), K histosys, L normsys, E staterror
-    entries (sample, bin), C Gaussian-constrained parameters.
+    Shapes: S (channel, sample) rows, B main bins (all channels), K histosys, L normsys,
+    E staterror entries (row, bin), C Gaussian-constrained parameters. A row is zero
+    outside its channel's bins, so sample-wide factors act on that channel only.
     """
 
     npars: int
@@ -195,13 +196,14 @@ def compile_model(model: pyhf.pdf.Model) -> FastLikelihood | None:
     if _unsupported(spec):
         return None
     cfg = model.config
-    samples, channels = list(cfg.samples), list(cfg.channels)
     offset, start = {}, 0
-    for ch in channels:
+    for ch in cfg.channels:
         offset[ch] = start
         start += cfg.channel_nbins[ch]
     nbins = start
-    nominal = np.zeros((len(samples), nbins))
+    # one row per (channel, sample): a modifier acts on its sample in its channel only
+    rows = [(ch["name"], smp) for ch in spec["channels"] for smp in ch["samples"]]
+    nominal = np.zeros((len(rows), nbins))
     hs: list[tuple[int, int, np.ndarray, np.ndarray]] = []
     ns: list[tuple[int, int, float, float]] = []
     nf: list[tuple[int, int]] = []
@@ -211,27 +213,25 @@ def compile_model(model: pyhf.pdf.Model) -> FastLikelihood | None:
         sl = cfg.par_slice(name)
         return int(sl.start)
 
-    for ch in spec["channels"]:
-        off, nb = offset[ch["name"]], cfg.channel_nbins[ch["name"]]
-        for smp in ch["samples"]:
-            s = samples.index(smp["name"])
-            nom = np.asarray(smp["data"], dtype=float)
-            nominal[s, off : off + nb] = nom
-            for mod in smp["modifiers"]:
-                kind, name = mod["type"], mod["name"]
-                if kind == "normfactor":
-                    nf.append((index(name), s))
-                elif kind == "normsys":
-                    ns.append((index(name), s, float(mod["data"]["hi"]), float(mod["data"]["lo"])))
-                elif kind == "histosys":
-                    up = np.zeros(nbins)
-                    dn = np.zeros(nbins)
-                    up[off : off + nb] = np.asarray(mod["data"]["hi_data"], dtype=float) - nom
-                    dn[off : off + nb] = nom - np.asarray(mod["data"]["lo_data"], dtype=float)
-                    hs.append((index(name), s, up, dn))
-                else:  # staterror: one parameter per bin of the channel
-                    first = index(name)
-                    se.extend((first + b, s, off + b) for b in range(nb))
+    for s, (chname, smp) in enumerate(rows):
+        off, nb = offset[chname], cfg.channel_nbins[chname]
+        nom = np.asarray(smp["data"], dtype=float)
+        nominal[s, off : off + nb] = nom
+        for mod in smp["modifiers"]:
+            kind, name = mod["type"], mod["name"]
+            if kind == "normfactor":
+                nf.append((index(name), s))
+            elif kind == "normsys":
+                ns.append((index(name), s, float(mod["data"]["hi"]), float(mod["data"]["lo"])))
+            elif kind == "histosys":
+                up = np.zeros(nbins)
+                dn = np.zeros(nbins)
+                up[off : off + nb] = np.asarray(mod["data"]["hi_data"], dtype=float) - nom
+                dn[off : off + nb] = nom - np.asarray(mod["data"]["lo_data"], dtype=float)
+                hs.append((index(name), s, up, dn))
+            else:  # staterror: one parameter per bin of the channel
+                first = index(name)
+                se.extend((first + b, s, off + b) for b in range(nb))
     if len({(s, off) for _, s, off in se}) != len(se):
         return None
     c_par, c_aux, c_sigma = [], [], []
@@ -263,7 +263,7 @@ def compile_model(model: pyhf.pdf.Model) -> FastLikelihood | None:
         hs_samp=hs_samp,
         hs_sym=0.5 * (up_d + dn_d),
         hs_asym=0.0625 * (up_d - dn_d),
-        hs_onehot=(np.arange(len(samples))[:, None] == hs_samp[None, :]).astype(float),
+        hs_onehot=(np.arange(len(rows))[:, None] == hs_samp[None, :]).astype(float),
         ns_par=np.array([x[0] for x in ns], **ints),
         ns_samp=np.array([x[1] for x in ns], **ints),
         ns_loghi=np.log(hi),

@@ -49,6 +49,18 @@ class Objective:
         self.fixed = np.asarray(model.config.suggested_fixed(), dtype=bool)
         self.init = np.asarray(model.config.suggested_init(), dtype=float)
         self.n_fits = 0
+        self.n_evaluations = 0
+        # diagonal preconditioning: parameters in units of their expected uncertainty
+        self.scale = np.ones(self.init.size)
+        if self.fast is not None:
+            self.scale[self.fast.c_par] = self.fast.c_sigma
+
+    def set_scale(self, sigmas: Any) -> None:
+        """Use these uncertainties (e.g. Hesse's) as the parameters' units from now on;
+        L-BFGS-B then needs a few times fewer steps."""
+        sig = np.asarray(sigmas, dtype=float)
+        ok = np.isfinite(sig) & (sig > 0)
+        self.scale = np.where(ok, sig, self.scale)
 
     @property
     def backend(self) -> str:
@@ -87,25 +99,27 @@ class Objective:
         free = np.array([i not in hold for i in range(x0.size)])
         full = x0.copy()
         full[free] = np.clip(x0[free], bnds[free, 0], bnds[free, 1])
-        x0f = full[free]
+        unit = self.scale[free]
+        z0 = full[free] / unit
         # minimise relative to the start: L-BFGS-B's ftol is relative to |f|
         offset = self.fast.twice_nll(full, data)
         if not np.isfinite(offset):
             offset = 0.0
 
-        def fun(xf: np.ndarray) -> tuple[float, np.ndarray]:
-            full[free] = xf
+        def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+            full[free] = z * unit
+            self.n_evaluations += 1
             val, grad = self.fast.value_and_grad(full, data)
-            return val - offset, grad[free]
+            return val - offset, grad[free] * unit
 
         opts: dict[str, Any] = {"ftol": 1e-13, "gtol": 1e-7, "maxls": 50}
         if self.maxiter is not None:
             opts["maxiter"] = int(self.maxiter)
         with np.errstate(all="ignore"):
-            res = minimize(fun, x0f, jac=True, method="L-BFGS-B",
-                           bounds=list(map(tuple, bnds[free])), options=opts)
-        full[free] = res.x
-        if not res.success and not _converged(res, fun, bnds[free]):
+            res = minimize(fun, z0, jac=True, method="L-BFGS-B",
+                           bounds=list(map(tuple, bnds[free] / unit[:, None])), options=opts)
+        full[free] = res.x * unit
+        if not res.success and not _converged(res, fun, bnds[free] / unit[:, None]):
             msg = f"L-BFGS-B: {res.message} after {res.nit} iterations"
             raise MinimizationError(msg, full.copy())
         return full.copy(), float(res.fun + offset)

@@ -147,6 +147,7 @@ def run_statistics(
     objective = Objective(model, maxiter=cfg.fit.maxiter)
     lap("model")
     fit = mle_fit(model, data, cfg, objective)
+    objective.set_scale(fit.uncertainty)
     poi = model.config.poi_index
     at_bounds = pars_at_bounds(model, np.asarray(fit.bestfit))
     lap("fit")
