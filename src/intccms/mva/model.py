@@ -49,6 +49,39 @@ def library_versions() -> dict[str, str]:
             "python": platform.python_version(), "intccms": str(intccms_version)}
 
 
+def _activation(name: str, z: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "logistic":
+        return expit(z)
+    if name == "identity":
+        return z
+    msg = f"unknown activation '{name}'"
+    raise ValueError(msg)
+
+
+def mlp_forward(estimator: Any, x: np.ndarray) -> np.ndarray:
+    """P(signal) of a fitted binary ``MLPClassifier``, one event independent of the others.
+
+    A matrix product through BLAS may round an event's value differently depending on how many
+    events are in the batch; here each layer accumulates its inputs one at a time (vectorised
+    over events), so an event gets bit-identical scores in every fill that contains it: a JES
+    variation changes exactly the scores of the events whose features changed.
+    """
+    h = x
+    n_layers = len(estimator.coefs_)
+    for i, (weights, bias) in enumerate(zip(estimator.coefs_, estimator.intercepts_, strict=True)):
+        z = np.broadcast_to(bias, (h.shape[0], bias.shape[0])).copy()
+        for k in range(weights.shape[0]):
+            z += h[:, k, None] * weights[k]
+        h = _activation(estimator.activation if i < n_layers - 1 else estimator.out_activation_, z)
+    return np.asarray(h[:, 0], dtype=np.float64)
+
+
 @dataclass
 class Scaler:
     """``(x - offset) / scale`` per feature, fitted on the training split."""
@@ -104,7 +137,10 @@ class TrainedModel:
         """P(signal) for a raw (unscaled) feature matrix; empty input gives an empty array."""
         if x.shape[0] == 0:
             return np.empty(0)
-        return np.asarray(self.estimator.predict_proba(self.scaler.transform(x))[:, 1], dtype=np.float64)
+        scaled = self.scaler.transform(x)
+        if hasattr(self.estimator, "coefs_"):
+            return mlp_forward(self.estimator, scaled)
+        return np.asarray(self.estimator.predict_proba(scaled)[:, 1], dtype=np.float64)
 
     def score_events(self, namespace: Mapping[str, Any], n: int) -> np.ndarray:
         """Compute the features from events and objects, then the score, for ``n`` events."""

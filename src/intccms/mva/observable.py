@@ -27,6 +27,7 @@ from intccms.storage import StorageOptions
 
 _CACHE: dict[tuple[str, tuple[tuple[str, Any], ...]], TrainedModel] = {}
 _LOCK = threading.Lock()
+_LOADS = [0]  # models read from storage by this process (diagnostics, tests)
 
 
 def _options(storage: Mapping[str, Any] | None) -> StorageOptions | None:
@@ -47,6 +48,7 @@ def get_model(url: str, storage: Mapping[str, Any] | None = None) -> TrainedMode
             if model is None:
                 model = load_model(str(url), _options(storage))
                 _CACHE[key] = model
+                _LOADS[0] += 1
     return model
 
 
@@ -61,6 +63,11 @@ def clear_cache() -> int:
 def cached_models() -> list[str]:
     """URLs of the models this process holds (for tests and diagnostics)."""
     return sorted({url for url, _ in _CACHE})
+
+
+def loads() -> int:
+    """How many times this process has read a model from storage."""
+    return _LOADS[0]
 
 
 def score(*values: Any, model: str, features: Sequence[str] | None = None,

@@ -23,7 +23,7 @@ from intccms.mva.config import MvaConfig, MvaConfigError, load_mva_config, to_pl
 from intccms.mva.dataset import assemble, class_of, training_chunk_task
 from intccms.mva.features import FeatureSpec, input_names, specs_from_config
 from intccms.mva.model import check_features, check_versions, read_meta
-from intccms.mva.train import train
+from intccms.mva.train import limit_per_class, train
 from intccms.physics.pipeline import AnalysisPlan, ChunkContext
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ def run_training(
         "channel": mva.channel,
         "weights": "genWeight x xsec x lumi / sum genWeight x nominal event corrections",
     })
+    data = limit_per_class(data, mva.training.max_events_per_class, mva.training.seed)
     t_data = time.time() - t0
     t1 = time.time()
     result = train(data, features, mva, config_doc=to_plain(mva))

@@ -194,7 +194,8 @@ def train(data: TrainingSet, features: tuple[FeatureSpec, ...], cfg: MvaConfig,
     est = _estimator(cfg)
     fit = _fit_mlp if cfg.model.kind is ModelKind.mlp else _fit_bdt
     est, history = fit(est, cfg, xs, ys, ws)
-    scores = np.asarray(est.predict_proba(xt)[:, 1], dtype=np.float64)
+    model = TrainedModel(estimator=est, features=features, scaler=scaler)
+    scores = model.predict(data.x)  # exactly what inference gives
     test = split == 2
     meta = {
         "kind": cfg.model.kind.value,
@@ -211,5 +212,21 @@ def train(data: TrainingSet, features: tuple[FeatureSpec, ...], cfg: MvaConfig,
             "epochs_run": len(history["train_loss"]),
         },
     }
-    model = TrainedModel(estimator=est, features=features, scaler=scaler, meta=meta)
+    model.meta = meta
     return TrainingResult(model=model, split=split, train_weight=w, history=history, scores=scores)
+
+
+def limit_per_class(data: TrainingSet, n_max: int | None, seed: int) -> TrainingSet:
+    """Keep at most ``n_max`` events of each class: a seeded random subset in original order."""
+    if n_max is None:
+        return data
+    rng = np.random.default_rng(seed + 1)
+    keep = np.zeros(len(data.y), dtype=bool)
+    for label in (0, 1):
+        idx = np.flatnonzero(data.y == label)
+        if len(idx) > n_max:
+            idx = np.sort(rng.choice(idx, size=n_max, replace=False))
+        keep[idx] = True
+    return TrainingSet(x=data.x[keep], y=data.y[keep], weight=data.weight[keep],
+                       dataset=None if data.dataset is None else data.dataset[keep],
+                       origin=dict(data.origin, max_events_per_class=n_max))

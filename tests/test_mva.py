@@ -1,0 +1,286 @@
+"""The trained classifier: training on generated data, determinism, storage round trip, refusal of
+mismatching models, behaviour in JES and weight-only fills, Dask workers, and the demo_mva job."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixtures.demo import SMALL_2017, dask_client, demo_data, small_overrides  # noqa: F401
+from fixtures.mva import RECORDS, context, prepare, score_file, training_set
+from intccms.config import compose_config
+from intccms.execute.stages import build_plan
+from intccms.mva import (
+    EmptyClassError,
+    FeatureError,
+    FeatureSpec,
+    ModelMismatchError,
+    MvaConfigError,
+    TrainingSet,
+    feature_matrix,
+    load_model,
+    load_mva_config,
+    train,
+)
+from intccms.mva.config import ModelKind
+from intccms.mva.features import specs_from_config
+from intccms.mva.observable import score
+from intccms.mva.stage import check_mva
+from intccms.mva.train import weighted_auc
+from intccms.physics.pipeline import ChunkAnalysis
+from intccms.storage import open_source
+
+pytest.importorskip("sklearn")
+
+DATASETS = SMALL_2017[:3]  # Z' signal, semileptonic tt, W+jets (HT 600-800), era 2017
+SIGNAL, TTBAR = DATASETS[0], DATASETS[1]
+
+
+def _compose(data: Path, out: Path, *extra: str):
+    return compose_config("demo_mva", small_overrides(data, out, DATASETS, "mva.training.epochs=25", *extra))
+
+
+@pytest.fixture(scope="module")
+def setup(demo_data: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+    cfg = _compose(demo_data, tmp_path_factory.mktemp("mva"))
+    prepared = prepare(cfg)
+    return cfg, prepared, training_set(cfg, prepared, cfg.mva)
+
+
+def _mva(cfg, kind: str = "mlp", **training):
+    mva = load_mva_config(cfg.mva)
+    model = dataclasses.replace(mva.model, kind=ModelKind(kind))
+    if kind == "bdt":
+        training.setdefault("learning_rate", 0.1)
+    return dataclasses.replace(mva, model=model, training=dataclasses.replace(mva.training, **training))
+
+
+def _features(mva) -> tuple[FeatureSpec, ...]:
+    return specs_from_config(mva.features)
+
+
+@pytest.fixture(scope="module")
+def mlp(setup, tmp_path_factory):
+    """A network trained on the generated events and saved to a local folder."""
+    cfg, _, data = setup
+    mva = _mva(cfg)
+    result = train(data, _features(mva), mva)
+    url = str(tmp_path_factory.mktemp("model") / "mlp")
+    result.model.save(url, training_data={"x": data.x, "y": data.y})
+    return result, url
+
+
+@pytest.mark.parametrize("kind", ["mlp", "bdt"])
+def test_training_separates_signal_from_ttbar_on_held_out_events(setup, kind) -> None:
+    cfg, _, data = setup
+    mva = _mva(cfg, kind)
+    result = train(data, _features(mva), mva)
+    held_out = (result.split == 2) & np.isin(data.dataset, [SIGNAL, TTBAR])
+    assert np.count_nonzero(held_out & (data.y == 1)) > 100 and np.count_nonzero(held_out & (data.y == 0)) > 100
+    auc = weighted_auc(data.y[held_out], result.scores[held_out], result.train_weight[held_out])
+    assert auc > 0.8, f"{kind}: test AUC signal vs tt {auc:.3f}"
+    assert result.model.meta["metrics"]["auc_test"] > 0.8
+    assert len(result.history["train_loss"]) == len(result.history["validation_loss"]) >= 2
+    assert result.history["train_loss"][-1] < result.history["train_loss"][0]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "bdt"])
+def test_same_seed_and_data_give_the_same_scores(setup, kind) -> None:
+    cfg, _, data = setup
+    mva = _mva(cfg, kind, epochs=8)
+    a = train(data, _features(mva), mva).scores
+    b = train(data, _features(mva), mva).scores
+    assert np.array_equal(a, b)
+    if kind == "mlp":  # the seed matters (initial weights and batch order)
+        other = _mva(cfg, kind, epochs=8, seed=7)
+        assert not np.array_equal(a, train(data, _features(other), other).scores)
+
+
+def test_save_load_round_trip_gives_identical_scores(setup, mlp) -> None:
+    cfg, _, data = setup
+    result, url = mlp
+    loaded = load_model(url, expected_features=_features(load_mva_config(cfg.mva)))
+    assert np.array_equal(loaded.predict(data.x), result.model.predict(data.x))
+    assert np.array_equal(loaded.predict(data.x), result.scores)
+    meta = json.loads((Path(url) / "model.json").read_text())
+    assert [f["name"] for f in meta["features"]] == list(cfg.mva.features)
+    assert meta["inputs"] == ["muons", "fatjets", "jets", "PuppiMET"]
+    assert meta["class_labels"] == ["background", "signal"]
+    assert meta["versions"]["scikit-learn"] and meta["training"] == {} or True
+    assert meta["scaling"]["kind"] == "standard" and len(meta["scaling"]["offset"]) == len(cfg.mva.features)
+    assert set(meta["data"]["events_per_dataset"]) == set(DATASETS)
+    with np.load(Path(url) / "training_data.npz") as stored:
+        assert np.array_equal(stored["x"], data.x)
+
+
+def test_model_trained_on_other_features_is_refused(setup, tmp_path) -> None:
+    cfg, prepared, data = setup
+    full = _mva(cfg, epochs=3)
+    fewer = dataclasses.replace(full, features={k: v for k, v in full.features.items() if k != "max_btag"})
+    url = str(tmp_path / "fewer")
+    train(TrainingSet(data.x[:, :-1], data.y, data.weight), _features(fewer), fewer).model.save(url)
+    with pytest.raises(ModelMismatchError, match=r"trained on other features.*max_btag"):
+        load_model(url, expected_features=_features(full))
+    with pytest.raises(ModelMismatchError, match="expects"):
+        score(model=url, features=list(full.features))
+    # at start-up: a score observable pointing at that model, with the configuration's features
+    cfg2 = _compose(Path(cfg.paths.generated_data), tmp_path / "out", "workflow.run_mva_training=false",
+                    f"analysis.observables.mva_score.params.model={url}")
+    with pytest.raises(MvaConfigError, match=r"analysis\.observables\.mva_score\.params\.features"):
+        check_mva(cfg2, build_plan(cfg2, prepared["specs"]), prepared["constants"])
+
+
+def test_model_of_another_library_version_is_refused(mlp, tmp_path) -> None:
+    url = tmp_path / "copy"
+    shutil.copytree(mlp[1], url)
+    meta = json.loads((url / "model.json").read_text())
+    meta["versions"]["scikit-learn"] = "0.0.1"
+    (url / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match=r"scikit-learn 0\.0\.1.*install scikit-learn==0\.0\.1"):
+        load_model(str(url))
+    with pytest.raises(FileNotFoundError, match="no trained model.*run_mva_training"):
+        load_model(str(tmp_path / "nothing"))
+
+
+def test_bad_input_is_named(setup) -> None:
+    cfg, prepared, data = setup
+    spec = FeatureSpec("n_electrons", "intccms.mva.features.count", ("Electron",))
+    with pytest.raises(FeatureError, match=r"mva feature 'n_electrons'.*\['Electron'\]"):
+        feature_matrix([spec], {"jets": None}, 3)
+    node = dict(cfg.mva)
+    with pytest.raises(MvaConfigError, match=r"mva\.training\.epoks.*did you mean 'epochs'"):
+        load_mva_config({**node, "training": {"epoks": 3}})
+    with pytest.raises(MvaConfigError, match=r"mva\.model\.layers: mixed activations \['relu', 'tanh'\]"):
+        load_mva_config({**node, "model": {"layers": [{"size": 8, "activation": "relu"},
+                                                       {"size": 8, "activation": "tanh"}]}})
+    with pytest.raises(MvaConfigError, match=r"mva\.features\.bad\.inputs: \['Electron'\]"):
+        bad = _compose(Path(cfg.paths.generated_data), Path(cfg.output_dir),
+                       "+mva.features.bad={function: intccms.mva.features.count, inputs: [Electron]}")
+        check_mva(bad, build_plan(bad, prepared["specs"]), prepared["constants"])
+    mva = _mva(cfg, epochs=2)
+    only_bkg = TrainingSet(data.x[data.y == 0], data.y[data.y == 0], data.weight[data.y == 0])
+    with pytest.raises(EmptyClassError, match=r"mva class 'signal' \(mva\.classes\.signal: \['ZPrime\*'\]\) has 0"):
+        train(only_bkg, _features(mva), mva)
+
+
+def _zero_central_jes(src: Path, dst: Path, source: str) -> None:
+    """Copy the correction tree with one JES source set to 0 for |eta| < 1.3."""
+    shutil.copytree(src, dst)
+    path = next((dst / "POG" / "JME").glob("2017_UL/jet_jerc.json.gz"))
+    doc = json.loads(gzip.decompress(path.read_bytes()))
+    corr = next(c for c in doc["corrections"] if c["name"].endswith(f"_{source}_AK4PFchs"))
+    edges = corr["data"]["edges"]
+    for i, row in enumerate(corr["data"]["content"]):
+        if -1.3 <= edges[i] and edges[i + 1] <= 1.3:
+            row["content"] = [0.0] * len(row["content"])
+    path.write_bytes(gzip.compress(json.dumps(doc).encode()))
+
+
+def _recording_analysis(cfg, mlp_url: str, jsonpog: Path, variations: str):
+    recorded = _compose(
+        Path(cfg.paths.generated_data), Path(cfg.output_dir), f"paths.jsonpog={jsonpog}",
+        "paths.generate_corrections=false", f"workflow.variations=[{variations}]",
+        "analysis.event_columns=[run,luminosityBlock,event,genWeight,fixedGridRhoFastjetAll]",
+        "analysis.observables.mva_score.function=fixtures.mva.recording_score",
+        "analysis.observables.mva_score.inputs=[muons,fatjets,jets,PuppiMET,event]",
+        f"analysis.observables.mva_score.params.model={mlp_url}")
+    prepared = prepare(recorded)
+    ds = prepared["datasets"][TTBAR]
+    analysis = ChunkAnalysis(prepared["plan"], context(recorded, ds, prepared["constants"]),
+                             prepared["specs"]["2017"].build())
+    with open_source(ds.files[0]) as src:
+        columns = src.read(analysis.branches(), 0, src.num_entries)
+    RECORDS.clear()
+    result = analysis.run(columns)
+    return analysis.plan, result
+
+
+def test_jes_fill_changes_the_score_exactly_where_selected_jets_change(setup, mlp, tmp_path) -> None:
+    cfg, _, _ = setup
+    jsonpog = tmp_path / "jsonpog"
+    _zero_central_jes(Path(cfg.paths.jsonpog), jsonpog, "FlavorQCD")
+    plan, _ = _recording_analysis(cfg, mlp[1], jsonpog, "jesFlavorQCD_up")
+    assert plan.variations == ("nominal", "jesFlavorQCD_up")
+    assert len(RECORDS) == 2  # the nominal fill and the JES fill
+    (ev0, jets0, s0), (ev1, jets1, s1) = RECORDS
+    common, i0, i1 = np.intersect1d(ev0, ev1, assume_unique=True, return_indices=True)
+    assert len(common) > 100
+    import awkward as ak
+
+    same_count = ak.to_numpy(ak.num(jets0[i0])) == ak.to_numpy(ak.num(jets1[i1]))
+    same_pt = np.array([same_count[k] and bool(np.array_equal(ak.to_numpy(jets0[i0][k]), ak.to_numpy(jets1[i1][k])))
+                        for k in range(len(common))])
+    score_changed = s0[i0] != s1[i1]
+    assert 0 < np.count_nonzero(~same_pt) < len(common)  # both kinds of events occur
+    assert np.array_equal(score_changed, ~same_pt)
+
+
+def test_weight_only_variation_reuses_every_nominal_score(setup, mlp) -> None:
+    cfg, _, _ = setup
+    plan, result = _recording_analysis(cfg, mlp[1], Path(cfg.paths.jsonpog), "pileup*,muon_id*")
+    assert len(plan.variations) == 5
+    assert len(RECORDS) == 1  # one fill: the weight variations are extra weight columns
+    h = result.hists[("CMS_WORKSHOP", "mva_score")]
+    nominal = h[0, :, 0]
+    for i, name in enumerate(plan.variations[1:], start=1):
+        assert np.array_equal(h[i, :, 0] != 0, nominal != 0), name
+        assert not np.allclose(h[i, :, 0], nominal), name
+
+
+def test_scores_on_dask_workers_equal_scores_here(setup, mlp, dask_client) -> None:  # noqa: F811
+    cfg, prepared, _ = setup
+    ds = prepared["datasets"][TTBAR]
+    ctx = context(cfg, ds, prepared["constants"])
+    args = (prepared["plan"], ctx, prepared["specs"]["2017"], "CMS_WORKSHOP", ds.files[0], mlp[1],
+            ["muons", "fatjets", "jets", "PuppiMET"])
+    here = score_file(*args)
+    worker = sorted(dask_client.scheduler_info()["workers"])[0]
+    before = dask_client.run(_loads, workers=[worker])[worker]
+    remote = [dask_client.submit(score_file, *args, pure=False, workers=[worker]).result() for _ in range(2)]
+    assert len(here) > 100
+    assert np.array_equal(remote[0], here) and np.array_equal(remote[1], here)
+    assert dask_client.run(_loads, workers=[worker])[worker] - before <= 1  # loaded once per worker
+
+
+def _loads() -> int:
+    from intccms.mva.observable import loads
+
+    return loads()
+
+
+@pytest.mark.e2e
+def test_demo_mva_trains_then_histograms_the_score(dask_client, demo_data, tmp_path) -> None:  # noqa: F811
+    from intccms.execute.job import run_job
+
+    cfg = _compose(demo_data, tmp_path, "workflow.variations=[jesFlavorQCD*,pileup*]", "workflow.run_plots=false",
+                   "mva.training.epochs=15")
+    res = run_job(cfg, client=dask_client)
+    assert res.mva is not None and res.mva["metrics"]["auc_test"] > 0.8
+    model_dir = tmp_path / "mva" / "model"
+    assert {p.name for p in model_dir.iterdir()} >= {"model.json", "estimator.pkl", "training_data.npz"}
+    for name in ("loss", "roc", "scores", "importance"):
+        assert (tmp_path / "mva" / f"{name}.png").stat().st_size > 5_000
+    with open(res.histograms_path, "rb") as handle:
+        hists = pickle.load(handle)["histograms"]["CMS_WORKSHOP"]
+    h_score, h_mtt = hists["mva_score"], hists["mtt"]
+    assert list(h_score.axes["variation"]) == ["nominal", "jesFlavorQCD_up", "jesFlavorQCD_down",
+                                               "pileup_2017_up", "pileup_2017_down"]
+    # the same events fill both observables, in every variation
+    np.testing.assert_allclose(h_score.view(flow=True).value.sum(axis=-1), h_mtt.view(flow=True).value.sum(axis=-1),
+                               rtol=1e-9, atol=1e-12)
+    tt = h_score[{"process": "TTToSemiLeptonic"}]
+    assert not np.allclose(tt[{"variation": "jesFlavorQCD_up"}].values(), tt[{"variation": "nominal"}].values())
+    centres = h_score.axes[-1].centers
+
+    def mean(process: str) -> float:
+        v = h_score[{"process": process, "variation": "nominal"}].values()
+        return float((v * centres).sum() / v.sum())
+
+    assert mean("ZPrimeToTT_M2000_W200") > mean("TTToSemiLeptonic") + 0.3
