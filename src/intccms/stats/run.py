@@ -226,8 +226,19 @@ def limit_for_signal(hset: HistogramSet, cfg: StatisticsConfig, signal: str) -> 
     res = upper_limits(model, data, confidence_level=cfg.limits.confidence_level,
                        rtol=cfg.limits.rtol, observed=not cfg.data.blind,
                        objective=Objective(model, maxiter=cfg.fit.maxiter)).as_dict()
-    res.update(signal=signal, mass=plots.signal_mass(signal), seconds=time.perf_counter() - t)
+    res.update(signal=signal, mass=plots.signal_mass(signal), seconds=time.perf_counter() - t,
+               worker=_worker_address())
     return res
+
+
+def _worker_address() -> str | None:
+    """The Dask worker running this task (None outside a worker): shows the spread."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return None
 
 
 def run_limit_scan(

@@ -58,6 +58,11 @@ _PROCESSES = {  # name: (total yield, slope in 1/TeV, typical event weight)
 SIGNALS = ["ZPrimeToTT_M1000_W100", "ZPrimeToTT_M2000_W200", "ZPrimeToTT_M3000_W300"]
 
 
+def signal_points(n: int) -> list[str]:
+    """``n`` Z' signal names, masses 1000, 1500, 2000, ... GeV and 10% widths."""
+    return [f"ZPrimeToTT_M{m}_W{m // 10}" for m in range(1000, 1000 + 500 * n, 500)]
+
+
 def variation_names(eras: dict[str, float] = ERAS) -> list[str]:
     """Systematic source names of the analysis for the given eras (without _up/_down)."""
     years = sorted({e[:4] for e in eras})
@@ -79,9 +84,14 @@ def _era_of(name: str, eras: list[str]) -> list[str]:
 
 
 def make_histograms(
-    seed: int = 1, eras: dict[str, float] = ERAS, nbins: int = 20, signal_scale: float = 1.0
+    seed: int = 1, eras: dict[str, float] = ERAS, nbins: int = 20, signal_scale: float = 1.0,
+    signals: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A histogram dict in the analysis stage's pickle format (channel CMS_WORKSHOP, mtt)."""
+    """A histogram dict in the analysis stage's pickle format (channel CMS_WORKSHOP, mtt).
+
+    ``signals`` (default :data:`SIGNALS`) are Z' names whose mass (``_M{GeV}``) places a
+    Gaussian peak of 10% width.
+    """
     rng = np.random.default_rng(seed)
     edges = np.linspace(200.0, 3000.0, nbins + 1)
     centers = 0.5 * (edges[1:] + edges[:-1]) / 1000.0
@@ -94,7 +104,7 @@ def make_histograms(
         s = np.exp(-slope * centers)
         shapes[p] = tot * s / s.sum()
         weights[p] = w
-    for sig in SIGNALS:
+    for sig in signals or SIGNALS:
         m = float(sig.split("_M")[1].split("_")[0]) / 1000.0
         s = np.exp(-0.5 * ((centers - m) / (0.1 * m)) ** 2) + 1e-3
         shapes[sig] = signal_scale * 30.0 * s / s.sum()
