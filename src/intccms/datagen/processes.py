@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from intccms.datagen import fourvec as fv
 from intccms.datagen.forcing import W_HAD, HFSlot, LeptonSlot, Slot, ZllSlot, region_probability
 from intccms.datagen.truth import (
     B_SLOT, G_TOP, G_W, G_Z, ISR_SLOT, M_B, M_TOP, M_W, M_Z, WQ_SLOT, TruthBuilder,
-    add_resonance_fat, breit_wigner, decay_top, decay_w,
+    add_resonance_fat, breit_wigner, decay_top, decay_w, fat_may_pass, finish_top, top_to_bw,
 )
 
 __all__ = ["MC_KINDS", "Process", "resolve_process"]
@@ -131,15 +132,42 @@ def _pair(tb: TruthBuilder, m1: F, m2: F, a: float, n: float, pt_min: float,
     return p1, p2, pt
 
 
-def add_isr(tb: TruthBuilder, scale: F, max_jets: int = 4) -> None:
-    """Initial/final-state radiation jets: Poisson multiplicity growing with the hard scale."""
-    rng, n = tb.rng, tb.n
+@dataclass(frozen=True)
+class Radiation:
+    """Pre-drawn radiation jets: multiplicity, pT and AK8 score quantiles, ``(n, max_jets)``."""
+
+    count: NDArray[np.int64]
+    pt: F
+    tag_u: F
+
+    def may_pass(self) -> NDArray[np.bool_]:
+        """Events where a radiation jet may make the skim's AK8 jet."""
+        k = np.arange(self.pt.shape[1])[None, :]
+        return np.any((self.count[:, None] > k) & fat_may_pass(self.pt, self.tag_u), axis=1)
+
+    def rows(self, idx: NDArray[np.int64]) -> Radiation:
+        """The draws of events ``idx``."""
+        return Radiation(self.count[idx], self.pt[idx], self.tag_u[idx])
+
+
+def draw_isr(rng: np.random.Generator, scale: F, max_jets: int = 4) -> Radiation:
+    """Initial/final-state radiation: Poisson multiplicity growing with the hard scale."""
+    n = scale.shape[0]
     count = rng.poisson(0.8 + scale / 300.0)
-    for k in range(max_jets):
-        pt = np.minimum(20.0 * (1.0 - rng.random(n)) ** -0.5, np.maximum(scale, 25.0))
+    u = 1.0 - rng.random((n, max_jets))
+    pt = np.minimum(20.0 * u**-0.5, np.maximum(scale, 25.0)[:, None])
+    return Radiation(count, pt, rng.random((n, max_jets)))
+
+
+def add_isr(tb: TruthBuilder, scale: F | Radiation, max_jets: int = 4) -> None:
+    """Add radiation jets (drawn here from the hard ``scale``, or pre-drawn)."""
+    rng, n = tb.rng, tb.n
+    isr = scale if isinstance(scale, Radiation) else draw_isr(rng, scale, max_jets)
+    for k in range(isr.pt.shape[1]):
         eta = np.clip(rng.normal(0.0, 2.0, n), -4.7, 4.7)
         phi = rng.uniform(-np.pi, np.pi, n)
-        tb.add_jet(fv.from_ptetaphim(pt, eta, phi, np.zeros(n)), ISR_SLOT, count > k)
+        tb.add_jet(fv.from_ptetaphim(isr.pt[:, k], eta, phi, np.zeros(n)), ISR_SLOT, isr.count > k,
+                   tag_u=isr.tag_u[:, k])
 
 
 def _top_masses(tb: TruthBuilder) -> F:
@@ -151,8 +179,22 @@ def _fill_ttbar(n_lep: int | None) -> Callable[[TruthBuilder], F]:
 
     def fill(tb: TruthBuilder) -> F:
         top, atop, pt = _pair(tb, _top_masses(tb), _top_masses(tb), 190.0, 4.0, 300.0)
-        _decay_pair(tb, top, atop, n_lep)
-        add_isr(tb, pt)
+        if n_lep != 2:
+            _decay_pair(tb, top, atop, n_lep)
+            add_isr(tb, pt)
+            return pt
+        # dileptonic: the AK8 jet can only be a b or radiation; drop events where none may pass
+        isr = draw_isr(tb.rng, pt)
+        (b1, w1), (b2, w2) = top_to_bw(tb, top), top_to_bw(tb, atop)
+        tag_u = tb.rng.random((tb.n, 2))
+        may = isr.may_pass() | np.any(fat_may_pass(np.stack([fv.pt(b1), fv.pt(b2)], axis=1), tag_u), axis=1)
+        idx = tb.keep(may)
+        top, atop, pt, b1, w1, b2, w2, tag_u = (x[idx] for x in (top, atop, pt, b1, w1, b2, w2, tag_u))
+        mode1, mode2 = tb.w_modes(LEP), tb.w_modes(LEP)
+        ones, valid = np.ones(tb.n, dtype=np.int64), np.ones(tb.n, dtype=bool)
+        finish_top(tb, b1, w1, top, ones, mode1, valid, tag_u[:, 0])
+        finish_top(tb, b2, w2, atop, -ones, mode2, valid, tag_u[:, 1])
+        add_isr(tb, isr.rows(idx))
         return pt
 
     return fill
@@ -209,12 +251,14 @@ def _fill_vjets(lo: float, hi: float | None, boson: str) -> Callable[[TruthBuild
         nj = rng.choice([1, 2, 3, 4], size=n, p=[0.45, 0.3, 0.15, 0.1])
         frac = rng.dirichlet(np.full(4, 2.0), n) * (np.arange(4)[None, :] < nj[:, None])
         frac /= frac.sum(axis=1, keepdims=True)
+        ht, nj, frac, tag_u, isr = _hard_partons_may_pass(tb, ht, nj, frac)
+        n = tb.n
         recoil = np.zeros((n, 2))
         for k in range(4):
             pt = frac[:, k] * ht
             phi = rng.uniform(-np.pi, np.pi, n)
             p4 = fv.from_ptetaphim(pt, rng.normal(0.0, 1.4, n), phi, np.zeros(n))
-            tb.add_jet(p4, VQ_SLOT, nj > k)
+            tb.add_jet(p4, VQ_SLOT, nj > k, tag_u=tag_u[:, k])
             recoil -= np.where((nj > k)[:, None], p4[:, :2], 0.0)
         vpt = np.hypot(recoil[:, 0], recoil[:, 1])
         vphi = np.arctan2(recoil[:, 1], recoil[:, 0])
@@ -227,10 +271,26 @@ def _fill_vjets(lo: float, hi: float | None, boson: str) -> Callable[[TruthBuild
             m = breit_wigner(rng, M_Z, G_Z, n, 50.0, 300.0)
             v = _from_pt_y(vpt, rng.normal(0.0, 1.2, n), vphi, m)
             _decay_z(tb, v, "ll")
-        add_isr(tb, 0.3 * ht, max_jets=2)
+        add_isr(tb, isr)
         return ht
 
     return fill
+
+
+def _hard_partons_may_pass(tb: TruthBuilder, ht: F, nj: NDArray[np.int64], frac: F
+                           ) -> tuple[F, NDArray[np.int64], F, F, Radiation]:
+    """Keep the events where a parton (pT ``frac * ht``) or a radiation jet (drawn here, up to
+    two, scale 0.3 HT) may make the skim's AK8 jet: the only AK8 candidates of V+jets and QCD.
+
+    Returns:
+        tuple: ``ht``, ``nj``, ``frac``, the partons' AK8 score quantiles and the radiation,
+        for the kept events.
+    """
+    tag_u = tb.rng.random((tb.n, 4))
+    isr = draw_isr(tb.rng, 0.3 * ht, max_jets=2)
+    may = isr.may_pass() | np.any(fat_may_pass(frac * ht[:, None], tag_u), axis=1)
+    idx = tb.keep(may)
+    return ht[idx], nj[idx], frac[idx], tag_u[idx], isr.rows(idx)
 
 
 def _decay_z(tb: TruthBuilder, z: F, mode: str) -> None:
@@ -315,13 +375,15 @@ def _fill_qcd(lo: float, hi: float | None) -> Callable[[TruthBuilder], F]:
         nj = rng.choice([2, 3, 4], size=n, p=[0.5, 0.3, 0.2])
         frac = rng.dirichlet(np.array([6.0, 5.0, 2.0, 1.5]), n) * (np.arange(4)[None, :] < nj[:, None])
         frac /= frac.sum(axis=1, keepdims=True)
+        ht, nj, frac, tag_u, isr = _hard_partons_may_pass(tb, ht, nj, frac)
+        n = tb.n
         phi0 = rng.uniform(-np.pi, np.pi, n)
         for k in range(4):
             phi = phi0 + (np.pi + rng.normal(0.0, 0.3, n) if k == 1 else 0.0) if k < 2 else \
                 rng.uniform(-np.pi, np.pi, n)
             p4 = fv.from_ptetaphim(frac[:, k] * ht, rng.normal(0.0, 1.5, n), phi, np.zeros(n))
-            tb.add_jet(p4, QCD_SLOT, nj > k)
-        add_isr(tb, 0.3 * ht, max_jets=2)
+            tb.add_jet(p4, QCD_SLOT, nj > k, tag_u=tag_u[:, k])
+        add_isr(tb, isr)
         return ht
 
     return fill

@@ -15,7 +15,9 @@
   with the decay (:mod:`intccms.datagen.forcing`).
 - Only muons and AK8 jets are simulated before the skim; the rest only for kept events.
 - AK8 jets (pT > 170): 6 % pT resolution, mass from the merged decay plus a pT-dependent
-  QCD component, ParticleNet TvsQCD from Beta distributions per merging class.
+  QCD component, ParticleNet TvsQCD from Beta distributions per merging class (QCD-like:
+  Beta(0.3, 4.5) through the quantile drawn at generator level, so that a generator-level
+  preselection can use it).
 - PuppiMET: neutrinos plus jet and muon mismeasurement plus a 6 GeV + 0.6 sqrt(HT) spread.
 - Triggers: HLT_Mu50 93 % on the plateau (turn-on at 50 GeV), HLT_TkMu50 mostly
   correlated (their OR ~ 95 %), HLT_IsoMu24 for isolated muons above 24 GeV.
@@ -28,12 +30,12 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import erf
+from scipy.special import betaincinv, erf
 
 from intccms.datagen import fourvec as fv
 from intccms.datagen import jec
 from intccms.datagen.eras import era_info
-from intccms.datagen.truth import FAT_QCD, FAT_TOP, FAT_W, Truth
+from intccms.datagen.truth import FAT_QCD, FAT_TOP, FAT_W, QCD_TAG, Truth
 
 __all__ = ["SKIM_DESCRIPTION", "Reco", "passes_skim", "simulate", "to_columns"]
 
@@ -124,14 +126,18 @@ def _fat_jets(rng: np.random.Generator, truth: Truth) -> tuple[dict[str, F], NDA
     fpt = fpt_t * np.maximum(0.1, 1.0 + 0.06 * rng.standard_normal(fpt_t.shape))
     fmass = np.sqrt((fm_t * rng.normal(1.0, 0.08, fm_t.shape)) ** 2
                     + (fpt * rng.lognormal(np.log(0.08), 0.4, fpt.shape)) ** 2)
-    code = truth.fat_code
-    merged_top = code == FAT_TOP
-    top_like = rng.random(fpt.shape) < 0.85
-    ta = np.where(merged_top, np.where(top_like, 6.0, 1.5), np.where(code == FAT_W, 1.2, 0.3))
-    tb = np.where(merged_top, np.where(top_like, 1.0, 2.0), np.where(code == FAT_W, 3.5, 4.5))
-    tvsqcd = rng.beta(ta, tb)
+    code, valid = truth.fat_code, truth.fat_valid
+    tvsqcd = np.zeros(fpt.shape)
+    qcd = valid & (code == FAT_QCD)  # score from the quantile drawn with the candidate
+    tvsqcd[qcd] = betaincinv(*QCD_TAG, truth.fat_tag_u[qcd])
+    other = valid & (code != FAT_QCD)
+    merged_top = code[other] == FAT_TOP
+    is_w = code[other] == FAT_W
+    top_like = rng.random(merged_top.shape) < 0.85
+    ta = np.where(merged_top, np.where(top_like, 6.0, 1.5), np.where(is_w, 1.2, 1.0))
+    tb = np.where(merged_top, np.where(top_like, 1.0, 2.0), np.where(is_w, 3.5, 1.0))
+    tvsqcd[other] = rng.beta(ta, tb)
     fat_ok = truth.fat_valid & (fpt > 170.0)
-    assert FAT_QCD == 0  # QCD class is the Beta(0.3, 4.5) default above
     return {"pt": fpt, "eta": feta, "phi": fphi, "mass": fmass, "particleNet_TvsQCD": tvsqcd}, fat_ok
 
 

@@ -11,15 +11,14 @@ phase-space probability ``p_gen``: the same numbers a CMS skim keeps from its pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import awkward as ak
 import numpy as np
 
 from intccms.datagen.processes import Process
 from intccms.datagen.reco import SKIM_DESCRIPTION, simulate, to_columns
-from intccms.datagen import fourvec as fv
-from intccms.datagen.truth import Truth, TruthBuilder
+from intccms.datagen.truth import TruthBuilder
 
 __all__ = ["BLOCK", "SkimStream", "concat_columns"]
 
@@ -74,15 +73,12 @@ class SkimStream:
         rng = self.rng
         tb = TruthBuilder(size, rng, self.process.slots)
         self.process.fill(tb)
-        truth = tb.build()
         weights = self.process.gen_weights(rng, size).astype(np.float64)
         # cheap generator-level preselection: the skim cannot pass without these
-        fat_ok = truth.fat_valid & (fv.pt(truth.fat_p4) > _PRE_FAT_PT)
-        mu_ok = truth.mu_valid & (fv.pt(truth.mu_p4) > _PRE_MU_PT)
-        pre = np.flatnonzero(np.any(fat_ok, axis=1) & np.any(mu_ok, axis=1))
-        sub = _subset(truth, pre)
-        reco, keep = simulate(rng, sub, self.era, is_data=self.is_data)
-        positions = pre[keep]
+        pre = tb.preselect(_PRE_FAT_PT, _PRE_MU_PT)
+        reco, keep = simulate(rng, tb.build(pre), self.era, is_data=self.is_data)
+        assert tb.rows is not None
+        positions = tb.rows[pre[keep]]
         cum_w = np.cumsum(weights)
         if positions.size:
             columns = to_columns(reco, np.arange(keep.size))
@@ -118,24 +114,3 @@ class SkimStream:
         self._cum_tries = [tries[k:]] if rest else []
         self._cum_sumw = [sumw[k:]] if rest else []
         return _take(columns, slice(0, k))
-
-
-_COLLECTIONS = {
-    "jet_valid": ("jet_p4", "jet_flav", "jet_pileup"),
-    "mu_valid": ("mu_p4", "mu_charge", "mu_prompt", "mu_activity", "mu_mini"),
-    "fat_valid": ("fat_p4", "fat_code"),
-}
-
-
-def _subset(truth: Truth, idx: np.ndarray) -> Truth:
-    """Rows ``idx`` of a :class:`Truth`, dropping object slots that are empty in all of them."""
-    changes: dict[str, np.ndarray] = {"nu_pxpy": truth.nu_pxpy[idx]}
-    for valid_name, names in _COLLECTIONS.items():
-        valid = getattr(truth, valid_name)[idx]
-        cols = np.flatnonzero(valid.any(axis=0))
-        if cols.size == 0:
-            cols = np.array([0])
-        changes[valid_name] = valid[:, cols]
-        for name in names:
-            changes[name] = getattr(truth, name)[idx][:, cols]
-    return replace(truth, n=len(idx), **changes)

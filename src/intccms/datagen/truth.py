@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import betainc
 
 from intccms.datagen import fourvec as fv
 from intccms.datagen.forcing import (
-    L_MU, L_TAU_E, L_TAU_HAD, L_TAU_MU, SEMI_FAIL, SEMI_NONE, SEMI_PASS, SEMI_PROB, W_HAD, HFSlot,
+    ISO_CUT, L_MU, L_TAU_E, L_TAU_HAD, L_TAU_MU, SEMI_FAIL, SEMI_NONE, SEMI_PASS, SEMI_PROB, W_HAD, HFSlot,
     LeptonSlot, Slot, ZllSlot, conditional_choice, first_success, iso_pass_probability,
     sample_semileptonic,
 )
@@ -51,6 +52,17 @@ M_MU = 0.10566
 M_B = 4.8
 
 FAT_QCD, FAT_W, FAT_TOP = 0, 1, 2
+QCD_TAG = (0.3, 4.5)  # Beta law of ParticleNet TvsQCD for QCD-like AK8 jets
+QCD_TAG_U_MIN = float(betainc(*QCD_TAG, 0.2))  # quantile above which TvsQCD > 0.2 (the skim)
+# generator-level preselection: below these an AK8 jet / muon cannot pass the skim (400 / 50 GeV
+# after resolution)
+PRESELECT_FAT_PT = 320.0
+PRESELECT_MU_PT = 40.0
+
+
+def fat_may_pass(pt: F, tag_u: F) -> B:
+    """A QCD-like AK8 candidate of generator pT ``pt`` and score quantile ``tag_u`` may pass the skim."""
+    return (pt > PRESELECT_FAT_PT) & (tag_u > QCD_TAG_U_MIN)
 
 B_SLOT = HFSlot(1.0, 0.0)  # a b quark (top decays, single-top b)
 WQ_SLOT = HFSlot(0.0, 0.5)  # first quark of a hadronic W: charm in W -> cs
@@ -83,6 +95,7 @@ class Truth:
     fat_p4: F
     fat_code: I
     fat_valid: B
+    fat_tag_u: F
 
 
 @dataclass
@@ -94,15 +107,43 @@ class TruthBuilder:
     slots: tuple[Slot, ...] = ()
     _jets: list[tuple[F, I, B, B]] = field(default_factory=list)
     _mus: list[tuple[F, I, B, B, F, F]] = field(default_factory=list)
-    _fats: list[tuple[F, I, B]] = field(default_factory=list)
+    _fats: list[tuple[F, I, B, F]] = field(default_factory=list)
     nu_pxpy: F | None = None
+    rows: I | None = None
     _status: I | None = None
     _cursor: int = 0
 
     def __post_init__(self) -> None:
         self.nu_pxpy = np.zeros((self.n, 2))
-        if self.slots:
-            self._status = first_success(self.rng, self.n, self.slots)
+        self.rows = np.arange(self.n)
+
+    def keep(self, mask: B) -> NDArray[np.int64]:
+        """Drop the events that cannot pass the skim any more (all later draws skip them).
+
+        Returns:
+            ndarray: the kept rows (indices before this call), to subset the caller's arrays.
+        """
+        idx = np.flatnonzero(mask)
+        self.n = idx.size
+        self._jets = [tuple(a[idx] for a in j) for j in self._jets]  # type: ignore[misc]
+        self._mus = [tuple(a[idx] for a in m) for m in self._mus]  # type: ignore[misc]
+        self._fats = [tuple(a[idx] for a in f) for f in self._fats]  # type: ignore[misc]
+        assert self.nu_pxpy is not None and self.rows is not None
+        self.nu_pxpy, self.rows = self.nu_pxpy[idx], self.rows[idx]
+        if self._status is not None:
+            self._status = self._status[idx]
+        return idx
+
+    def preselect(self, fat_pt: float, mu_pt: float) -> NDArray[np.int64]:
+        """Events with a muon that may pass the skim (isolated if non-prompt) above ``mu_pt``
+        and an AK8 candidate above ``fat_pt`` (tagged if QCD-like), as builder rows."""
+        fat = np.zeros(self.n, bool)
+        for p4, code, valid, tag_u in self._fats:
+            fat |= valid & (fv.pt(p4) > fat_pt) & ((code != FAT_QCD) | (tag_u > QCD_TAG_U_MIN))
+        mu = np.zeros(self.n, bool)
+        for p4, _, valid, prompt, _, mini in self._mus:
+            mu |= valid & (prompt | (mini < ISO_CUT)) & (fv.pt(p4) > mu_pt)
+        return np.flatnonzero(fat & mu)
 
     def choose(self, slot: Slot) -> I:
         """Outcome indices of the next muon-source slot (see :mod:`intccms.datagen.forcing`).
@@ -117,7 +158,8 @@ class TruthBuilder:
                 expected = self.slots[self._cursor] if self._cursor < len(self.slots) else "none"
                 msg = f"muon-source slot {self._cursor} is {slot}, the process declared {expected}"
                 raise RuntimeError(msg)
-            assert self._status is not None
+            if self._status is None:  # drawn late: events dropped by keep() need none
+                self._status = first_success(self.rng, self.n, self.slots)
             status = self._status[:, self._cursor]
             self._cursor += 1
         return conditional_choice(self.rng, status, probs, success, self.n)
@@ -143,13 +185,15 @@ class TruthBuilder:
         iso = np.zeros(self.n) if mini is None else mini
         self._mus.append((p4, charge.astype(np.int64), valid, np.full(self.n, prompt), act, iso))
 
-    def add_fat(self, p4: F, code: I | int, valid: B) -> None:
-        """An AK8 candidate with its tagging class (see module docstring)."""
+    def add_fat(self, p4: F, code: I | int, valid: B, tag_u: F | None = None) -> None:
+        """An AK8 candidate with its tagging class (see module docstring) and, for QCD-like
+        ones, the quantile ``tag_u`` of its ParticleNet score (drawn here unless given)."""
         codes = np.broadcast_to(np.asarray(code, dtype=np.int64), (self.n,)).copy()
-        self._fats.append((p4, codes, valid & (fv.pt(p4) > 150.0)))
+        u = self.rng.random(self.n) if tag_u is None else tag_u
+        self._fats.append((p4, codes, valid & (fv.pt(p4) > 150.0), u))
 
     def add_jet(self, p4: F, flav: HFSlot | I | int, valid: B, *, hard: bool = True,
-                pileup: bool = False) -> None:
+                pileup: bool = False, tag_u: F | None = None) -> None:
         """A parton that becomes an AK4 jet; heavy flavour may decay semileptonically.
 
         Args:
@@ -159,6 +203,7 @@ class TruthBuilder:
             valid (ndarray): which events have this parton.
             hard (bool): a hard parton above 150 GeV also seeds a QCD-like AK8 jet.
             pileup (bool): the jet comes from pileup (lower jet-ID quality).
+            tag_u (ndarray | None): quantile of the AK8 jet's tagger score (see :meth:`add_fat`).
         """
         rng, n = self.rng, self.n
         if isinstance(flav, HFSlot):
@@ -185,7 +230,7 @@ class TruthBuilder:
         self.add_muon(_with_mass(mu_p4, M_MU), charge, semi, prompt=False, activity=activity, mini=mini)
         self._jets.append((jet_p4, flavs, valid, np.full(n, pileup)))
         if hard:
-            self.add_fat(jet_p4, FAT_QCD, valid)
+            self.add_fat(jet_p4, FAT_QCD, valid, tag_u)
 
     def add_lepton(self, lep: F, nu: F, mode: I, charge: I, valid: B) -> None:
         """A W/Z decay lepton (``mode`` L_E, L_MU or a tau decay) and its neutrino (if any)."""
@@ -204,16 +249,17 @@ class TruthBuilder:
         self._jets.append((_with_mass(vis, 1.2), np.zeros(self.n, np.int64), tau_had,
                            np.zeros(self.n, bool)))
 
-    def build(self) -> Truth:
-        """Stack the collected slots (at least one slot per collection)."""
-        n = self.n
-        z4, zi, zb, zf = np.zeros((n, 4)), np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n)
-        jets = self._jets or [(z4, zi, zb, zb)]
-        mus = self._mus or [(z4, zi, zb, zb, zf, zf)]
+    def build(self, rows: NDArray[np.int64] | None = None) -> Truth:
+        """Stack the collected slots of ``rows`` (default: all), dropping slots empty in all."""
         if self.slots and self._cursor != len(self.slots):
             msg = f"the process declared {len(self.slots)} muon-source slots but used {self._cursor}"
             raise RuntimeError(msg)
-        fats = self._fats or [(z4, zi, zb)]
+        idx = np.arange(self.n) if rows is None else rows
+        n = idx.size
+        z4, zi, zb, zf = np.zeros((n, 4)), np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n)
+        jets = _used(self._jets, idx, 2) or [(z4, zi, zb, zb)]
+        mus = _used(self._mus, idx, 2) or [(z4, zi, zb, zb, zf, zf)]
+        fats = _used(self._fats, idx, 2) or [(z4, zi, zb, zf)]
         assert self.nu_pxpy is not None
         return Truth(
             n=n,
@@ -227,11 +273,21 @@ class TruthBuilder:
             mu_prompt=np.stack([m[3] for m in mus], axis=1),
             mu_activity=np.stack([m[4] for m in mus], axis=1),
             mu_mini=np.stack([m[5] for m in mus], axis=1),
-            nu_pxpy=self.nu_pxpy,
+            nu_pxpy=self.nu_pxpy[idx],
             fat_p4=np.stack([f[0] for f in fats], axis=1),
             fat_code=np.stack([f[1] for f in fats], axis=1),
             fat_valid=np.stack([f[2] for f in fats], axis=1),
+            fat_tag_u=np.stack([f[3] for f in fats], axis=1),
         )
+
+
+def _used(entries: list[tuple], idx: NDArray[np.int64], valid_at: int) -> list[tuple]:  # type: ignore[type-arg]
+    """Entries restricted to rows ``idx``, without those whose object is absent in all."""
+    out = []
+    for entry in entries:
+        if entry[valid_at][idx].any():
+            out.append(tuple(a[idx] for a in entry))
+    return out
 
 
 def _with_mass(p4: F, m: float) -> F:
@@ -265,12 +321,23 @@ def decay_top(tb: TruthBuilder, top: F, charge: I, mode: I, valid: B) -> None:
 
     Slots used, in order: the b quark, the W's first quark.
     """
+    b, w = top_to_bw(tb, top)
+    finish_top(tb, b, w, top, charge, mode, valid)
+
+
+def top_to_bw(tb: TruthBuilder, top: F) -> tuple[F, F]:
+    """First step of :func:`decay_top`: the b quark and the W boson."""
+    m_w = breit_wigner(tb.rng, M_W, G_W, tb.n, 60.0, 100.0)
+    return fv.two_body_decay(tb.rng, top, np.full(tb.n, M_B), m_w)
+
+
+def finish_top(tb: TruthBuilder, b: F, w: F, top: F, charge: I, mode: I, valid: B,
+               b_tag_u: F | None = None) -> None:
+    """Second step of :func:`decay_top`: the b jet, the W decay and the AK8 candidates."""
     rng, n = tb.rng, tb.n
-    m_w = breit_wigner(rng, M_W, G_W, n, 60.0, 100.0)
-    b, w = fv.two_body_decay(rng, top, np.full(n, M_B), m_w)
     leptonic = mode != W_HAD
     tb.add_jet(b, B_SLOT, valid, hard=False)
-    tb.add_fat(b, FAT_QCD, valid & leptonic)  # a hard b from a leptonic top is an AK8 jet too
+    tb.add_fat(b, FAT_QCD, valid & leptonic, b_tag_u)  # a hard b from a leptonic top is an AK8 jet too
     zero = np.zeros(n)
     q1, q2 = fv.two_body_decay(rng, w, zero, zero)
     tb.add_lepton(q1, q2, mode, charge, valid & leptonic)
