@@ -1,0 +1,151 @@
+"""Typed schema of the ``inspect`` group and its composition with the job configuration.
+
+The root schema keeps ``inspect`` untyped (``Any``) so that jobs without it stay valid; the
+inspector merges whatever the configuration holds onto :class:`InspectConfig` here, so a typo or
+a wrong type fails before any file is opened, naming the key (``inspect.sample.files_per_datset``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from intccms.config import ConfigError, compose_config
+
+GROUP_DEFAULT = "default"
+
+
+class Executor(str, Enum):
+    """Where files are scanned."""
+
+    dask = "dask"  # on the job's cluster (``cluster`` group), with a progress bar
+    serial = "serial"  # in this process, one file after the other
+
+
+@dataclass
+class SampleConfig:
+    """Which files of each dataset are opened.
+
+    ``files_per_dataset: null`` opens every file; a number opens that many, drawn at random
+    (``seed``) from the dataset's listing, and totals are extrapolated to the full listing.
+    """
+
+    files_per_dataset: Optional[int] = None
+    seed: int = 1
+
+
+@dataclass
+class ReadsConfig:
+    """What the configured analysis reads: traced on one small chunk of a real file."""
+
+    enabled: bool = True
+    entries: int = 500
+    # Expected read time at each bandwidth (Gbit/s).
+    bandwidth_gbps: list[float] = field(default_factory=lambda: [1.0, 10.0])
+    # A saved run report (``outputs/<name>/report/report.json``): its events/s and Gbit/s.
+    report: Optional[str] = None
+
+
+@dataclass
+class RucioConfig:
+    """File sizes from a Rucio server (optional ``rucio-clients`` package)."""
+
+    enabled: bool = False
+    host: Optional[str] = None
+    auth_host: Optional[str] = None
+    account: Optional[str] = None
+    scope: str = "cms"
+    timeout_s: float = 30.0
+
+
+@dataclass
+class InspectConfig:
+    """The ``inspect`` group."""
+
+    tree: str = "Events"
+    output_dir: str = "outputs/inspect"
+    executor: Executor = Executor.dask
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    reads: ReadsConfig = field(default_factory=ReadsConfig)
+    rucio: RucioConfig = field(default_factory=RucioConfig)
+    top_branches: int = 20
+    plots: bool = True
+
+
+def inspect_config(cfg: DictConfig) -> InspectConfig:
+    """The typed ``inspect`` section of a composed job configuration.
+
+    Defaults fill every key the configuration leaves out (also when it has no ``inspect`` group
+    at all, with ``output_dir`` then under the job's ``output_dir``).
+
+    Raises:
+        ConfigError: an unknown key or a wrong type, naming the full key; or a bad value.
+    """
+    base = OmegaConf.structured(InspectConfig)
+    base.output_dir = f"{cfg.output_dir}/inspect"
+    given = cfg.get("inspect")
+    try:
+        merged = OmegaConf.merge(base, given) if given is not None else base
+        out: InspectConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        where = f"inspect.{key}" if key else "inspect"
+        msg = f"{where}: {err}".splitlines()[0] + " (see conf/inspect/default.yaml for the keys)"
+        raise ConfigError(msg) from None
+    _check(out)
+    return out
+
+
+def _check(icfg: InspectConfig) -> None:
+    n = icfg.sample.files_per_dataset
+    if n is not None and n <= 0:
+        msg = f"inspect.sample.files_per_dataset must be positive or null (all files), got {n}"
+        raise ConfigError(msg)
+    if icfg.reads.entries <= 0:
+        msg = f"inspect.reads.entries must be positive, got {icfg.reads.entries}"
+        raise ConfigError(msg)
+    bad = [b for b in icfg.reads.bandwidth_gbps if b <= 0]
+    if bad:
+        msg = f"inspect.reads.bandwidth_gbps must be positive (Gbit/s), got {bad}"
+        raise ConfigError(msg)
+    if icfg.top_branches <= 0:
+        msg = f"inspect.top_branches must be positive, got {icfg.top_branches}"
+        raise ConfigError(msg)
+
+
+def compose_inspect(config_name: str, overrides: Sequence[str] = ()) -> tuple[DictConfig, InspectConfig]:
+    """Compose a top-level configuration with the ``inspect`` group and type it.
+
+    Top-level configurations need not list the group: ``+inspect=default`` is appended unless an
+    override picks one, or the configuration already has it in its defaults.
+
+    Returns:
+        The job configuration and its typed ``inspect`` section.
+    """
+    chosen = any(o.lstrip("+~").startswith("inspect=") for o in overrides)
+    attempts: list[list[str]] = [list(overrides)]
+    if not chosen:
+        attempts.insert(0, [f"+inspect={GROUP_DEFAULT}", *overrides])
+    error: ConfigError | None = None
+    for attempt in attempts:
+        try:
+            cfg = compose_config(config_name, attempt)
+        except ConfigError as err:
+            # The configuration lists the group itself: compose without appending it.
+            if "already at 'inspect'" in str(err) or "Multiple values for inspect" in str(err):
+                error = err
+                continue
+            raise
+        return cfg, inspect_config(cfg)
+    assert error is not None
+    raise error
+
+
+def as_dict(icfg: InspectConfig) -> dict[str, Any]:
+    """Plain dictionary (enums as strings) for the JSON output."""
+    return OmegaConf.to_container(OmegaConf.structured(icfg), enum_to_str=True)  # type: ignore[return-value]

@@ -1,0 +1,210 @@
+"""The inspection: resolve and sample files, trace the analysis reads, scan on the cluster, report.
+
+Steps: (1) the job's datasets, selection and demo-input generation; (2) N files per dataset
+(:mod:`.sample`); (3) sizes from Rucio where configured (:mod:`.rucio`); (4) which branches the
+skim and analysis stages read, from a real run on one chunk (:mod:`.reads`); (5) one scan task
+per file on the job's Dask cluster (:mod:`.scan`), folded into per-dataset totals as results
+arrive (:mod:`.summary`); (6) tables, JSON, CSV and plots (:mod:`.outputs`, :mod:`.plots`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from intccms.inspect.config import Executor, InspectConfig
+from intccms.inspect.reads import ReadsTrace, input_stages, trace_reads
+from intccms.inspect.sample import choose_files
+from intccms.inspect.scan import FileReport, scan_file
+from intccms.inspect.summary import BranchTotals, DatasetAccumulator, DatasetSummary, GroupSummary, group_summary
+from intccms.inspect.timing import rate_functions
+from intccms.plan.datasets import Dataset, resolve_dataset, select_datasets
+from intccms.storage import StorageOptions
+
+
+@dataclass
+class InspectResult:
+    """Everything an inspection found; :mod:`.outputs` turns it into tables and files."""
+
+    config: InspectConfig
+    files: list[FileReport] = field(default_factory=list)
+    datasets: dict[str, DatasetSummary] = field(default_factory=dict)
+    branches: dict[str, dict[str, BranchTotals]] = field(default_factory=dict)
+    eras: dict[str, GroupSummary] = field(default_factory=dict)
+    total: GroupSummary | None = None
+    trace: ReadsTrace = field(default_factory=ReadsTrace)
+    notes: list[str] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+    @property
+    def bad_files(self) -> list[FileReport]:
+        """Files that could not be read, with their errors."""
+        return [f for f in self.files if not f.ok]
+
+
+def _datasets(cfg: DictConfig, console: Console) -> dict[str, Dataset]:
+    from intccms.execute.prepare import ensure_inputs, fill_generated_files
+
+    fill_generated_files(cfg)
+    ensure_inputs(cfg, console=console)
+    chosen = select_datasets(OmegaConf.to_container(cfg.datasets, resolve=True), list(cfg.dataset_selection))
+    return {name: resolve_dataset(name, d) for name, d in chosen.items()}
+
+
+def _rucio_sizes(icfg: InspectConfig, datasets: Mapping[str, Dataset], notes: list[str],
+                 console: Console) -> dict[str, dict[str, int]]:
+    if not icfg.rucio.enabled:
+        return {}
+    from intccms.inspect.rucio import RucioUnavailable, dataset_files, make_client, sizes_for_listing
+
+    try:
+        client = make_client(icfg.rucio)
+    except RucioUnavailable as err:
+        notes.append(f"file sizes from storage: {err}")
+        console.print(f"[yellow]rucio:[/yellow] {err}")
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for name, ds in datasets.items():
+        if not ds.das_name:
+            notes.append(f"{name}: no das_name, so no Rucio sizes; sizes from storage")
+            continue
+        try:
+            out[name] = sizes_for_listing(ds.files, dataset_files(client, icfg.rucio.scope, ds.das_name))
+        except RucioUnavailable as err:
+            notes.append(f"{name}: {err}; sizes from storage")
+    return out
+
+
+@contextmanager
+def _client(cfg: DictConfig, options: StorageOptions, given: Any) -> Iterator[Any]:
+    if given is not None:
+        yield given
+        return
+    from intccms.execute.backends import start_cluster
+
+    run_id = os.environ.get("INTCCMS_RUN_ID") or f"{cfg.name}-inspect-{uuid.uuid4().hex[:8]}"
+    with start_cluster(cfg.cluster, run_id=run_id) as client:
+        creds = options.credentials
+        if creds is not None and creds.environ():
+            from intccms.storage import CredentialsPlugin
+
+            client.register_plugin(CredentialsPlugin(creds))
+        yield client
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]inspect[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
+                    TextColumn("{task.fields[bad]} bad"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+def _scan_all(cfg: DictConfig, icfg: InspectConfig, jobs: list[tuple[Dataset, str]], kwargs_for: Callable[[Dataset], dict[str, Any]],
+              options: StorageOptions, on_report: Callable[[FileReport], None], console: Console, client: Any) -> None:
+    """Scan every file (serially or on the cluster), handing reports over as they finish."""
+    with _progress(console) as progress:
+        bar = progress.add_task("inspect", total=len(jobs), bad=0)
+        bad = 0
+
+        def done(report: FileReport) -> None:
+            nonlocal bad
+            bad += int(not report.ok)
+            on_report(report)
+            progress.update(bar, advance=1, bad=bad)
+
+        if icfg.executor == Executor.serial:
+            for ds, url in jobs:
+                done(scan_file(url, ds.name, ds.era, options, **kwargs_for(ds)))
+            return
+        from distributed import as_completed
+
+        with _client(cfg, options, client) as dask:
+            futures = [dask.submit(scan_file, url, ds.name, ds.era, options, pure=False, **kwargs_for(ds))
+                       for ds, url in jobs]
+            try:
+                for fut in as_completed(futures):
+                    done(fut.result())
+                    fut.release()
+            finally:
+                for fut in futures:
+                    fut.cancel()
+
+
+def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None = None,
+                client: Any = None) -> InspectResult:
+    """Inspect the selected datasets' inputs and write the outputs.
+
+    Args:
+        cfg: the composed job configuration (datasets, storage, cluster, analysis, workflow).
+        icfg: its typed ``inspect`` section (:func:`intccms.inspect.config.inspect_config`).
+        console: where tables and progress go (stderr by default).
+        client: an existing Dask client; otherwise the configured cluster is started.
+
+    Returns:
+        The result; bad files are in it with their errors, never raised.
+    """
+    from intccms.execute.job import storage_options
+    from intccms.inspect.outputs import print_summary, write_outputs
+
+    console = console or Console(stderr=True)
+    t0 = time.time()
+    result = InspectResult(config=icfg)
+    rates = rate_functions(icfg.reads.bandwidth_gbps, icfg.reads.report)
+    datasets = _datasets(cfg, console)
+    options = storage_options(cfg)
+    chosen = {name: choose_files(ds.files, icfg.sample.files_per_dataset, icfg.sample.seed)
+              for name, ds in datasets.items()}
+    rucio = _rucio_sizes(icfg, datasets, result.notes, console)
+    if icfg.reads.enabled:
+        with console.status("tracing the skim and analysis stages on one chunk"):
+            result.trace = trace_reads(cfg, datasets, chosen, options, entries=icfg.reads.entries, tree=icfg.tree)
+    else:
+        result.trace = ReadsTrace(input_stages=input_stages(cfg), notes=["inspect.reads.enabled=false"])
+    result.notes.extend(result.trace.notes)
+    wf = cfg.workflow
+
+    def kwargs_for(ds: Dataset) -> dict[str, Any]:
+        return {"tree": icfg.tree, "reads": result.trace.branches_for(ds.is_data), "chunksize": int(wf.chunksize),
+                "max_chunks": wf.max_chunks_per_file}
+
+    accs = {name: DatasetAccumulator(name, ds.era, ds.is_data, len(ds.files)) for name, ds in datasets.items()}
+    for name, sizes in rucio.items():
+        accs[name].listing_sizes = sizes
+    out_dir = Path(icfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from intccms.inspect.outputs import BranchRowWriter
+
+    with BranchRowWriter(out_dir / "branches.csv") as rows:
+        def on_report(report: FileReport) -> None:
+            if report.url in rucio.get(report.dataset, {}):
+                report.size_source = "rucio"
+            rows.write(report)
+            accs[report.dataset].add(report)
+            result.files.append(report)
+
+        jobs = [(datasets[name], url) for name, urls in chosen.items() for url in urls]
+        _scan_all(cfg, icfg, jobs, kwargs_for, options, on_report, console, client)
+    stages = result.trace.input_stages
+    result.datasets = {name: acc.summary(stages, rates) for name, acc in accs.items()}
+    result.branches = {name: acc.branches for name, acc in accs.items()}
+    for era in sorted({d.era for d in result.datasets.values()}):
+        result.eras[era] = group_summary(era, [d for d in result.datasets.values() if d.era == era], rates)
+    result.total = group_summary("total", list(result.datasets.values()), rates)
+    result.wall_time_s = time.time() - t0
+    result.outputs = [out_dir / "branches.csv", *write_outputs(result, out_dir)]
+    if icfg.plots:
+        from intccms.inspect.plots import plot_all
+
+        result.outputs.extend(plot_all(result, out_dir / "plots"))
+    print_summary(result, console=console)
+    return result

@@ -1,0 +1,399 @@
+"""The input inspector: per-branch numbers against uproot and the file's own records, the real
+NanoAOD file, S3 and XRootD inputs on real servers, the traced analysis reads against the bytes
+a real run requests, bad files, sampling and configuration errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+from fixtures.demo import dask_client  # noqa: F401
+from fixtures.s3 import S3Server, s3_server  # noqa: F401
+from fixtures.xrootd import XRootDServer, xrootd_server  # noqa: F401
+
+from intccms.config import ConfigError
+from intccms.inspect import compose_inspect, run_inspect, scan_file
+from intccms.inspect.config import Executor
+from intccms.inspect.rucio import RucioUnavailable, make_client, sizes_for_listing
+from intccms.inspect.sample import choose_files, extrapolate
+from intccms.inspect.scan import FileReport
+from intccms.inspect.timing import report_rates
+from intccms.storage import Credentials, Secret, StorageOptions
+
+SHARED = Path(os.environ.get("INTCCMS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+NANO_DY = SHARED / "nanoaod" / "nano_dy.root"
+N_EXTEND, PER_EXTEND = 3, 1000
+MC_EVENTS, DATA_EVENTS, CHUNK = 3000, 2000, 1000
+
+
+# -- files with known content -----------------------------------------------------------------
+
+def write_known(path: Path, compression: uproot.compression.Compression) -> None:
+    """A NanoAOD-like tree written in ``N_EXTEND`` baskets: random floats, zeros, a collection."""
+    rng = np.random.default_rng(7)
+    jet_type = ak.Array([[{"pt": 1.0, "eta": 1.0}]]).type.content
+    with uproot.recreate(path, compression=compression) as f:
+        tree = f.mktree("Events", {"x": np.float64, "zeros": np.int32, "Jet": jet_type},
+                        counter_name=lambda c: "n" + c, field_name=lambda o, i: f"{o}_{i}")
+        for _ in range(N_EXTEND):
+            counts = rng.integers(0, 5, PER_EXTEND)
+            jets = ak.zip({"pt": rng.exponential(30, counts.sum()), "eta": rng.normal(0, 2, counts.sum())})
+            tree.extend({"x": rng.normal(size=PER_EXTEND), "zeros": np.zeros(PER_EXTEND, np.int32),
+                         "Jet": ak.unflatten(jets, counts)})
+
+
+def _key_at(data: bytes, pos: int, end: int) -> tuple[int, str] | None:
+    """``(fNbytes, class name)`` of a plausible ROOT key record at ``pos``, else ``None``."""
+    nbytes, version = struct.unpack(">ih", data[pos:pos + 6])
+    if nbytes <= 0 or pos + nbytes > end or version % 1000 not in (2, 3, 4, 5):
+        return None
+    name_at = pos + 18 + (16 if version > 1000 else 8)
+    name = data[name_at + 1:name_at + 1 + data[name_at]]
+    return (nbytes, name.decode()) if name.isascii() and name.isalnum() else None
+
+
+def walk_records(path: Path) -> tuple[int, int]:
+    """Bytes in TBasket records and in everything else (header, metadata, gaps, reserved zeros),
+    by walking the file's records from fBEGIN to fEND with the ROOT key layout, without uproot."""
+    data = path.read_bytes()
+    begin, end = struct.unpack(">ii", data[8:16])
+    pos, baskets, other = begin, 0, begin
+    while pos < end:
+        nbytes = struct.unpack(">i", data[pos:pos + 4])[0]
+        if nbytes < 0:  # a gap (freed space) records its own length
+            other += -nbytes
+            pos += -nbytes
+            continue
+        key = _key_at(data, pos, end)
+        if key is None:  # zeros reserved by the writer: up to the next record
+            first = pos
+            while pos < end and data[pos] == 0:
+                pos += 1
+            pos = next(p for p in range(max(first, pos - 3), pos + 1) if _key_at(data, p, end))
+            other += pos - first
+            continue
+        if key[1] == "TBasket":
+            baskets += key[0]
+        else:
+            other += key[0]
+        pos += key[0]
+    return baskets, other + (len(data) - end)
+
+
+@pytest.mark.parametrize("compression", [uproot.ZLIB(4), uproot.LZMA(9), uproot.ZSTD(5)], ids=str)
+def test_known_file_matches_uproot_and_size(tmp_path: Path, compression: uproot.compression.Compression) -> None:
+    path = tmp_path / "known.root"
+    write_known(path, compression)
+    report = scan_file(str(path), "known", "2017")
+    assert report.ok, report.error
+    assert report.events == N_EXTEND * PER_EXTEND
+    assert report.size == path.stat().st_size
+    tree = uproot.open(path)["Events"]
+    assert [b.name for b in report.branches] == list(tree.keys())
+    for info in report.branches:
+        branch = tree[info.name]
+        # uproot's own numbers: per basket (key headers included) and the metadata totals.
+        assert info.compressed == sum(branch.basket_compressed_bytes(i) for i in range(branch.num_baskets))
+        assert info.uncompressed == sum(branch.basket_uncompressed_bytes(i) for i in range(branch.num_baskets))
+        assert info.baskets == branch.num_baskets == N_EXTEND
+        assert (info.algorithm, info.level) == (type(compression).__name__, compression.level)
+    groups = {b.name: b.group for b in report.branches}
+    assert groups == {"x": "event", "zeros": "event", "nJet": "Jet", "Jet_pt": "Jet", "Jet_eta": "Jet"}
+    by_name = {b.name: b for b in report.branches}
+    assert by_name["zeros"].ratio > 10 > by_name["x"].ratio  # constant data compresses, noise does not
+    assert report.block_algorithm == type(compression).__name__
+    # Totals: the baskets are the file minus its header overhead, to the byte.
+    basket_bytes, other_bytes = walk_records(path)
+    assert report.compressed == basket_bytes
+    assert report.header_overhead == other_bytes
+    assert report.scan_bytes < report.size  # metadata only: no basket was read
+
+
+def test_real_nanoaod_file() -> None:
+    if not NANO_DY.is_file():
+        pytest.skip(f"real NanoAOD {NANO_DY} is absent (set INTCCMS_SHARED_DATA)")
+    report = scan_file(str(NANO_DY), "dy", "2017")
+    assert report.ok, report.error
+    tree = uproot.open(NANO_DY)["Events"]
+    assert report.events == tree.num_entries == 40
+    assert report.n_branches == len(tree.keys())
+    for info in report.branches:
+        assert info.compressed == tree[info.name].compressed_bytes
+        assert info.uncompressed == tree[info.name].uncompressed_bytes
+    assert report.compressed == sum(b.compressed_bytes for b in tree.values())
+    assert report.algorithms == {"ZLIB(1)": report.compressed}
+    assert report.block_algorithm == "ZLIB"
+    basket_bytes, other_bytes = walk_records(NANO_DY)
+    assert report.compressed + report.other_trees_bytes <= basket_bytes
+    assert 0 < report.header_overhead <= other_bytes + report.other_trees_bytes + (basket_bytes - report.compressed)
+    groups = {b.group for b in report.branches}
+    assert {"Jet", "Muon", "HLT", "event"} <= groups
+
+
+# -- bad inputs ---------------------------------------------------------------------------------
+
+def test_bad_files_are_reported_not_fatal(tmp_path: Path) -> None:
+    good = tmp_path / "good.root"
+    write_known(good, uproot.ZLIB(1))
+    truncated = tmp_path / "truncated.root"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.root"
+    garbage.write_bytes(b"not a ROOT file" * 100)
+    missing = tmp_path / "missing.root"
+    reports = {p.name: scan_file(str(p), "d", "2017") for p in (good, truncated, garbage, missing)}
+    assert reports["good.root"].ok
+    for name in ("truncated.root", "garbage.root", "missing.root"):
+        assert not reports[name].ok
+        assert name in (reports[name].error or ""), reports[name].error
+    assert "truncated" in (reports["truncated.root"].error or "")
+    assert "does not exist" in (reports["missing.root"].error or "")
+
+
+# -- sampling, rates, rucio -------------------------------------------------------------------------
+
+def test_sampling_and_extrapolation() -> None:
+    files = [f"f{i}" for i in range(10)]
+    picked = choose_files(files, 4, seed=3)
+    assert len(picked) == 4 and picked == choose_files(files, 4, seed=3)
+    assert picked == [f for f in files if f in picked]  # listing order kept
+    assert choose_files(files, None, 1) == files and choose_files(files, 50, 1) == files
+    exact = extrapolate([5.0] * 10, 10)
+    assert (exact.total, exact.spread) == (50.0, 0.0)
+    values = [1.0, 2.0, 3.0, 6.0]
+    est = extrapolate(values, 10)
+    mean, s2 = 3.0, sum((v - 3.0) ** 2 for v in values) / 3
+    assert est.total == pytest.approx(10 * mean)
+    assert est.spread == pytest.approx(10 * math.sqrt(s2 / 4) * math.sqrt(6 / 9))
+    assert extrapolate([4.0], 10).spread is None  # one file cannot give a spread
+
+
+def test_run_report_rates(tmp_path: Path) -> None:
+    (tmp_path / "report.json").write_text(json.dumps({"events_per_s": 2000.0, "gbps_read": 0.5}))
+    rates = report_rates(tmp_path)
+    times = sorted(fn(1e9, 1e6) for fn in rates.values())
+    assert times == pytest.approx(sorted([1e6 / 2000.0, 1e9 * 8 / 0.5e9]))
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(ValueError, match="empty.json"):
+        report_rates(tmp_path / "empty.json")
+
+
+def test_rucio_optional() -> None:
+    from intccms.inspect.config import RucioConfig
+
+    try:
+        import rucio  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        with pytest.raises(RucioUnavailable, match="rucio-clients"):
+            make_client(RucioConfig(enabled=True))
+    else:
+        with pytest.raises(RucioUnavailable, match="unreachable"):
+            make_client(RucioConfig(enabled=True, host="http://127.0.0.1:9", auth_host="http://127.0.0.1:9",
+                                    account="nobody", timeout_s=2))
+    from intccms.inspect.rucio import RucioFile
+
+    listing = {"/store/mc/a.root": RucioFile("/store/mc/a.root", 123, 10)}
+    assert sizes_for_listing(["root://x.cern.ch//store/mc/a.root", "root://x//store/b.root"], listing) == {
+        "root://x.cern.ch//store/mc/a.root": 123}
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+def test_config_errors_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="files_per_datset"):
+        compose_inspect("demo", ["inspect.sample.files_per_datset=3"])
+    with pytest.raises(ConfigError, match="inspect.sample.files_per_dataset"):
+        compose_inspect("demo", ["inspect.sample.files_per_dataset=0"])
+    (tmp_path / "inspect").mkdir()
+    (tmp_path / "inspect" / "typo.yaml").write_text("sampel: {files_per_dataset: 2}\n")
+    monkeypatch.setenv("INTCCMS_EXTRA_CONF_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="sampel"):
+        compose_inspect("demo", ["+inspect=typo"])
+    _, icfg = compose_inspect("demo", ["inspect.sample.files_per_dataset=2", "inspect.executor=serial"])
+    assert icfg.sample.files_per_dataset == 2 and icfg.executor == Executor.serial
+
+
+# -- generated NanoAOD, the analysis reads and a real run -------------------------------------------
+
+DATASETS_YAML = """
+tt_inspect:
+  process: TTToSemiLeptonic
+  era: "2017"
+  xsec: 364.31
+  files: {tt}
+data_inspect:
+  process: data
+  era: "2017"
+  is_data: true
+  files: {data}
+"""
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A semileptonic tt file and a data file from the project's generator, with a golden JSON."""
+    from intccms import datagen
+
+    root = tmp_path_factory.mktemp("inspect_gen")
+    tt = datagen.generate_file(root / "tt.root", "ttbar_semilep", "2017", MC_EVENTS, 11).path
+    data = datagen.generate_file(root / "data.root", "data", "2017", DATA_EVENTS, 12,
+                                 params={"processes": [{"kind": "ttbar_semilep"}]}).path
+    datagen.write_golden_json(root / "golden" / "2017.json", "2017")
+    return {"root": root, "tt": Path(tt), "data": Path(data)}
+
+
+@pytest.fixture
+def extra_conf(tmp_path: Path, generated: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    def write(tt: list[str], data: list[str]) -> None:
+        (tmp_path / "conf" / "datasets").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "conf" / "datasets" / "inspecttest.yaml").write_text(
+            DATASETS_YAML.format(tt=json.dumps(tt), data=json.dumps(data)))
+
+    write([str(generated["tt"])], [str(generated["data"])])
+    monkeypatch.setenv("INTCCMS_EXTRA_CONF_DIR", str(tmp_path / "conf"))
+    yield tmp_path
+    shutil.rmtree(tmp_path / "conf", ignore_errors=True)
+
+
+def overrides(generated: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["datasets=inspecttest", f"paths.generated_data={generated['root']}", f"output_dir={out}",
+            f"workflow.chunksize={CHUNK}", "workflow.variations=[]", "workflow.run_statistics=false",
+            "workflow.run_plots=false", "inspect.reads.entries=300", *extra]
+
+
+def test_inspect_traces_reads_and_matches_a_real_run(generated: dict[str, Path], extra_conf: Path,
+                                                     dask_client) -> None:  # noqa: F811
+    from intccms.execute.job import run_job
+    from intccms.physics.pipeline import ChunkAnalysis, ChunkContext
+
+    out = extra_conf / "out"
+    cfg, icfg = compose_inspect("demo", overrides(generated, out))
+    result = run_inspect(cfg, icfg, client=dask_client)
+    assert not result.bad_files and len(result.files) == 2
+    assert result.trace.input_stages == ["analysis"]
+    # The traced branches are the ones the analysis stage requests for each kind.
+    from intccms.execute.stages import build_plan
+
+    plan = build_plan(cfg, {})
+    for kind, is_data in (("mc", False), ("data", True)):
+        traced = set(result.trace.traces[kind]["analysis"].branches)
+        asked = set(ChunkAnalysis(plan, ChunkContext("p", "2017", is_data), None).branches())
+        in_file = set(uproot.open(generated["data" if is_data else "tt"])["Events"].keys())
+        assert traced == asked & in_file
+        assert set(result.trace.traces[kind]["skim"].branches) >= traced - {"genWeight", "Pileup_nTrueInt"}
+    assert "genWeight" not in result.trace.traces["data"]["analysis"].branches
+
+    # The same files through a real run of the analysis: bytes counted by the project's storage layer.
+    job = run_job(compose_inspect("demo", overrides(generated, out / "run"))[0], client=dask_client)
+    tolerance = 0.02  # relative; the open of a file is measured once per file and reused per chunk
+    for report in result.files:
+        measured = sum(r.bytes_read for r in job.records if r.stage == "analysis" and r.file == report.url)
+        reads = report.reads["analysis"]
+        assert reads.chunks == math.ceil(report.events / CHUNK)
+        assert reads.expected_bytes == pytest.approx(measured, rel=tolerance)
+        # The fraction of the file's bytes the analysis needs, against one chunk's worth of reads
+        # (one basket per branch here, so every chunk reads the branch's whole basket).
+        per_chunk = (measured / reads.chunks - report.open_bytes) / report.size
+        assert reads.compressed / report.size == pytest.approx(per_chunk, rel=tolerance)
+        assert 0 < reads.compressed < report.compressed
+    ds = result.datasets["tt_inspect"]
+    st = ds.reads["analysis"]
+    assert st.fraction == pytest.approx(result.files[0].reads["analysis"].compressed / ds.size_inspected
+                                        if result.files[0].dataset == "tt_inspect"
+                                        else result.files[1].reads["analysis"].compressed / ds.size_inspected)
+    assert st.events_per_byte == pytest.approx(MC_EVENTS / st.expected_bytes)
+    assert st.read_time_s["1 Gbit/s"] == pytest.approx(st.expected_bytes * 8 / 1e9)
+    # Outputs: JSON, CSV, plots.
+    names = {p.name for p in result.outputs}
+    assert {"inspect.json", "files.csv", "branches.csv", "datasets.csv", "dataset_branches.csv",
+            "file_sizes.png", "event_counts.png", "top_branches.png", "compression_by_group.png",
+            "bytes_read.png"} <= names
+    saved = json.loads((Path(icfg.output_dir) / "inspect.json").read_text())
+    assert saved["datasets"]["tt_inspect"]["events"]["total"] == MC_EVENTS
+    rows = (Path(icfg.output_dir) / "branches.csv").read_text().splitlines()
+    assert len(rows) == 1 + sum(len(uproot.open(generated[k])["Events"].keys()) for k in ("tt", "data"))
+
+
+def test_bad_file_in_selection_and_sampling(generated: dict[str, Path], extra_conf: Path) -> None:
+    bad = extra_conf / "bad"
+    bad.mkdir()
+    truncated = bad / "truncated.root"
+    truncated.write_bytes(generated["tt"].read_bytes()[:50_000])
+    copies = []
+    for i in range(3):
+        copies.append(bad / f"tt_{i}.root")
+        shutil.copy(generated["tt"], copies[-1])
+    listing = [str(truncated), str(bad / "missing.root"), *map(str, copies)]
+    (extra_conf / "conf" / "datasets" / "inspecttest.yaml").write_text(
+        DATASETS_YAML.format(tt=json.dumps(listing), data=json.dumps([str(generated["data"])])))
+    cfg, icfg = compose_inspect("demo", overrides(generated, extra_conf / "out", "inspect.executor=serial",
+                                                  "inspect.plots=false", "inspect.rucio.enabled=true"))
+    result = run_inspect(cfg, icfg)
+    ds = result.datasets["tt_inspect"]
+    assert (ds.n_listed, ds.n_inspected, ds.n_bad) == (5, 5, 2)
+    errors = {f.url: f.error for f in result.bad_files}
+    assert set(errors) == {str(truncated), str(bad / "missing.root")}
+    assert all(url in (err or "") for url, err in errors.items())
+    assert ds.events is not None and ds.events.total == pytest.approx(5 * MC_EVENTS)  # mean of good files x 5
+    assert "analysis" in result.trace.traces["mc"]  # traced on a good file after the bad ones
+    assert any("rucio" in n.lower() for n in result.notes)  # absent or unreachable: said, not fatal
+
+    cfg, icfg = compose_inspect("demo", overrides(generated, extra_conf / "out2", "inspect.executor=serial",
+                                                  "inspect.plots=false", "inspect.reads.enabled=false",
+                                                  "inspect.sample.files_per_dataset=2"))
+    sampled = run_inspect(cfg, icfg)
+    ds = sampled.datasets["tt_inspect"]
+    assert (ds.n_listed, ds.n_inspected) == (5, 2)
+    assert ds.size is not None and ds.size.n_listed == 5
+
+
+# -- remote inputs on real servers ------------------------------------------------------------------
+
+def _same_numbers(remote: FileReport, local: FileReport) -> None:
+    assert remote.ok, remote.error
+    assert (remote.size, remote.events, remote.compressed, remote.uncompressed) == (
+        local.size, local.events, local.compressed, local.uncompressed)
+    assert [(b.name, b.compressed, b.algorithm) for b in remote.branches] == [
+        (b.name, b.compressed, b.algorithm) for b in local.branches]
+
+
+@pytest.mark.s3
+def test_s3_input(s3_server: S3Server, generated: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    import fsspec
+
+    creds = Credentials(Secret("INTCCMS_S3_ACCESS_KEY_ID", s3_server.key),
+                        Secret("INTCCMS_S3_SECRET_ACCESS_KEY", s3_server.secret), s3_server.endpoint)
+    options = StorageOptions(timeout_s=10, retries=1, credentials=creds)
+    fs = fsspec.filesystem("s3", **options.fsspec_kwargs("s3"))
+    fs.mkdir("inspect")
+    fs.put_file(str(generated["tt"]), "inspect/tt.root")
+    local = scan_file(str(generated["tt"]), "tt", "2017")
+    s3_server.reset_records()
+    remote = scan_file("s3://inspect/tt.root", "tt", "2017", options)
+    _same_numbers(remote, local)
+    served = s3_server.bytes_sent("inspect/tt.root")
+    assert remote.scan_bytes == served  # the project's counting agrees with the server
+    assert served < remote.size / 2  # metadata only
+    missing = scan_file("s3://inspect/nope.root", "tt", "2017", options)
+    assert not missing.ok and "s3://inspect/nope.root" in (missing.error or "")
+
+
+@pytest.mark.xrootd
+def test_xrootd_input(xrootd_server: XRootDServer, generated: dict[str, Path]) -> None:  # noqa: F811
+    target = xrootd_server.export / "tt.root"
+    shutil.copy(generated["tt"], target)
+    os.chmod(target, 0o644)
+    local = scan_file(str(generated["tt"]), "tt", "2017")
+    options = StorageOptions(timeout_s=10, retries=1)
+    remote = scan_file(xrootd_server.url("tt.root"), "tt", "2017", options)
+    _same_numbers(remote, local)
+    missing = scan_file(xrootd_server.url("nope.root"), "tt", "2017", options)
+    assert not missing.ok and "nope.root" in (missing.error or "")
