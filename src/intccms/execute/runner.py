@@ -17,6 +17,7 @@ from distributed import Client, as_completed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from intccms.execute.attempts import chunk_attempts
 from intccms.execute.records import ChunkRecord
 from intccms.plan.workitems import WorkItem
 
@@ -71,6 +72,7 @@ def run_stage(
         console=console or Console(stderr=True), transient=False,
     )
     done = 0
+    by_key: dict[str, ChunkRecord] = {}
     with progress:
         bar = progress.add_task(name, total=len(items), events=0)
         events = 0
@@ -86,6 +88,7 @@ def run_stage(
                            f"failed after {retries} retries: {type(err).__name__}: {err}")
                     raise RuntimeError(msg) from err
                 outcome.records.append(record)
+                by_key[fut.key] = record
                 if record.failed:
                     if not skip_bad_files:
                         for other in futures:
@@ -104,6 +107,9 @@ def run_stage(
                 progress.update(bar, advance=1, events=events)
                 if on_progress is not None:
                     on_progress(done, len(items))
+            # Chunks run again after an error or a lost worker (asked while futures are held).
+            for key, attempts in chunk_attempts(client, by_key, retries).items():
+                by_key[key].attempts = max(by_key[key].attempts, attempts)
         finally:
             for fut in futures:
                 fut.release()

@@ -1,0 +1,277 @@
+"""The facility as real containers: the chart's Job on the operator's scheduler and workers.
+
+Brings up (``fixtures.facility``) the S3 test server, the Dask scheduler and two workers from
+the pod templates the real Dask operator made for the job's DaskCluster, and Prometheus from
+the chart, on a private podman network; runs the demo job from the chart's Job spec twice
+(clean, then with one worker killed mid-run) and compares with the same configuration run
+locally. ``make facility-test`` runs this module; ``make facility-down`` removes leftovers.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fixtures.demo import SMALL_2017, SIZES
+from fixtures.facility import (
+    BUCKET,
+    DATA_MOUNT,
+    N_WORKERS,
+    REPO,
+    FacilityHandle,
+    JobRun,
+    eventually,
+    facility_images,  # noqa: F401
+    facility_state,  # noqa: F401
+    pm,
+    prom_query,
+    start_facility,
+    wait_for_workers,
+)
+from fixtures.k8s import dask_operator, k8s_api  # noqa: F401
+
+pytestmark = [pytest.mark.facility, pytest.mark.slow, pytest.mark.timeout(1500)]
+
+DATASETS = SMALL_2017
+CHUNKSIZE = 2000
+
+
+def common_overrides(data_dir: str) -> list[str]:
+    """The configuration shared by the local run and the facility runs (skims on S3)."""
+    over = [f"paths.generated_data={data_dir}", f"dataset_selection=[{','.join(DATASETS)}]",
+            "workflow=skim_and_analysis", "storage=s3", "workflow.run_statistics=false",
+            "workflow.run_plots=false", f"workflow.chunksize={CHUNKSIZE}"]
+    for name in DATASETS:
+        over.append(f"datasets.{name}.generate.events_per_file={SIZES[name.rsplit('_', 1)[0]]}")
+    return over
+
+
+def run_overrides(run_id: str, output_root: str) -> list[str]:
+    """Per-run outputs: histograms in the run's folder, skims under the run's S3 prefix."""
+    return [f"output_dir={output_root}/{run_id}", f"workflow.skim_dir=s3://{BUCKET}/{run_id}/skims"]
+
+
+@dataclass
+class Runs:
+    """Everything the checks look at, gathered while the facility was up."""
+
+    handle: FacilityHandle
+    local_dir: Path
+    clean: JobRun
+    fault: JobRun
+    prometheus: dict[str, Any]
+    identities: dict[str, tuple[str, str]]
+    inspected: dict[str, dict[str, Any]]
+
+
+def _local_run(handle: FacilityHandle, data_dir: Path, out: Path) -> Path:
+    """The same configuration with a LocalCluster on the host (skims on the same S3 server)."""
+    env = {**os.environ, **handle.credentials_env(), "INTCCMS_S3_ENDPOINT": handle.s3.host_url,
+           "INTCCMS_RUN_ID": "local"}
+    cmd = [str(Path(sys.executable).parent / "intccms"), "run", "demo",
+           *common_overrides(str(data_dir)), *run_overrides("local", str(out))]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, f"local run failed:\n{proc.stderr[-3000:]}"
+    return out / "local"
+
+
+def _create_bucket(handle: FacilityHandle) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=handle.s3.host_url, aws_access_key_id=handle.s3.key,
+                      aws_secret_access_key=handle.s3.secret, region_name="eu-west-1")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+
+
+def _identity(container: str) -> tuple[str, str]:
+    """(uid, NoNewPrivs) of a running container's main process."""
+    uid = pm.podman("exec", container, "id", "-u").stdout.strip()
+    status = pm.podman("exec", container, "cat", "/proc/1/status").stdout
+    nnp = next(line.split()[1] for line in status.splitlines() if line.startswith("NoNewPrivs:"))
+    return uid, nnp
+
+
+def _worker_chunks(handle: FacilityHandle, worker: str, run: str) -> float:
+    """Skim chunks a worker finished so far in one run (its own /metrics)."""
+    import urllib.request
+
+    ip = handle.facility.ip(worker)
+    with urllib.request.urlopen(f"http://{ip}:8788/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("intccms_chunks_processed_total{") and 'stage="skim"' in line
+               and f'run="{run}"' in line)
+
+
+def _prometheus_totals(handle: FacilityHandle, run: str, expected: dict[str, Any]) -> dict[str, Any]:
+    """Per-worker and per-stage sums from Prometheus, once they reach the report's totals."""
+
+    def snapshot() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for metric in ("events_read", "bytes_read"):
+            for by in ("worker", "stage"):
+                rows = prom_query(handle.prometheus_url,
+                                  f'sum by ({by}) (intccms_{metric}_total{{run="{run}"}})')
+                out[f"{metric}_by_{by}"] = {r["metric"].get(by, ""): int(float(r["value"][1])) for r in rows}
+        return out
+
+    def complete() -> dict[str, Any] | None:
+        snap = snapshot()
+        total = sum(snap["events_read_by_stage"].values())
+        return snap if total >= expected["events_read"] else None
+
+    try:
+        return eventually(complete, 60, "Prometheus reaching the report's event total")
+    except pytest.fail.Exception:
+        return snapshot()
+
+
+@pytest.fixture(scope="module")
+def runs(facility_images, dask_operator, facility_state: Path,  # noqa: F811
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    data_dir = tmp_path_factory.mktemp("facility-data")
+    local_out = tmp_path_factory.mktemp("facility-local")
+    facility, handle = start_facility(dask_operator, facility_images, facility_state, data_dir,
+                                      common_overrides(DATA_MOUNT))
+    try:
+        _create_bucket(handle)
+        local_dir = _local_run(handle, data_dir, local_out)
+        # Inputs written by the local run are read by the containers through a read-only mount.
+        data_dir.chmod(0o755)
+        for path in data_dir.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        wait_for_workers(handle, N_WORKERS)
+
+        identities: dict[str, tuple[str, str]] = {}
+
+        def while_clean(job: str) -> None:
+            eventually(lambda: pm.inspect("container", job) and
+                       pm.inspect("container", job)["State"]["Running"], 30, "the job container running")
+            for name in [*facility.containers]:
+                state = pm.inspect("container", name)
+                if state and state["State"]["Running"]:
+                    identities[name] = _identity(name)
+
+        clean = handle.run_job("clean", run_overrides("clean", "/work/outputs"), during=while_clean)
+        assert clean.exit_code == 0, f"clean job failed:\n{clean.logs[-4000:]}"
+        prometheus = _prometheus_totals(handle, "clean", clean.report())
+
+        victim = handle.workers[0]
+
+        def kill_a_worker(job: str) -> str:
+            eventually(lambda: _worker_chunks(handle, victim, "fault") >= 1, 300,
+                       f"{victim} finishing its first skim chunk")
+            facility.kill(victim)
+            return victim
+
+        fault = handle.run_job("fault", run_overrides("fault", "/work/outputs"), during=kill_a_worker)
+        assert fault.exit_code == 0, f"job with a killed worker failed:\n{fault.logs[-4000:]}"
+        inspected = {name: pm.inspect("container", name) or {} for name in facility.containers}
+        yield Runs(handle, local_dir, clean, fault, prometheus, identities, inspected)
+    finally:
+        facility.down()
+
+
+def _hists(run_dir: Path) -> dict[str, Any]:
+    paths = sorted(run_dir.glob("**/histograms.pkl"))
+    assert paths, f"no histograms.pkl under {run_dir}"
+    with open(paths[0], "rb") as handle:
+        return pickle.load(handle)["histograms"]
+
+
+def _assert_same_histograms(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a.keys() == b.keys()
+    for channel in a:
+        assert a[channel].keys() == b[channel].keys()
+        for obs, ha in a[channel].items():
+            hb = b[channel][obs]
+            assert list(ha.axes["process"]) == list(hb.axes["process"])
+            assert list(ha.axes["variation"]) == list(hb.axes["variation"])
+            va, vb = ha.view(flow=True), hb.view(flow=True)
+            # Chunks merge in completion order: sums agree to the last few bits only.
+            np.testing.assert_allclose(vb.value, va.value, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(vb.variance, va.variance, rtol=1e-12, atol=1e-12)
+
+
+def test_job_from_the_chart_runs_skim_and_analysis_on_the_facility(runs: Runs) -> None:
+    report = runs.clean.report()
+    assert set(report["per_stage"]) >= {"skim", "analysis"}
+    assert report["failed_chunks"] == 0
+    # Both containerised workers did work; the job itself computed nothing.
+    assert len(report["per_worker"]) == N_WORKERS
+    assert all(w.startswith("tcp://") for w in report["per_worker"])
+    assert "done" in runs.clean.logs
+
+
+def test_skims_are_on_the_s3_server_with_the_charts_credentials(runs: Runs) -> None:
+    import boto3
+
+    handle = runs.handle
+    s3 = boto3.client("s3", endpoint_url=handle.s3.host_url, aws_access_key_id=handle.s3.key,
+                      aws_secret_access_key=handle.s3.secret, region_name="eu-west-1")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="clean/skims/").get("Contents", [])]
+    assert len(keys) >= len(DATASETS), keys
+    report = runs.clean.report()
+    assert report["per_stage"]["skim"]["bytes_written"] > 0
+    # The key pair reached the containers only through env files, never the image or the args.
+    for name, data in runs.inspected.items():
+        assert handle.s3.secret not in " ".join(data.get("Config", {}).get("Cmd") or []), name
+    image_env = pm.podman("image", "inspect", handle.image, "--format", "{{json .Config.Env}}").stdout
+    assert "INTCCMS_S3_SECRET_ACCESS_KEY" not in image_env
+
+
+def test_histograms_equal_the_local_run_bin_for_bin(runs: Runs) -> None:
+    _assert_same_histograms(_hists(runs.local_dir), _hists(runs.clean.output_dir))
+
+
+def test_prometheus_totals_equal_the_run_report(runs: Runs) -> None:
+    report = runs.clean.report()
+    prom = runs.prometheus
+    for metric in ("events_read", "bytes_read"):
+        for stage, stats in report["per_stage"].items():
+            assert prom[f"{metric}_by_stage"].get(stage, 0) == stats[metric], (metric, stage, prom)
+        for worker, stats in report["per_worker"].items():
+            assert prom[f"{metric}_by_worker"].get(worker, 0) == stats[metric], (metric, worker, prom)
+        assert sum(prom[f"{metric}_by_stage"].values()) == report[metric]
+
+
+def test_every_container_ran_as_the_non_root_user_without_privilege_escalation(runs: Runs) -> None:
+    # Live: the main process of every running container, the job's included.
+    assert any("-job-" in name for name in runs.identities)
+    assert len(runs.identities) >= 3 + N_WORKERS  # s3, scheduler, workers, prometheus, job
+    for name, (uid, nnp) in runs.identities.items():
+        assert (uid, nnp) == ("1000", "1"), name
+    # Configured: every container the facility started, the killed worker included.
+    for name, data in runs.inspected.items():
+        assert data["Config"]["User"].split(":")[0] == "1000", name
+        assert "no-new-privileges" in " ".join(data["HostConfig"].get("SecurityOpt") or []), name
+        assert "CAP_SYS_ADMIN" not in (data["HostConfig"].get("CapAdd") or []), name
+
+
+def test_a_killed_worker_changes_nothing_but_the_retry_count(runs: Runs) -> None:
+    assert runs.fault.killed == runs.handle.workers[0]
+    state = pm.inspect("container", runs.fault.killed)
+    assert state is not None and state["State"]["ExitCode"] != 0
+    _assert_same_histograms(_hists(runs.clean.output_dir), _hists(runs.fault.output_dir))
+    report = runs.fault.report()
+    assert report["failed_chunks"] == 0
+    assert report["retried_chunks"] >= 1
+    assert report["attempts"] >= report["chunks"] + report["retried_chunks"]
+    assert runs.clean.report()["retried_chunks"] == 0
+
+
+def test_facility_down_leaves_nothing_behind(runs: Runs) -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "images/facility/facility.py"), "down"],
+                          capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for kind in ("container", "pod", "network"):
+        assert pm.names(kind) == [], kind
