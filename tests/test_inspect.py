@@ -366,7 +366,8 @@ def _same_numbers(remote: FileReport, local: FileReport) -> None:
 
 
 @pytest.mark.s3
-def test_s3_input(s3_server: S3Server, generated: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_s3_input(s3_server: S3Server, generated: dict[str, Path], extra_conf: Path,  # noqa: F811
+                  monkeypatch: pytest.MonkeyPatch) -> None:
     import fsspec
 
     creds = Credentials(Secret("INTCCMS_S3_ACCESS_KEY_ID", s3_server.key),
@@ -385,6 +386,20 @@ def test_s3_input(s3_server: S3Server, generated: dict[str, Path], tmp_path: Pat
     missing = scan_file("s3://inspect/nope.root", "tt", "2017", options)
     assert not missing.ok and "s3://inspect/nope.root" in (missing.error or "")
 
+    # The command's route: the storage group and credentials from the environment.
+    monkeypatch.setenv("INTCCMS_S3_ACCESS_KEY_ID", s3_server.key)
+    monkeypatch.setenv("INTCCMS_S3_SECRET_ACCESS_KEY", s3_server.secret)
+    monkeypatch.setenv("INTCCMS_S3_ENDPOINT", s3_server.endpoint)
+    (extra_conf / "conf" / "datasets" / "inspecttest.yaml").write_text(DATASETS_YAML.format(
+        tt=json.dumps(["s3://inspect/tt.root", "s3://inspect/nope.root"]), data=json.dumps([str(generated["data"])])))
+    cfg, icfg = compose_inspect("demo", overrides(generated, extra_conf / "out", "inspect.executor=serial",
+                                                  "inspect.plots=false", "dataset_selection=[tt_inspect]"))
+    result = run_inspect(cfg, icfg)
+    ds = result.datasets["tt_inspect"]
+    assert (ds.n_inspected, ds.n_bad, ds.events_inspected) == (2, 1, local.events)
+    assert result.trace.traces["mc"]["analysis"].file == "s3://inspect/tt.root"
+    assert result.files[0].reads["analysis"].compressed > 0 or result.files[1].reads["analysis"].compressed > 0
+
 
 @pytest.mark.xrootd
 def test_xrootd_input(xrootd_server: XRootDServer, generated: dict[str, Path]) -> None:  # noqa: F811
@@ -397,3 +412,39 @@ def test_xrootd_input(xrootd_server: XRootDServer, generated: dict[str, Path]) -
     _same_numbers(remote, local)
     missing = scan_file(xrootd_server.url("nope.root"), "tt", "2017", options)
     assert not missing.ok and "nope.root" in (missing.error or "")
+
+
+# -- the real UL Run-2 listings, sampled --------------------------------------------------------------
+
+def test_real_listings_sampled_and_extrapolated(generated: dict[str, Path], tmp_path: Path) -> None:
+    """The shared UL listings through a local mirror of their LFNs: every sampled file is a copy of
+    one generated file, so the extrapolation to the full listing is exact and its spread zero."""
+    if not (SHARED / "datasets" / "2017").is_dir():
+        pytest.skip(f"UL dataset listings absent under {SHARED / 'datasets'} (set INTCCMS_SHARED_DATA)")
+    from omegaconf import OmegaConf
+
+    from intccms.plan.datasets import resolve_dataset
+
+    mirror = tmp_path / "mirror"
+    names = ["TTToSemiLeptonic_2017", "WJetsToLNu_HT-400To600_2017"]
+    over = [f"paths.shared_data={SHARED}", f"output_dir={tmp_path / 'out'}", f"dataset_selection=[{','.join(names)}]",
+            "inspect.executor=serial", "inspect.reads.enabled=false", "inspect.plots=false",
+            "inspect.sample.files_per_dataset=3", *[f"datasets.{n}.redirector={mirror}" for n in names]]
+    cfg, icfg = compose_inspect("run2_skim", over)
+    listed = {}
+    for name in names:
+        ds = resolve_dataset(name, OmegaConf.to_container(cfg.datasets[name], resolve=True))
+        listed[name] = len(ds.files)
+        for url in choose_files(ds.files, 3, icfg.sample.seed):
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(generated["tt"], url)
+    result = run_inspect(cfg, icfg)
+    assert not result.bad_files
+    size = generated["tt"].stat().st_size
+    for name in names:
+        ds = result.datasets[name]
+        assert (ds.n_listed, ds.n_inspected) == (listed[name], 3) and listed[name] > 3
+        assert ds.events is not None and ds.size is not None
+        assert (ds.events.total, ds.events.spread) == (listed[name] * MC_EVENTS, 0.0)
+        assert (ds.size.total, ds.size.spread) == (listed[name] * size, 0.0)
+    assert result.total is not None and result.total.n_listed == sum(listed.values())

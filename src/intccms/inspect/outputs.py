@@ -172,7 +172,9 @@ def human_bytes(n: float) -> str:
 
 
 def human_time(s: float) -> str:
-    """Seconds as ``12.3 s``, ``4.5 min`` or ``6.7 h``."""
+    """Seconds as ``12 ms``, ``12.3 s``, ``4.5 min`` or ``6.7 h``."""
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
     if s < 120:
         return f"{s:.1f} s"
     if s < 7200:
@@ -196,7 +198,8 @@ def _count(x: float) -> str:
 def dataset_table(result: InspectResult) -> Table:
     """One row per dataset: files, size, events, ratio, compression, analysis read fraction."""
     primary = (result.trace.input_stages or ["analysis"])[0]
-    table = Table(title=f"inputs per dataset (reads: {primary} stage)")
+    how = "" if result.trace.input_stages else "; this workflow reads skims, not these inputs"
+    table = Table(title=f"inputs per dataset (reads: {primary} stage{how})")
     for col in ("dataset", "era", "files (bad)", "size", "events", "ratio", "compression", "read frac.",
                 "read bytes"):
         table.add_column(col, justify="left" if col in ("dataset", "era", "compression") else "right")

@@ -103,7 +103,9 @@ def _bytes_read(result: InspectResult, path: Path) -> Path:
             vals = [(result.datasets[n].reads[s].expected_bytes_total.total / 1e9
                      if s in result.datasets[n].reads and result.datasets[n].reads[s].expected_bytes_total else 0.0)
                     for n in names]
-            ax.barh(y - i * height, vals, height=height, label=f"read by {s}")
+            used = s in result.trace.input_stages
+            ax.barh(y - i * height, vals, height=height,
+                    label=f"read by {s}" + ("" if used else " (not run on these inputs by this workflow)"))
         ax.set_yticks(y - 0.4 + height / 2, names, fontsize=7)
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("GB (full listing, extrapolated)")

@@ -186,8 +186,12 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
 
     with BranchRowWriter(out_dir / "branches.csv") as rows:
         def on_report(report: FileReport) -> None:
-            if report.url in rucio.get(report.dataset, {}):
-                report.size_source = "rucio"
+            listed = rucio.get(report.dataset, {}).get(report.url)
+            if listed is not None and report.ok:
+                if listed == report.size:
+                    report.size_source = "rucio"
+                else:
+                    result.notes.append(f"{report.url}: Rucio records {listed} bytes, storage holds {report.size}")
             rows.write(report)
             accs[report.dataset].add(report)
             result.files.append(report)
