@@ -23,8 +23,12 @@ from intccms.datagen.nanoaod import (
 from intccms.datagen.normalisation import DEFAULT_BACKGROUNDS, expected_data_events, skim_efficiency
 from intccms.datagen.reco import SKIM_DESCRIPTION
 
+# Bumped whenever the same seed and parameters give different events, so that cached demo
+# files are generated again.
+GENERATOR_VERSION = 2
+
 __all__ = [
-    "DEFAULT_BACKGROUNDS", "ERAS", "OUT_OF_JSON_FRACTION", "PROCESS_KINDS", "SKIM_DESCRIPTION",
+    "DEFAULT_BACKGROUNDS", "ERAS", "GENERATOR_VERSION", "OUT_OF_JSON_FRACTION", "PROCESS_KINDS", "SKIM_DESCRIPTION",
     "GeneratedFile", "ensure_generated", "expected_data_events", "generate_file", "golden_json",
     "read_runs", "skim_efficiency", "write_correction_files", "write_golden_json",
 ]

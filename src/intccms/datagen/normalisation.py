@@ -4,17 +4,18 @@ A data file is a SingleMuon-like mixture of the background processes: for an int
 luminosity ``L`` the skim keeps ``sum_p sigma_p L eps_p`` events, where ``eps_p`` is process
 ``p``'s skim efficiency (generator-level phase-space probability times the fraction of
 generated events passing the skim). ``eps_p`` is measured once per process and era with a
-fixed-seed pilot run (up to :data:`PILOT_EVENTS` skimmed events, ~1 % precision), cached in the
-process. Because the MC files carry their own exact skim bookkeeping in ``Runs``, data
-generated with :func:`expected_data_events` agrees with the weighted MC sum after any
-selection within statistics; the count is divided by ``1 - OUT_OF_JSON_FRACTION`` because
+fixed-seed pilot run (up to :data:`PILOT_EVENTS` skimmed events, ~1 % precision; in a mixture,
+processes with a small share of the total get fewer), cached in the process. Because the MC
+files carry their own exact skim bookkeeping in ``Runs``, data generated with
+:func:`expected_data_events` agrees with the weighted MC sum after any selection within
+statistics; the count is divided by ``1 - OUT_OF_JSON_FRACTION`` because
 that share of data events lies outside the golden JSON and is removed by the lumi mask.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import cache
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from intccms.datagen.stream import SkimStream
 __all__ = ["DEFAULT_BACKGROUNDS", "ProcessLike", "expected_data_events", "mixture", "skim_efficiency"]
 
 PILOT_EVENTS = 12_000
+_PILOT_FIRST = 2000  # events of every process's pilot in a mixture before the share is known
 _PILOT_STEP = 1000
 _PILOT_MAX_TRIES = 4_000_000
 _PILOT_SEED = 20240611
@@ -72,22 +74,44 @@ def _normalise(process: ProcessLike) -> tuple[str, tuple[tuple[str, Any], ...]]:
     return kind, tuple(sorted(params.items()))
 
 
-@cache
-def _pilot(kind: str, params: tuple[tuple[str, Any], ...], era: str) -> float:
-    proc = resolve_process(kind, dict(params))
-    seed = np.random.SeedSequence([_PILOT_SEED, *kind.encode(), *repr(params).encode()])
-    stream = SkimStream(proc, era, np.random.default_rng(seed), max_tries=_PILOT_MAX_TRIES)
-    taken = 0
+@dataclass
+class _Pilot:
+    """A fixed-seed pilot stream and its (skimmed, tried) counts after every step."""
+
+    stream: SkimStream
+    history: list[tuple[int, int]] = field(default_factory=list)
+    exhausted: bool = False
+
+
+_PILOTS: dict[tuple[str, tuple[tuple[str, Any], ...], str], _Pilot] = {}
+
+
+def _pilot(kind: str, params: tuple[tuple[str, Any], ...], era: str, events: int = PILOT_EVENTS) -> float:
+    """Skim efficiency from the first ``events`` skimmed events of the process's pilot stream.
+
+    The stream is kept, so a later call with more events continues it; the answer for a given
+    ``events`` never depends on earlier calls.
+    """
+    key = (kind, params, era)
+    if key not in _PILOTS:
+        proc = resolve_process(kind, dict(params))
+        seed = np.random.SeedSequence([_PILOT_SEED, *kind.encode(), *repr(params).encode()])
+        _PILOTS[key] = _Pilot(SkimStream(proc, era, np.random.default_rng(seed), max_tries=_PILOT_MAX_TRIES))
+    pilot = _PILOTS[key]
+    stream = pilot.stream
     try:
         # precise (~0.9 %) for the abundant processes, bounded in time for the rare ones,
         # whose share of the data is small anyway
-        while taken < PILOT_EVENTS and stream.tried < _PILOT_MAX_TRIES // 2:
+        while (not pilot.exhausted and (not pilot.history or pilot.history[-1][0] < events)
+               and stream.tried < _PILOT_MAX_TRIES // 2):
             stream.take(_PILOT_STEP)
-            taken += _PILOT_STEP
+            pilot.history.append(((len(pilot.history) + 1) * _PILOT_STEP, stream.tried))
     except RuntimeError:
-        if taken == 0:  # a sample that (almost) never passes the skim: no data from it
-            return 0.0
-    return proc.p_gen * taken / stream.tried
+        pilot.exhausted = True
+    if not pilot.history:  # a sample that (almost) never passes the skim: no data from it
+        return 0.0
+    taken, tried = next((h for h in pilot.history if h[0] >= events), pilot.history[-1])
+    return stream.process.p_gen * taken / tried
 
 
 def skim_efficiency(process: ProcessLike, era: str) -> float:
@@ -118,8 +142,17 @@ def mixture(era: str, processes: Sequence[ProcessLike] | None = None) -> list[tu
             msg = (f"no cross-section known for {kind} {dict(params)}; use one of the sample "
                    f"bins of ANALYSIS.md (e.g. ht_min=600, ht_max=800)")
             raise ValueError(msg)
-        out.append((kind, dict(proc.params), proc.xsec_pb * skim_efficiency((kind, dict(params)), era)))
-    return out
+        out.append((kind, params, proc))
+    # a short pilot for all, then more events for the processes with a large share
+    era_info(era)
+    first = [proc.xsec_pb * _pilot(kind, params, era, _PILOT_FIRST) for kind, params, proc in out]
+    top = max(first, default=0.0)
+    result = []
+    for (kind, params, proc), x in zip(out, first, strict=True):
+        share = x / top if top > 0 else 0.0
+        events = max(_PILOT_FIRST, _PILOT_STEP * int(np.ceil(PILOT_EVENTS * share / _PILOT_STEP)))
+        result.append((kind, dict(proc.params), proc.xsec_pb * _pilot(kind, params, era, events)))
+    return result
 
 
 def expected_data_events(

@@ -2,11 +2,13 @@
 
 Only datasets with a ``generate`` block and eras whose golden JSON lives under
 ``paths.generated_data`` are generated; real inputs are never touched. Generation is
-idempotent: complete files are kept, so a rerun starts at once.
+idempotent: complete files are kept, so a rerun starts at once; a file whose generation spec
+(stored beside it as ``<file>.spec.json``) or generator version differs is generated again.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,7 @@ def ensure_inputs(cfg: DictConfig, *, console: Console) -> None:
         paths = generated_file_paths(root, name, ds["era"], int(gen["n_files"]))
         for i, path in enumerate(paths):
             jobs.append((name, path, gen, ds["era"], i))
-    missing = [j for j in jobs if not Path(j[1]).is_file()]
+    missing = [j for j in jobs if not Path(j[1]).is_file() or _spec_changed(j[1], j[2], j[3])]
     if not missing:
         return
     with Progress(console=console, transient=False) as progress:
@@ -69,9 +71,21 @@ def ensure_inputs(cfg: DictConfig, *, console: Console) -> None:
                 n_events = datagen.expected_data_events(
                     era, float(cfg.eras[era].luminosity), (gen.get("params") or {}).get("processes")
                 ) // int(gen["n_files"])
-            datagen.ensure_generated(
+            datagen.generate_file(
                 path, gen["kind"], era, n_events, int(gen["seed"]) * 1000 + i,
                 params=gen.get("params") or {}, compression=gen.get("compression", "lzma"),
                 first_event=1 + i * n_events,
             )
+            Path(path + ".spec.json").write_text(_spec(gen, era))
             progress.advance(bar)
+
+
+def _spec(gen: dict[str, Any], era: str) -> str:
+    from intccms.datagen import GENERATOR_VERSION
+
+    return json.dumps({"era": era, "generator": GENERATOR_VERSION, **gen}, sort_keys=True)
+
+
+def _spec_changed(path: str, gen: dict[str, Any], era: str) -> bool:
+    stamp = Path(path + ".spec.json")
+    return not stamp.is_file() or stamp.read_text() != _spec(gen, era)
