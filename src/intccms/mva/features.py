@@ -8,6 +8,7 @@ function works.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import awkward as ak
 import numpy as np
 
 from intccms.physics.functors import import_function
+from intccms.physics.jagged import FlatCollection, counts_of, flat_view, object_field, record_fields
 
 
 class FeatureError(KeyError):
@@ -68,6 +70,15 @@ def feature_matrix(specs: Sequence[FeatureSpec], namespace: Mapping[str, Any], n
             the message names the feature.
     """
     out = np.empty((n, len(specs)), dtype=np.float64)
+    _VIEWS.memo = {}  # features of one matrix share the flat views of their inputs
+    try:
+        _fill_matrix(out, specs, namespace, n)
+    finally:
+        _VIEWS.memo = None
+    return out
+
+
+def _fill_matrix(out: np.ndarray, specs: Sequence[FeatureSpec], namespace: Mapping[str, Any], n: int) -> None:
     for j, spec in enumerate(specs):
         missing = [name for name in spec.inputs if name not in namespace]
         if missing:
@@ -82,55 +93,96 @@ def feature_matrix(specs: Sequence[FeatureSpec], namespace: Mapping[str, Any], n
             msg = f"mva feature '{spec.name}' ({spec.function}) returned shape {values.shape}, expected ({n},)"
             raise FeatureError(msg)
         out[:, j] = values
-    return out
 
 
 # -- feature functions ------------------------------------------------------------------------
+# On flat arrays with offsets (intccms.physics.jagged), so a JES fill that recomputes the score
+# 54 times per chunk pays numpy calls, not awkward dispatch.
 
-def _flat(values: ak.Array) -> np.ndarray:
-    return np.asarray(ak.to_numpy(values), dtype=np.float64)
+_VIEWS = threading.local()  # per thread: id(array) -> (array, offsets, flat view) during one matrix
 
 
-def _nth(objects: ak.Array, field_name: str, index: int, default: float) -> np.ndarray:
-    padded = ak.pad_none(objects[field_name], index + 1, axis=1)[:, index]
-    return _flat(ak.fill_none(padded, default))
+def _offsets_and_view(objects: ak.Array) -> tuple[np.ndarray, FlatCollection | None]:
+    memo: dict[int, Any] | None = getattr(_VIEWS, "memo", None)
+    hit = memo.get(id(objects)) if memo is not None else None
+    if hit is not None and hit[0] is objects:
+        return hit[1], hit[2]
+    view = flat_view(objects)
+    if view is not None:
+        offsets = np.asarray(view.offsets, dtype=np.int64)
+    else:
+        counts = counts_of(objects)
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+    if memo is not None:
+        memo[id(objects)] = (objects, offsets, view)
+    return offsets, view
+
+
+def _per_event(objects: ak.Array, field_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (events + 1) and the flat values of one field of every object."""
+    offsets, view = _offsets_and_view(objects)
+    values = view.fields[field_name] if view is not None else object_field(objects, field_name)
+    return offsets, np.asarray(values, dtype=np.float64)
 
 
 def leading(objects: ak.Array, field_name: str = "pt", index: int = 0, default: float = 0.0) -> np.ndarray:
     """A field of the ``index``-th object (0 = leading); ``default`` where there is none."""
-    return _nth(objects, field_name, index, default)
+    offsets, values = _per_event(objects, field_name)
+    where = offsets[:-1] + index
+    has = where < offsets[1:]
+    out = np.full(len(has), float(default))
+    out[has] = values[where[has]]
+    return out
 
 
 def count(objects: ak.Array) -> np.ndarray:
     """Number of objects per event."""
-    return _flat(ak.num(objects, axis=1))
+    return np.diff(_offsets_and_view(objects)[0]).astype(np.float64)
 
 
 def scalar_sum(objects: ak.Array, field_name: str = "pt") -> np.ndarray:
-    """Sum of a field over the objects of each event (``pt`` gives HT)."""
-    return _flat(ak.sum(objects[field_name], axis=1))
+    """Sum of a field over the objects of each event (``pt`` gives HT); objects are added in
+    order, so an event's value does not depend on the other events."""
+    offsets, values = _per_event(objects, field_name)
+    out = np.zeros(len(offsets) - 1)
+    counts = np.diff(offsets)
+    for k in range(int(counts.max()) if len(counts) else 0):
+        has = counts > k
+        out[has] += values[offsets[:-1][has] + k]
+    return out
 
 
 def maximum(objects: ak.Array, field_name: str, default: float = 0.0) -> np.ndarray:
     """Largest value of a field over the objects of each event (e.g. the highest b-tag score)."""
-    return _flat(ak.fill_none(ak.max(objects[field_name], axis=1), default))
+    offsets, values = _per_event(objects, field_name)
+    counts = np.diff(offsets)
+    out = np.full(len(counts), float(default))
+    has = counts > 0
+    if np.any(has):
+        out[has] = np.maximum.reduceat(values, offsets[:-1][has]) if len(values) else default
+    return out
 
 
 def met(met_record: ak.Array, field_name: str = "pt") -> np.ndarray:
     """A field of the per-event MET record."""
-    return _flat(met_record[field_name])
+    return record_fields(met_record, (field_name,))[field_name]
+
+
+def _phi(objects: ak.Array) -> np.ndarray:
+    if isinstance(objects, ak.Array) and objects.ndim > 1:
+        return leading(objects, "phi")
+    return record_fields(objects, ("phi",))["phi"]
 
 
 def delta_phi(first: ak.Array, second: ak.Array) -> np.ndarray:
     """|Δφ| in [0, π] between the leading object of ``first`` and ``second`` (an object
     collection, whose leading entry is used, or a per-event record such as MET)."""
-    phi1 = _nth(first, "phi", 0, 0.0)
-    phi2 = _nth(second, "phi", 0, 0.0) if second.ndim > 1 else _flat(second["phi"])
-    d = np.abs(phi1 - phi2) % (2 * np.pi)
+    d = np.abs(_phi(first) - _phi(second)) % (2 * np.pi)
     return np.where(d > np.pi, 2 * np.pi - d, d)
 
 
 def delta_r(first: ak.Array, second: ak.Array) -> np.ndarray:
     """ΔR between the leading objects of two collections."""
-    deta = _nth(first, "eta", 0, 0.0) - _nth(second, "eta", 0, 0.0)
+    deta = leading(first, "eta") - leading(second, "eta")
     return np.hypot(deta, delta_phi(first, second))

@@ -1,0 +1,141 @@
+"""Cost of the classifier score as a second observable, and the training time, on one core.
+
+Runs, in this process, on generated LZMA NanoAOD (2018):
+  (t) building the training set (Z' signal vs. semileptonic tt, CMS_WORKSHOP channel) and
+      training the configured network and the boosted trees on it (the demo's mva settings);
+  (a) the analysis with all variations (138 names over three eras) filling mtt only;
+  (b) the same filling mtt and the network's score (recomputed in every JES fill).
+Prints the times, the extra cost (b)/(a) - 1 (target < 30 %), and each model's test AUC.
+
+Usage: python benchmarks/bench_mva.py [--events 200000] [--train-events 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_variations import _best_of, _peak_rss_mb  # noqa: E402
+
+from intccms import datagen  # noqa: E402
+from intccms.config import compose_config  # noqa: E402
+from intccms.execute.stages import build_plan, corrections_specs, era_constants  # noqa: E402
+from intccms.mva.config import ModelKind, load_mva_config  # noqa: E402
+from intccms.mva.dataset import assemble, select_channel  # noqa: E402
+from intccms.mva.features import feature_matrix, specs_from_config  # noqa: E402
+from intccms.mva.train import train  # noqa: E402
+from intccms.physics.events import branch_names  # noqa: E402
+from intccms.physics.normalisation import normalisation_factor  # noqa: E402
+from intccms.physics.pipeline import ChunkAnalysis, ChunkContext  # noqa: E402
+from intccms.plan.workitems import WorkItem, chunk_file  # noqa: E402
+from intccms.storage import open_source  # noqa: E402
+
+ERA = "2018"
+ERAS = ["2016preVFP", "2017", "2018"]
+XSEC = {"zprime": 0.01895, "ttbar_semilep": 364.31}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000, help="tt events analysed in (a) and (b)")
+    parser.add_argument("--train-events", type=int, default=20_000, help="generated events per training sample")
+    parser.add_argument("--chunksize", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args(argv)
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="intccms-bench-"))
+    jsonpog = work / "jsonpog-integration"
+    datagen.write_correction_files(jsonpog, ERAS)
+    model_dir = work / "mva" / "model"
+
+    def configure(variations: str, with_score: bool):
+        over = [f"paths.jsonpog={jsonpog}", "paths.generate_corrections=false", f"workflow.variations=[{variations}]",
+                f"output_dir={work}", "workflow.run_mva_training=false"]
+        if not with_score:
+            over.append("analysis.channels.CMS_WORKSHOP.observables=[mtt]")
+        cfg = compose_config("demo_mva", over, validate=False)
+        specs = corrections_specs(cfg, ERAS)
+        return cfg, specs, build_plan(cfg, specs), era_constants(cfg, [ERA])[ERA]
+
+    # (t) training set and training
+    cfg, specs, plan, consts = configure("", with_score=False)
+    mva = load_mva_config(cfg.mva)
+    features = specs_from_config(mva.features)
+    corr = specs[ERA].build()
+    branches = branch_names(plan.collections, plan.event_columns)
+    parts, labels = {}, {}
+    t_set = 0.0
+    for label, kind, params in ((1, "zprime", {"mass": 2000, "width": 200}), (0, "ttbar_semilep", {})):
+        path = work / "train" / f"{kind}_{args.train_events}.root"
+        made = datagen.ensure_generated(path, kind, ERA, args.train_events, 777 + label, compression="lzma",
+                                        params=params)
+        t0 = time.perf_counter()
+        norm = normalisation_factor(XSEC[kind], 59830.0, made.sum_genweight)
+        ctx = ChunkContext(process=kind, era=ERA, is_data=False, norm=norm, constants=consts)
+        with open_source(str(path)) as src:
+            columns = src.read(branches, 0, src.num_entries)
+        selected, weight = select_channel(plan, ctx, corr, mva.channel, columns)
+        parts[WorkItem(kind, str(path), 0, 0, 0, args.train_events)] = {
+            "x": feature_matrix(features, selected, len(weight)), "weight": weight}
+        labels[kind] = label
+        t_set += time.perf_counter() - t0
+    data = assemble(parts, labels, len(features))
+    fits = {}
+    for kind in ("mlp", "bdt"):
+        cfg_kind = dataclasses.replace(mva, model=dataclasses.replace(mva.model, kind=ModelKind(kind)))
+        if kind == "bdt":
+            cfg_kind = dataclasses.replace(cfg_kind, training=dataclasses.replace(mva.training, learning_rate=0.1))
+        t1 = time.perf_counter()
+        result = train(data, features, cfg_kind)
+        fits[kind] = (time.perf_counter() - t1, result)
+    fits["mlp"][1].model.save(str(model_dir))
+
+    # (a) and (b): all variations, mtt alone and mtt + score
+    path = work / "bench" / f"ttbar_semilep_{args.events}.root"
+    datagen.ensure_generated(path, "ttbar_semilep", ERA, args.events, 12345, compression="lzma")
+
+    def analysis(with_score: bool) -> ChunkAnalysis:
+        cfg, specs, plan, consts = configure("*", with_score)
+        ctx = ChunkContext(process="bench", era=ERA, is_data=False, norm=1.0, constants=consts)
+        return ChunkAnalysis(plan, ctx, specs[ERA].build())
+
+    plain, scored = analysis(False), analysis(True)
+    read = scored.branches()
+    with open_source(str(path)) as src:
+        n = src.num_entries
+    items = chunk_file("bench", str(path), 0, n, args.chunksize)
+
+    def run(ana: ChunkAnalysis) -> None:
+        with open_source(str(path)) as src:
+            for item in items:
+                ana.run(src.read(read, item.entry_start, item.entry_stop))
+
+    run(scored)  # load the model once, as a worker does on its first chunk
+    t_a = _best_of(lambda: run(plain), args.repeat)
+    rss_a = _peak_rss_mb()
+    t_b = _best_of(lambda: run(scored), args.repeat)
+    rss_b = _peak_rss_mb()
+
+    n_var = len(scored.plan.variations) - 1
+    print(f"training set: {len(data.y):,} selected events ({int(data.y.sum()):,} signal) from "
+          f"2 x {args.train_events:,} generated, built in {t_set:.2f} s")
+    for kind, (seconds, result) in fits.items():
+        m = result.model.meta["metrics"]
+        print(f"train {kind}: {seconds:6.2f} s, {m['epochs_run']} epochs, test AUC {m['auc_test']:.3f}")
+    print(f"analysis: {n:,} tt events (LZMA), {n_var} variations, one core")
+    print(f"{'case':<36}{'time [s]':>10}{'events/s':>14}{'peak RSS [MB]':>16}")
+    print(f"{'(a) mtt only':<36}{t_a:>10.2f}{n / t_a:>14,.0f}{rss_a:>16.0f}")
+    print(f"{'(b) mtt + classifier score':<36}{t_b:>10.2f}{n / t_b:>14,.0f}{rss_b:>16.0f}")
+    print(f"extra cost of the score (b)/(a) - 1: {t_b / t_a - 1:+.1%}   (target < +30%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
