@@ -269,6 +269,8 @@ def overrides(generated: dict[str, Path], out: Path, *extra: str) -> list[str]:
             "workflow.run_plots=false", "inspect.reads.entries=300", *extra]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_inspect_traces_reads_and_matches_a_real_run(generated: dict[str, Path], extra_conf: Path,
                                                      dask_client) -> None:  # noqa: F811
     from intccms.execute.job import run_job
@@ -448,3 +450,6 @@ def test_real_listings_sampled_and_extrapolated(generated: dict[str, Path], tmp_
         assert (ds.events.total, ds.events.spread) == (listed[name] * MC_EVENTS, 0.0)
         assert (ds.size.total, ds.size.spread) == (listed[name] * size, 0.0)
     assert result.total is not None and result.total.n_listed == sum(listed.values())
+    era = result.eras["2017"]
+    assert era.events_dist is not None and era.size_dist is not None
+    assert (era.events_dist.count, era.events_dist.median, era.size_dist.maximum) == (6, MC_EVENTS, size)

@@ -28,7 +28,6 @@ from intccms.inspect.scan import FileReport
 
 if TYPE_CHECKING:
     from intccms.inspect.run import InspectResult
-    from intccms.inspect.summary import DatasetSummary
 
 BRANCH_FIELDS = ["dataset", "file", "branch", "group", "compressed", "uncompressed", "ratio",
                  "algorithm", "level", "baskets"]

@@ -10,8 +10,8 @@ import matplotlib as mpl
 
 mpl.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,7 +35,7 @@ def _per_dataset(result: InspectResult, attr: str) -> dict[str, list[float]]:
     for f in result.files:
         if f.ok:
             out.setdefault(f.dataset, []).append(float(getattr(f, attr)))
-    return dict(list(sorted(out.items()))[:MAX_ROWS])
+    return dict(sorted(out.items())[:MAX_ROWS])
 
 
 def _distribution(values: dict[str, list[float]], xlabel: str, title: str, path: Path, scale: float = 1.0) -> Path:

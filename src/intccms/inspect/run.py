@@ -20,13 +20,26 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from intccms.inspect.config import Executor, InspectConfig
 from intccms.inspect.reads import ReadsTrace, input_stages, trace_reads
 from intccms.inspect.sample import choose_files
 from intccms.inspect.scan import FileReport, scan_file
-from intccms.inspect.summary import BranchTotals, DatasetAccumulator, DatasetSummary, GroupSummary, group_summary
+from intccms.inspect.summary import (
+    BranchTotals,
+    DatasetAccumulator,
+    DatasetSummary,
+    GroupSummary,
+    group_summary,
+)
 from intccms.inspect.timing import rate_functions
 from intccms.plan.datasets import Dataset, resolve_dataset, select_datasets
 from intccms.storage import StorageOptions
@@ -66,7 +79,12 @@ def _rucio_sizes(icfg: InspectConfig, datasets: Mapping[str, Dataset], notes: li
                  console: Console) -> dict[str, dict[str, int]]:
     if not icfg.rucio.enabled:
         return {}
-    from intccms.inspect.rucio import RucioUnavailable, dataset_files, make_client, sizes_for_listing
+    from intccms.inspect.rucio import (
+        RucioUnavailable,
+        dataset_files,
+        make_client,
+        sizes_for_listing,
+    )
 
     try:
         client = make_client(icfg.rucio)
@@ -202,8 +220,9 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
     result.datasets = {name: acc.summary(stages, rates) for name, acc in accs.items()}
     result.branches = {name: acc.branches for name, acc in accs.items()}
     for era in sorted({d.era for d in result.datasets.values()}):
-        result.eras[era] = group_summary(era, [d for d in result.datasets.values() if d.era == era], rates)
-    result.total = group_summary("total", list(result.datasets.values()), rates)
+        result.eras[era] = group_summary(era, [d for d in result.datasets.values() if d.era == era], rates,
+                                         [f for f in result.files if f.era == era])
+    result.total = group_summary("total", list(result.datasets.values()), rates, result.files)
     result.wall_time_s = time.time() - t0
     result.outputs = [out_dir / "branches.csv", *write_outputs(result, out_dir)]
     if icfg.plots:

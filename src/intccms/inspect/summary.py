@@ -191,10 +191,17 @@ class GroupSummary:
     events: Estimate
     reads: dict[str, Estimate]
     read_time_s: dict[str, dict[str, float]]
+    size_dist: Distribution | None = None
+    events_dist: Distribution | None = None
 
 
-def group_summary(name: str, summaries: Sequence[DatasetSummary], rates: Mapping[str, Any]) -> GroupSummary:
-    """Sum datasets' estimates (an era's, or the whole selection's)."""
+def group_summary(name: str, summaries: Sequence[DatasetSummary], rates: Mapping[str, Any],
+                  files: Sequence[FileReport] = ()) -> GroupSummary:
+    """Sum datasets' estimates (an era's, or the whole selection's).
+
+    Args:
+        files: the inspected files of these datasets, for the size and event distributions.
+    """
     stages = sorted({s for d in summaries for s in d.reads})
     reads = {s: combine(d.reads[s].expected_bytes_total for d in summaries if s in d.reads) for s in stages}
     events = combine(d.events for d in summaries)
@@ -203,4 +210,6 @@ def group_summary(name: str, summaries: Sequence[DatasetSummary], rates: Mapping
         name=name, datasets=len(summaries), n_listed=sum(d.n_listed for d in summaries),
         n_inspected=sum(d.n_inspected for d in summaries), n_bad=sum(d.n_bad for d in summaries),
         size=combine(d.size for d in summaries), events=events, reads=reads, read_time_s=times,
+        size_dist=Distribution.of([float(f.size) for f in files if f.ok]),
+        events_dist=Distribution.of([float(f.events) for f in files if f.ok]),
     )
