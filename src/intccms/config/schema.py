@@ -300,6 +300,11 @@ class PrometheusConfig:
 
     enabled: bool = False
     port: int = 0
+    # Seconds the server stays up after the job, to look at the numbers (Ctrl-C ends it early).
+    keep_running: float = 0.0
+    scrape_interval: str = "5s"
+    # Recording/alert rule files; empty = the chart's rules.yaml (source checkout).
+    rule_files: list[str] = field(default_factory=list)
 
 
 @dataclass

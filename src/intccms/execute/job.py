@@ -30,6 +30,7 @@ from intccms.execute.stages import (
     skim_stage,
 )
 from intccms.execute.tasks import analysis_task
+from intccms.metrics.local_prometheus import local_prometheus
 from intccms.outputs.histograms import AxisSpec, HistogramAccumulator, save_pickle, save_root
 from intccms.outputs.provenance import config_hash, write_provenance
 from intccms.outputs.summary import print_summary, summarise
@@ -105,10 +106,12 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
     result = JobResult(output_dir=out)
 
     if client is None:
-        with start_cluster(cfg.cluster, run_id=run_id) as new_client:
+        with (start_cluster(cfg.cluster, run_id=run_id) as new_client,
+              local_prometheus(cfg.prometheus, new_client, out, run_id=run_id, console=console)):
             _run(cfg, new_client, datasets, constants, specs, plan, options, out, result, console, config_yaml)
     else:
-        _run(cfg, client, datasets, constants, specs, plan, options, out, result, console, config_yaml)
+        with local_prometheus(cfg.prometheus, client, out, run_id=run_id, console=console):
+            _run(cfg, client, datasets, constants, specs, plan, options, out, result, console, config_yaml)
     result.wall_time_s = time.time() - t0
     return result
 

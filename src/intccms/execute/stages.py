@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from rich.progress import Progress
 
 from intccms.execute.records import ChunkRecord
 from intccms.execute.runner import BadInputError, StageOutcome, run_stage
-from intccms.execute.tasks import CorrectionsSpec, skim_task
+from intccms.execute.tasks import CorrectionsSpec, metadata_task, skim_task
 from intccms.physics.corrections.era import era_values
 from intccms.physics.corrections.loading import get_correction
 from intccms.physics.events import branch_names
@@ -26,7 +25,6 @@ from intccms.plan.metadata import (
     DatasetMetadata,
     FileMetadata,
     file_fingerprint,
-    file_metadata,
     load_cache,
     save_cache,
 )
@@ -137,19 +135,15 @@ def run_metadata(
         result[name] = DatasetMetadata(name=name, era=ds.era, is_data=ds.is_data, xsec=ds.xsec, files=files)
     records: list[ChunkRecord] = []
     if todo:
-        futures = {client.submit(file_metadata, f, is_data, options, pure=False): (name, f)
+        futures = {client.submit(metadata_task, name, f, is_data, options, pure=False): (name, f)
                    for name, f, is_data in todo}
         with Progress(console=console, transient=False) as progress:
             bar = progress.add_task("[bold]metadata[/bold]", total=len(futures))
             for fut in as_completed(list(futures)):
                 name, f = futures[fut]
-                t_end = time.time()
-                meta: FileMetadata = fut.result()
+                meta, record = fut.result()
                 result[name].files[f] = meta
-                records.append(ChunkRecord(dataset=name, stage="metadata", file=f, entry_start=0,
-                                           entry_stop=meta.num_entries, bytes_read=meta.bytes_read,
-                                           t_start=t_end, t_end=t_end, failed=meta.error is not None,
-                                           error=meta.error))
+                records.append(record)
                 progress.advance(bar)
     bad = {f: m.error for d in result.values() for f, m in d.files.items() if m.error}
     if bad and not cfg.workflow.skip_bad_files:

@@ -23,6 +23,7 @@ from intccms.physics.corrections import EraCorrections
 from intccms.physics.events import build_events
 from intccms.physics.functors import Functor
 from intccms.physics.pipeline import AnalysisPlan, ChunkAnalysis, ChunkContext, ChunkResult
+from intccms.plan.metadata import FileMetadata, file_metadata
 from intccms.plan.workitems import WorkItem
 from intccms.storage import MissingColumnError, StorageOptions, open_source, write_part
 
@@ -109,6 +110,7 @@ def analysis_task(
             record.t_end = time.time()
             meter.add(bytes_read=record.bytes_read)
             raise_if_not_input(err)
+            meter.fail()
             return None, record
         result = analysis.run(columns)
         record.events_read = item.entries
@@ -118,6 +120,23 @@ def analysis_task(
     record.t_end = time.time()
     record.peak_rss = _rss()
     return result, record
+
+
+def metadata_task(dataset: str, url: str, is_data: bool, options: StorageOptions | None
+                  ) -> tuple[FileMetadata, ChunkRecord]:
+    """Count one file's entries and generator weights, metered and recorded like a chunk."""
+    record = ChunkRecord(dataset=dataset, stage="metadata", file=url, entry_start=0, entry_stop=0,
+                         worker=_worker_name(), t_start=time.time())
+    with _meter(dataset, "metadata") as meter:
+        meta = file_metadata(url, is_data, options)
+        record.entry_stop, record.bytes_read = meta.num_entries, meta.bytes_read
+        record.failed, record.error = meta.error is not None, meta.error
+        meter.add(bytes_read=record.bytes_read)
+        if record.failed:
+            meter.fail()
+    record.t_end = time.time()
+    record.peak_rss = _rss()
+    return meta, record
 
 
 def raise_if_not_input(err: BaseException) -> None:
@@ -155,7 +174,9 @@ def skim_task(
         except INPUT_ERRORS as err:
             record.failed, record.error = True, _describe(err, item.file)
             record.t_end = time.time()
+            meter.add(bytes_read=record.bytes_read)
             raise_if_not_input(err)
+            meter.fail()
             return None, record
         events = build_events(columns, collections, ())
         namespace: dict[str, Any] = dict(events)

@@ -1,6 +1,8 @@
 """How much chunk_metrics costs relative to the chunk it measures (budget: < 2 %).
 
-Run ``python -m intccms.metrics.overhead`` to print the numbers for this machine.
+Run ``python -m intccms.metrics.overhead`` to print the numbers for this machine, or
+``python -m intccms.metrics.overhead <output_dir>/report/report.json`` for the chunks of a real run
+(the cost of metering one chunk, measured here, against that run's chunk times).
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,42 @@ def root_chunk_workload(path: Path, chunk_size: int = 50_000) -> Workload:
     return chunk
 
 
+def time_chunk_metrics(n: int = 2000) -> float:
+    """Seconds one chunk's metering costs in this process (chunk_metrics enter, add, exit).
+
+    Run it where the chunks run (``client.run(time_chunk_metrics)`` on Dask workers); a private
+    registry keeps the process's served series untouched.
+    """
+    return _time_metrics_alone(CollectorRegistry(), n)
+
+
+def job_overhead(report: Mapping[str, Any], metrics_cost_s: float) -> dict[str, Any]:
+    """The metrics' share of a real run's chunk time, from its report.json.
+
+    Args:
+        report: the run report as written to report.json (``per_stage`` with chunks and chunk_time_s).
+        metrics_cost_s: cost of metering one chunk (:func:`time_chunk_metrics` on a worker).
+
+    Returns:
+        ``metrics_cost_s``, overall ``fraction`` (chunks x cost / summed chunk time) and the same
+        per stage with the stage's mean chunk time.
+    """
+    per_stage: dict[str, dict[str, float]] = {}
+    for stage, stats in report["per_stage"].items():
+        chunks, seconds = int(stats["chunks"]), float(stats["chunk_time_s"])
+        per_stage[stage] = {
+            "chunks": chunks,
+            "mean_chunk_s": seconds / chunks if chunks else 0.0,
+            "fraction": chunks * metrics_cost_s / seconds if seconds > 0 else 0.0,
+        }
+    chunks, seconds = int(report["chunks"]), float(report["chunk_time_s"])
+    return {
+        "metrics_cost_s": metrics_cost_s,
+        "fraction": chunks * metrics_cost_s / seconds if seconds > 0 else 0.0,
+        "per_stage": per_stage,
+    }
+
+
 def _time_metrics_alone(registry: CollectorRegistry, n: int) -> float:
     """Median cost of chunk_metrics with an empty body (batches of 100 to beat timer noise)."""
     batches = []
@@ -145,13 +183,32 @@ def measure_overhead(workload: Workload | None = None, repeats: int = 15) -> Ove
     )
 
 
-def main() -> None:
-    """Print the overhead for this machine."""
-    result = measure_overhead()
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the overhead for this machine, or for the chunks of a run given its report.json."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m intccms.metrics.overhead", description=__doc__)
+    parser.add_argument("report", nargs="?", type=Path, help="a run's report/report.json")
+    args = parser.parse_args(argv)
+    if args.report is not None:
+        try:
+            report = json.loads(args.report.read_text())
+        except (OSError, ValueError) as err:
+            msg = f"cannot read the run report {args.report}: {err} (give <output_dir>/report/report.json)"
+            raise SystemExit(msg) from None
+        result = job_overhead(report, time_chunk_metrics())
+        print(f"metrics cost {result['metrics_cost_s'] * 1e6:.1f} us per chunk -> "
+              f"{result['fraction']:.4%} of the run's chunk time")
+        for stage, row in sorted(result["per_stage"].items()):
+            print(f"  {stage:<9} {row['chunks']:>6d} chunks, mean {row['mean_chunk_s'] * 1e3:10.2f} ms, "
+                  f"overhead {row['fraction']:.4%}")
+        return
+    timing = measure_overhead()
     print(
-        f"chunk {result.chunk_s * 1e3:.2f} ms, with metrics {result.chunk_with_metrics_s * 1e3:.2f} ms, "
-        f"metrics alone {result.metrics_cost_s * 1e6:.1f} us per chunk -> overhead {result.fraction:.4%} "
-        f"(paired difference {result.paired_fraction:+.2%}, noise-dominated)"
+        f"chunk {timing.chunk_s * 1e3:.2f} ms, with metrics {timing.chunk_with_metrics_s * 1e3:.2f} ms, "
+        f"metrics alone {timing.metrics_cost_s * 1e6:.1f} us per chunk -> overhead {timing.fraction:.4%} "
+        f"(paired difference {timing.paired_fraction:+.2%}, noise-dominated)"
     )
 
 

@@ -97,9 +97,10 @@ class PrometheusProcess:
         self.groups[role] = [metrics_target(t) for t in targets]
         write_targets(self.targets_file, self.groups)
 
-    def query(self, expr: str, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Run an instant PromQL query and return its result vector."""
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    def query(self, expr: str, timeout: float = 10.0, *, at: float | None = None) -> list[dict[str, Any]]:
+        """Run an instant PromQL query (now, or at UNIX time ``at``) and return its result vector."""
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode(params)
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL
                 body = json.load(resp)
@@ -111,6 +112,16 @@ class PrometheusProcess:
             msg = f"Prometheus at {self.url} failed query {expr!r}: {body.get('error')}"
             raise PrometheusQueryError(msg)
         return list(body["data"]["result"])
+
+    def active_targets(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The scrape targets Prometheus knows now (``/api/v1/targets``: scrapeUrl, health, lastScrape)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/targets?state=active", timeout=timeout) as resp:  # noqa: S310
+                body = json.load(resp)
+        except urllib.error.URLError as err:
+            msg = f"cannot list the scrape targets of Prometheus at {self.url}: {err}"
+            raise PrometheusQueryError(msg) from err
+        return list(body["data"]["activeTargets"])
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until ``/-/ready`` answers 200.
@@ -157,17 +168,21 @@ class PrometheusProcess:
 
 
 def local_config(targets_file: Path, scrape_interval: str, rule_files: list[Path]) -> dict[str, Any]:
-    """A Prometheus configuration scraping every file_sd target's ``/metrics``."""
+    """A Prometheus configuration with the chart's two jobs (``intccms-scheduler``,
+    ``intccms-workers``), both fed by one file_sd file and split on its ``intccms_role`` label,
+    so the chart's rules, dashboards and queries work unchanged on a local server."""
+    jobs = []
+    for job, role in (("intccms-scheduler", "scheduler"), ("intccms-workers", "worker")):
+        jobs.append({
+            "job_name": job,
+            "metrics_path": "/metrics",
+            "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "5s"}],
+            "relabel_configs": [{"source_labels": ["intccms_role"], "regex": role, "action": "keep"}],
+        })
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [
-            {
-                "job_name": "intccms",
-                "metrics_path": "/metrics",
-                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "5s"}],
-            }
-        ],
+        "scrape_configs": jobs,
     }
 
 
@@ -181,6 +196,7 @@ def start_local_prometheus(
     rule_files: list[Path] | None = None,
     config_file: Path | None = None,
     retention: str = "1d",
+    tsdb: Path | None = None,
     wait: float = 30.0,
 ) -> PrometheusProcess:
     """Start Prometheus on 127.0.0.1 scraping ``targets`` (worker dashboard addresses).
@@ -195,6 +211,7 @@ def start_local_prometheus(
         config_file: use this configuration instead of the generated one (its file_sd must read
             ``<workdir>/targets.json``).
         retention: TSDB retention.
+        tsdb: TSDB folder (default ``<workdir>/tsdb``); an earlier run's folder shows its data again.
         wait: seconds to wait for readiness (0: do not wait).
 
     Returns:
@@ -222,7 +239,7 @@ def start_local_prometheus(
             [
                 binary,
                 f"--config.file={config_file}",
-                f"--storage.tsdb.path={work / 'tsdb'}",
+                f"--storage.tsdb.path={tsdb or work / 'tsdb'}",
                 f"--storage.tsdb.retention.time={retention}",
                 f"--web.listen-address=127.0.0.1:{listen}",
                 "--web.enable-lifecycle",

@@ -193,6 +193,7 @@ class ChunkMeter:
         "dataset",
         "events_read",
         "events_selected",
+        "failed",
         "run",
         "stage",
         "t_end",
@@ -211,6 +212,7 @@ class ChunkMeter:
         self.bytes_written = 0
         self.t_start = time.time()
         self.t_end = 0.0
+        self.failed = False
         self._children = children
 
     def add(
@@ -237,6 +239,11 @@ class ChunkMeter:
             if amount:
                 child.inc(amount)
 
+    def fail(self) -> None:
+        """Count the chunk as failed although no exception leaves the block (bad input that the
+        task reports in its ChunkRecord instead of raising), so Prometheus and the report agree."""
+        self.failed = True
+
     @property
     def duration(self) -> float:
         """Seconds from entry to exit (to now while the chunk runs)."""
@@ -252,7 +259,8 @@ def chunk_metrics(
     registry: CollectorRegistry | None = None,
 ) -> Iterator[ChunkMeter]:
     """Meter one chunk: in-flight gauge while it runs, duration histogram at exit, and the
-    processed counter on success or the failed counter on an exception (which is re-raised).
+    processed counter on success or the failed counter on an exception (which is re-raised) or
+    after ``meter.fail()``.
 
     Args:
         dataset: dataset label.
@@ -286,7 +294,7 @@ def chunk_metrics(
         failed.inc()
         raise
     else:
-        processed.inc()
+        (failed if meter.failed else processed).inc()
     finally:
         duration.observe(time.perf_counter() - start)
         meter.t_end = time.time()

@@ -1,0 +1,306 @@
+"""The real job under a real Prometheus.
+
+``run_job`` runs the small demo (metadata -> skim -> analysis of the skims) on a 2-worker
+LocalCluster whose workers and scheduler a Prometheus with the chart's configuration and rules
+scrapes every second. What Prometheus holds must equal the job's own run report (report.json):
+per stage and per worker, counters exactly, rates within the scrape interval. Then the job's
+``prometheus.enabled`` option: the job starts its own server, which must have scraped every
+target of the job and be gone afterwards; and the cost of the metrics on the job's chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures.demo import SMALL_2017, demo_data, small_overrides  # noqa: F401
+from fixtures.prometheus import SCRAPE_INTERVAL, prometheus_server, set_chart_targets  # noqa: F401
+
+from intccms.config import compose_config
+from intccms.execute.job import JobResult, run_job
+from intccms.metrics import names, worker
+from intccms.metrics.local_prometheus import STATE_FILE, parse_duration, view_run_data
+from intccms.metrics.overhead import job_overhead, time_chunk_metrics
+from intccms.metrics.server import PrometheusProcess, find_prometheus
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = [pytest.mark.prometheus, pytest.mark.e2e, pytest.mark.slow]
+
+STAGES = ("metadata", "skim", "analysis")
+SI = parse_duration(SCRAPE_INTERVAL)
+# Two datasets of the small demo, nominal only: every stage runs several chunks on both workers.
+DATASETS = [SMALL_2017[1], SMALL_2017[3]]
+JOB_ARGS = ("workflow=skim_and_analysis", "workflow.variations=[]", "workflow.run_plots=false")
+
+
+@pytest.fixture(scope="module")
+def run_id() -> Iterator[str]:
+    """A fresh run label, in the environment so the job and its workers use it."""
+    rid = f"jobtest-{uuid.uuid4().hex[:8]}"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(worker, "_run_id", None)
+    mp.setenv(names.RUN_ID_ENV, rid)
+    yield rid
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def cluster_client() -> Iterator[Any]:
+    """Two single-threaded worker processes; each serves /metrics on its own HTTP port."""
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                 dashboard_address="127.0.0.1:0") as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        client.wait_for_workers(2)
+        yield client
+
+
+def by_label(server: PrometheusProcess, label: str, expr: str) -> dict[str, float]:
+    return {r["metric"][label]: float(r["value"][1]) for r in server.query(expr)}
+
+
+def wait_for(server: PrometheusProcess, expr: str, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.query(expr):
+            return
+        time.sleep(0.3)
+    msg = f"Prometheus at {server.url} never satisfied {expr!r} ({what}) within {timeout:.0f} s"
+    raise AssertionError(msg)
+
+
+@pytest.fixture(scope="module")
+def job_run(
+    prometheus_server: PrometheusProcess,  # noqa: F811
+    cluster_client: Any,
+    run_id: str,
+    demo_data: Path,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    """Run the job once, scraped by the chart-configured Prometheus; return what both saw."""
+    out = tmp_path_factory.mktemp("job")
+    cfg = compose_config("demo", small_overrides(demo_data, out, DATASETS, *JOB_ARGS))
+    info = cluster_client.scheduler_info()
+    set_chart_targets(prometheus_server, "worker",
+                      [f"127.0.0.1:{w['services']['dashboard']}" for w in info["workers"].values()])
+    set_chart_targets(prometheus_server, "scheduler", [f"127.0.0.1:{info['services']['dashboard']}"])
+    wait_for(prometheus_server, 'count(up{job=~"intccms-.*"} == 1) == 3', "scheduler and both workers up")
+    t_before = time.time()
+    result = run_job(cfg, client=cluster_client)
+    t_after = time.time()
+    report = json.loads((out / "report" / "report.json").read_text())
+    total = report["events_read"]
+    wait_for(prometheus_server, f'sum(intccms_events_read_total{{run="{run_id}"}}) == {total}', "final scrape")
+    time.sleep(3 * SI)  # a few more scrapes and rule evaluations after the last change
+    return {"result": result, "report": report, "run": run_id, "t_before": t_before, "t_after": t_after}
+
+
+def test_job_ran_every_stage_on_both_workers(job_run: dict[str, Any]) -> None:
+    report = job_run["report"]
+    result: JobResult = job_run["result"]
+    assert set(report["per_stage"]) == set(STAGES)
+    for stage in STAGES:
+        assert report["per_stage"][stage]["chunks"] >= 2, stage
+    assert report["failed_chunks"] == 0
+    assert len(report["per_worker"]) == 2, "both workers should have processed chunks"
+    assert all(name.startswith("tcp://127.0.0.1:") for name in report["per_worker"])
+    assert sum(r.stage == "analysis" for r in result.records) == report["per_stage"]["analysis"]["chunks"]
+
+
+@pytest.mark.parametrize("field", ["events_read", "events_selected", "bytes_read", "bytes_written"])
+def test_counters_per_stage_equal_the_report(prometheus_server: PrometheusProcess, job_run: dict, field: str) -> None:  # noqa: F811
+    run, report = job_run["run"], job_run["report"]
+    got = by_label(prometheus_server, "stage", f'sum by (stage) (intccms_{field}_total{{run="{run}"}})')
+    expected = {stage: float(stats[field]) for stage, stats in report["per_stage"].items()}
+    assert got == expected
+    assert sum(got.values()) == report[field]
+
+
+def test_chunks_per_stage_equal_the_report(prometheus_server: PrometheusProcess, job_run: dict) -> None:  # noqa: F811
+    run, report = job_run["run"], job_run["report"]
+    processed = by_label(prometheus_server, "stage", f'sum by (stage) (intccms_chunks_processed_total{{run="{run}"}})')
+    failed = by_label(prometheus_server, "stage", f'sum by (stage) (intccms_chunks_failed_total{{run="{run}"}})')
+    timed = by_label(prometheus_server, "stage", f'sum by (stage) (intccms_chunk_duration_seconds_count{{run="{run}"}})')
+    seconds = by_label(prometheus_server, "stage", f'sum by (stage) (intccms_chunk_duration_seconds_sum{{run="{run}"}})')
+    for stage, stats in report["per_stage"].items():
+        assert processed[stage] == stats["chunks"] - stats["failed"], stage
+        assert failed[stage] == stats["failed"], stage
+        assert timed[stage] == stats["chunks"], stage
+        # the report times a chunk from record creation to record end, the histogram inside it
+        assert seconds[stage] == pytest.approx(stats["chunk_time_s"], abs=0.05 * stats["chunks"] + 0.05), stage
+        assert seconds[stage] <= stats["chunk_time_s"] + 1e-3, stage
+
+
+def test_per_worker_totals_equal_the_report(prometheus_server: PrometheusProcess, job_run: dict) -> None:  # noqa: F811
+    run, report = job_run["run"], job_run["report"]
+    for field in ("events_read", "bytes_read"):
+        got = by_label(prometheus_server, "worker", f'sum by (worker) (intccms_{field}_total{{run="{run}"}})')
+        assert got == {name: float(stats[field]) for name, stats in report["per_worker"].items()}, field
+
+
+def extrapolation_bound(server: PrometheusProcess, selector: str, window_ms: int, at: float) -> float:
+    """Largest relative error rate() may make on these series: Prometheus extrapolates each
+    series' increase by up to 1.1 sample gaps at either end of its sampled interval.
+
+    The gaps are the real ones: a worker whose event loop is busy with a chunk answers scrapes
+    late or not at all, so they can be longer than the scrape interval.
+    """
+    bound = 0.0
+    for series in server.query(f"{selector}[{window_ms}ms]", at=at):
+        times = [float(t) for t, _ in series["values"]]
+        if len(times) < 2 or float(series["values"][-1][1]) == float(series["values"][0][1]):
+            continue
+        sampled = times[-1] - times[0]
+        bound = max(bound, 2 * 1.1 * (sampled / (len(times) - 1)) / sampled)
+    return bound
+
+
+def test_per_worker_rates_match_the_report_within_scrape_interval(
+    prometheus_server: PrometheusProcess, job_run: dict  # noqa: F811
+) -> None:
+    """rate() over the job's time span, times the span, gives each worker's report total, up to
+    Prometheus's extrapolation at the ends of each series (about one scrape interval)."""
+    run, report = job_run["run"], job_run["report"]
+    end = job_run["t_after"] + 2 * SI
+    window = end - job_run["t_before"] + SI
+    window_ms = int(window * 1000)
+    for field in ("events_read", "bytes_read"):
+        expr = f'sum by (worker) (rate(intccms_{field}_total{{run="{run}"}}[{window_ms}ms]))'
+        rates = {r["metric"]["worker"]: float(r["value"][1]) for r in prometheus_server.query(expr, at=end)}
+        assert set(rates) == set(report["per_worker"]), field
+        for name, stats in report["per_worker"].items():
+            selector = f'intccms_{field}_total{{run="{run}",worker="{name}"}}'
+            tolerance = extrapolation_bound(prometheus_server, selector, window_ms, end)
+            assert 0 < tolerance < 0.5, (field, name, tolerance)
+            assert rates[name] * window == pytest.approx(stats[field], rel=tolerance + 1e-9), (field, name)
+    # the job-wide rate agrees with the report's own event rate over its wall time
+    total = prometheus_server.query(f'sum(rate(intccms_events_read_total{{run="{run}"}}[{window_ms}ms]))', at=end)
+    tolerance = extrapolation_bound(prometheus_server, f'intccms_events_read_total{{run="{run}"}}', window_ms, end)
+    assert float(total[0]["value"][1]) * window == pytest.approx(
+        report["events_per_s"] * report["wall_time_s"], rel=tolerance + 1e-9
+    )
+
+
+def test_recording_rules_see_the_job(prometheus_server: PrometheusProcess, job_run: dict) -> None:  # noqa: F811
+    run = job_run["run"]
+    window = f"{int(time.time() - job_run['t_before']) + 5}s"
+    per_worker = prometheus_server.query(f'max_over_time(intccms_worker:events_read:rate1m{{run="{run}"}}[{window}])')
+    assert len(per_worker) == 2 and all(float(r["value"][1]) > 0 for r in per_worker)
+    gbps = prometheus_server.query(f'max_over_time(intccms_worker:bytes_read:gbps1m{{run="{run}"}}[{window}])')
+    assert len(gbps) == 2 and all(float(r["value"][1]) > 0 for r in gbps)
+    stages = by_label(prometheus_server, "stage", f'max_over_time(intccms_stage:events_read:rate1m{{run="{run}"}}[{window}])')
+    assert stages["skim"] > 0 and stages["analysis"] > 0
+
+
+def test_scheduler_side_run_metrics(prometheus_server: PrometheusProcess, job_run: dict) -> None:  # noqa: F811
+    run, report = job_run["run"], job_run["report"]
+    sched = f'job="intccms-scheduler",run="{run}"'
+    planned = by_label(prometheus_server, "stage", f"intccms_run_chunks_planned{{{sched}}}")
+    completed = by_label(prometheus_server, "stage", f"intccms_run_chunks_completed_total{{{sched}}}")
+    for stage in ("skim", "analysis"):
+        assert planned[stage] == report["per_stage"][stage]["chunks"], stage
+        assert completed[stage] == planned[stage], stage
+    remaining = prometheus_server.query(f'intccms:run_chunks_remaining{{run="{run}"}}')
+    assert float(remaining[0]["value"][1]) == 0
+    # while the job ran, chunks were planned but not yet completed
+    span = f"{int(time.time() - job_run['t_before']) + 5}s"
+    peak = prometheus_server.query(f'max_over_time(intccms:run_chunks_remaining{{run="{run}"}}[{span}])')
+    assert float(peak[0]["value"][1]) > 0
+    wanted = prometheus_server.query(f"intccms_run_workers_wanted{{{sched}}}")
+    present = prometheus_server.query(f"intccms_run_workers_present{{{sched}}}")
+    assert float(wanted[0]["value"][1]) == 2
+    assert float(present[0]["value"][1]) == 2
+    assert prometheus_server.query(f'intccms_run_info{{{sched},config="demo"}}')
+    assert len(prometheus_server.query(f'{names.WORKER_INFO}{{job="intccms-workers",run="{run}"}}')) == 2
+
+
+def test_metrics_overhead_on_the_jobs_chunks(cluster_client: Any, job_run: dict) -> None:
+    """What chunk_metrics costs in a worker process, against this job's chunk times: < 2 %."""
+    costs = cluster_client.run(time_chunk_metrics, 2000)
+    assert len(costs) == 2
+    cost = max(costs.values())
+    overhead = job_overhead(job_run["report"], cost)
+    assert set(overhead["per_stage"]) == set(STAGES)
+    for stage in ("skim", "analysis"):
+        assert overhead["per_stage"][stage]["fraction"] < 0.02, overhead
+    assert overhead["fraction"] < 0.02, overhead
+    assert 0 < overhead["metrics_cost_s"] < 1e-3
+
+
+# --- the job's own Prometheus (prometheus.enabled) ---------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def job_with_own_prometheus(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
+    """``make run`` with ``prometheus.enabled=true``: the job starts its cluster and Prometheus."""
+    try:
+        find_prometheus()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    out = tmp_path_factory.mktemp("job-own-prometheus")
+    rid = f"ownprom-{uuid.uuid4().hex[:8]}"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(worker, "_run_id", None)
+    mp.setenv(names.RUN_ID_ENV, rid)
+    try:
+        cfg = compose_config("demo", small_overrides(
+            demo_data, out, DATASETS[:1], "workflow.variations=[]", "workflow.run_plots=false",
+            "prometheus.enabled=true", "prometheus.scrape_interval=1s", "cluster.n_workers=2",
+        ))
+        result = run_job(cfg)
+    finally:
+        mp.undo()
+    state = json.loads((out / "prometheus" / STATE_FILE).read_text())
+    return {"result": result, "state": state, "out": out, "run": rid}
+
+
+def test_own_prometheus_is_stopped_after_the_job(job_with_own_prometheus: dict) -> None:
+    state = job_with_own_prometheus["state"]
+    assert state["running"] is False
+    assert state["run"] == job_with_own_prometheus["run"]
+    assert not _pid_alive(state["pid"])
+    with pytest.raises(OSError):  # nothing listens on its port any more
+        urllib.request.urlopen(f"{state['url']}/-/ready", timeout=2)  # noqa: S310 - loopback
+    assert len(state["targets"]["worker"]) == 2 and len(state["targets"]["scheduler"]) == 1
+
+
+def test_own_prometheus_scraped_the_jobs_targets(job_with_own_prometheus: dict) -> None:
+    """Re-open the job's TSDB (under the output folder) and read what the job's server stored."""
+    state, run = job_with_own_prometheus["state"], job_with_own_prometheus["run"]
+    report = json.loads((job_with_own_prometheus["out"] / "report" / "report.json").read_text())
+    with view_run_data(Path(state["tsdb"]).parent) as server:
+        span = "1h"
+        up = server.query(f"max_over_time(up[{span}])")
+        scraped = {r["metric"]["instance"]: float(r["value"][1]) for r in up}
+        targets = state["targets"]["worker"] + state["targets"]["scheduler"]
+        assert scraped == {t: 1.0 for t in targets}
+        # and up at the last scrape, the one the job waits for before stopping its server (earlier
+        # scrapes of a worker busy with a chunk may time out: its event loop waits for the GIL)
+        last = {r["metric"]["instance"]: float(r["value"][1]) for r in server.query(f"last_over_time(up[{span}])")}
+        assert last == {t: 1.0 for t in targets}
+        jobs = {r["metric"]["instance"]: r["metric"]["job"] for r in up}
+        assert {jobs[t] for t in state["targets"]["worker"]} == {"intccms-workers"}
+        assert jobs[state["targets"]["scheduler"][0]] == "intccms-scheduler"
+        events = server.query(f'sum(max_over_time(intccms_events_read_total{{run="{run}"}}[{span}]))')
+        assert float(events[0]["value"][1]) == report["events_read"]
+        assert server.query(f'max_over_time(intccms_run_workers_present{{run="{run}"}}[{span}]) == 2')
+        # the chart's recording rules were loaded and evaluated during the run
+        assert server.query(f'max_over_time(intccms:events_read:rate1m{{run="{run}"}}[{span}]) > 0')
+    assert server.process.poll() is not None
