@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from fixtures.demo import SMALL_2017, dask_client, demo_data, small_overrides  # noqa: F401
-from fixtures.mva import RECORDS, context, prepare, score_file, training_set
+from fixtures.mva import RECORDS, context, prepare, score_file, selected_events, training_set
+from fixtures.s3 import s3_server  # noqa: F401
 from intccms.config import compose_config
 from intccms.execute.stages import build_plan
 from intccms.mva import (
@@ -284,3 +285,67 @@ def test_demo_mva_trains_then_histograms_the_score(dask_client, demo_data, tmp_p
         return float((v * centres).sum() / v.sum())
 
     assert mean("ZPrimeToTT_M2000_W200") > mean("TTToSemiLeptonic") + 0.3
+
+
+@pytest.mark.s3
+def test_model_reaches_scoring_through_s3(setup, mlp, s3_server, monkeypatch) -> None:  # noqa: F811
+    """The model folder on S3 (as on the Kubernetes backend): saved there, scored from there."""
+    import fsspec
+
+    from intccms.mva.observable import get_model
+    from intccms.storage import Credentials, Secret, StorageOptions
+
+    cfg, prepared, _ = setup
+    creds = Credentials(Secret("INTCCMS_S3_ACCESS_KEY_ID", s3_server.key),
+                        Secret("INTCCMS_S3_SECRET_ACCESS_KEY", s3_server.secret), s3_server.endpoint)
+    options = StorageOptions(timeout_s=10.0, retries=1, credentials=creds)
+    fsspec.filesystem("s3", **options.fsspec_kwargs("s3")).mkdir("mva-models")
+    url = "s3://mva-models/zprime/model"
+    load_model(mlp[1]).save(url, options)
+    # a worker knows only the variables the credentials plugin (or a Secret) sets
+    monkeypatch.setenv("INTCCMS_S3_ACCESS_KEY_ID", s3_server.key)
+    monkeypatch.setenv("INTCCMS_S3_SECRET_ACCESS_KEY", s3_server.secret)
+    ds = prepared["datasets"][TTBAR]
+    ns = selected_events(prepared["plan"], context(cfg, ds, prepared["constants"]),
+                         prepared["specs"]["2017"].build(), "CMS_WORKSHOP", ds.files[0])
+    inputs = [ns[k] for k in ("muons", "fatjets", "jets", "PuppiMET")]
+    storage = {"s3_endpoint": s3_server.endpoint, "timeout_s": 10.0}
+    from_s3 = score(*inputs, model=url, features=list(cfg.mva.features), storage=storage)
+    assert np.array_equal(from_s3, score(*inputs, model=mlp[1]))
+    assert get_model(url, storage) is get_model(url, storage)  # loaded once
+
+
+def test_feature_functions_match_awkward_on_any_layout() -> None:
+    import awkward as ak
+
+    from intccms.mva import features as F
+
+    jets = ak.zip({"pt": ak.Array([[50.0, 40.0, 31.0], [], [80.0]]),
+                   "phi": ak.Array([[0.1, 2.0, -1.0], [], [3.0]]),
+                   "btag": ak.Array([[0.1, 0.9, 0.3], [], [0.05]])})
+    met = ak.zip({"pt": ak.Array([60.0, 70.0, 80.0]), "phi": ak.Array([-3.0, 0.0, 0.2])})
+    for arr in (jets, jets[[0, 1, 2]], jets[jets.pt > 0]):  # packed, indexed and masked layouts
+        np.testing.assert_array_equal(F.leading(arr, "pt"), [50.0, 0.0, 80.0])
+        np.testing.assert_array_equal(F.leading(arr, "pt", index=1, default=-1.0), [40.0, -1.0, -1.0])
+        np.testing.assert_array_equal(F.count(arr), [3, 0, 1])
+        np.testing.assert_allclose(F.scalar_sum(arr), [121.0, 0.0, 80.0])
+        np.testing.assert_array_equal(F.maximum(arr, "btag", default=-1.0), [0.9, -1.0, 0.05])
+    dphi = F.delta_phi(jets, met)
+    np.testing.assert_allclose(dphi, [3.1, 0.0, 2.8])
+    assert np.all((dphi >= 0) & (dphi <= np.pi))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "bdt"])
+def test_an_event_scores_the_same_in_any_batch(setup, kind) -> None:
+    """The property the JES fills rely on: a score does not depend on the other events."""
+    cfg, _, data = setup
+    mva = _mva(cfg, kind, epochs=3)
+    model = train(data, _features(mva), mva).model
+    full = model.predict(data.x)
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 7, 255, 257, 1001, len(data.y) - 1):
+        idx = np.sort(rng.choice(len(data.y), n, replace=False))
+        assert np.array_equal(model.predict(data.x[idx]), full[idx]), n
+    if kind == "mlp":  # the blocked forward pass is the estimator's own function
+        np.testing.assert_allclose(full, model.estimator.predict_proba(model.scaler.transform(data.x))[:, 1],
+                                   rtol=0, atol=1e-12)
