@@ -295,6 +295,9 @@ def test_inspect_traces_reads_and_matches_a_real_run(generated: dict[str, Path],
 
     # The same files through a real run of the analysis: bytes counted by the project's storage layer.
     job = run_job(compose_inspect("demo", overrides(generated, out / "run"))[0], client=dask_client)
+    # The run's own report gives the measured rates for the expected read times.
+    measured_rates = report_rates(out / "run" / "report")
+    assert any("events/s" in label for label in measured_rates)
     tolerance = 0.02  # relative; the open of a file is measured once per file and reused per chunk
     for report in result.files:
         measured = sum(r.bytes_read for r in job.records if r.stage == "analysis" and r.file == report.url)
@@ -453,3 +456,17 @@ def test_real_listings_sampled_and_extrapolated(generated: dict[str, Path], tmp_
     era = result.eras["2017"]
     assert era.events_dist is not None and era.size_dist is not None
     assert (era.events_dist.count, era.events_dist.median, era.size_dist.maximum) == (6, MC_EVENTS, size)
+
+
+def test_command_line(generated: dict[str, Path], extra_conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from intccms.cli import main
+
+    assert main(["inspect", "demo", "inspect.sample.files_per_datset=1"]) == 2
+    assert "files_per_datset" in capsys.readouterr().err
+    out = extra_conf / "cli"
+    code = main(["inspect", "demo", *overrides(generated, out, "inspect.executor=serial", "inspect.reads.enabled=false",
+                                               "inspect.plots=false")])
+    assert code == 0
+    saved = json.loads((out / "inspect" / "inspect.json").read_text())
+    assert saved["total"]["events"]["total"] == MC_EVENTS + DATA_EVENTS
+    assert "inputs per dataset" in capsys.readouterr().err

@@ -104,21 +104,38 @@ def _rucio_sizes(icfg: InspectConfig, datasets: Mapping[str, Dataset], notes: li
     return out
 
 
+def _register_credentials(client: Any, options: StorageOptions) -> None:
+    """Workers get the storage credentials as the job's do (never inside the task graph)."""
+    creds = options.credentials
+    if creds is not None and creds.environ():
+        from intccms.storage import CredentialsPlugin
+
+        client.register_plugin(CredentialsPlugin(creds))
+
+
 @contextmanager
 def _client(cfg: DictConfig, options: StorageOptions, given: Any) -> Iterator[Any]:
     if given is not None:
+        _register_credentials(given, options)
         yield given
         return
     from intccms.execute.backends import start_cluster
 
     run_id = os.environ.get("INTCCMS_RUN_ID") or f"{cfg.name}-inspect-{uuid.uuid4().hex[:8]}"
     with start_cluster(cfg.cluster, run_id=run_id) as client:
-        creds = options.credentials
-        if creds is not None and creds.environ():
-            from intccms.storage import CredentialsPlugin
-
-            client.register_plugin(CredentialsPlugin(creds))
+        _register_credentials(client, options)
         yield client
+
+
+def _run_report(cfg: DictConfig, icfg: InspectConfig, notes: list[str]) -> str | None:
+    """The configured run report, else the job's own saved one when it exists."""
+    if icfg.reads.report:
+        return icfg.reads.report
+    own = Path(str(cfg.output_dir)) / "report" / "report.json"
+    if own.is_file():
+        notes.append(f"read times also at the rates of the saved run report {own}")
+        return str(own)
+    return None
 
 
 def _progress(console: Console) -> Progress:
@@ -177,7 +194,7 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
     console = console or Console(stderr=True)
     t0 = time.time()
     result = InspectResult(config=icfg)
-    rates = rate_functions(icfg.reads.bandwidth_gbps, icfg.reads.report)
+    rates = rate_functions(icfg.reads.bandwidth_gbps, _run_report(cfg, icfg, result.notes))
     datasets = _datasets(cfg, console)
     options = storage_options(cfg)
     chosen = {name: choose_files(ds.files, icfg.sample.files_per_dataset, icfg.sample.seed)
