@@ -11,7 +11,7 @@ function keeps an awkward fallback and accepts any array a configured functor ma
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import awkward as ak
@@ -24,6 +24,7 @@ class FlatCollection:
 
     offsets: np.ndarray
     fields: Mapping[str, np.ndarray]
+    index: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def counts(self) -> np.ndarray:
@@ -33,20 +34,31 @@ class FlatCollection:
         return len(self.offsets) - 1
 
     def event_index(self) -> np.ndarray:
-        """Event number of every object."""
-        return np.repeat(np.arange(len(self), dtype=np.int64), self.counts)
+        """Event number of every object (computed once; collections sharing offsets share it)."""
+        if self.index is None:
+            object.__setattr__(self, "index", np.repeat(np.arange(len(self), dtype=np.int64), self.counts))
+        return self.index
+
+    def with_fields(self, **fields: np.ndarray) -> "FlatCollection":
+        """The same objects with some fields replaced (a JES-varied copy)."""
+        return FlatCollection(self.offsets, {**self.fields, **fields}, self.event_index())
 
     def to_array(self) -> ak.Array:
-        return from_flat(self.offsets, self.fields)
+        return from_flat(self.offsets, self.fields, self.index)
 
 
-def from_flat(offsets: np.ndarray, fields: Mapping[str, np.ndarray]) -> ak.Array:
+def from_flat(
+    offsets: np.ndarray, fields: Mapping[str, np.ndarray], index: np.ndarray | None = None
+) -> ak.Array:
     """Build a packed ``var * {fields}`` array without copying the field arrays."""
     length = int(offsets[-1])
     contents = [ak.contents.NumpyArray(np.asarray(values)) for values in fields.values()]
     record = ak.contents.RecordArray(contents, list(fields), length=length)
     layout = ak.contents.ListOffsetArray(ak.index.Index64(np.asarray(offsets, dtype=np.int64)), record)
-    return ak.Array(layout)
+    array = ak.Array(layout)
+    # Remember the flat form so that the next step does not have to walk the layout again.
+    array._intccms_flat = (array.layout, FlatCollection(np.asarray(offsets, dtype=np.int64), dict(fields), index))
+    return array
 
 
 def _numpy_fields(record: Any, start: int, stop: int) -> dict[str, np.ndarray] | None:
@@ -66,6 +78,9 @@ def flat_view(objects: Any) -> FlatCollection | None:
     if not isinstance(objects, ak.Array):
         return None
     layout = objects.layout
+    known = getattr(objects, "_intccms_flat", None)
+    if known is not None and known[0] is layout:  # not replaced by an in-place assignment since
+        return known[1]
     if isinstance(layout, ak.contents.ListArray):
         starts = np.asarray(layout.starts.data)
         stops = np.asarray(layout.stops.data)

@@ -237,7 +237,8 @@ class ChunkAnalysis:
         if corr is None:
             weights = self._base_weight(ns, n)[:, None]
             return self._fill_once(ns, channel_fixed, n, hists, weights, np.asarray([0]), cutflow)
-        corrected = {obj.collection: obj.apply(ns) for obj in corr.objects}
+        wanted = {name.rsplit("_", 1)[0] for name in self.var_index}
+        corrected = {obj.collection: obj.apply(ns, wanted) for obj in corr.objects}
         for collection, jets in corrected.items():
             ns[collection] = jets.nominal()
         base = self._base_weight(ns, n)
@@ -247,14 +248,11 @@ class ChunkAnalysis:
         factors: dict[str, np.ndarray] = {}
         shifted: dict[str, dict[str, np.ndarray]] = {}
         for wc in corr.weights:
-            requests = [(src, d) for d in ("up", "down") for src in wc.sources]
+            requests = [(src, d) for src in wc.sources for d in ("up", "down")
+                        if f"{src.variation}_{d}" in self.var_index]
             nominal, *values = wc.evaluate(nominal_ns, [None, *requests])
-            ups, downs = values[: len(wc.sources)], values[len(wc.sources):]
             factors[wc.name] = nominal
-            shifted[wc.name] = {}
-            for src, up, down in zip(wc.sources, ups, downs, strict=True):
-                shifted[wc.name][f"{src.variation}_up"] = up
-                shifted[wc.name][f"{src.variation}_down"] = down
+            shifted[wc.name] = {f"{src.variation}_{d}": v for (src, d), v in zip(requests, values, strict=True)}
         nominal_factor = _product(factors.values(), n)
         columns = [0]
         weight_cols = [nominal_factor]

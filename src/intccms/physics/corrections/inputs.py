@@ -9,7 +9,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from intccms.physics.corrections.loading import get_correction, input_ranges
+from intccms.physics.corrections.loading import get_flat_evaluator, input_ranges, systematic_slice
 from intccms.physics.jagged import flat_view
 
 
@@ -39,24 +39,39 @@ class FlatEvaluator:
         self.key = key
         self.era = era
         self.specs = specs
-        self._correction = get_correction(path, key, era=era)
+        self._correction = get_flat_evaluator(path, key, era=era)
         self._ranges = input_ranges(path, key)
         self._real_inputs = {i.name for i in self._correction.inputs if i.type == "real"}
+        self._int_inputs = {i.name for i in self._correction.inputs if i.type == "int"}
+        self._systematic = next((s.name for s in specs if s.systematic), None)
 
     def __call__(self, fields: Mapping[str, np.ndarray], selector: str | None) -> np.ndarray:
         """Evaluate with ``fields`` (input name -> flat array) and the systematic ``selector``."""
+        correction = self._correction
+        sliced = None
+        if self._systematic is not None and selector is not None:
+            sliced = systematic_slice(self.path, self.key, selector)
+            if sliced is not None and sliced[0] == self._systematic:
+                correction = sliced[1]
+            else:
+                sliced = None
         args: list[Any] = []
         for spec in self.specs:
             if spec.systematic:
-                args.append(selector)
+                if sliced is None:
+                    args.append(selector)
             elif spec.literal is not None:
                 args.append(spec.literal)
             else:
                 values = fields[spec.name]
                 if spec.name in self._real_inputs:
                     values = self._clip(spec.name, np.asarray(values, dtype=np.float64))
+                elif spec.name in self._int_inputs:
+                    values = np.ascontiguousarray(values, dtype=np.int64)
                 args.append(values)
-        return np.asarray(self._correction.evaluate(*args), dtype=np.float64)
+        if not any(isinstance(a, np.ndarray) for a in args):
+            return np.asarray(correction.evaluate(*args), dtype=np.float64)
+        return np.asarray(correction.evalv(*args), dtype=np.float64)
 
     def _clip(self, name: str, values: np.ndarray) -> np.ndarray:
         bounds = self._ranges.get(name)

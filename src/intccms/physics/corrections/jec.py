@@ -7,7 +7,7 @@ A JES source δ = source(JetEta, corrected pT) scales pT and mass by 1 ± δ.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,8 +81,12 @@ class JetEnergyCorrection:
                 values[name] = np.asarray(ak.to_numpy(resolve_field(jets_flat, source)), dtype=np.float64)
         return values
 
-    def apply(self, events: Mapping[str, Any]) -> "CorrectedJets":
-        """Corrected jets of ``events[collection]`` and the JES deltas of every source."""
+    def apply(self, events: Mapping[str, Any], wanted: Collection[str] | None = None) -> "CorrectedJets":
+        """Corrected jets of ``events[collection]`` and the JES deltas of the sources in ``wanted``.
+
+        ``wanted`` (variation base names; all when ``None``) spares evaluating sources whose
+        variations the job does not fill.
+        """
         jets = events[self.collection]
         counts = np.asarray(ak.to_numpy(ak.num(jets, axis=1)))
         flat = ak.flatten(jets, axis=1)
@@ -97,7 +101,8 @@ class JetEnergyCorrection:
         pt_corr = pt * total
         mass_corr = mass * total
         fields["JetPt"] = pt_corr
-        deltas = {var: ev(fields, None) for var, ev in self._uncertainties.items()}
+        deltas = {var: ev(fields, None) for var, ev in self._uncertainties.items()
+                  if wanted is None or var in wanted}
         return CorrectedJets(jets=jets, counts=counts, pt=pt_corr, mass=mass_corr, deltas=deltas,
                              flat=flat_view(jets))
 
@@ -115,7 +120,7 @@ class CorrectedJets:
 
     def _with(self, pt: np.ndarray, mass: np.ndarray) -> ak.Array:
         if self.flat is not None:
-            return FlatCollection(self.flat.offsets, {**self.flat.fields, "pt": pt, "mass": mass}).to_array()
+            return self.flat.with_fields(pt=pt, mass=mass).to_array()
         out = ak.with_field(self.jets, ak.unflatten(pt, self.counts), "pt")
         return ak.with_field(out, ak.unflatten(mass, self.counts), "mass")
 
