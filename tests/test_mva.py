@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fixtures.demo import SMALL_2017, dask_client, demo_data, small_overrides  # noqa: F401
 from fixtures.mva import RECORDS, context, prepare, score_file, selected_events, training_set
 from fixtures.s3 import s3_server  # noqa: F401
+
 from intccms.config import compose_config
 from intccms.execute.stages import build_plan
 from intccms.mva import (
@@ -30,7 +30,7 @@ from intccms.mva import (
     load_mva_config,
     train,
 )
-from intccms.mva.config import ModelKind
+from intccms.mva.config import ModelKind, to_plain
 from intccms.mva.features import specs_from_config
 from intccms.mva.observable import score
 from intccms.mva.stage import check_mva
@@ -72,7 +72,7 @@ def mlp(setup, tmp_path_factory):
     """A network trained on the generated events and saved to a local folder."""
     cfg, _, data = setup
     mva = _mva(cfg)
-    result = train(data, _features(mva), mva)
+    result = train(data, _features(mva), mva, config_doc=to_plain(mva))
     url = str(tmp_path_factory.mktemp("model") / "mlp")
     result.model.save(url, training_data={"x": data.x, "y": data.y})
     return result, url
@@ -114,7 +114,10 @@ def test_save_load_round_trip_gives_identical_scores(setup, mlp) -> None:
     assert [f["name"] for f in meta["features"]] == list(cfg.mva.features)
     assert meta["inputs"] == ["muons", "fatjets", "jets", "PuppiMET"]
     assert meta["class_labels"] == ["background", "signal"]
-    assert meta["versions"]["scikit-learn"] and meta["training"] == {} or True
+    import sklearn
+
+    assert meta["versions"]["scikit-learn"] == sklearn.__version__
+    assert meta["training"]["model"]["kind"] == "mlp" and meta["training"]["training"]["seed"] == 12345
     assert meta["scaling"]["kind"] == "standard" and len(meta["scaling"]["offset"]) == len(cfg.mva.features)
     assert set(meta["data"]["events_per_dataset"]) == set(DATASETS)
     with np.load(Path(url) / "training_data.npz") as stored:

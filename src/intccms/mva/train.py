@@ -82,7 +82,10 @@ def training_weights(y: np.ndarray, weight: np.ndarray, cfg: MvaConfig) -> np.nd
     kinematics are the same, only the yield cancels); ``drop`` gives such events weight 0.
     With ``balance_classes`` each class is scaled to the same total, half the event count.
     """
-    w = np.abs(weight) if cfg.training.negative_weights is NegativeWeights.abs else np.where(weight > 0, weight, 0.0)
+    if cfg.training.negative_weights is NegativeWeights.abs:
+        w = np.abs(weight)
+    else:
+        w = np.where(weight > 0, weight, 0.0)
     if cfg.training.balance_classes:
         w = w.copy()
         for label in (0, 1):
