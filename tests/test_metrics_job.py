@@ -21,7 +21,14 @@ from typing import Any
 
 import pytest
 from fixtures.demo import SMALL_2017, demo_data, small_overrides  # noqa: F401
-from fixtures.prometheus import SCRAPE_INTERVAL, prometheus_server, set_chart_targets  # noqa: F401
+from fixtures.prometheus import (  # noqa: F401
+    SCRAPE_INTERVAL,
+    dashboards,
+    panel_expressions,
+    prometheus_server,
+    set_chart_targets,
+    substitute,
+)
 
 from intccms.config import compose_config
 from intccms.execute.job import JobResult, run_job
@@ -29,6 +36,7 @@ from intccms.metrics import names, worker
 from intccms.metrics.local_prometheus import STATE_FILE, parse_duration, view_run_data
 from intccms.metrics.overhead import job_overhead, time_chunk_metrics
 from intccms.metrics.server import PrometheusProcess, find_prometheus
+from intccms.plan.datasets import generated_file_paths
 
 distributed = pytest.importorskip("distributed")
 
@@ -88,7 +96,14 @@ def job_run(
 ) -> dict[str, Any]:
     """Run the job once, scraped by the chart-configured Prometheus; return what both saw."""
     out = tmp_path_factory.mktemp("job")
-    cfg = compose_config("demo", small_overrides(demo_data, out, DATASETS, *JOB_ARGS))
+    # one unreadable file beside the good one: its metadata chunk fails and the file is skipped
+    bad = out / "corrupt.root"
+    bad.write_bytes(b"root" + os.urandom(2000))
+    good = generated_file_paths(str(demo_data), DATASETS[0], "2017", 1)[0]
+    cfg = compose_config("demo", small_overrides(
+        demo_data, out, DATASETS, *JOB_ARGS, f"datasets.{DATASETS[0]}.files=[{good},{bad}]",
+        "workflow.skip_bad_files=true",
+    ))
     info = cluster_client.scheduler_info()
     set_chart_targets(prometheus_server, "worker",
                       [f"127.0.0.1:{w['services']['dashboard']}" for w in info["workers"].values()])
@@ -101,7 +116,8 @@ def job_run(
     total = report["events_read"]
     wait_for(prometheus_server, f'sum(intccms_events_read_total{{run="{run_id}"}}) == {total}', "final scrape")
     time.sleep(3 * SI)  # a few more scrapes and rule evaluations after the last change
-    return {"result": result, "report": report, "run": run_id, "t_before": t_before, "t_after": t_after}
+    return {"result": result, "report": report, "run": run_id, "t_before": t_before, "t_after": t_after,
+            "bad": str(bad)}
 
 
 def test_job_ran_every_stage_on_both_workers(job_run: dict[str, Any]) -> None:
@@ -110,7 +126,9 @@ def test_job_ran_every_stage_on_both_workers(job_run: dict[str, Any]) -> None:
     assert set(report["per_stage"]) == set(STAGES)
     for stage in STAGES:
         assert report["per_stage"][stage]["chunks"] >= 2, stage
-    assert report["failed_chunks"] == 0
+    assert report["failed_chunks"] == report["per_stage"]["metadata"]["failed"] == 1
+    assert [f["file"] for f in report["failures"]] == [job_run["bad"]]
+    assert job_run["bad"] in result.skipped
     assert len(report["per_worker"]) == 2, "both workers should have processed chunks"
     assert all(name.startswith("tcp://127.0.0.1:") for name in report["per_worker"])
     assert sum(r.stage == "analysis" for r in result.records) == report["per_stage"]["analysis"]["chunks"]
@@ -221,6 +239,15 @@ def test_scheduler_side_run_metrics(prometheus_server: PrometheusProcess, job_ru
     assert float(present[0]["value"][1]) == 2
     assert prometheus_server.query(f'intccms_run_info{{{sched},config="demo"}}')
     assert len(prometheus_server.query(f'{names.WORKER_INFO}{{job="intccms-workers",run="{run}"}}')) == 2
+
+
+def test_every_dashboard_panel_shows_the_job(prometheus_server: PrometheusProcess, job_run: dict) -> None:  # noqa: F811
+    window = f"{int(time.time() - job_run['t_before']) + 5}s"
+    empty = [f"{name} / {title} / {ref}"
+             for name, dash in dashboards().items()
+             for title, ref, expr in panel_expressions(dash)
+             if not prometheus_server.query(substitute(expr, job_run["run"], window))]
+    assert empty == []
 
 
 def test_metrics_overhead_on_the_jobs_chunks(cluster_client: Any, job_run: dict) -> None:
