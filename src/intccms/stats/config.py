@@ -34,7 +34,9 @@ class InputConfig:
 
     ``include_flow`` adds the underflow to the first and the overflow to the last bin (the
     observable's flow bins hold events outside its range, e.g. mtt > 3 TeV). ``rebin_edges``
-    merges bins: every value must be an existing bin edge.
+    merges bins: every value must be an existing bin edge. ``eras`` names the eras in the
+    histograms when the file does not say (ROOT files carry no metadata); None means every
+    era of ``luminosity.eras``, and the results then note the assumption.
     """
 
     channels: list[str] = field(default_factory=lambda: ["CMS_WORKSHOP"])
@@ -42,6 +44,7 @@ class InputConfig:
     include_flow: bool = True
     rebin_edges: Optional[list[float]] = None
     expected_config_hash: Optional[str] = None
+    eras: Optional[list[str]] = None
 
 
 @dataclass

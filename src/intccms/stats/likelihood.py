@@ -23,6 +23,7 @@ import pyhf
 from scipy.special import gammaln, xlogy
 
 SUPPORTED = {"normfactor", "normsys", "histosys", "staterror"}
+NU_MIN = 1e-10  # expected events below which the Poisson term is continued smoothly
 
 # pyhf's code-4 polynomial for alpha0 = 1: coefficients a_1..a_6 = A_INV @ b (see _code4_coefficients)
 _A_INV = np.array(
@@ -126,14 +127,30 @@ class FastLikelihood:
     def twice_nll(self, pars: np.ndarray, data: np.ndarray) -> float:
         """-2 log L, the same number as ``pyhf.infer.mle.twice_nll``."""
         pars = np.asarray(pars, dtype=float)
-        nu = self._parts(pars)["nu"]
-        return self._value(pars, data, nu)
+        term, _ = self._main(data[: self.nmain], self._parts(pars)["nu"])
+        return self._value(pars, data, term)
 
-    def _value(self, pars: np.ndarray, data: np.ndarray, nu: np.ndarray) -> float:
+    def _main(self, n: np.ndarray, nu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per bin nu - n log nu and its derivative in nu.
+
+        Below nu = NU_MIN (where pyhf gives nan or -log 0) the term continues as a steep
+        parabola, value and slope matched at NU_MIN: minimisers then back off from empty
+        or negative expectations instead of stopping at the first infinite step.
+        """
+        low = nu < NU_MIN
+        safe = np.where(low, NU_MIN, nu)
+        term = safe - xlogy(n, safe)
+        slope = 1.0 - n / safe
+        if np.any(low):
+            d = nu - NU_MIN
+            curv = np.maximum(n, NU_MIN) / NU_MIN**2
+            term = np.where(low, term + slope * d + 0.5 * curv * d * d, term)
+            slope = np.where(low, slope + curv * d, slope)
+        return term, slope
+
+    def _value(self, pars: np.ndarray, data: np.ndarray, term: np.ndarray) -> float:
         n = data[: self.nmain]
-        if np.any(nu <= 0):
-            return math.inf
-        main = 2.0 * float(np.sum(nu - xlogy(n, nu) + gammaln(n + 1.0)))
+        main = 2.0 * float(np.sum(term + gammaln(n + 1.0)))
         pull = (data[self.nmain + self.c_aux] - pars[self.c_par]) / self.c_sigma
         return main + float(pull @ pull) + self.c_const
 
@@ -141,12 +158,10 @@ class FastLikelihood:
         """-2 log L and its gradient in all parameters."""
         pars = np.asarray(pars, dtype=float)
         p = self._parts(pars)
-        nu = p["nu"]
-        val = self._value(pars, data, nu)
+        term, slope = self._main(data[: self.nmain], p["nu"])
+        val = self._value(pars, data, term)
         g = np.zeros(self.npars)
-        if not math.isfinite(val):
-            return val, g
-        w = 2.0 * (1.0 - data[: self.nmain] / nu)  # d(2 NLL)/d nu
+        w = 2.0 * slope  # d(2 NLL)/d nu
         lam_w = p["lam"] @ w  # (S,): sum_b w_b lambda_sb
         # histosys: d lambda_sb / d alpha = scale_sb * (S_b + c'(alpha) A_b)
         sw = p["scale"] * w  # (S, B)

@@ -99,7 +99,8 @@ class _Cls:
             self._qmu[mu] = self._q(mu, self.data, self.free_data, self.nll_free_data, "data")
         sq, sqa = np.sqrt(self._qmu[mu]), self.sqrt_qmu_a(mu)
         t = sq - sqa if sq <= sqa else (sq**2 - sqa**2) / (2 * sqa)
-        return float(norm.cdf(-(t + sqa)) / norm.cdf(-t))
+        # CLs = CLs+b / CLb in log space: both tails underflow far above the limit
+        return float(np.exp(norm.logcdf(-(t + sqa)) - norm.logcdf(-t)))
 
 
 def _root(f: Any, guess: float, hi: float, rtol: float, width: float = 0.03) -> float | None:

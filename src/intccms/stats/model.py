@@ -146,11 +146,12 @@ def era_fractions(
     """Fraction of a sample's yield from each era.
 
     Uses ``meta["era_yields"][process][era]`` when present; otherwise the process is
-    assumed to follow the luminosity fractions of the eras in ``meta["eras"]`` (or of all
-    configured eras). Processes are weighted by their yield in the fitted region.
+    assumed to follow the luminosity fractions of the eras in ``meta["eras"]`` (or
+    ``statistics.input.eras``, or all configured eras). Processes are weighted by their
+    yield in the fitted region.
     """
     lumi = cfg.luminosity.eras
-    eras = [str(e) for e in meta.get("eras", [])] or list(lumi)
+    eras = histogram_eras(meta, cfg)
     era_yields = meta.get("era_yields", {}) or {}
     total: dict[str, float] = {}
     for p in procs:
@@ -166,6 +167,12 @@ def era_fractions(
             total[e] = total.get(e, 0.0) + f * max(yields.get(p, 0.0), 0.0)
     norm = sum(total.values())
     return {e: v / norm for e, v in total.items()} if norm > 0 else {}
+
+
+def histogram_eras(meta: dict[str, Any], cfg: StatisticsConfig) -> list[str]:
+    """Eras the histograms were filled from: metadata, else configuration, else all."""
+    return ([str(e) for e in meta.get("eras", [])] or list(cfg.input.eras or [])
+            or list(cfg.luminosity.eras))
 
 
 def _summed(obsh: ObservableHistograms, procs: list[str], var: str, m: np.ndarray):
@@ -242,6 +249,11 @@ def build_model(
     _check_hash(hset, cfg)
     meta = hset.meta
     build = ModelBuild(spec={}, channels=[], signal=signal, systematics=[])
+    if not meta.get("eras") and not meta.get("era_yields") and not cfg.input.eras:
+        build.notes.append(
+            f"{hset.source} names no eras: luminosity uncertainties assume all of "
+            f"{list(cfg.luminosity.eras)}; set statistics.input.eras"
+        )
     channels_spec, observations = [], []
     kept_params: set[str] = set()
     all_systs: set[str] = set()

@@ -19,8 +19,8 @@ from intccms.stats.errors import StatisticsInputError
 from intccms.stats.fit import fit_dataset, mle_fit, pars_at_bounds, pulls
 from intccms.stats.inputs import HistogramSet, load_histograms
 from intccms.stats.limits import upper_limits
-from intccms.stats.model import ModelBuild, build_model
-from intccms.stats.optimize import Objective
+from intccms.stats.model import ModelBuild, build_model, histogram_eras
+from intccms.stats.optimize import Objective, single_threaded_blas
 from intccms.stats.ranking import ranking as rank_parameters
 from intccms.stats.report import print_summary, write_results
 
@@ -67,7 +67,7 @@ def _with_observations(spec: dict[str, Any], model: pyhf.pdf.Model, data: list[f
 
 
 def _lumi_fb(hset: HistogramSet, cfg: StatisticsConfig) -> float:
-    eras = [str(e) for e in hset.meta.get("eras", [])] or list(cfg.luminosity.eras)
+    eras = histogram_eras(hset.meta, cfg)
     return sum(cfg.luminosity.eras.get(e, 0.0) for e in eras) / 1000.0
 
 
@@ -122,8 +122,12 @@ def run_statistics(
     Returns:
         dict: the content of results.json.
     """
-    cfg = as_config(cfg)
-    out = Path(output_dir)
+    with single_threaded_blas():
+        return _run_statistics(histograms_source, as_config(cfg), Path(output_dir), client)
+
+
+def _run_statistics(histograms_source: str | Mapping[str, Any] | HistogramSet,
+                    cfg: StatisticsConfig, out: Path, client: Any) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
     t0 = t = time.perf_counter()
@@ -218,6 +222,11 @@ def _ranking_dict(rank: Any) -> list[dict[str, Any]] | None:
 
 def limit_for_signal(hset: HistogramSet, cfg: StatisticsConfig, signal: str) -> dict[str, Any]:
     """Build the model for one signal point and compute its limits (a Dask task)."""
+    with single_threaded_blas():
+        return _limit_for_signal(hset, cfg, signal)
+
+
+def _limit_for_signal(hset: HistogramSet, cfg: StatisticsConfig, signal: str) -> dict[str, Any]:
     t = time.perf_counter()
     build = build_model(hset, cfg, signal)
     ws = make_workspace(build, validate=False)
