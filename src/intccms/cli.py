@@ -29,6 +29,16 @@ def _split(args: Sequence[str]) -> tuple[str, list[str]]:
     return name, rest
 
 
+def _quiet_distributed() -> None:
+    """Importing distributed sets its loggers to INFO; its join/leave lines drown the progress bars."""
+    import distributed  # noqa: F401 - its loggers must exist before they are quietened
+
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    for logger_name in list(logging.root.manager.loggerDict):
+        if logger_name.split(".")[0] == "distributed":
+            logging.getLogger(logger_name).setLevel(quiet)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from intccms.config import ConfigError, compose_config
 
@@ -42,11 +52,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=str(cfg.log_level), format="%(levelname)s %(name)s: %(message)s")
     from intccms.execute.job import run_job
 
-    # Importing distributed sets its loggers to INFO; its join/leave lines drown the progress bars.
-    quiet = max(logging.WARNING, logging.getLogger().level)
-    for logger_name in list(logging.root.manager.loggerDict):
-        if logger_name.split(".")[0] == "distributed":
-            logging.getLogger(logger_name).setLevel(quiet)
+    _quiet_distributed()
 
     try:
         result = run_job(cfg, console=console)
@@ -89,6 +95,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         console.print(f"[red]configuration error:[/red] {err}")
         return 2
     logging.basicConfig(level=str(cfg.log_level), format="%(levelname)s %(name)s: %(message)s")
+    _quiet_distributed()
     try:
         result = run_inspect(cfg, icfg, console=console)
     except KeyboardInterrupt:

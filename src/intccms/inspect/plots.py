@@ -13,6 +13,8 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from intccms.inspect.outputs import human_bytes
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -83,7 +85,7 @@ def _groups(result: InspectResult, path: Path) -> Path:
     if top:
         y = np.arange(len(top))
         ax.barh(y, [u / c if c else 1.0 for _, (c, u) in top], color="#2ca02c")
-        ax.set_yticks(y, [f"{n} ({c / 1e6:.1f} MB)" for n, (c, _) in top], fontsize=7)
+        ax.set_yticks(y, [f"{n} ({human_bytes(c)})" for n, (c, _) in top], fontsize=7)
     ax.axvline(1.0, color="black", lw=0.8)
     ax.set_xlabel("compression ratio (uncompressed / compressed)")
     ax.set_title("compression ratio by branch group (largest groups)")

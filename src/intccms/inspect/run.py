@@ -164,11 +164,17 @@ def _scan_all(cfg: DictConfig, icfg: InspectConfig, jobs: list[tuple[Dataset, st
         from distributed import as_completed
 
         with _client(cfg, options, client) as dask:
-            futures = [dask.submit(scan_file, url, ds.name, ds.era, options, pure=False, **kwargs_for(ds))
-                       for ds, url in jobs]
+            futures = {dask.submit(scan_file, url, ds.name, ds.era, options, pure=False, **kwargs_for(ds)): (ds, url)
+                       for ds, url in jobs}
             try:
-                for fut in as_completed(futures):
-                    done(fut.result())
+                for fut in as_completed(list(futures)):
+                    try:
+                        report = fut.result()
+                    except Exception as err:  # noqa: BLE001 - a lost worker fails one file, not the inspection
+                        ds, url = futures[fut]
+                        report = FileReport(url=url, dataset=ds.name, era=ds.era,
+                                            error=f"scan task failed: {type(err).__name__}: {err}"[:2000])
+                    done(report)
                     fut.release()
             finally:
                 for fut in futures:
@@ -233,6 +239,7 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
 
         jobs = [(datasets[name], url) for name, urls in chosen.items() for url in urls]
         _scan_all(cfg, icfg, jobs, kwargs_for, options, on_report, console, client)
+    result.files.sort(key=lambda f: (f.dataset, f.url))
     stages = result.trace.input_stages
     result.datasets = {name: acc.summary(stages, rates) for name, acc in accs.items()}
     result.branches = {name: acc.branches for name, acc in accs.items()}
