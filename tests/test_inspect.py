@@ -469,3 +469,31 @@ def test_command_line(generated: dict[str, Path], extra_conf: Path, capsys: pyte
     saved = json.loads((out / "inspect" / "inspect.json").read_text())
     assert saved["total"]["events"]["total"] == MC_EVENTS + DATA_EVENTS
     assert "inputs per dataset" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_real_nanoaod_analysis_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real DY file with the real UL corrections: the analysis-reads trace on real NanoAOD."""
+    if not NANO_DY.is_file() or not (SHARED / "jsonpog-integration" / "POG").is_dir():
+        pytest.skip(f"real NanoAOD {NANO_DY} or the real correction files are absent (INTCCMS_SHARED_DATA)")
+    from test_realdata import ANALYSIS_YAML, DATASETS_YAML, OVERRIDES
+
+    from intccms.execute.stages import build_plan
+    from intccms.physics.pipeline import ChunkAnalysis, ChunkContext
+
+    for group, text in (("datasets/realdy.yaml", DATASETS_YAML), ("analysis/dy_check.yaml", ANALYSIS_YAML)):
+        (tmp_path / group).parent.mkdir(exist_ok=True)
+        (tmp_path / group).write_text(text)
+    monkeypatch.setenv("INTCCMS_EXTRA_CONF_DIR", str(tmp_path))
+    cfg, icfg = compose_inspect("demo", [f"output_dir={tmp_path / 'out'}", f"paths.generated_data={tmp_path / 'gen'}",
+                                         *OVERRIDES, "paths.generate_corrections=false", "inspect.executor=serial",
+                                         "inspect.plots=false"])
+    result = run_inspect(cfg, icfg)
+    assert not result.bad_files and result.files[0].events == 40
+    traced = set(result.trace.traces["mc"]["analysis"].branches)
+    asked = set(ChunkAnalysis(build_plan(cfg, {}), ChunkContext("dy", "2017", False), None).branches())
+    assert traced == asked & set(uproot.open(NANO_DY)["Events"].keys())
+    reads = result.files[0].reads["analysis"]
+    assert reads.branches == len(traced) and reads.chunks == 1
+    # A handful of the file's 1499 branches: a small part of its bytes.
+    assert 0 < reads.compressed / result.files[0].size < 0.2
