@@ -352,3 +352,28 @@ def test_an_event_scores_the_same_in_any_batch(setup, kind) -> None:
     if kind == "mlp":  # the blocked forward pass is the estimator's own function
         np.testing.assert_allclose(full, model.estimator.predict_proba(model.scaler.transform(data.x))[:, 1],
                                    rtol=0, atol=1e-12)
+
+
+def test_negative_weights_and_class_balance(setup) -> None:
+    from intccms.mva.train import training_weights
+
+    cfg, _, _ = setup
+    y = np.array([1, 1, 0, 0, 0, 0])
+    w = np.array([2.0, -1.0, 10.0, 10.0, -10.0, 20.0])
+    absw = training_weights(y, w, _mva(cfg, negative_weights="abs"))
+    assert np.all(absw > 0)
+    np.testing.assert_allclose([absw[y == 1].sum(), absw[y == 0].sum()], [3.0, 3.0])  # half the events each
+    np.testing.assert_allclose(absw[:2] / absw[1], [2.0, 1.0])  # |w| keeps the relative weights
+    dropped = training_weights(y, w, _mva(cfg, negative_weights="drop"))
+    assert dropped[1] == 0 and dropped[4] == 0 and np.all(dropped[[0, 2, 3, 5]] > 0)
+    np.testing.assert_allclose([dropped[y == 1].sum(), dropped[y == 0].sum()], [3.0, 3.0])
+
+
+def test_score_observable_without_a_model_fails_at_start_up(setup, tmp_path) -> None:
+    cfg, prepared, _ = setup
+    cfg2 = _compose(Path(cfg.paths.generated_data), tmp_path, "workflow.run_mva_training=false")
+    with pytest.raises(MvaConfigError, match=r"analysis\.observables\.mva_score\.params\.model: no trained model"):
+        check_mva(cfg2, build_plan(cfg2, prepared["specs"]), prepared["constants"])
+    cfg3 = _compose(Path(cfg.paths.generated_data), tmp_path, "analysis.observables.mva_score.inputs=[jets,muons]")
+    with pytest.raises(MvaConfigError, match=r"mva_score\.inputs: \['jets', 'muons'\] must be exactly"):
+        check_mva(cfg3, build_plan(cfg3, prepared["specs"]), prepared["constants"])

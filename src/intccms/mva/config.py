@@ -210,7 +210,7 @@ def _check(cfg: MvaConfig) -> None:
     if not cfg.training.learning_rate > 0:
         msg = f"mva.training.learning_rate: must be positive, got {cfg.training.learning_rate}"
         raise MvaConfigError(msg)
-    if cfg.model.kind is ModelKind.mlp:
+    if cfg.model.kind == ModelKind.mlp:
         _check_layers(cfg.model.layers)
 
 

@@ -19,7 +19,7 @@ from distributed import Client
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from intccms.mva.config import MvaConfig, MvaConfigError, load_mva_config, to_plain
+from intccms.mva.config import ModelKind, MvaConfig, MvaConfigError, load_mva_config, to_plain
 from intccms.mva.dataset import assemble, class_of, training_chunk_task
 from intccms.mva.features import FeatureSpec, input_names, specs_from_config
 from intccms.mva.model import check_features, check_versions, read_meta
@@ -172,7 +172,7 @@ def run_training(
     clear_cache()
     client.run(clear_cache)
     metrics = result.model.meta["metrics"]
-    console.print(f"[bold]mva[/bold]: {mva.model.kind.value} trained on {len(data.y)} events "
+    console.print(f"[bold]mva[/bold]: {ModelKind(mva.model.kind).value} trained on {len(data.y)} events "
                   f"(signal {int(data.y.sum())}, background {int((data.y == 0).sum())}); "
                   f"test AUC {metrics['auc_test']:.3f}; model at {mva.output}")
     return {"model": mva.output, "metrics": metrics, "plots": {k: str(v) for k, v in plots.items()},

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from intccms.mva.config import ModelKind, MvaConfig, NegativeWeights
+from intccms.mva.config import ModelKind, MvaConfig, NegativeWeights, Scaling
 from intccms.mva.features import FeatureSpec
 from intccms.mva.model import Scaler, TrainedModel, library_versions
 
@@ -82,7 +82,7 @@ def training_weights(y: np.ndarray, weight: np.ndarray, cfg: MvaConfig) -> np.nd
     kinematics are the same, only the yield cancels); ``drop`` gives such events weight 0.
     With ``balance_classes`` each class is scaled to the same total, half the event count.
     """
-    if cfg.training.negative_weights is NegativeWeights.abs:
+    if cfg.training.negative_weights == NegativeWeights.abs:
         w = np.abs(weight)
     else:
         w = np.where(weight > 0, weight, 0.0)
@@ -100,7 +100,7 @@ def training_weights(y: np.ndarray, weight: np.ndarray, cfg: MvaConfig) -> np.nd
 
 def _estimator(cfg: MvaConfig) -> Any:
     m, t = cfg.model, cfg.training
-    if m.kind is ModelKind.mlp:
+    if m.kind == ModelKind.mlp:
         from sklearn.neural_network import MLPClassifier
 
         return MLPClassifier(
@@ -189,19 +189,19 @@ def train(data: TrainingSet, features: tuple[FeatureSpec, ...], cfg: MvaConfig,
             raise EmptyClassError(msg)
     split = assign_split(y, cfg)
     w = training_weights(y, data.weight, cfg)
-    scaler = Scaler.fit(cfg.scaling.value, data.x[split == 0], np.maximum(w[split == 0], 1e-300))
+    scaler = Scaler.fit(Scaling(cfg.scaling).value, data.x[split == 0], np.maximum(w[split == 0], 1e-300))
     xt = scaler.transform(data.x)
     xs = {k: xt[split == k] for k in (0, 1, 2)}
     ys = {k: y[split == k] for k in (0, 1, 2)}
     ws = {k: w[split == k] for k in (0, 1, 2)}
     est = _estimator(cfg)
-    fit = _fit_mlp if cfg.model.kind is ModelKind.mlp else _fit_bdt
+    fit = _fit_mlp if cfg.model.kind == ModelKind.mlp else _fit_bdt
     est, history = fit(est, cfg, xs, ys, ws)
     model = TrainedModel(estimator=est, features=features, scaler=scaler)
     scores = model.predict(data.x)  # exactly what inference gives
     test = split == 2
     meta = {
-        "kind": cfg.model.kind.value,
+        "kind": ModelKind(cfg.model.kind).value,
         "channel": cfg.channel,
         "classes": {"signal": list(cfg.classes.signal), "background": list(cfg.classes.background)},
         "training": config_doc or {},
