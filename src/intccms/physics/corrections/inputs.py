@@ -9,7 +9,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from intccms.physics.corrections.loading import get_flat_evaluator, input_ranges, systematic_slice
+from intccms.physics.corrections.loading import get_correction, input_ranges, systematic_slice
 from intccms.physics.jagged import flat_view
 
 
@@ -39,7 +39,7 @@ class FlatEvaluator:
         self.key = key
         self.era = era
         self.specs = specs
-        self._correction = get_flat_evaluator(path, key, era=era)
+        self._correction = get_correction(path, key, era=era)
         self._ranges = input_ranges(path, key)
         self._real_inputs = {i.name for i in self._correction.inputs if i.type == "real"}
         self._int_inputs = {i.name for i in self._correction.inputs if i.type == "int"}

@@ -8,7 +8,6 @@ import math
 from functools import lru_cache
 from typing import Any
 
-import correctionlib
 import correctionlib._core
 
 
@@ -31,38 +30,27 @@ def _load_json(path: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=32)
-def _load_set(path: str) -> correctionlib.highlevel.CorrectionSet:
-    data = _load_json(path)
-    return correctionlib.CorrectionSet.from_string(json.dumps(data))
+def _load_set(path: str) -> correctionlib._core.CorrectionSet:
+    return correctionlib._core.CorrectionSet.from_string(json.dumps(_load_json(path)))
 
 
-def get_correction(path: str, key: str, *, era: str) -> correctionlib.highlevel.Correction:
+def get_correction(path: str, key: str, *, era: str) -> correctionlib._core.Correction:
     """The correction ``key`` of file ``path``; cached per process (never at import time).
+
+    This is correctionlib's low-level object: its ``evalv`` takes the pipeline's flat,
+    equal-length numpy arrays directly, where the high-level wrapper would copy and broadcast
+    every argument on each of the hundreds of evaluations of a chunk.
 
     Raises:
         CorrectionFileError: the file or the key is missing; the message names both and the era.
     """
     cset = _load_set(path)
-    if key not in set(cset.keys()):
-        close = [k for k in cset.keys() if k.split("_")[0] == key.split("_")[0]][:5]
+    keys = list(cset)
+    if key not in keys:
+        close = [k for k in keys if k.split("_")[0] == key.split("_")[0]][:5]
         msg = f"correction key '{key}' not found in {path} (era {era}); similar keys: {close}"
         raise CorrectionFileError(msg)
     return cset[key]
-
-
-@lru_cache(maxsize=32)
-def _load_core_set(path: str) -> correctionlib._core.CorrectionSet:
-    return correctionlib._core.CorrectionSet.from_string(json.dumps(_load_json(path)))
-
-
-def get_flat_evaluator(path: str, key: str, *, era: str) -> correctionlib._core.Correction:
-    """The low-level correction ``key``, whose ``evalv`` takes flat numpy arrays directly.
-
-    The high-level wrapper copies and broadcasts every argument on each call; the pipeline's
-    inputs are already flat, equal-length arrays, and evaluations run hundreds of times a chunk.
-    """
-    get_correction(path, key, era=era)  # the same checks and error messages
-    return _load_core_set(path)[key]
 
 
 @lru_cache(maxsize=2048)
