@@ -13,7 +13,9 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fixtures.demo import SMALL_2017, SIZES
+from fixtures.demo import SMALL_2017
 from fixtures.facility import (
     BUCKET,
     DATA_MOUNT,
@@ -30,6 +32,7 @@ from fixtures.facility import (
     FacilityHandle,
     JobRun,
     eventually,
+    facility_base,  # noqa: F401
     facility_images,  # noqa: F401
     facility_state,  # noqa: F401
     pm,
@@ -38,11 +41,32 @@ from fixtures.facility import (
     wait_for_workers,
 )
 from fixtures.k8s import dask_operator, k8s_api  # noqa: F401
+from fixtures.s3 import S3Server, start_s3_server
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 DATASETS = SMALL_2017
-CHUNKSIZE = 2000
+# Small inputs (events per file) and chunks: enough chunks per stage that a worker can be
+# killed mid-run, few enough that three runs fit the time budget on 2 cores.
+SIZES = {"ZPrimeToTT_M2000_W200": 1500, "TTToSemiLeptonic": 4000, "WJetsToLNu_HT-600To800": 1500,
+         "SingleMuon": 3000}
+CHUNKSIZE = 1000
+
+
+class Phases:
+    """Wall time of each phase of the module (printed with ``-s``, kept for the report)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.last = self.started
+        self.times: dict[str, float] = {}
+
+    def done(self, name: str) -> None:
+        now = time.monotonic()
+        self.times[name] = round(now - self.last, 1)
+        self.last = now
+        print(f"[facility] {name}: {self.times[name]} s (total {now - self.started:.0f} s)",
+              file=sys.__stderr__, flush=True)
 
 
 def common_overrides(data_dir: str) -> list[str]:
@@ -73,22 +97,52 @@ class Runs:
     inspected: dict[str, dict[str, Any]]
 
 
-def _local_run(handle: FacilityHandle, data_dir: Path, out: Path) -> Path:
-    """The same configuration with a LocalCluster on the host (skims on the same S3 server)."""
-    env = {**os.environ, **handle.credentials_env(), "INTCCMS_S3_ENDPOINT": handle.s3.host_url,
-           "INTCCMS_RUN_ID": "local"}
+@dataclass
+class LocalReference:
+    """The same configuration run on the host, started while the images build."""
+
+    data_dir: Path
+    result: Future[Path]
+
+
+def _local_run(s3: S3Server, data_dir: Path, out: Path) -> Path:
+    """The same configuration with a LocalCluster on the host, skims on the project's S3 test
+    server (``fixtures.s3``); it also generates the demo inputs the containers then read."""
+    _create_bucket(s3.endpoint, s3.key, s3.secret)
+    env = {**os.environ, "INTCCMS_S3_ACCESS_KEY_ID": s3.key, "INTCCMS_S3_SECRET_ACCESS_KEY": s3.secret,
+           "INTCCMS_S3_ENDPOINT": s3.endpoint, "INTCCMS_RUN_ID": "local"}
     cmd = [str(Path(sys.executable).parent / "intccms"), "run", "demo",
            *common_overrides(str(data_dir)), *run_overrides("local", str(out))]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, f"local run failed:\n{proc.stderr[-3000:]}"
+    # The containers read these inputs through a read-only mount as uid 1000.
+    data_dir.chmod(0o755)
+    for path in data_dir.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
     return out / "local"
 
 
-def _create_bucket(handle: FacilityHandle) -> None:
+@pytest.fixture(scope="module")
+def local_reference(facility_base, tmp_path_factory: pytest.TempPathFactory  # noqa: ARG001
+                    ) -> Iterator[LocalReference]:
+    """Start the local reference run in the background (it overlaps the image builds)."""
+    pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    data_dir = tmp_path_factory.mktemp("facility-data")
+    out = tmp_path_factory.mktemp("facility-local")
+    s3 = start_s3_server()
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        yield LocalReference(data_dir, pool.submit(_local_run, s3, data_dir, out))
+    finally:
+        pool.shutdown(wait=True)
+        s3.stop()
+
+
+def _create_bucket(endpoint: str, key: str, secret: str) -> None:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=handle.s3.host_url, aws_access_key_id=handle.s3.key,
-                      aws_secret_access_key=handle.s3.secret, region_name="eu-west-1")
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
+                      aws_secret_access_key=secret, region_name="eu-west-1")
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
 
 
@@ -136,19 +190,16 @@ def _prometheus_totals(handle: FacilityHandle, run: str, expected: dict[str, Any
 
 
 @pytest.fixture(scope="module")
-def runs(facility_images, dask_operator, facility_state: Path,  # noqa: F811
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
-    data_dir = tmp_path_factory.mktemp("facility-data")
-    local_out = tmp_path_factory.mktemp("facility-local")
-    facility, handle = start_facility(dask_operator, facility_images, facility_state, data_dir,
-                                      common_overrides(DATA_MOUNT))
+def runs(local_reference: LocalReference, facility_images, dask_operator,  # noqa: F811
+         facility_state: Path) -> Iterator[Runs]:
+    phases = Phases()
+    facility, handle = start_facility(dask_operator, facility_images, facility_state,
+                                      local_reference.data_dir, common_overrides(DATA_MOUNT))
+    phases.done("facility up")
     try:
-        _create_bucket(handle)
-        local_dir = _local_run(handle, data_dir, local_out)
-        # Inputs written by the local run are read by the containers through a read-only mount.
-        data_dir.chmod(0o755)
-        for path in data_dir.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        _create_bucket(handle.s3.host_url, handle.s3.key, handle.s3.secret)
+        local_dir = local_reference.result.result(timeout=900)
+        phases.done("waiting for the local reference run")
         wait_for_workers(handle, N_WORKERS)
 
         identities: dict[str, tuple[str, str]] = {}
@@ -163,7 +214,9 @@ def runs(facility_images, dask_operator, facility_state: Path,  # noqa: F811
 
         clean = handle.run_job("clean", run_overrides("clean", "/work/outputs"), during=while_clean)
         assert clean.exit_code == 0, f"clean job failed:\n{clean.logs[-4000:]}"
+        phases.done("clean job")
         prometheus = _prometheus_totals(handle, "clean", clean.report())
+        phases.done("prometheus totals")
 
         victim = handle.workers[0]
 
@@ -175,10 +228,12 @@ def runs(facility_images, dask_operator, facility_state: Path,  # noqa: F811
 
         fault = handle.run_job("fault", run_overrides("fault", "/work/outputs"), during=kill_a_worker)
         assert fault.exit_code == 0, f"job with a killed worker failed:\n{fault.logs[-4000:]}"
+        phases.done("job with a killed worker")
         inspected = {name: pm.inspect("container", name) or {} for name in facility.containers}
         yield Runs(handle, local_dir, clean, fault, prometheus, identities, inspected)
     finally:
         facility.down()
+        phases.done("facility down")
 
 
 def _hists(run_dir: Path) -> dict[str, Any]:

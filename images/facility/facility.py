@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pods  # noqa: E402
-from podman import LABEL, PodmanError, inspect, podman, remove_all, run_args  # noqa: E402
+import pod_specs as pods  # noqa: E402
+from podman_cli import LABEL, PodmanError, inspect, podman, remove_all, run_args  # noqa: E402
 
 PROMETHEUS_BINARY = Path("/usr/bin/prometheus")
 S3_PORT = 5000
@@ -269,7 +269,7 @@ def main(argv: list[str]) -> int:
         print(f"removed {len(removed)} facility objects" + (f": {' '.join(removed)}" if removed else ""))
         return 0
     if argv[:1] == ["image"]:
-        import build
+        import image_build as build
 
         return build.main()
     print("usage: facility.py down|image", file=sys.stderr)

@@ -1,5 +1,5 @@
 # The S3 test server of the local facility: moto's standalone server with IAM authentication on.
-# Test-only; built by images/facility/build.py FROM the same Debian base as the project image.
+# Test-only; built by images/facility/image_build.py FROM the same Debian base as the project image.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 ARG MOTO="moto[server]"

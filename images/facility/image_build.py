@@ -10,7 +10,7 @@ Three images, each cached by a content hash so a rerun with unchanged inputs bui
 - the **S3 test server** (moto at the pin of the project's ``test`` extra) for the facility
   test only; never part of the project image.
 
-Run ``python images/facility/build.py`` (what ``make image`` does); it prints the project
+Run ``python images/facility/image_build.py`` (what ``make image`` does); it prints the project
 image's reference, size and build time as JSON.
 """
 
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from podman import LABEL, image_exists, image_label, podman, podman_env  # noqa: E402
+from podman_cli import LABEL, image_exists, image_label, podman, podman_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("INTCCMS_FACILITY_DIR", REPO / ".facility"))
