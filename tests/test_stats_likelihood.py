@@ -129,3 +129,22 @@ def test_iteration_limit_is_a_named_failure(small_model):
     data = [33.0, 26.0, 9.0, 13.0, 4.0, *small_model.config.auxdata]
     with pytest.raises(MinimizationError, match="ITERATIONS"):
         Objective(small_model, maxiter=1).minimize(data)
+
+
+def test_fit_through_an_empty_bin_matches_pyhf():
+    """A bin only the signal fills, with no data: the first step to mu = 0 empties it
+    (pyhf: 0 events expected and seen, a finite term); the fit must go on from there."""
+    spec = {"channels": [{"name": "SR", "samples": [
+        {"name": "sig", "data": [0.05, 2.0, 8.0], "modifiers": [
+            {"name": "mu", "type": "normfactor", "data": None}]},
+        {"name": "bkg", "data": [0.0, 40.0, 30.0], "modifiers": [
+            {"name": "jes", "type": "histosys",
+             "data": {"hi_data": [0.0, 46.0, 31.0], "lo_data": [0.0, 35.0, 29.0]}},
+            {"name": "norm", "type": "normsys", "data": {"hi": 1.3, "lo": 0.7}}]},
+    ]}], "parameters": [{"name": "mu", "bounds": [[0.0, 20.0]], "inits": [1.0]}]}
+    model = pyhf.Model(spec, poi_name="mu")
+    data = [0.0, 25.0, 21.0, *model.config.auxdata]  # far below the prediction
+    best, nll = Objective(model).minimize(data)
+    ref, ref_nll = pyhf.infer.mle.fit(data, model, return_fitted_val=True)
+    assert nll == pytest.approx(float(ref_nll), abs=1e-5)
+    np.testing.assert_allclose(best, ref, atol=2e-3)
