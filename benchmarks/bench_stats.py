@@ -37,7 +37,12 @@ from intccms.stats.inputs import load_histograms  # noqa: E402
 from intccms.stats.limits import upper_limits  # noqa: E402
 from intccms.stats.model import build_model  # noqa: E402
 from intccms.stats.optimize import Objective  # noqa: E402
-from intccms.stats.run import make_model, make_workspace, run_limit_scan, run_statistics  # noqa: E402
+from intccms.stats.run import (  # noqa: E402
+    make_model,
+    make_workspace,
+    run_limit_scan,
+    run_statistics,
+)
 from intccms.stats.synthetic import make_histograms, signal_points, synthetic_config  # noqa: E402
 
 
@@ -58,11 +63,14 @@ def _plain_pyhf_fit(model: pyhf.pdf.Model, data: list[float]) -> tuple[float, fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--points", type=int, default=8, help="signal points of the scan")
-    parser.add_argument("--workers", type=int, default=2, help="Dask workers for the scan (0: no scan)")
-    parser.add_argument("--ranking", action="store_true", help="include the impact ranking in 'stage'")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="Dask workers for the scan (0: no scan)")
+    parser.add_argument("--ranking", action="store_true",
+                        help="include the impact ranking in 'stage'")
     parser.add_argument("--no-reference", action="store_true", help="skip the plain pyhf fit")
     args = parser.parse_args(argv)
 
@@ -128,8 +136,9 @@ def _scan(hists: dict, cfg, signals: list[str], workers: int) -> None:
     from distributed import Client, LocalCluster
 
     serial, t_serial = _timed(run_limit_scan, hists, cfg, signals)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, host="127.0.0.1") as cluster, Client(cluster) as client:
+    with (LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                       dashboard_address=None, host="127.0.0.1") as cluster,
+          Client(cluster) as client):
         client.wait_for_workers(workers)
         client.run(__import__, "intccms.stats.run")  # imports once per worker, not timed
         par, t_par = _timed(run_limit_scan, hists, cfg, signals, client)

@@ -47,8 +47,10 @@ def run_demo_job(client, data: Path, out: Path):
     """The demo job on one era's small slice, statistics included."""
     over = [o for o in small_overrides(data, out, SMALL_2017)
             if not o.startswith("workflow.run_statistics")]
-    cfg = compose_config("demo", [*over, "workflow.run_statistics=true", "statistics.show_table=false"])
-    cfg.statistics.backgrounds = {"ttbar": ["TTTo*"], "wjets": ["WJetsToLNu_HT-*"]}  # the slice's samples
+    cfg = compose_config("demo", [*over, "workflow.run_statistics=true",
+                                  "statistics.show_table=false"])
+    # the groups of the slice's samples (the demo configuration groups all demo samples)
+    cfg.statistics.backgrounds = {"ttbar": ["TTTo*"], "wjets": ["WJetsToLNu_HT-*"]}
     return cfg, run_job(cfg, client=client)
 
 
@@ -112,6 +114,13 @@ def test_demo_job_produces_results_and_every_plot(job) -> None:
     check_results(res.statistics, folder)
     check_parameters(res.statistics, "2017")
     assert res.statistics["timing"]["total"] < 60
+    # plain pyhf refits the saved workspace to the same minimum
+    ws = pyhf.Workspace(json.loads((folder / "workspace.json").read_text()))
+    model = ws.model()
+    best, twice_nll = pyhf.infer.mle.fit(ws.data(model), model, return_fitted_val=True)
+    assert float(twice_nll) == pytest.approx(res.statistics["fit"]["twice_nll"], abs=1e-3)
+    assert float(best[model.config.poi_index]) == pytest.approx(
+        res.statistics["fit"]["poi"]["value"], abs=2e-3)
 
 
 @pytest.mark.parametrize("fmt", ["pkl", "root"])

@@ -25,7 +25,7 @@ from scipy.special import gammaln, xlogy
 SUPPORTED = {"normfactor", "normsys", "histosys", "staterror"}
 NU_MIN = 1e-10  # expected events below which the Poisson term is continued smoothly
 
-# pyhf's code-4 polynomial for alpha0 = 1: coefficients a_1..a_6 = A_INV @ b (see _code4_coefficients)
+# pyhf's code-4 polynomial for alpha0 = 1: coefficients a_1..a_6 = A_INV @ b
 _A_INV = np.array(
     [
         [15 / 16, -15 / 16, -7 / 16, -7 / 16, 1 / 16, -1 / 16],
@@ -81,9 +81,12 @@ class FastLikelihood:
     # -- building blocks ------------------------------------------------------------------
     def _normsys(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """log f and d(log f)/d alpha of every normsys modifier (code 4)."""
-        c = self.ns_coef
-        poly = 1.0 + a * (c[:, 0] + a * (c[:, 1] + a * (c[:, 2] + a * (c[:, 3] + a * (c[:, 4] + a * c[:, 5])))))
-        dpoly = c[:, 0] + a * (2 * c[:, 1] + a * (3 * c[:, 2] + a * (4 * c[:, 3] + a * (5 * c[:, 4] + a * 6 * c[:, 5]))))
+        c = self.ns_coef.T  # Horner: poly = 1 + sum_i c[i-1] a^i, dpoly its derivative
+        poly, dpoly = c[5], 6.0 * c[5]
+        for i in range(4, -1, -1):
+            poly = poly * a + c[i]
+            dpoly = dpoly * a + (i + 1) * c[i]
+        poly = 1.0 + poly * a
         up, dn = a >= 1.0, a <= -1.0
         mid = ~(up | dn)
         logf = np.where(up, a * self.ns_loghi, -a * self.ns_loglo)
@@ -96,18 +99,22 @@ class FastLikelihood:
         """Per-modifier weights of the symmetric (hs_sym) and antisymmetric (hs_asym) shapes.
 
         Code 4p: delta = a S + c(a) A with c = a^2 (15 - 10 a^2 + 3 a^4) for |a| <= 1 and
-        +-8 a outside (there delta = a (S +- 8 A) = a * up or a * down); d delta/d a = S + c'(a) A.
+        +-8 a outside (there delta = a (S +- 8 A) = a * up or a * down);
+        d delta/d a = S + c'(a) A.
         """
         a2 = a * a
-        c = np.where(a > 1.0, 8.0 * a, np.where(a < -1.0, -8.0 * a, a2 * (a2 * (3.0 * a2 - 10.0) + 15.0)))
-        dc = np.where(a > 1.0, 8.0, np.where(a < -1.0, -8.0, a * (a2 * (18.0 * a2 - 40.0) + 30.0)))
+        poly = a2 * (a2 * (3.0 * a2 - 10.0) + 15.0)
+        dpoly = a * (a2 * (18.0 * a2 - 40.0) + 30.0)
+        c = np.where(a > 1.0, 8.0 * a, np.where(a < -1.0, -8.0 * a, poly))
+        dc = np.where(a > 1.0, 8.0, np.where(a < -1.0, -8.0, dpoly))
         return c, dc
 
     def _parts(self, pars: np.ndarray) -> dict[str, Any]:
         n_s = self.nominal.shape[0]
         a_hs = pars[self.hs_par]
         c, dc = self._histosys(a_hs)
-        rate = self.nominal + (self.hs_onehot * a_hs) @ self.hs_sym + (self.hs_onehot * c) @ self.hs_asym
+        rate = (self.nominal + (self.hs_onehot * a_hs) @ self.hs_sym
+                + (self.hs_onehot * c) @ self.hs_asym)
         logf, dlogf = self._normsys(pars[self.ns_par])
         norm = np.exp(np.bincount(self.ns_samp, weights=logf, minlength=n_s))
         nf = np.ones(n_s)
@@ -166,10 +173,12 @@ class FastLikelihood:
         # histosys: d lambda_sb / d alpha = scale_sb * (S_b + c'(alpha) A_b)
         sw = p["scale"] * w  # (S, B)
         k = np.arange(self.hs_par.size)
-        g_hs = (sw @ self.hs_sym.T)[self.hs_samp, k] + p["dc"] * (sw @ self.hs_asym.T)[self.hs_samp, k]
+        g_hs = ((sw @ self.hs_sym.T)[self.hs_samp, k]
+                + p["dc"] * (sw @ self.hs_asym.T)[self.hs_samp, k])
         g += np.bincount(self.hs_par, weights=g_hs, minlength=self.npars)
         # normsys: d lambda_s / d alpha = lambda_s * d log f / d alpha
-        g += np.bincount(self.ns_par, weights=p["dlogf"] * lam_w[self.ns_samp], minlength=self.npars)
+        g_ns = p["dlogf"] * lam_w[self.ns_samp]
+        g += np.bincount(self.ns_par, weights=g_ns, minlength=self.npars)
         # normfactor: lambda_s without the factor
         no_nf = (p["rate"] * p["norm"][:, None] * p["gam"]) @ w
         g += np.bincount(self.nf_par, weights=no_nf[self.nf_samp], minlength=self.npars)
@@ -303,7 +312,8 @@ def _agrees(fast: FastLikelihood, model: pyhf.pdf.Model) -> bool:
     bounds = np.asarray(model.config.suggested_bounds(), dtype=float)
     rng = np.random.default_rng(7)
     lo, hi = np.maximum(bounds[:, 0], init - 0.8), np.minimum(bounds[:, 1], init + 2.0)
-    shifted = np.clip(init + rng.uniform(-1.6, 1.6, init.size), lo, hi)  # every interpolation branch
+    # a second point that reaches every interpolation branch (|alpha| beyond 1)
+    shifted = np.clip(init + rng.uniform(-1.6, 1.6, init.size), lo, hi)
     for pars in (init, shifted):
         data = np.asarray(model.expected_data(init), dtype=float)
         ref = float(pyhf.infer.mle.twice_nll(pars, data, model)[0])

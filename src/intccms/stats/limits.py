@@ -91,7 +91,8 @@ class _Cls:
 
     def sqrt_qmu_a(self, mu: float) -> float:
         if mu not in self._qmu_a:
-            self._qmu_a[mu] = self._q(mu, self.asimov, self.free_asimov, self.nll_free_asimov, "asimov")
+            self._qmu_a[mu] = self._q(mu, self.asimov, self.free_asimov, self.nll_free_asimov,
+                                      "asimov")
         return float(np.sqrt(self._qmu_a[mu]))
 
     def cls_obs(self, mu: float) -> float:

@@ -59,7 +59,8 @@ class Objective:
         with np.errstate(all="ignore"):
             self.fast: FastLikelihood | None = compile_model(model)
         if self.fast is None:
-            log.info("model has modifiers without a fast likelihood; using pyhf's numerical gradients")
+            log.info("model has modifiers without an analytic likelihood; using pyhf's "
+                     "numerical gradients")
         self.bounds = np.asarray(model.config.suggested_bounds(), dtype=float)
         self.fixed = np.asarray(model.config.suggested_fixed(), dtype=bool)
         self.init = np.asarray(model.config.suggested_init(), dtype=float)

@@ -3,8 +3,8 @@
 cabinetry's ``fit.ranking`` refits four times for every parameter with MIGRAD+HESSE;
 for ~100 parameters that is hundreds of fits. Here the linearised post-fit impact
 cov(POI, theta) / sigma_theta from the full fit preselects the candidates, and only those
-are refitted (the model's :class:`.optimize.Objective`, warm start, no Hesse). The output is cabinetry's RankingResults so
-that its conventions (pre-fit/post-fit, up/down) hold.
+are refitted (the model's :class:`.optimize.Objective`, warm start, no Hesse). The output
+is cabinetry's RankingResults so that its conventions (pre-fit/post-fit, up/down) hold.
 """
 
 from __future__ import annotations
