@@ -9,7 +9,7 @@ import vector
 
 from intccms.physics import cuts, objects, observables
 from intccms.physics.normalisation import normalisation_factor
-from intccms.physics.pipeline import Observable, _bin_index, _fill
+from intccms.physics.pipeline import FILL_BLOCK, Observable, WeightColumns, _bin_index, _fill
 from intccms.physics.functors import Functor
 
 
@@ -103,9 +103,30 @@ def test_bin_index_with_flow_and_nan() -> None:
 def test_fill_many_weight_columns_in_one_call() -> None:
     out = np.zeros((3, 4, 2))
     idx = np.array([1, 1, 2, -1])
-    w = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
-    _fill(out, idx, w, np.array([0, 2]))
+    base = np.array([1.0, 1.0, 2.0, 1.0, 9.0])  # event 4 is not in the channel
+    weights = WeightColumns(base, [np.array([1.0, 3.0, 2.5, 7.0, 1.0]), np.array([2.0, 4.0, 3.0, 8.0, 1.0])],
+                            np.array([0, 2]))
+    _fill(out, idx, np.array([0, 1, 2, 3]), weights)
     assert out[0, :, 0].tolist() == [0, 4, 5, 0]
     assert out[2, :, 0].tolist() == [0, 6, 6, 0]
     assert out[2, :, 1].tolist() == [0, 4 + 16, 36, 0]
     assert out[1].sum() == 0
+
+
+def test_fill_in_blocks_equals_one_matrix_fill() -> None:
+    """More weight columns than one block: every row gets exactly its own column."""
+    rng = np.random.default_rng(2)
+    n, ncols = 500, 3 * FILL_BLOCK + 5
+    idx = rng.integers(-1, 12, n)
+    factors = [rng.uniform(0.5, 1.5, n) for _ in range(ncols)]
+    base = rng.normal(1.0, 0.3, n)
+    rows = rng.permutation(ncols + 4)[:ncols]
+    out = np.zeros((ncols + 4, 12, 2))
+    _fill(out, idx, np.arange(n), WeightColumns(base, factors, rows))
+    for k, row in enumerate(rows):
+        w = factors[k] * base
+        ok = idx >= 0
+        expected = np.bincount(idx[ok], weights=w[ok], minlength=12)
+        np.testing.assert_allclose(out[row, :, 0], expected, rtol=1e-12)
+    untouched = np.setdiff1d(np.arange(ncols + 4), rows)
+    assert not out[untouched].any()

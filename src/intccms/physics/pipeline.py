@@ -15,7 +15,7 @@ Designed for many variations at a fixed cost:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,23 +113,44 @@ def _product(arrays: Iterable[np.ndarray], n: int) -> np.ndarray:
     return out
 
 
-def _fill(
-    out: np.ndarray, idx: np.ndarray, weights: np.ndarray, columns: np.ndarray
-) -> None:
-    """Add a weight matrix ``weights[event, k]`` into rows ``columns[k]`` of ``out[var, bin, 2]``."""
+FILL_BLOCK = 16
+"""Weight columns per ``np.bincount``: temporaries stay at 16 x the selected events, however
+many variations a fill writes."""
+
+
+@dataclass(frozen=True)
+class WeightColumns:
+    """The weights one fill writes: ``factors[k] * base`` into histogram row ``rows[k]``.
+
+    Kept as separate per-event arrays and multiplied out block by block, so that memory grows
+    with the histograms, not with the number of variations times the chunk.
+    """
+
+    base: np.ndarray
+    factors: Sequence[np.ndarray]
+    rows: np.ndarray
+
+    def block(self, events: np.ndarray, start: int, stop: int) -> np.ndarray:
+        columns = np.stack([f[events] for f in self.factors[start:stop]], axis=1)
+        return columns * self.base[events][:, None]
+
+
+def _fill(out: np.ndarray, idx: np.ndarray, events: np.ndarray, weights: WeightColumns) -> None:
+    """Add the weights of ``events`` (bin numbers ``idx``) into ``out[row, bin, (w, w²)]``."""
     ok = idx >= 0
     idx = idx[ok]
-    weights = weights[ok]
-    nbins = out.shape[1]
+    events = events[ok]
     if idx.size == 0:
         return
-    flat_idx = (columns[None, :] * nbins + idx[:, None]).ravel()
-    flat_w = weights.ravel()
-    size = out.shape[0] * nbins
-    sumw = np.bincount(flat_idx, weights=flat_w, minlength=size)
-    sumw2 = np.bincount(flat_idx, weights=flat_w * flat_w, minlength=size)
-    out[..., 0] += sumw.reshape(out.shape[0], nbins)
-    out[..., 1] += sumw2.reshape(out.shape[0], nbins)
+    nrows, nbins = out.shape[0], out.shape[1]
+    for start in range(0, len(weights.rows), FILL_BLOCK):
+        stop = min(start + FILL_BLOCK, len(weights.rows))
+        flat_w = weights.block(events, start, stop).ravel()
+        flat_idx = (weights.rows[None, start:stop] * nbins + idx[:, None]).ravel()
+        sumw = np.bincount(flat_idx, weights=flat_w, minlength=nrows * nbins)
+        sumw2 = np.bincount(flat_idx, weights=flat_w * flat_w, minlength=nrows * nbins)
+        out[..., 0] += sumw.reshape(nrows, nbins)
+        out[..., 1] += sumw2.reshape(nrows, nbins)
 
 
 class ChunkAnalysis:
@@ -235,8 +256,8 @@ class ChunkAnalysis:
     ) -> np.ndarray:
         corr = self.corrections
         if corr is None:
-            weights = self._base_weight(ns, n)[:, None]
-            return self._fill_once(ns, channel_fixed, n, hists, weights, np.asarray([0]), cutflow)
+            weights = WeightColumns(self._base_weight(ns, n), [np.ones(n)], np.asarray([0]))
+            return self._fill_once(ns, channel_fixed, n, hists, weights, cutflow)
         wanted = {name.rsplit("_", 1)[0] for name in self.var_index}
         corrected = {obj.collection: obj.apply(ns, wanted) for obj in corr.objects}
         for collection, jets in corrected.items():
@@ -267,8 +288,8 @@ class ChunkAnalysis:
             if index and name not in produced:
                 columns.append(index)
                 weight_cols.append(nominal_factor)
-        weights = np.stack(weight_cols, axis=1) * base[:, None]
-        selected = self._fill_once(nominal_ns, channel_fixed, n, hists, weights, np.asarray(columns), cutflow)
+        weights = WeightColumns(base, weight_cols, np.asarray(columns))
+        selected = self._fill_once(nominal_ns, channel_fixed, n, hists, weights, cutflow)
 
         # Object variations: recompute what depends on the varied collection, and the weights
         # that depend on varied objects (with their linked source where one is configured).
@@ -288,8 +309,8 @@ class ChunkAnalysis:
                             continue
                         link = linked_source(wc, variation)
                         factor = factor * wc.evaluate(var_ns, [link], direction)[0]
-                    w = (base * factor)[:, None]
-                    self._fill_once(var_ns, channel_fixed, n, hists, w, np.asarray([self.var_index[name]]), None)
+                    w = WeightColumns(base, [factor], np.asarray([self.var_index[name]]))
+                    self._fill_once(var_ns, channel_fixed, n, hists, w, None)
         return selected
 
     def _varying_objects(self, ns: Mapping[str, Any]) -> dict[str, Any]:
@@ -305,8 +326,7 @@ class ChunkAnalysis:
         channel_fixed: Mapping[str, np.ndarray],
         n: int,
         hists: dict[tuple[str, str], np.ndarray],
-        weights: np.ndarray,
-        columns: np.ndarray,
+        weights: WeightColumns,
         cutflow: dict[str, float] | None,
     ) -> np.ndarray:
         plan = self.plan
@@ -329,10 +349,10 @@ class ChunkAnalysis:
                 cutflow[f"channel:{ch_name}"] = float(np.count_nonzero(mask))
             if not np.any(mask):
                 continue
-            w = weights[mask]
+            events = np.flatnonzero(mask)
             for obs_name in channel.observables:
                 obs = plan.observables[obs_name]
                 sub = {k: (ns[k] if k.startswith("@") else take_events(ns[k], mask)) for k in obs.functor.inputs}
                 values = np.asarray(obs.functor(sub), dtype=np.float64)
-                _fill(hists[(ch_name, obs_name)], _bin_index(values, obs), w, columns)
+                _fill(hists[(ch_name, obs_name)], _bin_index(values, obs), events, weights)
         return any_selected

@@ -82,10 +82,10 @@ class JetEnergyCorrection:
         return values
 
     def apply(self, events: Mapping[str, Any], wanted: Collection[str] | None = None) -> "CorrectedJets":
-        """Corrected jets of ``events[collection]`` and the JES deltas of the sources in ``wanted``.
+        """Corrected jets of ``events[collection]``, ready to be varied by the sources in ``wanted``.
 
-        ``wanted`` (variation base names; all when ``None``) spares evaluating sources whose
-        variations the job does not fill.
+        ``wanted`` (variation base names; all when ``None``) limits the sources to those whose
+        variations the job fills.
         """
         jets = events[self.collection]
         counts = np.asarray(ak.to_numpy(ak.num(jets, axis=1)))
@@ -101,22 +101,36 @@ class JetEnergyCorrection:
         pt_corr = pt * total
         mass_corr = mass * total
         fields["JetPt"] = pt_corr
-        deltas = {var: ev(fields, None) for var, ev in self._uncertainties.items()
-                  if wanted is None or var in wanted}
-        return CorrectedJets(jets=jets, counts=counts, pt=pt_corr, mass=mass_corr, deltas=deltas,
-                             flat=flat_view(jets))
+        sources = {var: ev for var, ev in self._uncertainties.items() if wanted is None or var in wanted}
+        return CorrectedJets(jets=jets, counts=counts, pt=pt_corr, mass=mass_corr, sources=sources,
+                             inputs=fields, flat=flat_view(jets))
 
 
 @dataclass
 class CorrectedJets:
-    """Nominal corrected jets plus what is needed to build each JES-varied copy cheaply."""
+    """Nominal corrected jets plus what is needed to build each JES-varied copy cheaply.
+
+    A source's uncertainty is evaluated when its variation is first asked for and kept only
+    until the next source, so memory does not grow with the number of sources.
+    """
 
     jets: ak.Array
     counts: np.ndarray
     pt: np.ndarray
     mass: np.ndarray
-    deltas: dict[str, np.ndarray]
+    sources: Mapping[str, FlatEvaluator]
+    inputs: Mapping[str, np.ndarray]
     flat: FlatCollection | None = None
+    _last: tuple[str, np.ndarray] | None = None
+
+    def delta(self, variation: str) -> np.ndarray:
+        """Relative uncertainty δ of one source for every jet."""
+        if self._last is None or self._last[0] != variation:
+            if variation not in self.sources:
+                msg = f"JES source '{variation}' was not requested (known: {sorted(self.sources)})"
+                raise KeyError(msg)
+            self._last = (variation, self.sources[variation](self.inputs, None))
+        return self._last[1]
 
     def _with(self, pt: np.ndarray, mass: np.ndarray) -> ak.Array:
         if self.flat is not None:
@@ -131,5 +145,5 @@ class CorrectedJets:
     def varied(self, variation: str, direction: str) -> ak.Array:
         """Jets of one JES source shifted up (1 + δ) or down (1 − δ)."""
         sign = 1.0 if direction == "up" else -1.0
-        scale = 1.0 + sign * self.deltas[variation]
+        scale = 1.0 + sign * self.delta(variation)
         return self._with(self.pt * scale, self.mass * scale)
