@@ -81,3 +81,34 @@ def test_cli_reports_config_error_and_exit_code() -> None:
     )
     assert proc.returncode == 2
     assert "chunksiz" in proc.stderr
+
+
+def test_dataset_added_from_the_command_line() -> None:
+    cfg = compose_config("demo", [
+        '+datasets.MyDY_2018={era: "2018", process: DYJetsToLL, xsec: 6077.22, files: [/data/dy_1.root]}',
+        "+datasets.MyDY_2018.max_files=3",
+    ])
+    ds = cfg.datasets.MyDY_2018
+    assert (ds.era, ds.process, ds.xsec, list(ds.files), ds.max_files) == (
+        "2018", "DYJetsToLL", 6077.22, ["/data/dy_1.root"], 3)
+    assert ds.is_data is False  # schema defaults filled in
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+datasets.MyDY_2018.eraa=2018", "datasets.MyDY_2018: Key 'eraa' not in 'DatasetConfig'"),
+    ("+datasets.MyDY_2018={era: '2018', xsec: lots}", "datasets.MyDY_2018: Value 'lots'"),
+    ("+datasets.TTToSemiLeptonic_2017={era: '2017'}", "exists already"),
+])
+def test_bad_dataset_from_the_command_line_names_it(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        compose_config("demo", [override])
+
+
+def test_cli_error_with_brackets_is_printed_not_parsed_as_markup() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "intccms.cli", "config", "demo", "+datasets.X={era: '2018', files: [/a/b.root], xsec: x}"],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2
+    assert "datasets.X" in result.stderr
+    assert "Traceback" not in result.stderr

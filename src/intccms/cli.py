@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 
 def _split(args: Sequence[str]) -> tuple[str, list[str]]:
@@ -47,7 +48,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg = compose_config(name, overrides)
     except ConfigError as err:
-        console.print(f"[red]configuration error:[/red] {err}")
+        console.print(f"[red]configuration error:[/red] {escape(str(err))}")
         return 2
     logging.basicConfig(level=str(cfg.log_level), format="%(levelname)s %(name)s: %(message)s")
     from intccms.execute.job import run_job
@@ -62,7 +63,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except Exception as err:  # noqa: BLE001 - top level: one clear line, no traceback
         if os.environ.get("INTCCMS_DEBUG"):
             raise
-        console.print(f"[red]error:[/red] {type(err).__name__}: {err}")
+        console.print(f"[red]error:[/red] {type(err).__name__}: {escape(str(err))}")
         return 1
     console.print(f"[green]done[/green] in {result.wall_time_s:.1f} s; outputs in {result.output_dir}")
     return 0
@@ -76,7 +77,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
     try:
         cfg = compose_config(name, overrides)
     except ConfigError as err:
-        Console(stderr=True).print(f"[red]configuration error:[/red] {err}")
+        Console(stderr=True).print(f"[red]configuration error:[/red] {escape(str(err))}")
         return 2
     sys.stdout.write(to_yaml(cfg))
     return 0
@@ -92,7 +93,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     try:
         cfg, icfg = compose_inspect(name, overrides)
     except ConfigError as err:
-        console.print(f"[red]configuration error:[/red] {err}")
+        console.print(f"[red]configuration error:[/red] {escape(str(err))}")
         return 2
     logging.basicConfig(level=str(cfg.log_level), format="%(levelname)s %(name)s: %(message)s")
     _quiet_distributed()
@@ -104,7 +105,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     except Exception as err:  # noqa: BLE001 - top level: one clear line, no traceback
         if os.environ.get("INTCCMS_DEBUG"):
             raise
-        console.print(f"[red]error:[/red] {type(err).__name__}: {err}")
+        console.print(f"[red]error:[/red] {type(err).__name__}: {escape(str(err))}")
         return 1
     console.print(f"[green]done[/green] in {result.wall_time_s:.1f} s; {len(result.files)} files, "
                   f"{len(result.bad_files)} bad; outputs in {icfg.output_dir}")

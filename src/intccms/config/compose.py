@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from intccms.config.schema import RootConfig
@@ -67,7 +68,7 @@ def compose_config(
     _register_schema()
     GlobalHydra.instance().clear()
     extra = os.environ.get("INTCCMS_EXTRA_CONF_DIR")
-    search_overrides = list(overrides)
+    search_overrides, new_datasets = _split_dataset_additions(overrides)
     primary = conf_dir()
     if extra:
         extra_dir = Path(extra).resolve()
@@ -91,6 +92,7 @@ def compose_config(
         raise ConfigError(msg) from None
     finally:
         GlobalHydra.instance().clear()
+    _add_datasets(cfg, new_datasets)
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
@@ -101,6 +103,59 @@ def compose_config(
 
         validate_config(cfg)
     return cfg
+
+
+def _split_dataset_additions(overrides: Sequence[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Take ``+datasets.NAME={...}`` and ``+datasets.NAME.field=value`` out of the overrides.
+
+    Hydra cannot add an entry to a dictionary of structured configs from the command line
+    (``dict is not a subclass of DatasetConfig``); these additions are applied after composition
+    instead, through the same schema, so a dataset can be added without writing a YAML file.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    rest: list[str] = []
+    added: dict[str, dict[str, Any]] = {}
+    for text in overrides:
+        if not text.startswith("+datasets."):
+            rest.append(text)
+            continue
+        try:
+            override = parser.parse_override(text)
+        except HydraException as err:
+            msg = f"cannot parse override '{text}': {err}"
+            raise ConfigError(msg) from None
+        _, name, *field_path = override.key_or_group.split(".")
+        value = override.value()
+        entry = added.setdefault(name, {})
+        if field_path:
+            entry[".".join(field_path)] = value
+        elif isinstance(value, dict):
+            entry.update(value)
+        else:
+            msg = f"override '{text}': datasets.{name} must be a mapping such as {{era: '2018', files: [...]}}"
+            raise ConfigError(msg)
+    return rest, added
+
+
+def _add_datasets(cfg: DictConfig, added: dict[str, dict[str, Any]]) -> None:
+    """Merge command-line datasets into ``cfg.datasets``, validated by :class:`DatasetConfig`."""
+    from intccms.config.schema import DatasetConfig
+
+    for name, values in added.items():
+        if name in cfg.datasets:
+            msg = f"+datasets.{name}: a dataset of that name exists already (override its keys without '+')"
+            raise ConfigError(msg)
+        entry = OmegaConf.structured(DatasetConfig)
+        try:
+            for key, value in values.items():
+                OmegaConf.update(entry, key, value, merge=True)
+            with open_dict(cfg.datasets):
+                cfg.datasets[name] = entry
+        except OmegaConfBaseException as err:
+            msg = f"datasets.{name}: {err}".splitlines()[0]
+            raise ConfigError(msg) from None
 
 
 def to_yaml(cfg: DictConfig) -> str:
