@@ -133,10 +133,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _scan(hists: dict, cfg, signals: list[str], workers: int) -> None:
+    import dask
     from distributed import Client, LocalCluster
 
     serial, t_serial = _timed(run_limit_scan, hists, cfg, signals)
-    with (LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+    # Dask's statistical profiler samples task threads every 10 ms; on these fits (many short
+    # numpy calls) it triples the task time, so the scan cluster runs without it
+    with (dask.config.set({"distributed.worker.profile.enabled": False}),
+          LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                        dashboard_address=None, host="127.0.0.1") as cluster,
           Client(cluster) as client):
         client.wait_for_workers(workers)
