@@ -48,7 +48,14 @@ def test_limit_scan_on_dask_matches_serial(tmp_path):
     serial = run_limit_scan(hists, cfg, SIGNALS[:2])
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
                             dashboard_address=None) as client:
-        par = run_limit_scan(hists, cfg, SIGNALS[:2], client, output_dir=tmp_path)
+        with distributed.get_task_stream(client) as stream:
+            par = run_limit_scan(hists, cfg, SIGNALS[:2], client, output_dir=tmp_path)
+        address = next(iter(client.scheduler_info()["workers"]))
+    # one task per signal point, run on the cluster's worker
+    tasks = [t for t in stream.data if t["key"].startswith("limit_for_signal")]
+    assert len(tasks) == 2
+    assert [p["worker"] for p in par["points"]] == [address, address]
+    assert [p["worker"] for p in serial["points"]] == [None, None]
     assert [p["signal"] for p in par["points"]] == SIGNALS[:2]
     for a, b in zip(serial["points"], par["points"], strict=True):
         assert a["mass"] == b["mass"]
