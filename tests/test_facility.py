@@ -43,7 +43,8 @@ from fixtures.facility import (
 from fixtures.k8s import dask_operator, k8s_api  # noqa: F401
 from fixtures.s3 import S3Server, start_s3_server
 
-pytestmark = [pytest.mark.facility, pytest.mark.slow, pytest.mark.timeout(1500)]
+# The container tests carry the `facility` marker; the spec-translation tests at the end need
+# no container engine and run everywhere.
 
 DATASETS = SMALL_2017
 # Small inputs (events per file) and chunks: enough chunks per stage that a worker can be
@@ -229,6 +230,9 @@ def runs(local_reference: LocalReference, facility_images, dask_operator,  # noq
         fault = handle.run_job("fault", run_overrides("fault", "/work/outputs"), during=kill_a_worker)
         assert fault.exit_code == 0, f"job with a killed worker failed:\n{fault.logs[-4000:]}"
         phases.done("job with a killed worker")
+        report = fault.report()
+        print(f"[facility] killed {victim}: {report['retried_chunks']} retried chunks,"
+              f" {report['attempts']} attempts for {report['chunks']} chunks", file=sys.__stderr__)
         inspected = {name: pm.inspect("container", name) or {} for name in facility.containers}
         yield Runs(handle, local_dir, clean, fault, prometheus, identities, inspected)
     finally:
@@ -257,6 +261,9 @@ def _assert_same_histograms(a: dict[str, Any], b: dict[str, Any]) -> None:
             np.testing.assert_allclose(vb.variance, va.variance, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.facility
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_job_from_the_chart_runs_skim_and_analysis_on_the_facility(runs: Runs) -> None:
     report = runs.clean.report()
     assert set(report["per_stage"]) >= {"skim", "analysis"}
@@ -267,6 +274,9 @@ def test_job_from_the_chart_runs_skim_and_analysis_on_the_facility(runs: Runs) -
     assert "done" in runs.clean.logs
 
 
+@pytest.mark.facility
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_skims_are_on_the_s3_server_with_the_charts_credentials(runs: Runs) -> None:
     import boto3
 
@@ -284,10 +294,16 @@ def test_skims_are_on_the_s3_server_with_the_charts_credentials(runs: Runs) -> N
     assert "INTCCMS_S3_SECRET_ACCESS_KEY" not in image_env
 
 
+@pytest.mark.facility
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_histograms_equal_the_local_run_bin_for_bin(runs: Runs) -> None:
     _assert_same_histograms(_hists(runs.local_dir), _hists(runs.clean.output_dir))
 
 
+@pytest.mark.facility
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_prometheus_totals_equal_the_run_report(runs: Runs) -> None:
     report = runs.clean.report()
     prom = runs.prometheus
@@ -299,6 +315,9 @@ def test_prometheus_totals_equal_the_run_report(runs: Runs) -> None:
         assert sum(prom[f"{metric}_by_stage"].values()) == report[metric]
 
 
+@pytest.mark.facility
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_every_container_ran_as_the_non_root_user_without_privilege_escalation(runs: Runs) -> None:
     # Live: the main process of every running container, the job's included.
     assert any("-job-" in name for name in runs.identities)
@@ -312,6 +331,9 @@ def test_every_container_ran_as_the_non_root_user_without_privilege_escalation(r
         assert "CAP_SYS_ADMIN" not in (data["HostConfig"].get("CapAdd") or []), name
 
 
+@pytest.mark.facility
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_a_killed_worker_changes_nothing_but_the_retry_count(runs: Runs) -> None:
     assert runs.fault.killed == runs.handle.workers[0]
     state = pm.inspect("container", runs.fault.killed)
@@ -324,9 +346,90 @@ def test_a_killed_worker_changes_nothing_but_the_retry_count(runs: Runs) -> None
     assert runs.clean.report()["retried_chunks"] == 0
 
 
+@pytest.mark.facility
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_facility_down_leaves_nothing_behind(runs: Runs) -> None:
     proc = subprocess.run([sys.executable, str(REPO / "images/facility/facility.py"), "down"],
                           capture_output=True, text=True, check=False, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for kind in ("container", "pod", "network"):
         assert pm.names(kind) == [], kind
+
+
+WORKER_POD = {
+    "metadata": {"labels": {"dask.org/component": "worker", "dask.org/cluster-name": "c1"}},
+    "spec": {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000},
+        "containers": [{
+            "name": "worker", "image": "registry.example/intccms:1",
+            "command": ["intccms-entrypoint"],
+            "args": ["worker", "--name", "$(DASK_WORKER_NAME)", "--dashboard-address", ":8788"],
+            "env": [{"name": "DASK_WORKER_NAME", "value": "c1-default-worker-abc"},
+                    {"name": "INTCCMS_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+            "envFrom": [{"secretRef": {"name": "storage"}}],
+            "ports": [{"name": "http-dashboard", "containerPort": 8788}],
+            "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
+                          "limits": {"cpu": "1", "memory": "2Gi"}},
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        }],
+    },
+}
+
+
+def test_pod_spec_becomes_podman_arguments_without_secrets_on_the_command_line(tmp_path: Path) -> None:
+    from fixtures.facility import fac
+
+    ctx = fac.pods.PodContext(name="w1", namespace="ns", network="net", state_dir=tmp_path,
+                              secrets={"storage": {"INTCCMS_S3_SECRET_ACCESS_KEY": "s3cr3t"}})
+    args = fac.pods.run_args(WORKER_POD, ctx, image="localhost/intccms:x")
+    line = " ".join(args)
+    assert "s3cr3t" not in line
+    env_file = Path(args[args.index("--env-file") + 1])
+    assert env_file.read_text() == "INTCCMS_S3_SECRET_ACCESS_KEY=s3cr3t\n"
+    assert env_file.stat().st_mode & 0o077 == 0
+    assert args[args.index("--user") + 1] == "1000:1000"
+    assert "no-new-privileges" in args and args[args.index("--cap-drop") + 1] == "ALL"
+    assert args[args.index("--cpus") + 1] == "1"
+    assert args[args.index("--memory") + 1] == str(2 * 2**30)
+    assert "INTCCMS_NAMESPACE=ns" in args
+    image_at = args.index("localhost/intccms:x")
+    assert args[image_at + 1:] == ["worker", "--name", "c1-default-worker-abc", "--dashboard-address", ":8788"]
+    assert args[args.index("--entrypoint") + 1] == '["intccms-entrypoint"]'
+
+
+def test_missing_secret_and_root_user_are_refused(tmp_path: Path) -> None:
+    from fixtures.facility import fac
+
+    ctx = fac.pods.PodContext(name="w1", namespace="ns", network="net", state_dir=tmp_path)
+    with pytest.raises(fac.pods.PodSpecError, match="storage"):
+        fac.pods.run_args(WORKER_POD, ctx)
+    root = {**WORKER_POD, "spec": {**WORKER_POD["spec"], "securityContext": {"runAsNonRoot": True, "runAsUser": 0}}}
+    ctx = fac.pods.PodContext(name="w1", namespace="ns", network="net", state_dir=tmp_path,
+                              secrets={"storage": {}})
+    with pytest.raises(fac.pods.PodSpecError, match="runAsNonRoot"):
+        fac.pods.run_args(root, ctx)
+
+
+def test_file_sd_targets_pass_the_charts_pod_relabelling() -> None:
+    """The chart's keep rules select the same targets from file_sd as from pod discovery."""
+    import re
+
+    import yaml
+
+    from fixtures.facility import fac
+
+    text = (REPO / "charts/intccms/templates/_helpers-prometheus.tpl").read_text()
+    block = text[text.index("relabel_configs:"):text.index("- job_name: prometheus")]
+    rules = yaml.safe_load(block)["relabel_configs"]
+    job = {"job_name": "intccms-dask", "kubernetes_sd_configs": [{"role": "pod"}], "relabel_configs": rules}
+    config = fac.file_sd_config({"scrape_configs": [job]}, "/t/*.json")
+    assert "kubernetes_sd_configs" not in config["scrape_configs"][0]
+    assert config["scrape_configs"][0]["file_sd_configs"][0]["files"] == ["/t/*.json"]
+    (target,) = fac.discovery_targets(WORKER_POD, "w1", "ns", "10.0.0.5")
+    assert target["targets"] == ["10.0.0.5:8788"]
+    labels = target["labels"]
+    for rule in rules:
+        if rule.get("action") == "keep":
+            value = ";".join(labels.get(src, "") for src in rule["source_labels"])
+            assert re.fullmatch(rule["regex"], value), rule

@@ -15,6 +15,7 @@ Command line (what ``make facility-down`` and ``make image`` call)::
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -168,8 +169,6 @@ class Facility:
         name = f"{self.name}-s3"
         creds_dir = self.state_dir / "s3"
         creds_dir.mkdir(exist_ok=True)
-        import os
-
         os.chown(creds_dir, 1000, 1000)
         creds_dir.chmod(0o700)
         self.start(["--name", name, "--hostname", name, "--network", self.network,

@@ -146,6 +146,17 @@ def _build(ref: str, dockerfile: Path, context: Path, base: str, key: str) -> No
         raise BuildError(msg)
 
 
+def _prune(repo: str, keep: str) -> None:
+    """Remove older tags of ``repo`` (earlier content hashes) and dangling layers; an image a
+    container still uses stays."""
+    out = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
+                 f"reference={repo}", check=False)
+    stale = [ref for ref in out.stdout.split() if ref != keep and ref.startswith(f"{repo}:")]
+    if stale:
+        podman("rmi", *stale, check=False)
+    podman("image", "prune", "--force", check=False)
+
+
 def ensure_image(base: BuiltImage | None = None) -> BuiltImage:
     """The project image from ``images/Dockerfile``, rebuilt only when its inputs changed."""
     base = base or ensure_base()
@@ -158,7 +169,9 @@ def ensure_image(base: BuiltImage | None = None) -> BuiltImage:
     with tempfile.TemporaryDirectory(dir=STATE, prefix="context-") as tmp:
         _stage_context(Path(tmp))
         _build(ref, Path(tmp) / "images/Dockerfile", Path(tmp), base.ref, key)
-    return BuiltImage(ref, _size(ref), time.monotonic() - started, False)
+    built = BuiltImage(ref, _size(ref), time.monotonic() - started, False)
+    _prune(IMAGE_REPO, ref)
+    return built
 
 
 def moto_pin() -> str:
@@ -193,7 +206,9 @@ def ensure_s3_image(base: BuiltImage | None = None) -> BuiltImage:
         if proc.returncode != 0:
             msg = f"podman build of the S3 test server failed: {proc.stderr.strip()[-1500:]}"
             raise BuildError(msg)
-    return BuiltImage(ref, _size(ref), time.monotonic() - started, False)
+    built = BuiltImage(ref, _size(ref), time.monotonic() - started, False)
+    _prune(S3_REPO, ref)
+    return built
 
 
 def main() -> int:
