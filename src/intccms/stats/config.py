@@ -120,7 +120,11 @@ class SystematicsConfig:
 
 @dataclass
 class FitConfig:
-    """Minimiser options of the maximum-likelihood fit (iminuit through cabinetry)."""
+    """Minimiser options of the maximum-likelihood fit.
+
+    ``maxiter`` bounds every fit; ``strategy`` and ``tolerance`` apply to MINUIT (through
+    cabinetry), used only for models the analytic likelihood does not cover.
+    """
 
     strategy: Optional[int] = None
     maxiter: Optional[int] = None
