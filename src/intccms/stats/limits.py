@@ -8,7 +8,9 @@ gradients where possible). Here the fits that do not depend on the tested mu (fr
 data, background-only fit defining the Asimov data, free fit to Asimov) run once, each
 tested mu costs one or two warm-started fits, and the expected limits use that
 CLs_exp(mu, n) = Phi(-(n + sqrt(q_mu,A))) / Phi(-n) depends on mu only through q_mu,A,
-so each band is a root of sqrt(q_mu,A) = const.
+so each band is a root of sqrt(q_mu,A) = const. The roots are found by secant steps
+(sqrt(q_mu,A) is nearly linear in mu, log CLs nearly quadratic): about three fits per
+limit; a bracketing search (brentq) takes over when the steps do not settle.
 """
 
 from __future__ import annotations
@@ -95,13 +97,48 @@ class _Cls:
                                       "asimov")
         return float(np.sqrt(self._qmu_a[mu]))
 
-    def cls_obs(self, mu: float) -> float:
+    def log_cls_obs(self, mu: float) -> float:
         if mu not in self._qmu:
             self._qmu[mu] = self._q(mu, self.data, self.free_data, self.nll_free_data, "data")
         sq, sqa = np.sqrt(self._qmu[mu]), self.sqrt_qmu_a(mu)
         t = sq - sqa if sq <= sqa else (sq**2 - sqa**2) / (2 * sqa)
         # CLs = CLs+b / CLb in log space: both tails underflow far above the limit
-        return float(np.exp(norm.logcdf(-(t + sqa)) - norm.logcdf(-t)))
+        return float(norm.logcdf(-(t + sqa)) - norm.logcdf(-t))
+
+    def cls_obs(self, mu: float) -> float:
+        return float(np.exp(self.log_cls_obs(mu)))
+
+
+def _secant(f: Any, x0: float, hi: float, rtol: float, slope: float | None = None,
+            max_iter: int = 8) -> float | None:
+    """Root of a smooth increasing f by secant steps, the first a Newton step with the
+    predicted ``slope`` (or to 1.01 x0 without one).
+
+    The functions here are nearly linear in mu (sqrt(q_mu,A) ~ mu / sigma_A; log CLs ~
+    quadratic), so two or three evaluations reach rtol, where a bracketing search needs five
+    or six. Stops when the next step is below rtol / 4; None when the steps do not settle,
+    turn back or leave (0, hi]; the bracketing search then takes over.
+    """
+    lo = 1e-9 * hi
+    x0 = min(max(x0, lo), hi)
+    f0 = f(x0)
+    x1 = x0 - f0 / slope if slope else x0 * 1.01
+    x1 = min(max(x1, lo), hi)
+    if abs(x1 - x0) <= 0.25 * rtol * abs(x0):
+        x1 = x0 * (1 + rtol) if x0 < hi else x0 * (1 - rtol)  # a second point for the slope
+    for _ in range(max_iter):
+        f1 = f(x1)
+        slope = (f1 - f0) / (x1 - x0)
+        if not np.isfinite(slope) or slope <= 0:
+            return None
+        x_next = x1 - f1 / slope
+        if abs(x_next - x1) <= 0.25 * rtol * abs(x1):
+            return float(x_next) if lo <= x_next <= hi else None
+        x_next = min(max(x_next, lo), hi)
+        if x_next == x1:
+            return None
+        x0, f0, x1 = x1, f1, x_next
+    return None
 
 
 def _root(f: Any, guess: float, hi: float, rtol: float, width: float = 0.03) -> float | None:
@@ -177,14 +214,19 @@ def upper_limits(
         if known:
             mu_k, q_k = min(known, key=lambda kv: abs(np.sqrt(kv[1]) - target))
             sigma_a = mu_k / np.sqrt(q_k)
-        r = _root(lambda mu, t=target: c.sqrt_qmu_a(mu) - t, target * sigma_a, hi, rtol)
+        band = lambda mu, t=target: c.sqrt_qmu_a(mu) - t  # noqa: E731
+        r = _secant(band, target * sigma_a, hi, rtol, slope=1.0 / sigma_a)
+        if r is None:
+            r = _root(band, target * sigma_a, hi, rtol)
         if r is None:
             notes.append(f"expected limit ({-n:+d} sigma) above the POI bound {hi:g}")
         expected.append(float("nan") if r is None else r)
     obs = None
     if observed:
         guess = expected[2] if np.isfinite(expected[2]) else hi / 2
-        obs = _root(lambda mu: alpha - c.cls_obs(mu), guess, hi, rtol)
+        obs = _secant(lambda mu: np.log(alpha) - c.log_cls_obs(mu), guess, hi, rtol)
+        if obs is None:
+            obs = _root(lambda mu: alpha - c.cls_obs(mu), guess, hi, rtol)
         if obs is None:
             notes.append(f"observed limit above the POI bound {hi:g}; widen poi_bounds")
             obs = float("nan")
