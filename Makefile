@@ -1,6 +1,8 @@
 # intccms: two commands do everything on a fresh machine.
 #   make run  [CONF=demo] [ARGS="key=value ..."]   set up (first use) and run a configuration
 #   make test [PYTEST_ARGS=...]                    set up, install the test services, run the suite
+#   make image | facility-test | facility-down     the facility as podman containers
+#   make inspect [CONF=...] [ARGS=...]             what the inputs hold, before a campaign
 # The environment is a local virtual environment (.venv), or pixi where pixi is installed
 # (ENV_TOOL=pixi|venv overrides the choice).
 
@@ -22,10 +24,10 @@ RUN := $(VENV)/bin/
 SETUP := $(STAMP)
 endif
 
-.PHONY: help env run test services bench clean-outputs config
+.PHONY: help env run test services bench clean-outputs config image facility-test facility-down inspect
 
 help:
-	@sed -n '2,6p' Makefile
+	@sed -n '2,8p' Makefile
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -46,11 +48,27 @@ run: env
 config: env
 	$(RUN)intccms config $(CONF) $(ARGS)
 
+inspect: env
+	$(RUN)intccms inspect $(CONF) $(ARGS)
+
 services:
 	@for script in tests/setup/install_*.sh; do bash "$$script"; done
 
 test: env services
 	$(RUN)python -m pytest $(PYTEST_ARGS)
+
+# The facility as real containers (podman): the project's image, and the scheduler, workers,
+# Prometheus and job from the chart's and the Dask operator's own specs (docs/facility.md).
+image: env
+	@bash tests/setup/install_podman.sh
+	$(RUN)python images/facility/image_build.py
+
+facility-test: env
+	@for script in tests/setup/install_podman.sh tests/setup/install_helm.sh tests/setup/install_prometheus.sh; do bash "$$script"; done
+	$(RUN)python -m pytest -m facility tests/test_facility.py $(PYTEST_ARGS)
+
+facility-down:
+	@command -v podman >/dev/null 2>&1 || exit 0; $(PYTHON) images/facility/facility.py down
 
 bench: env
 	$(RUN)python benchmarks/bench_variations.py
