@@ -24,7 +24,7 @@ RUN := $(VENV)/bin/
 SETUP := $(STAMP)
 endif
 
-.PHONY: help env run test services bench clean-outputs config image facility-test facility-down inspect
+.PHONY: help env run test services bench clean-outputs config bench-stats image facility-test facility-down inspect
 
 help:
 	@sed -n '2,8p' Makefile
@@ -72,6 +72,9 @@ facility-down:
 
 bench: env
 	$(RUN)python benchmarks/bench_variations.py
+
+bench-stats: env
+	$(RUN)python benchmarks/bench_stats.py
 
 clean-outputs:
 	rm -rf outputs

@@ -43,6 +43,9 @@ class ClusterConfig:
     dashboard_address: str = "127.0.0.1:0"
     address: Optional[str] = None
     connect_timeout_s: float = 30.0
+    # Dask's statistical profiler samples every task's stack from a thread that takes the GIL;
+    # it slows Python-heavy tasks severalfold, so it is off unless asked for (dashboard "Profile").
+    worker_profile: bool = False
     kubernetes: Any = None
 
 

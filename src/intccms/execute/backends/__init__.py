@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import dask
 from distributed import Client, LocalCluster
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,17 @@ class ClusterError(RuntimeError):
 @contextmanager
 def local_cluster(cfg: Mapping[str, Any]) -> Iterator[Client]:
     """A :class:`distributed.LocalCluster` sized by ``cluster.n_workers`` x ``threads_per_worker``."""
-    cluster = LocalCluster(
+    with dask.config.set({"distributed.worker.profile.enabled": bool(cfg.get("worker_profile", False))}):
+        cluster = _start_local(cfg)
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+def _start_local(cfg: Mapping[str, Any]) -> LocalCluster:
+    return LocalCluster(
         n_workers=int(cfg["n_workers"]),
         threads_per_worker=int(cfg["threads_per_worker"]),
         processes=bool(cfg["processes"]),
@@ -32,11 +43,6 @@ def local_cluster(cfg: Mapping[str, Any]) -> Iterator[Client]:
         host="127.0.0.1",
         silence_logs=logging.WARNING,
     )
-    try:
-        with Client(cluster) as client:
-            yield client
-    finally:
-        cluster.close()
 
 
 @contextmanager
