@@ -3,6 +3,7 @@
 #   make test [PYTEST_ARGS=...]                    set up, install the test services, run the suite
 #   make image | facility-test | facility-down     the facility as podman containers
 #   make inspect [CONF=...] [ARGS=...]             what the inputs hold, before a campaign
+#   make chart-deps | manifests                    vendor the operator chart; render manifests/
 # The environment is a local virtual environment (.venv), or pixi where pixi is installed
 # (ENV_TOOL=pixi|venv overrides the choice).
 
@@ -24,10 +25,10 @@ RUN := $(VENV)/bin/
 SETUP := $(STAMP)
 endif
 
-.PHONY: help env run test services bench clean-outputs config bench-stats image facility-test facility-down inspect
+.PHONY: help env run test services bench clean-outputs config bench-stats chart-deps manifests image facility-test facility-down inspect
 
 help:
-	@sed -n '2,8p' Makefile
+	@sed -n '2,9p' Makefile
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +57,15 @@ services:
 
 test: env services
 	$(RUN)python -m pytest $(PYTEST_ARGS)
+
+# The Helm chart: vendor the Dask operator chart from the pinned dask-kubernetes wheel (offline),
+# and regenerate the plain manifests in manifests/ (a test fails when they drift from the chart).
+chart-deps: env
+	@bash tests/setup/install_helm.sh
+	PYTHON=$(VENV)/bin/python bash charts/intccms/scripts/vendor-operator.sh
+
+manifests: chart-deps
+	bash charts/intccms/scripts/render-manifests.sh
 
 # The facility as real containers (podman): the project's image, and the scheduler, workers,
 # Prometheus and job from the chart's and the Dask operator's own specs (docs/facility.md).
