@@ -199,14 +199,16 @@ def dataset_table(result: InspectResult) -> Table:
     primary = (result.trace.input_stages or ["analysis"])[0]
     how = "" if result.trace.input_stages else "; this workflow reads skims, not these inputs"
     table = Table(title=f"inputs per dataset (reads: {primary} stage{how})")
-    for col in ("dataset", "era", "files (bad)", "size", "events", "ratio", "compression", "read frac.",
-                "read bytes"):
+    for col in ("dataset", "era", "files (bad)", "size", "events", "median file", "ratio", "compression",
+                "read frac.", "read bytes"):
         table.add_column(col, justify="left" if col in ("dataset", "era", "compression") else "right")
     for d in result.datasets.values():
         st = d.reads.get(primary)
         algos = ", ".join(sorted(d.algorithms, key=lambda a: -d.algorithms[a])) or "-"
         files = f"{d.n_inspected}/{d.n_listed}" + (f" ([red]{d.n_bad}[/red])" if d.n_bad else "")
-        table.add_row(d.name, d.era, files, _est(d.size), _est(d.events, _count), f"{d.ratio:.2f}", algos,
+        median = (f"{human_bytes(d.size_dist.median)}, {d.events_dist.median:,.0f} ev."
+                  if d.size_dist and d.events_dist and d.events_dist.count else "-")
+        table.add_row(d.name, d.era, files, _est(d.size), _est(d.events, _count), median, f"{d.ratio:.2f}", algos,
                       f"{st.fraction:.1%}" if st else "-", _est(st.expected_bytes_total) if st else "-")
     return table
 
