@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import awkward as ak
 import numpy as np
-from coffea.lumi_tools import LumiMask
 
 
 @lru_cache(maxsize=8)
-def _mask(path: str) -> LumiMask:
+def _mask(path: str) -> Any:
+    # Imported here: coffea's lumi tools take seconds to import, which only data chunks need.
+    from coffea.lumi_tools import LumiMask
+
     try:
         return LumiMask(path)
     except FileNotFoundError:
