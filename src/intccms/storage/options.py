@@ -20,12 +20,25 @@ class StorageOptions:
         timeout_s: Connect/read timeout per request in seconds.
         retries: Extra attempts after a failed request (auth failures are never retried).
         credentials: Storage credentials; ``None`` reads ``INTCCMS_*`` variables where used.
+        min_upload_mib_s: Slowest average upload rate accepted; an upload attempt is given
+            ``timeout_s`` plus its size at this rate before it is abandoned (see
+            :meth:`upload_deadline`).
     """
 
     s3_endpoint: str | None = None
     timeout_s: float = 30.0
     retries: int = 2
     credentials: Credentials | None = None
+    min_upload_mib_s: float = 1.0
+
+    def upload_deadline(self, size: int) -> float:
+        """Seconds one upload attempt of ``size`` bytes may take before it is abandoned.
+
+        The HTTP client's read timeout does not fire while a request with a body waits for
+        an answer from a server that accepted the connection but stopped responding, so
+        uploads get this wall-clock deadline on top of the per-request timeouts.
+        """
+        return self.timeout_s + size / (max(self.min_upload_mib_s, 1e-3) * 1024 * 1024)
 
     def resolved_credentials(self) -> Credentials:
         """Return the configured credentials or lazy references to the environment."""

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import fsspec
+import logging
+import os
 
+import fsspec
+from fsspec.asyn import sync
+from fsspec.exceptions import FSTimeoutError
+
+from intccms.storage.errors import StorageUnreachableError
 from intccms.storage.schemes.base import Backend
+
+log = logging.getLogger(__name__)
 
 
 class S3Backend(Backend):
@@ -35,6 +43,26 @@ class S3Backend(Backend):
         return self.options.endpoint() or "the default AWS S3 endpoint"
 
     def commit(self, local: str, url: str) -> None:
-        """Upload in one PUT (or one completed multipart upload) to the final key."""
+        """Upload in one PUT (or one completed multipart upload) to the final key.
+
+        Each attempt has a wall-clock deadline (:meth:`StorageOptions.upload_deadline`): a
+        server that accepts the connection but never answers would otherwise hold the upload
+        forever, since the client's read timeout does not cover a request with a body. An
+        abandoned attempt leaves nothing at the key (S3 publishes only complete objects).
+        """
+        fs = self.filesystem(url)
+        deadline = self.options.upload_deadline(os.path.getsize(local))
+        attempts = self.options.retries + 1
         with self.errors(url):
-            self.filesystem(url).put_file(local, self.path(url))
+            for attempt in range(1, attempts + 1):
+                try:
+                    sync(fs.loop, fs._put_file, local, self.path(url), timeout=deadline)
+                    return
+                except FSTimeoutError:
+                    log.warning("upload of %s to %s got no answer within %.0fs (attempt %d of %d)",
+                                url, self.endpoint(url), deadline, attempt, attempts)
+            msg = (f"storage at {self.endpoint(url)} is unreachable for {url}: {attempts} upload "
+                   f"attempt(s) got no answer within {deadline:.0f}s each (storage.timeout_s="
+                   f"{self.options.timeout_s:g}, storage.retries={self.options.retries}); check "
+                   "that the server runs and answers")
+            raise StorageUnreachableError(msg)
