@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,7 +103,7 @@ def test_missing_rule_file_is_named(cluster: tuple[Any, Any], tmp_path: Path) ->
         pass
 
 
-def wait_for(server: Any, expr: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+def wait_for(server: Any, expr: str, timeout: float = 60.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = server.query(expr)
@@ -151,3 +154,31 @@ def test_rules_loaded_new_workers_followed_and_data_kept(cluster: tuple[Any, Any
         assert viewer.query('max_over_time(up{job="intccms-workers"}[1h])')
     with pytest.raises(FileNotFoundError, match="tsdb"):
         view_run_data(tmp_path)
+
+
+@needs_prometheus
+@pytest.mark.prometheus
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signal is Linux only")
+def test_server_dies_with_a_killed_job(tmp_path: Path) -> None:
+    """A job killed with SIGKILL cannot stop its server; the kernel then does."""
+    script = (
+        "import sys, time\n"
+        "from intccms.metrics.server import start_local_prometheus\n"
+        f"server = start_local_prometheus([], {str(tmp_path)!r})\n"
+        "print(server.process.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    job = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)  # noqa: S603
+    try:
+        assert job.stdout is not None
+        pid = int(job.stdout.readline())
+        os.kill(pid, 0)  # running
+        job.kill()
+        job.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists(), "prometheus outlived its killed parent"
+    finally:
+        job.kill()
+        job.wait(10)

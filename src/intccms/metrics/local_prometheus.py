@@ -127,32 +127,17 @@ def _write_state(server: PrometheusProcess, run_id: str, running: bool) -> None:
 def _final_scrape(server: PrometheusProcess, timeout: float) -> None:
     """Wait until every target was scraped after now, so the TSDB holds the run's final counters."""
     since = time.time()
+    expected = sum(len(targets) for targets in server.groups.values())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            targets = server.active_targets()
+            stamps = server.query('timestamp(up{job=~"intccms-.*"})')
         except PrometheusQueryError:
             return
-        stamps = [t.get("lastScrape", "") for t in targets]
-        if targets and all(s and _rfc3339(s) > since for s in stamps):
+        if len(stamps) >= expected and all(float(r["value"][1]) > since for r in stamps):
             return
         time.sleep(0.2)
     log.warning("Prometheus at %s did not scrape every target once more within %.0f s", server.url, timeout)
-
-
-def _rfc3339(stamp: str) -> float:
-    """UNIX time of Prometheus's lastScrape (RFC 3339 with nanoseconds)."""
-    from datetime import datetime
-
-    head, _, frac = stamp.partition(".")
-    zone = ""
-    for sign in ("Z", "+", "-"):
-        if sign in frac:
-            frac, _, rest = frac.partition(sign)
-            zone = sign + rest
-            break
-    parsed = datetime.fromisoformat(head + (zone if zone != "Z" else "+00:00"))
-    return parsed.timestamp() + (float(f"0.{frac}") if frac.isdigit() else 0.0)
 
 
 def _keep_running(server: PrometheusProcess, seconds: float, console: Console) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -41,6 +43,17 @@ def find_prometheus(binary: str = "prometheus") -> str:
         msg = f"`{binary}` was not found on PATH; {INSTALL_HINT}"
         raise PrometheusNotInstalledError(msg)
     return path
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec: Linux sends SIGTERM to Prometheus when the starting thread's
+    process dies without cleaning up (SIGKILL, an unhandled SIGTERM), so no server is left behind."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -112,16 +125,6 @@ class PrometheusProcess:
             msg = f"Prometheus at {self.url} failed query {expr!r}: {body.get('error')}"
             raise PrometheusQueryError(msg)
         return list(body["data"]["result"])
-
-    def active_targets(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """The scrape targets Prometheus knows now (``/api/v1/targets``: scrapeUrl, health, lastScrape)."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/v1/targets?state=active", timeout=timeout) as resp:  # noqa: S310
-                body = json.load(resp)
-        except urllib.error.URLError as err:
-            msg = f"cannot list the scrape targets of Prometheus at {self.url}: {err}"
-            raise PrometheusQueryError(msg) from err
-        return list(body["data"]["activeTargets"])
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until ``/-/ready`` answers 200.
@@ -247,6 +250,7 @@ def start_local_prometheus(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=work,
+            preexec_fn=_stop_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
     server = PrometheusProcess(process, listen, work, targets_file, log_file, groups)
     if wait:
