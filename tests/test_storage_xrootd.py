@@ -87,6 +87,19 @@ def test_interrupted_write_and_leftovers(xrootd_server: XRootDServer) -> None:  
     assert Manifest.load(manifest.url, OPTIONS).urls() == [good]
 
 
+def test_manifest_replaced_in_place_reads_back_fresh(xrootd_server: XRootDServer  # noqa: F811
+                                                    ) -> None:
+    url = xrootd_server.url("fresh", "manifest.json")
+    manifest = Manifest(url, "DY", options=OPTIONS)
+    manifest.add({"url": "a.parquet", "entries": 1})
+    manifest.save()
+    assert Manifest.load(url, OPTIONS).urls() == ["a.parquet"]
+    manifest.add({"url": "b.parquet", "entries": 2})
+    manifest.save()
+    # A read handle kept open on the replaced file would still list only a.parquet.
+    assert Manifest.load(url, OPTIONS).urls() == ["a.parquet", "b.parquet"]
+
+
 READER = """
 import json, sys
 from intccms.storage import StorageOptions, open_source

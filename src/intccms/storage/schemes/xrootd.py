@@ -71,3 +71,23 @@ class XRootDBackend(Backend):
                 with contextlib.suppress(Exception):
                     fs.rm(tmp)
                 raise
+            finally:
+                self._forget(fs, final)
+
+    def read_bytes(self, url: str, start: int | None = None, end: int | None = None) -> bytes:
+        """Read through a freshly opened handle (manifests are replaced in place)."""
+        self._forget(self.filesystem(url), self.path(url))
+        return super().read_bytes(url, start, end)
+
+    def remove(self, url: str) -> None:
+        """Delete ``url`` and drop any cached read handle on it."""
+        super().remove(url)
+        self._forget(self.filesystem(url), self.path(url))
+
+    @staticmethod
+    def _forget(fs: fsspec.AbstractFileSystem, path: str) -> None:
+        # fsspec-xrootd keeps read handles open for 30 s per path; after a replace such a
+        # handle still reads the old file, so a manifest read right after a rerun's save
+        # would list only the parts of the previous run.
+        with contextlib.suppress(Exception):
+            fs.invalidate_cache(path)

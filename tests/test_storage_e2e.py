@@ -1,0 +1,408 @@
+"""Whole jobs (``run_job``) with skims on S3 and XRootD: identical histograms to local skims,
+no secret anywhere, clear authentication errors, and resuming after the server went away.
+
+The demo is cut to a few thousand events and two variation patterns so that each job takes
+seconds. Every simulated process has at most two chunks, so its histogram sums are exact
+whatever order the chunks finish in (``a + b == b + a``); data chunks hold integer counts, so
+their sums are exact too. That is what lets the comparisons be bit for bit.
+
+Interrupting a server: moto keeps its state in memory, so the S3 server is frozen with
+SIGSTOP (it accepts connections but never answers, like an unreachable host) and thawed with
+SIGCONT; the XRootD server is really stopped and started again on the same port and export
+directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import pickle
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import fsspec
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import SchedulerPlugin
+from fixtures.s3 import S3Server, start_s3_server
+from fixtures.xrootd import XRootDServer, start_xrootd_server, xrootd_missing_reason
+from rich.console import Console
+
+from intccms.config import compose_config
+from intccms.execute.job import JobResult, run_job
+from intccms.storage import (
+    Manifest,
+    StorageAuthError,
+    StorageOptions,
+    StorageUnreachableError,
+    exists_complete,
+    open_source,
+)
+from intccms.storage.credentials import (
+    CREDENTIAL_VARS,
+    ENV_S3_ACCESS_KEY_ID,
+    ENV_S3_ENDPOINT,
+    ENV_S3_SECRET_ACCESS_KEY,
+    XROOTD_CLIENT_TOKEN_VAR,
+)
+
+pytestmark = pytest.mark.e2e
+BUCKET = "intccms-e2e"
+# One era; the signal and tt in one and two files of one chunk each, data in three chunks.
+DATASETS = {"ZPrimeToTT_M2000_W200_2017": (1, 800), "TTToSemiLeptonic_2017": (2, 800),
+            "SingleMuon_2017": (1, 2400)}
+N_PARTS = 1 + 2 + 3
+TIMEOUT_S, RETRIES = 2.0, 1  # the storage group of every job here (XrdCl fixes them per process)
+
+
+def overrides(data: Path, out: Path, *extra: str, workflow: str = "skim_and_analysis"
+              ) -> list[str]:
+    """A small demo job with a subset of the variations (skim then analyse by default)."""
+    over = [f"paths.generated_data={data}", f"output_dir={out}",
+            f"dataset_selection=[{','.join(DATASETS)}]", f"workflow={workflow}",
+            "workflow.run_statistics=false", "workflow.run_plots=false",
+            "workflow.chunksize=1000", "workflow.variations=[jesFlavorQCD_*,pileup_*]",
+            f"storage.timeout_s={TIMEOUT_S}", f"storage.retries={RETRIES}",
+            "datasets.SingleMuon_2017.generate.params.processes=[{kind:ttbar_semilep}]"]
+    for name, (n_files, events) in DATASETS.items():
+        over += [f"datasets.{name}.generate.n_files={n_files}",
+                 f"datasets.{name}.generate.events_per_file={events}"]
+    return over + list(extra)
+
+
+@dataclass
+class Env:
+    """Module state: generated inputs, a Dask client and the local-skim reference run."""
+
+    data: Path
+    client: Client
+    reference: JobResult
+
+
+def job(data: Path, client: Client, out: Path, *extra: str, workflow: str = "skim_and_analysis",
+        console: Console | None = None) -> JobResult:
+    """Run the real job on the module's cluster."""
+    cfg = compose_config("demo", overrides(data, out, *extra, workflow=workflow))
+    return run_job(cfg, client=client, console=console or Console(quiet=True))
+
+
+@contextlib.contextmanager
+def credential_env(**values: str) -> Iterator[None]:
+    """Set the INTCCMS_* variables of the driver (the job ships them to workers)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var in (*CREDENTIAL_VARS, XROOTD_CLIENT_TOKEN_VAR):
+            mp.delenv(var, raising=False)
+        for var, value in values.items():
+            mp.setenv(var, value)
+        yield
+
+
+def s3_env(server: S3Server, secret: str | None = None) -> contextlib.AbstractContextManager[None]:
+    return credential_env(**{ENV_S3_ACCESS_KEY_ID: server.key,
+                             ENV_S3_SECRET_ACCESS_KEY: secret or server.secret,
+                             ENV_S3_ENDPOINT: server.endpoint})
+
+
+def s3_fs(server: S3Server) -> fsspec.AbstractFileSystem:
+    return fsspec.filesystem("s3", key=server.key, secret=server.secret, skip_instance_cache=True,
+                             client_kwargs={"endpoint_url": server.endpoint})
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """Two single-threaded worker processes and the reference run with skims on local disk."""
+    data = tmp_path_factory.mktemp("generated")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        with credential_env():
+            reference = job(data, client, tmp_path_factory.mktemp("local"))
+        yield Env(data, client, reference)
+
+
+@pytest.fixture(scope="module")
+def s3(env: Env) -> Iterator[S3Server]:
+    pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    server = start_s3_server()
+    try:
+        s3_fs(server).mkdir(BUCKET)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def xrootd(env: Env) -> Iterator[XRootDServer]:
+    reason = xrootd_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = start_xrootd_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def histograms(result: JobResult) -> dict[str, Any]:
+    assert result.histograms_path is not None
+    with open(result.histograms_path, "rb") as handle:
+        return pickle.load(handle)["histograms"]
+
+
+def assert_identical(result: JobResult, reference: JobResult) -> None:
+    """Every histogram equal bin for bin (values and variances, flow bins included)."""
+    got, want = histograms(result), histograms(reference)
+    assert sorted(got) == sorted(want)
+    for channel, per_obs in want.items():
+        assert sorted(got[channel]) == sorted(per_obs)
+        for obs, h in per_obs.items():
+            g = got[channel][obs]
+            assert list(g.axes["process"]) == list(h.axes["process"])
+            assert list(g.axes["variation"]) == list(h.axes["variation"])
+            np.testing.assert_array_equal(g.view(flow=True).value, h.view(flow=True).value)
+            np.testing.assert_array_equal(g.view(flow=True).variance, h.view(flow=True).variance)
+    assert sum(h.sum().value for h in want["CMS_WORKSHOP"].values()) > 0
+
+
+def skim_records(result: JobResult) -> int:
+    return len([r for r in result.records if r.stage == "skim"])
+
+
+def manifest_parts(skim_dir: str, options: StorageOptions) -> list[dict[str, Any]]:
+    return [p for name in DATASETS
+            for p in Manifest.load(f"{skim_dir}/{name}/manifest.json", options).parts]
+
+
+def test_reference_run_has_every_part(env: Env) -> None:
+    assert skim_records(env.reference) == N_PARTS
+    skims = env.reference.output_dir / "skims"
+    assert len(list(skims.rglob("part_*.parquet"))) == N_PARTS
+
+
+# -- S3 ---------------------------------------------------------------------------------------
+class GraphRecorder(SchedulerPlugin):
+    """Keeps the pickled run spec of every task the scheduler is given."""
+
+    name = "intccms-test-graph-recorder"
+
+    def __init__(self) -> None:
+        self.blobs: list[bytes] = []
+
+    def update_graph(self, scheduler: Any, *, keys: Any, **kwargs: Any) -> None:
+        for key in scheduler.tasks:
+            ts = scheduler.tasks[key]
+            if ts.run_spec is not None:
+                self.blobs.append(cloudpickle.dumps(ts.run_spec))
+
+
+def _recorded(dask_scheduler: Any) -> list[bytes]:
+    return dask_scheduler.plugins[GraphRecorder.name].blobs
+
+
+def output_files(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.s3
+def test_s3_skims_give_identical_histograms_and_no_secret_anywhere(
+        env: Env, s3: S3Server, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    secret, key = s3.secret.encode(), s3.key.encode()
+    skim_dir = f"s3://{BUCKET}/run1"
+    env.client.register_plugin(GraphRecorder())
+    console_text = io.StringIO()
+    caplog.set_level(logging.DEBUG)
+    env.client.forward_logging(level=logging.DEBUG)  # worker log records reach caplog
+    with s3_env(s3):
+        res = job(env.data, env.client, tmp_path / "s3", "storage=s3", f"workflow.skim_dir={skim_dir}",
+                  console=Console(file=console_text, force_terminal=False, width=200))
+        again = job(env.data, env.client, tmp_path / "s3-skimmed", "storage=s3",
+                    f"workflow.skim_dir={skim_dir}", workflow="skimmed_input")
+    assert skim_records(res) == N_PARTS
+    env.client.unforward_logging()
+    assert_identical(res, env.reference)
+    assert_identical(again, env.reference)
+    fs = s3_fs(s3)
+    objects = fs.find(f"{BUCKET}/run1")
+    assert len([o for o in objects if "/part_" in o]) == N_PARTS
+    assert not [o for o in objects if ".intccms-tmp-" in o]
+    # Where the secret must not be: task graph, outputs, manifests, logs, console.
+    blobs = env.client.run_on_scheduler(_recorded)
+    assert len(blobs) >= N_PARTS
+    assert any(b"StorageOptions" in b for b in blobs)
+    for blob in blobs:
+        assert secret not in blob and key not in blob
+    files = {**output_files(res.output_dir), **output_files(again.output_dir)}
+    assert any(name.endswith("config.yaml") for name in files)
+    assert any(name.endswith("metadata.json") for name in files)
+    files.update({o: fs.cat_file(o) for o in objects})
+    for name, content in files.items():
+        assert secret not in content, name
+        assert key not in content, name
+    out, err = capfd.readouterr()
+    everything = caplog.text + out + err + console_text.getvalue()
+    assert "skim" in console_text.getvalue()
+    assert "botocore" in caplog.text  # debug records of the S3 client (and of workers) came in
+    assert s3.secret not in everything
+    # The access key id is an identifier, not a secret: botocore's own DEBUG records show it
+    # in the standard Authorization header. At the levels a job logs at it never appears.
+    shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert not [m for m in shown if s3.key in m]
+    assert s3.key not in out + err + console_text.getvalue()
+
+
+@pytest.mark.s3
+def test_s3_wrong_credentials_fail_fast_naming_the_endpoint(env: Env, s3: S3Server,
+                                                            tmp_path: Path) -> None:
+    wrong = "WRONG-e2e-secret-0123456789abcdef"
+    start = time.monotonic()
+    with s3_env(s3, secret=wrong), pytest.raises(StorageAuthError) as info:
+        job(env.data, env.client, tmp_path, "storage=s3", f"workflow.skim_dir=s3://{BUCKET}/auth")
+    assert time.monotonic() - start < 15
+    assert s3.endpoint in str(info.value)
+    assert "INTCCMS_S3_SECRET_ACCESS_KEY" in str(info.value)
+    text = "".join(traceback.format_exception(info.value))
+    assert wrong not in text and s3.secret not in text
+
+
+@pytest.mark.s3
+def test_s3_wrong_credentials_on_workers_fail_fast(env: Env, s3: S3Server, tmp_path: Path) -> None:
+    """The driver's key is right but the workers' is not: the first write fails, not retried."""
+    wrong = "WRONG-worker-secret-0123456789"
+    from intccms.storage import CredentialsPlugin
+    from intccms.storage.credentials import Credentials, Secret
+
+    bad = Credentials(Secret(ENV_S3_ACCESS_KEY_ID, s3.key), Secret(ENV_S3_SECRET_ACCESS_KEY, wrong))
+    register = env.client.register_plugin
+    with s3_env(s3), pytest.MonkeyPatch.context() as mp:
+        # The job registers the driver's credentials; hand the workers the wrong ones instead.
+        mp.setattr(env.client, "register_plugin",
+                   lambda plugin, *a, **k: register(CredentialsPlugin(bad), *a, **k)
+                   if isinstance(plugin, CredentialsPlugin) else register(plugin, *a, **k))
+        start = time.monotonic()
+        with pytest.raises(Exception) as info:  # noqa: PT011 - checked below
+            job(env.data, env.client, tmp_path, "storage=s3", f"workflow.skim_dir=s3://{BUCKET}/wauth")
+        elapsed = time.monotonic() - start
+    env.client.register_plugin(CredentialsPlugin(Credentials()))  # forget the wrong values
+    chain = list(_chain(info.value))
+    assert any(isinstance(e, StorageAuthError) for e in chain), chain
+    assert s3.endpoint in str(info.value)
+    text = "".join(traceback.format_exception(info.value))
+    assert wrong not in text and s3.secret not in text
+    assert elapsed < 20
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def stop_after_saves(n: int, stop: Callable[[], None]) -> contextlib.AbstractContextManager[Any]:
+    """Call ``stop`` right after the job has saved its ``n``-th manifest (some parts are in)."""
+    mp = pytest.MonkeyPatch()
+    original = Manifest.save
+    count = {"saves": 0}
+
+    def save(self: Manifest) -> None:
+        original(self)
+        count["saves"] += 1
+        if count["saves"] == n:
+            stop()
+
+    mp.setattr(Manifest, "save", save)
+
+    @contextlib.contextmanager
+    def ctx() -> Iterator[Any]:
+        try:
+            yield count
+        finally:
+            mp.undo()
+
+    return ctx()
+
+
+def check_resume(env: Env, tmp_path: Path, skim_dir: str, options: StorageOptions,
+                 interrupt: Callable[[], None], resume: Callable[[], None], *extra: str) -> None:
+    """Interrupt a skim job after two manifest saves; check the error, the parts, the rerun."""
+    bound = 4 * (RETRIES + 1) * TIMEOUT_S + 20
+    start = time.monotonic()
+    with stop_after_saves(2, interrupt), pytest.raises(Exception) as info:  # noqa: PT011
+        job(env.data, env.client, tmp_path / "first", *extra, f"workflow.skim_dir={skim_dir}",
+            "workflow.retries=0")
+    elapsed = time.monotonic() - start
+    chain = list(_chain(info.value))
+    assert any(isinstance(e, StorageUnreachableError) for e in chain), chain
+    assert "unreachable" in str(info.value)
+    assert elapsed < bound, f"took {elapsed:.1f}s, more than {bound:.1f}s"
+    resume()
+    committed = manifest_parts(skim_dir, options)
+    assert 2 <= len(committed) < N_PARTS
+    for part in committed:
+        assert exists_complete(part["url"], options)
+        with open_source(part["url"], options=options) as src:
+            assert src.num_entries == part["entries"]
+    rerun = job(env.data, env.client, tmp_path / "second", *extra, f"workflow.skim_dir={skim_dir}")
+    assert skim_records(rerun) == N_PARTS - len(committed)
+    # Read back in this process right after the rerun saved them (no stale cached reads).
+    assert len(manifest_parts(skim_dir, options)) == N_PARTS
+    assert_identical(rerun, env.reference)
+
+
+@pytest.mark.s3
+def test_s3_frozen_server_fails_in_bounded_time_and_rerun_writes_only_missing_parts(
+        env: Env, tmp_path: Path) -> None:
+    server = start_s3_server()
+    try:
+        s3_fs(server).mkdir(BUCKET)
+        options = StorageOptions(s3_endpoint=server.endpoint, timeout_s=TIMEOUT_S,
+                                 retries=RETRIES)
+        with s3_env(server):
+            check_resume(env, tmp_path, f"s3://{BUCKET}/resume", options,
+                         lambda: os.kill(server.process.pid, signal.SIGSTOP),
+                         lambda: os.kill(server.process.pid, signal.SIGCONT), "storage=s3")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
+
+
+# -- XRootD -----------------------------------------------------------------------------------
+@pytest.mark.xrootd
+def test_xrootd_skims_give_identical_histograms(env: Env, xrootd: XRootDServer,
+                                                tmp_path: Path) -> None:
+    skim_dir = xrootd.url("run1")
+    with credential_env():
+        res = job(env.data, env.client, tmp_path / "x", f"workflow.skim_dir={skim_dir}")
+        again = job(env.data, env.client, tmp_path / "x-skimmed", f"workflow.skim_dir={skim_dir}",
+                    workflow="skimmed_input")
+    assert skim_records(res) == N_PARTS
+    assert_identical(res, env.reference)
+    assert_identical(again, env.reference)
+    written = sorted(p.name for p in (xrootd.export / "run1").rglob("*") if p.is_file())
+    assert len([n for n in written if n.startswith("part_")]) == N_PARTS
+    assert not [n for n in written if ".intccms-tmp-" in n]
+
+
+@pytest.mark.xrootd
+def test_xrootd_stopped_server_fails_in_bounded_time_and_rerun_writes_only_missing_parts(
+        env: Env, tmp_path: Path) -> None:
+    reason = xrootd_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = start_xrootd_server()
+    try:
+        options = StorageOptions(timeout_s=TIMEOUT_S, retries=RETRIES)
+        with credential_env():
+            check_resume(env, tmp_path, server.url("resume"), options, server.halt,
+                         server.restart)
+    finally:
+        server.stop()
