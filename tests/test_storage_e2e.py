@@ -406,3 +406,25 @@ def test_xrootd_stopped_server_fails_in_bounded_time_and_rerun_writes_only_missi
                          server.restart)
     finally:
         server.stop()
+
+
+# -- storage outages are not "bad input files" --------------------------------------------------
+@pytest.mark.s3
+def test_unreachable_input_is_an_error_not_a_skippable_bad_file() -> None:
+    """With skip_bad_files a bad file is dropped; an unreachable store must stop the job."""
+    import socket
+
+    from intccms.execute.tasks import skim_task
+    from intccms.plan.workitems import WorkItem
+    from intccms.storage import Credentials, Secret
+
+    with socket.socket() as sock:  # accepts connections, never answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        options = StorageOptions(timeout_s=1, retries=0, credentials=Credentials(
+            Secret(ENV_S3_ACCESS_KEY_ID, "k"), Secret(ENV_S3_SECRET_ACCESS_KEY, "s"), endpoint))
+        item = WorkItem("DY", "s3://bkt/in/part_0.parquet", 0, 0, 0, 10)
+        with pytest.raises(StorageUnreachableError, match="part_0.parquet"):
+            skim_task(item, "/nowhere/out.parquet", "parquet", ("*",), frozenset(), None, {}, {},
+                      options, None)

@@ -25,7 +25,14 @@ from intccms.physics.functors import Functor
 from intccms.physics.pipeline import AnalysisPlan, ChunkAnalysis, ChunkContext, ChunkResult
 from intccms.plan.metadata import FileMetadata, file_metadata
 from intccms.plan.workitems import WorkItem
-from intccms.storage import MissingColumnError, StorageOptions, open_source, write_part
+from intccms.storage import (
+    MissingColumnError,
+    StorageAuthError,
+    StorageOptions,
+    StorageUnreachableError,
+    open_source,
+    write_part,
+)
 
 INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, EOFError)
 
@@ -140,8 +147,12 @@ def metadata_task(dataset: str, url: str, is_data: bool, options: StorageOptions
 
 
 def raise_if_not_input(err: BaseException) -> None:
-    """Programming errors that look like input errors are not hidden as bad files."""
+    """Programming errors and storage outages that look like input errors are not hidden as
+    bad files: wrong credentials or an unreachable server would otherwise be skipped with
+    ``skip_bad_files`` and silently drop data from the histograms."""
     if isinstance(err, KeyError) and not isinstance(err, MissingColumnError):
+        raise err
+    if isinstance(err, StorageAuthError | StorageUnreachableError):
         raise err
 
 
