@@ -430,3 +430,21 @@ def test_unreachable_input_is_an_error_not_a_skippable_bad_file() -> None:
         with pytest.raises(StorageUnreachableError, match="part_0.parquet"):
             skim_task(item, "/nowhere/out.parquet", "parquet", ("*",), frozenset(), None, {}, {},
                       options, None)
+
+
+@pytest.mark.s3
+def test_unreachable_input_at_the_metadata_step_is_an_error() -> None:
+    """Metadata reports a bad file per file, but an unreachable store stops the job there too."""
+    import socket
+
+    from intccms.plan.metadata import file_metadata
+    from intccms.storage import Credentials, Secret
+
+    with socket.socket() as sock:  # accepts connections, never answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        options = StorageOptions(timeout_s=1, retries=0, credentials=Credentials(
+            Secret(ENV_S3_ACCESS_KEY_ID, "k"), Secret(ENV_S3_SECRET_ACCESS_KEY, "s"), endpoint))
+        with pytest.raises(StorageUnreachableError, match="nano_0.root"):
+            file_metadata("s3://bkt/in/nano_0.root", False, options)

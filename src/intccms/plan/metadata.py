@@ -18,7 +18,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from intccms.storage import StorageOptions, open_source, read_runs_sums
+from intccms.storage import StorageAuthError, StorageOptions, StorageUnreachableError, open_source, read_runs_sums
 
 
 @dataclass
@@ -73,6 +73,9 @@ def file_metadata(url: str, is_data: bool, options: StorageOptions | None = None
                     meta.sum_source = "genWeight"
             meta.bytes_read = int(source.bytes_read)
             return meta
+    except (StorageAuthError, StorageUnreachableError):
+        # A storage outage is not a bad file: skipping it would silently drop data.
+        raise
     except Exception as err:  # noqa: BLE001 - reported per file, the driver decides
         return FileMetadata(file=url, error=f"{type(err).__name__}: {err}")
 
