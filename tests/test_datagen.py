@@ -335,3 +335,110 @@ def test_cli_writes_files(tmp_path: Path) -> None:
     assert len(list((tmp_path / "c").rglob("*.json.gz"))) == 4
     assert main(["golden-json", "2018", str(tmp_path / "g.json")]) == 0
     assert json.loads((tmp_path / "g.json").read_text()) == golden_json("2018")
+
+
+# ---------------------------------------------------------------- generation inside the skim
+
+
+def test_forced_slots_follow_the_unconditioned_law_given_a_success() -> None:
+    from intccms.datagen.forcing import conditional_choice, first_success, region_probability
+    from intccms.datagen.processes import resolve_process
+
+    slots = resolve_process("ttbar_semilep").slots
+    n = 400_000
+    rng = np.random.default_rng(3)
+    free = np.stack([conditional_choice(rng, None, *s.outcomes(), n) for s in slots], axis=1)
+    ok = np.stack([s.outcomes()[1][free[:, k]] for k, s in enumerate(slots)], axis=1)
+    hit = ok.any(axis=1)
+    p = region_probability(slots)
+    assert hit.mean() == pytest.approx(p, abs=4 * np.sqrt(p * (1 - p) / n))
+    status = first_success(rng, n, slots)
+    forced = np.stack([conditional_choice(rng, status[:, k], *s.outcomes(), n) for k, s in enumerate(slots)], axis=1)
+    assert np.all(np.stack([s.outcomes()[1][forced[:, k]] for k, s in enumerate(slots)], axis=1).any(axis=1))
+    for k, slot in enumerate(slots):  # every slot's outcomes as in plain draws that had a success
+        m = len(slot.outcomes()[0])
+        want = np.bincount(free[hit, k], minlength=m) / hit.sum()
+        got = np.bincount(forced[:, k], minlength=m) / n
+        assert np.allclose(got, want, atol=4 * np.sqrt(want * (1 - want) / hit.sum()) + 1e-4), k
+
+
+def test_isolated_semileptonic_muons_match_the_natural_decay() -> None:
+    from intccms.datagen.forcing import ISO_CUT, SEMI_FAIL, SEMI_PASS, iso_pass_probability, sample_semileptonic
+
+    rng = np.random.default_rng(4)
+    n = 3_000_000
+    z, b, u = rng.beta(1.3, 5.0, n), rng.beta(1.3, 5.0, n), rng.uniform(0.5, 1.0, n)
+    mini = (1 - z) * (1 - b) * u / z
+    passed = mini < ISO_CUT
+    p = iso_pass_probability()
+    assert passed.mean() == pytest.approx(p, rel=0.03)
+    zp, _, _, mp = sample_semileptonic(rng, np.full(20_000, SEMI_PASS))
+    assert np.all(mp < ISO_CUT)
+    assert np.mean(zp) == pytest.approx(np.mean(z[passed]), abs=0.01)
+    assert np.quantile(zp, 0.1) == pytest.approx(np.quantile(z[passed], 0.1), abs=0.015)
+    zf, _, _, mf = sample_semileptonic(rng, np.full(20_000, SEMI_FAIL))
+    assert np.all(mf >= ISO_CUT)
+    assert np.mean(zf) == pytest.approx(np.mean(z[~passed]), abs=0.01)
+
+
+@pytest.mark.parametrize("kind, params", [("ttbar_semilep", {}), ("wjets", {"ht_min": 600, "ht_max": 800})])
+def test_generation_inside_the_skim_keeps_the_efficiency(kind: str, params: dict) -> None:
+    """The same model generated plainly (every event, no muon-source conditioning) passes the
+    skim as often, relative to the full sample, as the conditioned generation that the Runs
+    tree normalises with ``p_gen``."""
+    from dataclasses import replace
+
+    from intccms.datagen.forcing import region_probability
+    from intccms.datagen.processes import resolve_process
+    from intccms.datagen.stream import SkimStream
+
+    forced = resolve_process(kind, params)
+    plain = replace(forced, slots=(), p_gen=forced.p_gen / region_probability(forced.slots))
+    effs = []
+    for proc in (forced, plain):
+        stream = SkimStream(proc, "2018", np.random.default_rng(8))
+        stream.take(2500)
+        effs.append(proc.p_gen * 2500 / stream.tried)
+    assert effs[0] == pytest.approx(effs[1], rel=4 * np.sqrt(2 / 2500))
+
+
+# skim efficiency ranges (fraction of the full sample): tt and single top need a boosted top and,
+# without a prompt muon, a semileptonic b decay with an isolated muon
+DEMO_BACKGROUNDS = [("ttbar_had", {}, 3e-6, 3e-5), ("ttbar_dilep", {}, 1e-5, 1e-4),
+                    ("single_top", {"channel": "tW_top"}, 5e-5, 5e-4),
+                    ("dyjets", {"ht_min": 400, "ht_max": 600}, 5e-3, 5e-2),
+                    ("qcd", {"ht_min": 1000, "ht_max": 1500}, 3e-6, 6e-5)]
+
+
+@pytest.mark.parametrize("kind, params, lo, hi", DEMO_BACKGROUNDS)
+def test_rare_backgrounds_generate_quickly(kind: str, params: dict, lo: float, hi: float) -> None:
+    """Processes passing the skim once in 10^2-10^5 events fill a demo file in seconds."""
+    import time
+
+    from intccms.datagen.processes import resolve_process
+    from intccms.datagen.stream import SkimStream
+
+    proc = resolve_process(kind, params)
+    stream = SkimStream(proc, "2017", np.random.default_rng(2))
+    start = time.process_time()
+    stream.take(1000)
+    assert time.process_time() - start < 5.0  # ~0.1-0.4 s on one core
+    assert lo < proc.p_gen * 1000 / stream.tried < hi
+
+
+def test_data_match_the_normalised_simulation(tmp_path: Path) -> None:
+    """Data drawn for a luminosity agree with the MC normalised by its Runs tree (skim level)."""
+    from intccms.datagen.processes import resolve_process
+
+    procs = [("ttbar_had", {}), ("dyjets", {"ht_min": 400, "ht_max": 600})]
+    lumi = 20000.0
+    data = generate_file(tmp_path / "data.root", "data", "2018", expected_data_events("2018", lumi, procs), 9,
+                         params={"processes": procs})
+    predicted = 0.0
+    for i, (kind, params) in enumerate(procs):
+        mc = generate_file(tmp_path / f"mc{i}.root", kind, "2018", 3000, 20 + i, params=params)
+        with uproot.open(mc.path) as f:
+            gw = f["Events"]["genWeight"].array(library="np")
+        predicted += resolve_process(kind, params).xsec_pb * lumi * gw.sum() / mc.sum_genweight
+    observed = data.n_events * (1 - OUT_OF_JSON_FRACTION)
+    assert observed == pytest.approx(predicted, rel=4 / np.sqrt(observed))
