@@ -124,8 +124,20 @@ def _write_state(server: PrometheusProcess, run_id: str, running: bool) -> None:
     (server.workdir / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
 
 
-def _final_scrape(server: PrometheusProcess, timeout: float) -> None:
-    """Wait until every target was scraped after now, so the TSDB holds the run's final counters."""
+def _first_scrape(server: PrometheusProcess, timeout: float) -> None:
+    """Wait until every target was scraped once, so the run's start is recorded too."""
+    expected = sum(len(targets) for targets in server.groups.values())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(server.query('up{job=~"intccms-.*"}')) >= expected:
+            return
+        time.sleep(0.2)
+    log.warning("Prometheus at %s did not scrape every target within %.0f s", server.url, timeout)
+
+
+def _final_scrape(server: PrometheusProcess, timeout: float, evaluation_s: float) -> None:
+    """Wait until every target was scraped after now, and one rule evaluation more, so the TSDB
+    holds the run's final counters and the recording rules computed on them."""
     since = time.time()
     expected = sum(len(targets) for targets in server.groups.values())
     deadline = time.monotonic() + timeout
@@ -135,6 +147,7 @@ def _final_scrape(server: PrometheusProcess, timeout: float) -> None:
         except PrometheusQueryError:
             return
         if len(stamps) >= expected and all(float(r["value"][1]) > since for r in stamps):
+            time.sleep(evaluation_s + 0.5)
             return
         time.sleep(0.2)
     log.warning("Prometheus at %s did not scrape every target once more within %.0f s", server.url, timeout)
@@ -203,9 +216,10 @@ def local_prometheus(
         console.print(f"Prometheus for run [bold]{run_id}[/bold]: {server.url} "
                       f"(graph: {server.url}/graph?g0.expr=intccms:events_read:rate1m)")
         follower.start()
+        _first_scrape(server, timeout=2 * interval_s + 5.0)
         yield server
         succeeded = True
-        _final_scrape(server, timeout=2 * interval_s + 5.0)
+        _final_scrape(server, timeout=2 * interval_s + 5.0, evaluation_s=interval_s if rules else 0.0)
         if float(settings.keep_running) > 0:
             _keep_running(server, float(settings.keep_running), console)
     finally:
