@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from intccms.mva.features import FeatureSpec, feature_matrix, input_names
 from intccms.storage import StorageOptions, join
@@ -147,7 +148,9 @@ class TrainedModel:
         scaled = self.scaler.transform(x)
         if hasattr(self.estimator, "coefs_"):
             return mlp_forward(self.estimator, scaled)
-        return np.asarray(self.estimator.predict_proba(scaled)[:, 1], dtype=np.float64)
+        # One thread: a Dask worker owns one core; OpenMP over all cores would oversubscribe.
+        with threadpool_limits(limits=1):
+            return np.asarray(self.estimator.predict_proba(scaled)[:, 1], dtype=np.float64)
 
     def score_events(self, namespace: Mapping[str, Any], n: int) -> np.ndarray:
         """Compute the features from events and objects, then the score, for ``n`` events."""
