@@ -442,3 +442,19 @@ def test_data_match_the_normalised_simulation(tmp_path: Path) -> None:
         predicted += resolve_process(kind, params).xsec_pb * lumi * gw.sum() / mc.sum_genweight
     observed = data.n_events * (1 - OUT_OF_JSON_FRACTION)
     assert observed == pytest.approx(predicted, rel=4 / np.sqrt(observed))
+
+
+def test_btag_shape_sf_changes_the_shape_not_the_yield(tmp_path: Path) -> None:
+    """Averaged over the generator's b-tag scores, the central shape SF is 1 for every flavour."""
+    from intccms.datagen import write_correction_files
+    from intccms.datagen.reco import _btag
+
+    write_correction_files(tmp_path, ["2018"])
+    sf = correctionlib.CorrectionSet.from_file(str(tmp_path / "POG/BTV/2018_UL/btagging.json.gz"))["deepJet_shape"]
+    rng = np.random.default_rng(7)
+    for flavour in (0, 4, 5):
+        pt = rng.uniform(30.0, 400.0, 100_000)
+        score, _ = _btag(rng, np.full(pt.shape, flavour, dtype=np.int64), pt)
+        values = sf.evaluate("central", flavour, np.full(pt.shape, 1.0), np.full(pt.shape, 100.0), score)
+        assert abs(values.mean() - 1.0) < 0.01, flavour
+        assert values.std() > 0.005  # still a shape

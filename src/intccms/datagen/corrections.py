@@ -24,6 +24,7 @@ import gzip
 import os
 import tempfile
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -228,19 +229,38 @@ def _lum(era: str) -> cs.CorrectionSet:
     return cs.CorrectionSet(schema_version=2, description=f"synthetic pileup weights for {era}", corrections=[corr])
 
 
+_SHAPE_D_EDGES = (-15.0, 0.0, 0.05, 0.1, 0.3, 0.6, 0.8, 0.95, 1.1)
+
+
+@lru_cache(maxsize=8)
+def _score_fractions(flavour: int) -> tuple[float, ...]:
+    """Fraction of the generator's jets of one flavour in each discriminant bin of the table.
+
+    The central shape SF is divided by its mean over these fractions: like the real reshaping
+    SFs after their normalisation, it changes the shape of the b-tag score, not the yield.
+    """
+    from intccms.datagen.reco import _btag
+
+    rng = np.random.default_rng(20170 + flavour)
+    pt = rng.uniform(30.0, 400.0, 200_000)
+    score, _ = _btag(rng, np.full(pt.shape, flavour, dtype=np.int64), pt)
+    counts, _ = np.histogram(score, bins=_SHAPE_D_EDGES)
+    return tuple(float(c) for c in counts / counts.sum())
+
+
 def _shape_table(flavour: int, syst: str) -> cs.Binning:
     pt_edges = [20.0, 30.0, 50.0, 70.0, 100.0, 140.0, 10000.0]
-    d_edges = [-15.0, 0.0, 0.05, 0.1, 0.3, 0.6, 0.8, 0.95, 1.1]
+    d_edges = list(_SHAPE_D_EDGES)
+    fractions = np.asarray(_score_fractions(flavour))
     direction = 1.0 if syst.startswith("up") else -1.0 if syst.startswith("down") else 0.0
     size = 0.01 + 0.002 * (sum(map(ord, syst)) % 10)
     rows = []
     for ipt in range(len(pt_edges) - 1):
-        cells = []
-        for idisc in range(len(d_edges) - 1):
-            x = (idisc - 1) / (len(d_edges) - 3)  # 0 at the lowest real score bin, 1 at the top
-            slope = {5: 0.15, 4: 0.05, 0: -0.15}[flavour]
-            central = 1.0 + slope * (x - 0.3) - 0.005 * ipt
-            cells.append(round(central * (1.0 + direction * size * (0.5 + x)), 6))
+        x = (np.arange(len(d_edges) - 1) - 1) / (len(d_edges) - 3)  # 0: lowest real score bin, 1: top
+        slope = {5: 0.15, 4: 0.05, 0: -0.15}[flavour]
+        central = 1.0 + slope * (x - 0.3) - 0.005 * ipt
+        central = central / float(np.dot(fractions, central))
+        cells = [round(float(c * (1.0 + direction * size * (0.5 + xi))), 6) for c, xi in zip(central, x, strict=True)]
         rows.append(cs.Binning(nodetype="binning", input="discriminant", edges=d_edges, content=cells, flow="clamp"))
     return cs.Binning(nodetype="binning", input="abseta", edges=[0.0, 2.5], flow="error", content=[
         cs.Binning(nodetype="binning", input="pt", edges=pt_edges, content=rows, flow="clamp")])
