@@ -70,8 +70,34 @@ class Objective:
         self.scale = np.ones(self.init.size)
         self.prior = np.full(self.init.size, np.inf)
         if self.fast is not None:
-            self.scale[self.fast.c_par] = self.fast.c_sigma
             self.prior[self.fast.c_par] = self.fast.c_sigma
+            self.scale = self._expected_sigmas()
+
+    def _expected_sigmas(self) -> np.ndarray:
+        """Uncertainties from the diagonal of the expected (Fisher) information at the
+        initial point, capped at the prior widths.
+
+        L-BFGS-B's first step assumes a unit Hessian; in units of the prior widths alone a
+        well-measured parameter (the POI of a large sample, a staterror gamma) has a
+        gradient of hundreds, the first step crosses the whole box into empty expectations
+        and the line search falls back to the start, which L-BFGS-B then reports as
+        converged. In these units the Hessian is ~2 on the diagonal and the first step
+        stays near the minimum.
+        """
+        fast, x0 = self.fast, self.init
+        with np.errstate(all="ignore"):
+            nu0 = fast.expected_main(x0)
+            info = np.zeros(x0.size)
+            for i in range(x0.size):
+                h = 1e-5 * max(1.0, abs(x0[i]))
+                x = x0.copy()
+                x[i] += h
+                dnu = (fast.expected_main(x) - nu0) / h
+                info[i] = 2.0 * float(np.sum(np.where(nu0 > 0, dnu * dnu / nu0, 0.0)))
+            info[fast.c_par] += 2.0 / fast.c_sigma**2
+            sig = np.sqrt(2.0 / info)
+        sig = np.minimum(sig, self.prior)
+        return np.where(np.isfinite(sig) & (sig > 0), sig, 1.0)
 
     def set_scale(self, sigmas: Any) -> None:
         """Use these uncertainties (e.g. Hesse's, capped at the prior widths) as the
@@ -134,18 +160,20 @@ class Objective:
         if self.maxiter is not None:
             opts["maxiter"] = int(self.maxiter)
         z = z0
-        for _ in range(4):
+        for _ in range(6):
             bz = bnds[free] / unit[:, None]
             with np.errstate(all="ignore"):
                 res = minimize(fun, z, jac=True, method="L-BFGS-B", bounds=list(map(tuple, bz)),
                                options=opts)
             full[free] = res.x * unit
-            if res.success or _converged(res, fun, bz):
+            # res.success alone is not enough: a line search that falls back to the start
+            # point ends in "relative reduction of f <= factr*epsmch" with success=True
+            if _converged(res, fun, bz):
                 return full.copy(), float(res.fun + offset)
-            if "ABNORMAL" not in str(res.message).upper():
+            if "ITERATIONS" in str(res.message).upper():
                 break
-            # the line search failed, typically after a first step deep into an empty-bin
-            # wall: restart where it stopped with 10 times smaller units (shorter steps)
+            # typically a first step deep into an empty-bin wall: restart where it stopped
+            # with 10 times smaller units (100 times shorter first steps)
             unit = unit * 0.1
             z = full[free] / unit
         msg = f"L-BFGS-B: {res.message} after {res.nit} iterations"
@@ -195,8 +223,9 @@ class Objective:
 
 
 def _converged(res: Any, fun: Any, bounds: np.ndarray) -> bool:
-    """L-BFGS-B sometimes stops on 'ABNORMAL' line searches at the minimum itself: accept
-    when the projected gradient is small."""
+    """The projected gradient (in the minimiser's units) is small: the point is a minimum
+    whatever L-BFGS-B's message says (it sometimes stops on 'ABNORMAL' line searches at the
+    minimum itself, and reports success when it never left the start)."""
     if "ITERATIONS" in str(res.message).upper():
         return False
     _, g = fun(res.x)
