@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_variations import _peak_rss_mb  # noqa: E402
+from bench_variations import _best_of, _peak_rss_mb  # noqa: E402
 
 from intccms import datagen  # noqa: E402
 from intccms.config import compose_config  # noqa: E402
@@ -35,17 +35,6 @@ from intccms.physics.normalisation import normalisation_factor  # noqa: E402
 from intccms.physics.pipeline import ChunkAnalysis, ChunkContext  # noqa: E402
 from intccms.plan.workitems import WorkItem, chunk_file  # noqa: E402
 from intccms.storage import open_source  # noqa: E402
-
-def _best_of(fn, repeat: int) -> tuple[float, float]:
-    """Best wall time and best CPU time of ``repeat`` runs (CPU time is steadier on a busy machine)."""
-    wall = cpu = float("inf")
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall = min(wall, time.perf_counter() - t0)
-        cpu = min(cpu, time.process_time() - c0)
-    return wall, cpu
-
 
 ERA = "2018"
 ERAS = ["2016preVFP", "2017", "2018"]

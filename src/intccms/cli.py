@@ -16,7 +16,8 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -55,18 +56,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     _quiet_distributed()
 
+    result, code = _guarded(console, lambda: run_job(cfg, console=console),
+                            "interrupted; finished parts are kept and a rerun resumes")
+    if result is None:
+        return code
+    console.print(f"[green]done[/green] in {result.wall_time_s:.1f} s; outputs in {result.output_dir}")
+    return 0
+
+
+def _guarded(console: Console, work: Callable[[], Any], interrupted: str) -> tuple[Any, int]:
+    """Run a command's work; Ctrl-C and errors become one clear line and an exit code.
+
+    ``INTCCMS_DEBUG=1`` re-raises with the traceback.
+    """
     try:
-        result = run_job(cfg, console=console)
+        return work(), 0
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted; finished parts are kept and a rerun resumes[/yellow]")
-        return 130
+        console.print(f"[yellow]{escape(interrupted)}[/yellow]")
+        return None, 130
     except Exception as err:  # noqa: BLE001 - top level: one clear line, no traceback
         if os.environ.get("INTCCMS_DEBUG"):
             raise
         console.print(f"[red]error:[/red] {type(err).__name__}: {escape(str(err))}")
-        return 1
-    console.print(f"[green]done[/green] in {result.wall_time_s:.1f} s; outputs in {result.output_dir}")
-    return 0
+        return None, 1
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -97,16 +109,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=str(cfg.log_level), format="%(levelname)s %(name)s: %(message)s")
     _quiet_distributed()
-    try:
-        result = run_inspect(cfg, icfg, console=console)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]")
-        return 130
-    except Exception as err:  # noqa: BLE001 - top level: one clear line, no traceback
-        if os.environ.get("INTCCMS_DEBUG"):
-            raise
-        console.print(f"[red]error:[/red] {type(err).__name__}: {escape(str(err))}")
-        return 1
+    result, code = _guarded(console, lambda: run_inspect(cfg, icfg, console=console), "interrupted")
+    if result is None:
+        return code
     console.print(f"[green]done[/green] in {result.wall_time_s:.1f} s; {len(result.files)} files, "
                   f"{len(result.bad_files)} bad; outputs in {icfg.output_dir}")
     return 0
