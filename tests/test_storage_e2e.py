@@ -411,40 +411,37 @@ def test_xrootd_stopped_server_fails_in_bounded_time_and_rerun_writes_only_missi
 
 
 # -- storage outages are not "bad input files" --------------------------------------------------
-@pytest.mark.s3
-def test_unreachable_input_is_an_error_not_a_skippable_bad_file() -> None:
-    """With skip_bad_files a bad file is dropped; an unreachable store must stop the job."""
+@pytest.fixture
+def silent_store_options() -> Iterator[StorageOptions]:
+    """Storage options for an S3 endpoint that accepts connections and never answers."""
     import socket
 
+    from intccms.storage import Credentials, Secret
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield StorageOptions(timeout_s=1, retries=0, credentials=Credentials(
+            Secret(ENV_S3_ACCESS_KEY_ID, "k"), Secret(ENV_S3_SECRET_ACCESS_KEY, "s"), endpoint))
+
+
+@pytest.mark.s3
+def test_unreachable_input_is_an_error_not_a_skippable_bad_file(silent_store_options: StorageOptions) -> None:
+    """With skip_bad_files a bad file is dropped; an unreachable store must stop the job."""
     from intccms.execute.tasks import skim_task
     from intccms.plan.workitems import WorkItem
-    from intccms.storage import Credentials, Secret
 
-    with socket.socket() as sock:  # accepts connections, never answers
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        options = StorageOptions(timeout_s=1, retries=0, credentials=Credentials(
-            Secret(ENV_S3_ACCESS_KEY_ID, "k"), Secret(ENV_S3_SECRET_ACCESS_KEY, "s"), endpoint))
-        item = WorkItem("DY", "s3://bkt/in/part_0.parquet", 0, 0, 0, 10)
-        with pytest.raises(StorageUnreachableError, match="part_0.parquet"):
-            skim_task(item, "/nowhere/out.parquet", "parquet", ("*",), frozenset(), None, {}, {},
-                      options, None)
+    item = WorkItem("DY", "s3://bkt/in/part_0.parquet", 0, 0, 0, 10)
+    with pytest.raises(StorageUnreachableError, match="part_0.parquet"):
+        skim_task(item, "/nowhere/out.parquet", "parquet", ("*",), frozenset(), None, {}, {},
+                  silent_store_options, None)
 
 
 @pytest.mark.s3
-def test_unreachable_input_at_the_metadata_step_is_an_error() -> None:
+def test_unreachable_input_at_the_metadata_step_is_an_error(silent_store_options: StorageOptions) -> None:
     """Metadata reports a bad file per file, but an unreachable store stops the job there too."""
-    import socket
-
     from intccms.plan.metadata import file_metadata
-    from intccms.storage import Credentials, Secret
 
-    with socket.socket() as sock:  # accepts connections, never answers
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        options = StorageOptions(timeout_s=1, retries=0, credentials=Credentials(
-            Secret(ENV_S3_ACCESS_KEY_ID, "k"), Secret(ENV_S3_SECRET_ACCESS_KEY, "s"), endpoint))
-        with pytest.raises(StorageUnreachableError, match="nano_0.root"):
-            file_metadata("s3://bkt/in/nano_0.root", False, options)
+    with pytest.raises(StorageUnreachableError, match="nano_0.root"):
+        file_metadata("s3://bkt/in/nano_0.root", False, silent_store_options)
