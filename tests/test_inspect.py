@@ -497,3 +497,30 @@ def test_real_nanoaod_analysis_reads(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert reads.branches == len(traced) and reads.chunks == 1
     # A handful of the file's 1499 branches: a small part of its bytes.
     assert 0 < reads.compressed / result.files[0].size < 0.2
+
+
+def test_unreachable_rucio_server_is_named_and_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the optional client installed, a Rucio server that refuses connections is named quickly."""
+    pytest.importorskip("rucio.client", reason="the optional rucio-clients package is not installed")
+    import socket
+    import time
+
+    from intccms.inspect.config import RucioConfig
+    from intccms.inspect.rucio import RucioUnavailable, make_client
+
+    with socket.socket() as sock:  # a free port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    host = f"https://127.0.0.1:{port}"
+    cfg_file = tmp_path / "rucio.cfg"
+    cfg_file.write_text(
+        f"[client]\nrucio_host = {host}\nauth_host = {host}\nauth_type = userpass\n"
+        "username = tester\npassword = sekrit-value-42\naccount = tester\n"
+        "ca_cert = /etc/ssl/certs/ca-certificates.crt\nrequest_retries = 1\n")
+    monkeypatch.setenv("RUCIO_CONFIG", str(cfg_file))
+    t0 = time.monotonic()
+    with pytest.raises(RucioUnavailable, match=f"Rucio server {host} is unreachable") as info:
+        make_client(RucioConfig(enabled=True, host=host, auth_host=host, account="tester", timeout_s=3))
+    assert time.monotonic() - t0 < 30
+    assert "sekrit-value-42" not in str(info.value)
+    assert "inspect.rucio.enabled=false" in str(info.value)
