@@ -95,6 +95,15 @@ def _describe(err: BaseException, url: str) -> str:
     return f"{type(err).__name__}: {text}"
 
 
+def _input_failed(record: ChunkRecord, meter: Any, err: BaseException) -> None:
+    """Record a chunk whose input cannot be read as failed (storage outages are raised instead)."""
+    record.failed, record.error = True, _describe(err, record.file)
+    record.t_end = time.time()
+    meter.add(bytes_read=record.bytes_read)
+    raise_if_not_input(err)
+    meter.fail()
+
+
 def analysis_task(
     item: WorkItem,
     ctx: ChunkContext,
@@ -113,11 +122,7 @@ def analysis_task(
                 columns = source.read(analysis.branches(), item.entry_start, item.entry_stop)
                 record.bytes_read = int(source.bytes_read)
         except INPUT_ERRORS as err:
-            record.failed, record.error = True, _describe(err, item.file)
-            record.t_end = time.time()
-            meter.add(bytes_read=record.bytes_read)
-            raise_if_not_input(err)
-            meter.fail()
+            _input_failed(record, meter, err)
             return None, record
         result = analysis.run(columns)
         record.events_read = item.entries
@@ -183,11 +188,7 @@ def skim_task(
                 columns = source.read(keep, item.entry_start, item.entry_stop)
                 record.bytes_read = int(source.bytes_read)
         except INPUT_ERRORS as err:
-            record.failed, record.error = True, _describe(err, item.file)
-            record.t_end = time.time()
-            meter.add(bytes_read=record.bytes_read)
-            raise_if_not_input(err)
-            meter.fail()
+            _input_failed(record, meter, err)
             return None, record
         events = build_events(columns, collections, ())
         namespace: dict[str, Any] = dict(events)
