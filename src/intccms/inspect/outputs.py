@@ -230,13 +230,8 @@ def era_table(result: InspectResult) -> Table:
 
 def branch_table(result: InspectResult) -> Table:
     """Top branches by compressed bytes over all inspected files."""
-    totals: dict[str, list[int]] = {}
-    for branches in result.branches.values():
-        for b in branches.values():
-            t = totals.setdefault(b.name, [0, 0])
-            t[0] += b.compressed
-            t[1] += b.uncompressed
-    read = {b for tr in result.trace.traces.values() for st in tr.values() for b in st.branches}
+    totals = result.bytes_by("name")
+    read = result.branches_read()
     table = Table(title=f"top {result.config.top_branches} branches by bytes on storage (* read by the analysis)")
     for col in ("branch", "compressed", "uncompressed", "ratio", "share"):
         table.add_column(col, justify="left" if col == "branch" else "right")

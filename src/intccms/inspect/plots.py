@@ -52,13 +52,8 @@ def _distribution(values: dict[str, list[float]], xlabel: str, title: str, path:
 
 
 def _top_branches(result: InspectResult, path: Path) -> Path:
-    totals: dict[str, list[int]] = {}
-    for branches in result.branches.values():
-        for b in branches.values():
-            t = totals.setdefault(b.name, [0, 0])
-            t[0] += b.compressed
-            t[1] += b.uncompressed
-    read = {b for tr in result.trace.traces.values() for st in tr.values() for b in st.branches}
+    totals = result.bytes_by("name")
+    read = result.branches_read()
     top = sorted(totals.items(), key=lambda kv: -kv[1][0])[: result.config.top_branches][::-1]
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.3 * max(len(top), 1)))
     if top:
@@ -74,12 +69,7 @@ def _top_branches(result: InspectResult, path: Path) -> Path:
 
 
 def _groups(result: InspectResult, path: Path) -> Path:
-    groups: dict[str, list[int]] = {}
-    for branches in result.branches.values():
-        for b in branches.values():
-            g = groups.setdefault(b.group, [0, 0])
-            g[0] += b.compressed
-            g[1] += b.uncompressed
+    groups = result.bytes_by("group")
     top = sorted(groups.items(), key=lambda kv: -kv[1][0])[:MAX_ROWS][::-1]
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.3 * max(len(top), 1)))
     if top:

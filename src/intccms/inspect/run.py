@@ -65,6 +65,20 @@ class InspectResult:
         """Files that could not be read, with their errors."""
         return [f for f in self.files if not f.ok]
 
+    def bytes_by(self, key: str = "name") -> dict[str, list[int]]:
+        """Compressed and uncompressed bytes over all datasets, per branch ``name`` or ``group``."""
+        totals: dict[str, list[int]] = {}
+        for branches in self.branches.values():
+            for b in branches.values():
+                t = totals.setdefault(getattr(b, key), [0, 0])
+                t[0] += b.compressed
+                t[1] += b.uncompressed
+        return totals
+
+    def branches_read(self) -> set[str]:
+        """Branches the traced analysis stages read."""
+        return {b for tr in self.trace.traces.values() for st in tr.values() for b in st.branches}
+
 
 def _datasets(cfg: DictConfig, console: Console) -> dict[str, Dataset]:
     from intccms.execute.prepare import ensure_inputs, fill_generated_files
