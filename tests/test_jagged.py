@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from intccms.physics import cuts, objects, observables
-from intccms.physics.jagged import flat_view, from_flat, leading_fields, select_objects, take_events
+from intccms.physics.jagged import as_flat, flat_view, from_flat, leading_fields, select_objects, take_events
 
 
 def _jets(seed: int = 3, n_events: int = 400) -> ak.Array:
@@ -103,3 +103,16 @@ def test_select_objects_with_nothing_kept() -> None:
     out = select_objects(flat, np.zeros(len(flat.fields["pt"]), dtype=bool), sort_by="pt")
     assert len(out) == len(flat)
     assert ak.sum(ak.num(out)) == 0
+
+
+def test_as_flat_of_a_generic_layout_flattens_the_named_fields() -> None:
+    jets = _jets()
+    generic = _generic(jets)
+    flat = as_flat(generic, ["pt", "jetId", "notAField"])
+    view = flat_view(jets)
+    assert view is not None
+    np.testing.assert_array_equal(flat.offsets, view.offsets)
+    np.testing.assert_array_equal(flat.fields["pt"], view.fields["pt"])
+    np.testing.assert_array_equal(flat.fields["jetId"], view.fields["jetId"])
+    assert set(flat.fields) == {"pt", "jetId"}
+    assert as_flat(jets, ["pt"]) is view  # packed layouts are viewed, not copied

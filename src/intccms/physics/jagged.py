@@ -10,7 +10,7 @@ function keeps an awkward fallback and accepts any array a configured functor ma
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,20 @@ def flat_view(objects: Any) -> FlatCollection | None:
     if fields is None:
         return None
     return FlatCollection(offsets - start if start else offsets, fields)
+
+
+def as_flat(objects: Any, names: Iterable[str]) -> FlatCollection:
+    """The flat form of a list-of-records array: a view of every field where the layout allows
+    one, otherwise the named fields flattened (the fields absent from the records are left out)."""
+    view = flat_view(objects)
+    if view is not None:
+        return view
+    counts = np.asarray(ak.to_numpy(ak.num(objects, axis=1)), dtype=np.int64)
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    flat = ak.flatten(objects, axis=1)
+    present = set(ak.fields(flat))
+    return FlatCollection(offsets, {n: np.asarray(ak.to_numpy(flat[n])) for n in names if n in present})
 
 
 def select_objects(objects: FlatCollection, keep: np.ndarray, sort_by: str | None = None) -> ak.Array:

@@ -10,7 +10,6 @@ import awkward as ak
 import numpy as np
 
 from intccms.physics.corrections.loading import get_correction, input_ranges, systematic_slice
-from intccms.physics.jagged import flat_view
 
 
 @dataclass(frozen=True)
@@ -96,12 +95,3 @@ def event_fields(source: Any, specs: list[InputSpec]) -> dict[str, np.ndarray]:
         values = values if isinstance(values, np.ndarray) else np.asarray(ak.to_numpy(values))
         out[spec.name] = np.abs(values) if spec.absolute else values
     return out
-
-
-def flat_fields(objects: ak.Array, specs: list[InputSpec]) -> dict[str, np.ndarray]:
-    """The same for per-object fields: one value per object, all events flattened."""
-    view = flat_view(objects)
-    if view is not None:
-        return event_fields(view.fields, specs)
-    flat = ak.flatten(objects, axis=1) if objects.ndim > 1 else objects
-    return event_fields(flat, specs)

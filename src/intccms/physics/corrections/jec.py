@@ -16,7 +16,7 @@ import numpy as np
 
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, resolve_field
 from intccms.physics.corrections.loading import get_correction
-from intccms.physics.jagged import FlatCollection, flat_view
+from intccms.physics.jagged import FlatCollection, as_flat, flat_view
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,16 @@ class JetEnergyCorrection:
         """Base names of the object variations (``jesFlavorQCD``, ``jesAbsoluteStat_2017``...)."""
         return [s.variation for s in self.sources]
 
-    def _flat_inputs(self, jets_flat: ak.Array, events: Mapping[str, Any], counts: np.ndarray) -> dict[str, np.ndarray]:
+    def _flat_inputs(self, jets: FlatCollection, events: Mapping[str, Any]) -> dict[str, np.ndarray]:
         values: dict[str, np.ndarray] = {}
         for name, source in self.level_inputs.items():
             if source.startswith("@"):
                 continue
-            if source in events and source not in ak.fields(jets_flat):
+            if source in events and source not in jets.fields:
                 per_event = np.asarray(ak.to_numpy(resolve_field(events, source)), dtype=np.float64)
-                values[name] = np.repeat(per_event, counts)
+                values[name] = np.repeat(per_event, jets.counts)
             else:
-                values[name] = np.asarray(ak.to_numpy(resolve_field(jets_flat, source)), dtype=np.float64)
+                values[name] = np.asarray(resolve_field(jets.fields, source), dtype=np.float64)
         return values
 
     def apply(self, events: Mapping[str, Any], wanted: Collection[str] | None = None) -> "CorrectedJets":
@@ -88,12 +88,13 @@ class JetEnergyCorrection:
         variations the job fills.
         """
         jets = events[self.collection]
-        counts = np.asarray(ak.to_numpy(ak.num(jets, axis=1)))
-        flat = ak.flatten(jets, axis=1)
-        raw_scale = 1.0 - np.asarray(ak.to_numpy(flat.rawFactor), dtype=np.float64)
-        pt = np.asarray(ak.to_numpy(flat.pt), dtype=np.float64) * raw_scale
-        mass = np.asarray(ak.to_numpy(flat.mass), dtype=np.float64) * raw_scale
-        fields = self._flat_inputs(flat, events, counts)
+        view = flat_view(jets)
+        names = ["pt", "mass", "rawFactor", *(s for s in self.level_inputs.values() if not s.startswith("@"))]
+        flat = view if view is not None else as_flat(jets, names)
+        raw_scale = 1.0 - np.asarray(flat.fields["rawFactor"], dtype=np.float64)
+        pt = np.asarray(flat.fields["pt"], dtype=np.float64) * raw_scale
+        mass = np.asarray(flat.fields["mass"], dtype=np.float64) * raw_scale
+        fields = self._flat_inputs(flat, events)
         total = np.ones_like(pt)
         for level in self._levels:
             fields["JetPt"] = pt * total
@@ -102,8 +103,8 @@ class JetEnergyCorrection:
         mass_corr = mass * total
         fields["JetPt"] = pt_corr
         sources = {var: ev for var, ev in self._uncertainties.items() if wanted is None or var in wanted}
-        return CorrectedJets(jets=jets, counts=counts, pt=pt_corr, mass=mass_corr, sources=sources,
-                             inputs=fields, flat=flat_view(jets))
+        return CorrectedJets(jets=jets, counts=flat.counts, pt=pt_corr, mass=mass_corr, sources=sources,
+                             inputs=fields, flat=view)
 
 
 @dataclass

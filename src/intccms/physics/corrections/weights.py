@@ -11,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import awkward as ak
 import numpy as np
 
-from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, event_fields, flat_fields
-from intccms.physics.jagged import FlatCollection, counts_of, flat_view, object_field
+from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, event_fields
+from intccms.physics.jagged import FlatCollection, as_flat
 
 
 @dataclass(frozen=True)
@@ -59,20 +58,17 @@ class WeightCorrection:
     def specs(self) -> list[InputSpec]:
         return self.evaluator.specs
 
-    def _objects(self, namespace: Mapping[str, Any]) -> Any:
-        objects = namespace[self.object]
-        flat = flat_view(objects)
-        if flat is not None:
-            if self.reduction != "leading":
-                return flat
-            has = flat.counts > 0
-            offsets = np.zeros(len(flat) + 1, dtype=np.int64)
-            np.cumsum(has, out=offsets[1:])
-            first = flat.offsets[:-1][has]
-            return FlatCollection(offsets, {k: v[first] for k, v in flat.fields.items()})
-        if self.reduction == "leading":
-            objects = objects[:, :1]
-        return objects
+    def _objects(self, namespace: Mapping[str, Any]) -> FlatCollection:
+        """The objects the SFs apply to: all of them, or the leading one of each event."""
+        names = [spec.field for spec in self.specs if spec.field] + [self.flavour_field]
+        flat = as_flat(namespace[self.object], names)
+        if self.reduction != "leading":
+            return flat
+        has = flat.counts > 0
+        offsets = np.zeros(len(flat) + 1, dtype=np.int64)
+        np.cumsum(has, out=offsets[1:])
+        first = flat.offsets[:-1][has]
+        return FlatCollection(offsets, {k: v[first] for k, v in flat.fields.items()})
 
     def evaluate(
         self,
@@ -106,14 +102,10 @@ class WeightCorrection:
                 for req in requests
             ]
         objects = self._objects(namespace)
-        if isinstance(objects, FlatCollection):
-            counts = objects.counts
-            fields = event_fields(objects.fields, self.specs) if int(counts.sum()) else {}
-        else:
-            counts = counts_of(objects)
-            fields = flat_fields(objects, self.specs) if int(counts.sum()) else {}
+        counts = objects.counts
         if int(counts.sum()) == 0:
             return [np.ones(len(counts)) for _ in requests]
+        fields = event_fields(objects.fields, self.specs)
         nominal = self.evaluator(fields, self.nominal_selector) if None in requests else None
         flavours = None
         results = []
@@ -126,8 +118,7 @@ class WeightCorrection:
                     values = self.evaluator(fields, sel)
                 else:
                     if flavours is None:
-                        flavours = (objects.fields[self.flavour_field] if isinstance(objects, FlatCollection)
-                                    else object_field(objects, self.flavour_field))
+                        flavours = objects.fields[self.flavour_field]
                     where = np.isin(flavours, src.flavours)
                     values = np.empty(len(flavours))
                     if np.any(where):
