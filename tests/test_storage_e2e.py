@@ -33,8 +33,8 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
-from fixtures.s3 import S3Server, start_s3_server
-from fixtures.xrootd import XRootDServer, start_xrootd_server, xrootd_missing_reason
+from fixtures.s3 import S3Server, s3_server, start_s3_server  # noqa: F401
+from fixtures.xrootd import XRootDServer, start_xrootd_server, xrootd_missing_reason, xrootd_server  # noqa: F401
 from rich.console import Console
 
 from intccms.config import compose_config
@@ -129,26 +129,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 @pytest.fixture(scope="module")
-def s3(env: Env) -> Iterator[S3Server]:
-    pytest.importorskip("moto.server", reason="moto[server] is not installed")
-    server = start_s3_server()
-    try:
-        s3_fs(server).mkdir(BUCKET)
-        yield server
-    finally:
-        server.stop()
+def s3(env: Env, s3_server: S3Server) -> S3Server:
+    """The shared S3 test server, with the bucket, after the reference run."""
+    s3_fs(s3_server).mkdir(BUCKET)
+    return s3_server
 
 
 @pytest.fixture(scope="module")
-def xrootd(env: Env) -> Iterator[XRootDServer]:
-    reason = xrootd_missing_reason()
-    if reason:
-        pytest.skip(reason)
-    server = start_xrootd_server()
-    try:
-        yield server
-    finally:
-        server.stop()
+def xrootd(env: Env, xrootd_server: XRootDServer) -> XRootDServer:
+    """The shared XRootD test server, after the reference run."""
+    return xrootd_server
 
 
 def histograms(result: JobResult) -> dict[str, Any]:
