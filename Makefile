@@ -17,11 +17,14 @@ ENV_TOOL ?= $(if $(shell command -v pixi 2>/dev/null),pixi,venv)
 PIN_HASH := $(shell sha1sum pyproject.toml | cut -c1-12)
 STAMP := $(VENV)/.installed-$(PIN_HASH)
 
+# INTCCMS and PY are the two commands every target runs, in the chosen environment.
 ifeq ($(ENV_TOOL),pixi)
-RUN := pixi run
+INTCCMS := pixi run intccms
+PY := pixi run python
 SETUP := .pixi/.installed
 else
-RUN := $(VENV)/bin/
+INTCCMS := $(VENV)/bin/intccms
+PY := $(VENV)/bin/python
 SETUP := $(STAMP)
 endif
 
@@ -44,19 +47,19 @@ $(STAMP): pyproject.toml
 env: $(SETUP)
 
 run: env
-	$(RUN)intccms run $(CONF) $(ARGS)
+	$(INTCCMS) run $(CONF) $(ARGS)
 
 config: env
-	$(RUN)intccms config $(CONF) $(ARGS)
+	$(INTCCMS) config $(CONF) $(ARGS)
 
 inspect: env
-	$(RUN)intccms inspect $(CONF) $(ARGS)
+	$(INTCCMS) inspect $(CONF) $(ARGS)
 
 services:
 	@for script in tests/setup/install_*.sh; do bash "$$script"; done
 
 test: env services
-	$(RUN)python -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The Helm chart: vendor the Dask operator chart from the pinned dask-kubernetes wheel (offline),
 # and regenerate the plain manifests in manifests/ (a test fails when they drift from the chart).
@@ -71,20 +74,20 @@ manifests: chart-deps
 # Prometheus and job from the chart's and the Dask operator's own specs (docs/facility.md).
 image: env
 	@bash tests/setup/install_podman.sh
-	$(RUN)python images/facility/image_build.py
+	$(PY) images/facility/image_build.py
 
 facility-test: env
 	@for script in tests/setup/install_podman.sh tests/setup/install_helm.sh tests/setup/install_prometheus.sh; do bash "$$script"; done
-	$(RUN)python -m pytest -m facility tests/test_facility.py $(PYTEST_ARGS)
+	$(PY) -m pytest -m facility tests/test_facility.py $(PYTEST_ARGS)
 
 facility-down:
 	@command -v podman >/dev/null 2>&1 || exit 0; $(PYTHON) images/facility/facility.py down
 
 bench: env
-	$(RUN)python benchmarks/bench_variations.py
+	$(PY) benchmarks/bench_variations.py
 
 bench-stats: env
-	$(RUN)python benchmarks/bench_stats.py
+	$(PY) benchmarks/bench_stats.py
 
 clean-outputs:
 	rm -rf outputs

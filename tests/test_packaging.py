@@ -48,3 +48,24 @@ def test_dask_awkward_pin_trap_is_avoided() -> None:
     py = _pyproject()
     assert "dask-awkward" not in py
     assert py["dask"] == py["distributed"]
+
+
+def test_make_targets_run_the_same_commands_in_either_environment() -> None:
+    """`make run` / `make test` expand to real commands with pixi and with the venv."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        import pytest
+
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[1]
+
+    def dry(*args: str) -> list[str]:
+        out = subprocess.run(["make", "-n", "-C", str(root), *args], capture_output=True, text=True,
+                             check=True).stdout
+        return [line.strip() for line in out.splitlines()]
+
+    assert "pixi run intccms run run2_skim a=1" in dry("run", "ENV_TOOL=pixi", "CONF=run2_skim", "ARGS=a=1")
+    assert "pixi run python -m pytest -k x" in dry("test", "ENV_TOOL=pixi", "PYTEST_ARGS=-k x")
+    assert ".venv/bin/intccms run demo" in dry("run", "ENV_TOOL=venv")

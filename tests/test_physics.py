@@ -130,3 +130,16 @@ def test_fill_in_blocks_equals_one_matrix_fill() -> None:
         np.testing.assert_allclose(out[row, :, 0], expected, rtol=1e-12)
     untouched = np.setdiff1d(np.arange(ncols + 4), rows)
     assert not out[untouched].any()
+
+
+def test_collection_fields_from_era_constants() -> None:
+    from intccms.physics.events import branch_names, resolve_fields
+
+    colls = {"HLT": ("@triggers",), "Muon": ("pt", "eta")}
+    r16 = resolve_fields(colls, {"triggers": ["Mu50", "TkMu50"]})
+    r17 = resolve_fields(colls, {"triggers": ["Mu50"]})
+    assert r16["HLT"] == ("Mu50", "TkMu50") and r17["HLT"] == ("Mu50",)
+    assert branch_names(r17, ()) == ["HLT_Mu50", "Muon_eta", "Muon_pt"]
+    assert resolve_fields({"X": ("@era", "a", "a")}, {"era": "2018"})["X"] == ("2018", "a")
+    with pytest.raises(KeyError, match="@trigers"):
+        resolve_fields({"HLT": ("@trigers",)}, {"triggers": ["Mu50"]})

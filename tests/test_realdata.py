@@ -117,3 +117,32 @@ def test_all_variations_on_real_file_and_real_corrections(dask_client, tmp_path:
     assert nominal.sum() != 0
     up = h[{"process": "dy", "variation": "jesAbsoluteScale_up"}].values(flow=True)
     assert not np.allclose(up, nominal)
+
+
+def test_reference_skim_reads_only_the_eras_triggers(tmp_path: Path) -> None:
+    """The default analysis on a real 2017 file: HLT_TkMu50 exists only in 2016 NanoAOD, so
+    the 2017 skim must read HLT_Mu50 alone and select what an independent uproot cut gives."""
+    from intccms.execute.stages import era_constants
+    from intccms.execute.tasks import skim_task
+    from intccms.physics.functors import Functor
+    from intccms.plan.workitems import WorkItem
+
+    cfg = compose_config("demo", [f"paths.jsonpog={SHARED / 'jsonpog-integration'}",
+                                  "paths.generate_corrections=false"])
+    consts = era_constants(cfg, ["2017", "2016preVFP"])
+    a = cfg.analysis
+    skim = Functor.from_config(dict(a.skim))
+    collections = {k: tuple(v) for k, v in a.collections.items()}
+    with uproot.open(NANO) as f:
+        assert "HLT_TkMu50" not in f["Events"].keys()
+        ev = f["Events"].arrays(["HLT_Mu50", "PuppiMET_pt"], library="np")
+    expected = int(np.count_nonzero(ev["HLT_Mu50"] & (ev["PuppiMET_pt"] > 50.0)))
+    item = WorkItem(dataset="dy", file=str(NANO), file_index=0, chunk_index=0, entry_start=0, entry_stop=40)
+    part, record = skim_task(item, str(tmp_path / "part_0.parquet"), "parquet", tuple(a.skim_keep),
+                             frozenset(), skim, collections, consts["2017"], None, {})
+    assert not record.failed, record.error
+    assert part is not None and record.events_selected == expected
+    # The same file read as 2016 asks for the 2016 trigger: bad input naming file and branch.
+    _, record16 = skim_task(item, str(tmp_path / "part_1.parquet"), "parquet", tuple(a.skim_keep),
+                            frozenset(), skim, collections, consts["2016preVFP"], None, {})
+    assert record16.failed and "HLT_TkMu50" in record16.error and str(NANO) in record16.error

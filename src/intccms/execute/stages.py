@@ -17,7 +17,6 @@ from intccms.execute.runner import BadInputError, StageOutcome, run_stage
 from intccms.execute.tasks import CorrectionsSpec, metadata_task, skim_task
 from intccms.physics.corrections.era import era_values
 from intccms.physics.corrections.loading import get_correction
-from intccms.physics.events import branch_names
 from intccms.physics.functors import Functor
 from intccms.physics.pipeline import AnalysisPlan, Channel, Observable
 from intccms.plan.datasets import Dataset
@@ -181,8 +180,7 @@ def skim_stage(
     a = cfg.analysis
     skim = Functor.from_config(_container(a.skim))
     collections = {k: tuple(v) for k, v in a.collections.items()}
-    skim_inputs = {c: collections[c] for c in skim.inputs if c in collections}
-    keep = tuple(a.skim_keep) + tuple(branch_names(skim_inputs, ()))
+    keep = tuple(a.skim_keep)
     writer_kwargs = _container(cfg.storage.writer_kwargs).get(fmt, {})
     manifests: dict[str, Manifest] = {}
     items: list[WorkItem] = []

@@ -20,7 +20,7 @@ import numpy as np
 
 from intccms.execute.records import ChunkRecord
 from intccms.physics.corrections import EraCorrections
-from intccms.physics.events import build_events
+from intccms.physics.events import branch_names, build_events, resolve_fields
 from intccms.physics.functors import Functor
 from intccms.physics.pipeline import AnalysisPlan, ChunkAnalysis, ChunkContext, ChunkResult
 from intccms.plan.metadata import FileMetadata, file_metadata
@@ -173,8 +173,16 @@ def skim_task(
     options: StorageOptions | None,
     writer_kwargs: Mapping[str, Any] | None,
 ) -> tuple[dict[str, Any] | None, ChunkRecord]:
-    """Apply the skim function to one chunk and write the kept branches as one part."""
+    """Apply the skim function to one chunk and write the kept branches as one part.
+
+    The skim function's own inputs (with the era's constants expanded, e.g. this era's
+    trigger paths) are required: a file without one is bad input that names the branch.
+    Branches matching ``keep_patterns`` are kept where the file has them.
+    """
     import fnmatch
+
+    collections = resolve_fields(collections, constants)
+    required = branch_names({c: collections[c] for c in skim.inputs if c in collections}, ())
 
     record = ChunkRecord(dataset=item.dataset, stage="skim", file=item.file,
                          entry_start=item.entry_start, entry_stop=item.entry_stop,
@@ -185,6 +193,7 @@ def skim_task(
                 available = source.columns()
                 keep = [c for c in available
                         if any(fnmatch.fnmatchcase(c, p) for p in keep_patterns) and c not in drop]
+                keep += [c for c in required if c not in keep]
                 columns = source.read(keep, item.entry_start, item.entry_stop)
                 record.bytes_read = int(source.bytes_read)
         except INPUT_ERRORS as err:

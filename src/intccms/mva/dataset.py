@@ -47,7 +47,7 @@ def select_channel(
         events, and their nominal weights.
     """
     consts = {f"@{k}": v for k, v in ctx.constants.items()}
-    events = build_events(columns, plan.collections, plan.event_columns)
+    events = build_events(columns, plan.collections_for(ctx.constants), plan.event_columns)
     n = num_events(events)
     keep = _mask(plan.skim, {**events, **consts}, n)
     if ctx.is_data and ctx.golden_json:
@@ -91,7 +91,7 @@ def training_chunk_task(
                          entry_start=item.entry_start, entry_stop=item.entry_stop,
                          worker=current_worker_label(), t_start=time.time())
     exclude = plan.mc_only if ctx.is_data else frozenset()
-    branches = branch_names(plan.collections, plan.event_columns, exclude=exclude)
+    branches = branch_names(plan.collections_for(ctx.constants), plan.event_columns, exclude=exclude)
     try:
         with open_source(item.file, options=options) as source:
             columns = source.read(branches, item.entry_start, item.entry_stop)

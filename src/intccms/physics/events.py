@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -28,6 +29,45 @@ def branch_names(
     names = {f"{coll}_{fld}" for coll, fields in collections.items() for fld in fields}
     names.update(event_columns)
     return sorted(n for n in names if n not in skip)
+
+
+def resolve_fields(
+    collections: Mapping[str, Iterable[str]], constants: Mapping[str, Any]
+) -> dict[str, tuple[str, ...]]:
+    """Expand era constants among a collection's fields (``HLT: ["@triggers"]``).
+
+    Trigger paths differ between eras (``HLT_TkMu50`` exists only in 2016 NanoAOD), so a
+    collection may name its fields through an era constant; each era then reads only the
+    branches its files really have.
+
+    Args:
+        collections: collection name -> fields, where a field ``@name`` stands for the list
+            (or single value) of the era constant ``name``.
+        constants: the era's constants (``{"triggers": ["Mu50"], ...}``).
+
+    Returns:
+        Collection name -> the fields with every ``@name`` replaced, de-duplicated in order.
+
+    Raises:
+        KeyError: a field names an era constant that does not exist.
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for coll, fields in collections.items():
+        resolved: list[str] = []
+        for fld in fields:
+            if fld.startswith("@"):
+                name = fld[1:]
+                if name not in constants:
+                    msg = (f"collection {coll}: field '{fld}' names no era constant "
+                           f"(known: {sorted(constants)})")
+                    raise KeyError(msg)
+                value = constants[name]
+                values = [value] if isinstance(value, str) else list(value)
+                resolved.extend(str(v) for v in values)
+            else:
+                resolved.append(fld)
+        out[coll] = tuple(dict.fromkeys(resolved))
+    return out
 
 
 def build_events(

@@ -23,7 +23,7 @@ import awkward as ak
 import numpy as np
 
 from intccms.physics.corrections.era import EraCorrections, linked_source
-from intccms.physics.events import build_events, filter_events, num_events
+from intccms.physics.events import build_events, filter_events, num_events, resolve_fields
 from intccms.physics.functors import Functor
 from intccms.physics.jagged import take_events
 from intccms.physics.lumimask import in_golden_json
@@ -64,6 +64,10 @@ class AnalysisPlan:
 
     def variation_index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.variations)}
+
+    def collections_for(self, constants: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        """The collections one era reads, with era constants among the fields expanded."""
+        return resolve_fields(self.collections, constants)
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ class ChunkAnalysis:
         self.ctx = ctx
         self.corrections = None if ctx.is_data else corrections
         self.var_index = plan.variation_index()
+        self.collections = plan.collections_for(ctx.constants)
         varying_collections = (
             {c.collection for c in self.corrections.objects} if self.corrections else set()
         )
@@ -181,12 +186,12 @@ class ChunkAnalysis:
         from intccms.physics.events import branch_names
 
         exclude = self.plan.mc_only if self.ctx.is_data else frozenset()
-        return branch_names(self.plan.collections, self.plan.event_columns, exclude=exclude)
+        return branch_names(self.collections, self.plan.event_columns, exclude=exclude)
 
     def run(self, columns: Mapping[str, ak.Array]) -> ChunkResult:
         """Analyse one chunk of columns (flat NanoAOD branch names)."""
         plan, ctx = self.plan, self.ctx
-        events = build_events(columns, plan.collections, plan.event_columns)
+        events = build_events(columns, self.collections, plan.event_columns)
         n_read = num_events(events)
         cutflow: dict[str, float] = {"read": float(n_read)}
         ns: dict[str, Any] = dict(events)
