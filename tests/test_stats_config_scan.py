@@ -62,3 +62,41 @@ def test_limit_scan_on_dask_matches_serial(tmp_path):
         assert a["expected"] == pytest.approx(b["expected"], rel=1e-6)
         assert a["observed"] == pytest.approx(b["observed"], rel=1e-6)
     assert (tmp_path / "limit_scan.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _statistics_option(top_level: Path) -> str | None:
+    """The ``statistics`` option a top-level configuration selects in its defaults list."""
+    for entry in OmegaConf.load(top_level).get("defaults", []):
+        if isinstance(entry, str) or not hasattr(entry, "items"):
+            continue
+        for key, value in entry.items():
+            if key.split()[-1] == "statistics":
+                return str(value)
+    return None
+
+
+def test_every_scanned_signal_is_a_dataset_process_of_the_configs_using_it():
+    from intccms.config import compose_config
+
+    users: dict[str, list[str]] = {}
+    for top in sorted(CONF.parent.glob("*.yaml")):
+        option = _statistics_option(top)
+        if option is not None:
+            users.setdefault(option, []).append(top.stem)
+    # every statistics configuration is used by a top-level configuration, and checked below
+    assert set(users) == {p.stem for p in CONF.glob("*.yaml")}
+    for option, tops in users.items():
+        own = OmegaConf.load(CONF / f"{option}.yaml")
+        for top in tops:
+            cfg = compose_config(top)
+            processes = {d.process for d in cfg.datasets.values()}
+            wanted = [cfg.statistics.signal, *cfg.statistics.signal_scan]
+            assert list(cfg.statistics.signal_scan) == list(own.signal_scan), top
+            missing = [s for s in wanted if s not in processes]
+            assert not missing, f"{top} (statistics={option}) scans {missing}: not in its datasets"
+    assert "ZPrimeToTT_M1500_W150" not in OmegaConf.load(CONF / "run2.yaml").signal_scan
+    # every run2 scan point has a dataset per era of the simulation
+    run2 = compose_config("run2_full")
+    for s in run2.statistics.signal_scan:
+        eras = {d.era for d in run2.datasets.values() if d.process == s}
+        assert eras == {"2016postVFP", "2017", "2018"}, s
