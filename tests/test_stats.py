@@ -327,8 +327,23 @@ def test_missing_file_and_fit_failure(tmp_path):
     hists = _era_hists()
     cfg = simple_cfg()
     cfg.fit.maxiter = 3
-    with pytest.raises(FitConvergenceError, match="did not converge"):
+    with pytest.raises(FitConvergenceError, match="did not converge") as info:
         run_statistics(hists, cfg, tmp_path)
+    # the parameters at their bounds are reported, in the message and as an attribute
+    assert isinstance(info.value.at_bounds, list)
+    assert f"parameters at their bounds: {info.value.at_bounds or 'none'}" in str(info.value)
+    from intccms.stats.fit import _not_converged
+
+    model = pyhf.simplemodels.uncorrelated_background(signal=[5.0], bkg=[50.0], bkg_uncertainty=[5.0])
+    idx = model.config.par_slice("uncorr_bkguncrt").start
+    stuck = list(model.config.suggested_init())
+    stuck[model.config.poi_index] = 0.0  # mu at its lower bound
+    stuck[idx] = model.config.suggested_bounds()[idx][1]  # the background parameter at its upper
+    err = _not_converged(model, RuntimeError("stopped"), stuck)
+    assert sorted(err.at_bounds) == ["mu", "uncorr_bkguncrt[0]"]
+    assert "uncorr_bkguncrt[0]" in str(err) and "'mu'" in str(err)
+    ok = _not_converged(model, RuntimeError("stopped"), [1.0, 1.0])
+    assert ok.at_bounds == [] and "bounds: none" in str(ok)
 
 
 def test_outputs_plots_ranking_and_table(tmp_path, capsys):
@@ -363,3 +378,44 @@ def test_upper_limits_direct_matches_pyhf():
         pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
     assert res.observed == pytest.approx(float(obs), abs=1e-4)
     assert res.expected == pytest.approx([float(e) for e in exp], abs=1e-4)
+
+
+def test_counting_experiment_without_nuisance_parameters_matches_plain_pyhf(tmp_path):
+    # mu is the only parameter: the background-only fit has nothing left to minimise
+    hists = make_hists({
+        "sig": {"nominal": [3.0, 6.0]},
+        "bkg": {"nominal": [20.0, 10.0]},
+        "data": {"nominal": [24.0, 15.0]},
+    })
+    res = run_statistics(hists, simple_cfg(), tmp_path)
+    assert res["model"]["parameters"] == ["mu"]
+    spec = {
+        "channels": [{"name": "SR", "samples": [
+            {"name": "sig", "data": [3.0, 6.0], "modifiers": [
+                {"name": "mu", "type": "normfactor", "data": None}]},
+            {"name": "bkg", "data": [20.0, 10.0], "modifiers": []},
+        ]}],
+        "observations": [{"name": "SR", "data": [24.0, 15.0]}],
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": [
+            {"name": "mu", "bounds": [[0.0, 50.0]], "inits": [1.0]}]}}],
+        "version": "1.0.0",
+    }
+    # MINUIT stops ~1e-4 short with one parameter: scipy with a tight tolerance is the reference
+    ws = pyhf.Workspace(spec)
+    model = ws.model()
+    data = ws.data(model)
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
+    try:
+        mu = float(pyhf.infer.mle.fit(data, model)[0])
+        obs, exp = pyhf.infer.intervals.upper_limits.toms748_scan(
+            data, model, 0.0, 10.0, rtol=1e-9, test_stat="qtilde")
+    finally:
+        pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+    s, n = np.array([3.0, 6.0]), np.array([24.0, 15.0])
+    nu = np.array([20.0, 10.0]) + mu * s
+    sigma = 1.0 / np.sqrt(np.sum(s**2 * n / nu**2))  # Hesse of the Poisson likelihood
+    assert res["fit"]["poi"]["value"] == pytest.approx(mu, abs=1e-4)
+    assert res["fit"]["poi"]["uncertainty"] == pytest.approx(sigma, abs=1e-4)
+    assert res["limits"]["observed"] == pytest.approx(float(obs), abs=1e-4)
+    got = [res["limits"]["expected_band"][k] for k in ("-2", "-1", "0", "+1", "+2")]
+    assert got == pytest.approx([float(e) for e in exp], abs=1e-4)

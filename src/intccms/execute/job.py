@@ -103,6 +103,10 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
     from intccms.mva.stage import check_mva
 
     check_mva(cfg, plan, constants, options)  # the mva group and score observables, at start-up
+    if cfg.workflow.run_statistics:
+        from intccms.stats.stage import check_statistics
+
+        check_statistics(cfg)  # the statistics group; statistics.input.path when it runs alone
     result = JobResult(output_dir=out)
 
     if client is None:
@@ -150,6 +154,9 @@ def _run(
     local = ClusterKind(cfg.cluster.kind) == ClusterKind.local
     wanted = int(cfg.cluster.n_workers) if local else present
     run_metrics.workers(wanted, present)
+    if wf.run_statistics and not (wf.run_analysis or wf.save_skimmed_output or wf.run_mva_training):
+        result.statistics = _statistics(cfg, client, None, plan, options, out)  # alone, saved histograms
+        return
     t_start = time.time()
     metadata, meta_records = run_metadata(cfg, client, datasets, options, out, console=console)
     result.records.extend(meta_records)
@@ -175,6 +182,8 @@ def _run(
         result.summary = summarise(result.records, datasets, time.time() - t_start, result.skipped)
         print_summary(result.summary, console=console)
         _report(cfg, result, out, time.time() - t_start, console)
+        if wf.run_statistics:
+            result.statistics = _statistics(cfg, client, None, plan, options, out)
         return
 
     axes = {name: AxisSpec(name, int(o.binning.bins), float(o.binning.start), float(o.binning.stop), str(o.label))
@@ -241,12 +250,17 @@ def _run(
     print_summary(result.summary, console=console)
     _report(cfg, result, out, wall, console)
     if wf.run_statistics:
-        from intccms.stats import run_statistics
-        from intccms.stats.config import StatisticsConfig
+        result.statistics = _statistics(cfg, client, {"histograms": hists, "meta": meta}, plan, options, out)
 
-        stats_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StatisticsConfig), cfg.statistics))
-        result.statistics = run_statistics({"histograms": hists, "meta": meta}, stats_cfg, out / "statistics",
-                                           client=client)
+
+def _statistics(cfg: DictConfig, client: Client, histograms: Mapping[str, Any] | None, plan: Any,
+                options: StorageOptions, out: Path) -> dict[str, Any]:
+    """The statistics stage on this run's histograms, or (None) on ``statistics.input.path``;
+    either way checked against this configuration's binning and variations first."""
+    from intccms.stats.stage import run_stage
+
+    return run_stage(cfg, histograms, out / "statistics", variations=plan.variations, options=options,
+                     client=client)
 
 
 def _report(cfg: DictConfig, result: JobResult, out: Path, wall: float, console: Console) -> None:

@@ -37,8 +37,16 @@ class InputConfig:
     merges bins: every value must be an existing bin edge. ``eras`` names the eras in the
     histograms when the file does not say (ROOT files carry no metadata); None means every
     era of ``luminosity.eras``, and the results then note the assumption.
+
+    ``path`` names the histogram file of an earlier run (``histograms.pkl`` or
+    ``histograms.root``; a local path, ``s3://bucket/key`` or ``root://host//path``) for
+    running the stage alone (``workflow.run_analysis=false``); in the job after the analysis
+    stage it is ignored and the fresh histograms are used. Either way the job checks that
+    the histograms were made by a compatible configuration (channels, observable binning,
+    variations) before fitting.
     """
 
+    path: Optional[str] = None
     channels: list[str] = field(default_factory=lambda: ["CMS_WORKSHOP"])
     observable: str = "mtt"
     include_flow: bool = True

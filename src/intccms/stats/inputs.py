@@ -1,17 +1,20 @@
 """Reading histogram files of the analysis stage into plain numpy templates.
 
-Both outputs of the analysis stage are supported, local or remote: the pickle
-(``{"histograms": {channel: {observable: hist.Hist}}, "meta": {...}}``, opened through
-fsspec) and the ROOT file (keys ``{channel}__{observable}__{process}[__{variation}]``,
-opened through uproot). Everything downstream works on :class:`HistogramSet`, which is
+Both outputs of the analysis stage are supported, on local disk, S3 or XRootD: the pickle
+(``{"histograms": {channel: {observable: hist.Hist}}, "meta": {...}}``) and the ROOT file
+(keys ``{channel}__{observable}__{process}[__{variation}]``, read with uproot). Remote files
+are fetched whole through :mod:`intccms.storage` (histogram files are small).
+Everything downstream works on :class:`HistogramSet`, which is
 cheap to pickle and therefore to scatter to Dask workers.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -118,11 +121,11 @@ def _from_mapping(payload: Mapping[str, Any], source: str) -> HistogramSet:
     return HistogramSet(hists, dict(payload.get("meta", {})), source)
 
 
-def _from_root(url: str) -> HistogramSet:
+def _from_root(file: Any, url: str) -> HistogramSet:
     import uproot
 
     hists: dict[str, dict[str, ObservableHistograms]] = {}
-    with uproot.open(url) as f:
+    with uproot.open(file) as f:
         meta: dict[str, Any] = {}
         for key in f.keys(cycle=False, recursive=False):
             parts = key.split("__")
@@ -147,12 +150,29 @@ def _from_root(url: str) -> HistogramSet:
     return HistogramSet(hists, meta, url)
 
 
-def load_histograms(source: str | Mapping[str, Any] | HistogramSet) -> HistogramSet:
+def _read_remote(url: str, options: Any) -> bytes:
+    """The whole file at an ``s3://`` or ``root://`` URL, through the storage backends
+    (their timeouts, retries and credentials; auth and unreachable errors name the server)."""
+    from intccms.storage import StorageNotFoundError
+    from intccms.storage.schemes import backend_for
+
+    try:
+        return backend_for(url, options).read_bytes(url)
+    except StorageNotFoundError as err:
+        msg = f"histogram file {url} not found ({err}); check statistics.input.path"
+        raise StatisticsInputError(msg) from err
+
+
+def load_histograms(source: str | Mapping[str, Any] | HistogramSet,
+                    options: Any = None) -> HistogramSet:
     """Load analysis histograms from a pickle/ROOT path or URL, or an in-memory dict.
 
     Args:
-        source: a path or fsspec URL ending in ``.pkl``/``.pickle`` or ``.root``, the
-            unpickled dict itself, or an already loaded :class:`HistogramSet`.
+        source: a local path, ``file://``, ``s3://`` or ``root://`` URL ending in
+            ``.pkl``/``.pickle`` or ``.root``, the unpickled dict itself, or an already
+            loaded :class:`HistogramSet`.
+        options: :class:`intccms.storage.StorageOptions` for remote URLs (endpoint,
+            credentials, timeouts); None reads the ``INTCCMS_*`` environment.
 
     Returns:
         HistogramSet: the templates with metadata.
@@ -161,21 +181,26 @@ def load_histograms(source: str | Mapping[str, Any] | HistogramSet) -> Histogram
         return source
     if isinstance(source, Mapping):
         return _from_mapping(source, "<in-memory histograms>")
+    from intccms.storage.urls import local_path, scheme_of
+
     url = str(source)
+    remote = scheme_of(url) != "file"
     if url.endswith(".root"):
         try:
-            return _from_root(url)
+            return _from_root(io.BytesIO(_read_remote(url, options)) if remote else url, url)
         except FileNotFoundError as err:
-            msg = f"histogram file {url} not found; check statistics input path"
+            msg = f"histogram file {url} not found; check statistics.input.path"
             raise StatisticsInputError(msg) from err
-    import fsspec
-
     try:
-        with fsspec.open(url, "rb") as fh:
-            payload = pickle.load(fh)
+        if remote:
+            raw = _read_remote(url, options)
+        else:
+            raw = Path(local_path(url)).read_bytes()
     except FileNotFoundError as err:
-        msg = f"histogram file {url} not found; check the path or URL"
+        msg = f"histogram file {url} not found; check the path or URL (statistics.input.path)"
         raise StatisticsInputError(msg) from err
+    try:
+        payload = pickle.loads(raw)
     except (pickle.UnpicklingError, EOFError) as err:
         msg = f"{url} is not a pickle of the analysis stage ({err}); use .root for ROOT files"
         raise StatisticsInputError(msg) from err

@@ -142,6 +142,11 @@ class Objective:
                        hold: dict[int, float]) -> tuple[np.ndarray, float]:
         free = np.array([i not in hold for i in range(x0.size)])
         full = x0.copy()
+        if not free.any():
+            # nothing to minimise (e.g. the background-only fit of a model whose only
+            # parameter is the POI): L-BFGS-B rejects an empty parameter vector
+            self.n_evaluations += 1
+            return full, float(self.fast.twice_nll(full, data))
         full[free] = np.clip(x0[free], bnds[free, 0], bnds[free, 1])
         unit = self.scale[free]
         z0 = full[free] / unit

@@ -45,8 +45,16 @@ def distribution(
     title: str,
     xlabel: str,
     lumi_fb: float | None,
-) -> None:
-    """Stacked prediction with its uncertainty band, data, and data/prediction ratio."""
+    data_label: str = "Data",
+) -> list[str]:
+    """Stacked prediction with its uncertainty band, data, and data/prediction ratio.
+
+    ``data_label`` names the points: "Data" only for observed data; Asimov or toy
+    pseudo-data carry their own label and the plot is then marked as simulation.
+
+    Returns:
+        list[str]: the legend entries, top to bottom as drawn.
+    """
     with _cms(path, (10, 10), nrows=2, sharex=True,
               gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05}) as (_, (ax, rax)):
         names = sorted(samples, key=lambda s: samples[s].sum())
@@ -62,7 +70,7 @@ def distribution(
         if observed is not None:
             centers = 0.5 * (edges[1:] + edges[:-1])
             err = np.sqrt(np.clip(observed, 0, None))
-            ax.errorbar(centers, observed, yerr=err, fmt="ko", label="Data")
+            ax.errorbar(centers, observed, yerr=err, fmt="ko", label=data_label)
             rax.errorbar(centers, observed / safe, yerr=err / safe, fmt="ko")
         ax.set_yscale("log")
         ax.set_ylim(max(total.min() * 0.1, 1e-2), total.max() * 100)
@@ -70,9 +78,10 @@ def distribution(
         ax.set_title(title, loc="right", fontsize=14, pad=25)
         ax.legend(ncol=2, fontsize=13)
         rax.set_ylim(0.5, 1.5)
-        rax.set_ylabel("Data / Pred.")
+        rax.set_ylabel("Data / Pred." if data_label == "Data" else "Pseudo / Pred.")
         rax.set_xlabel(xlabel)
-        _label(ax, observed is not None, lumi_fb)
+        _label(ax, observed is not None and data_label == "Data", lumi_fb)
+        return [text.get_text() for text in ax.get_legend().get_texts()]
 
 
 def pulls(path: Path, entries: list[dict[str, Any]]) -> None:

@@ -72,9 +72,12 @@ def _lumi_fb(hset: HistogramSet, cfg: StatisticsConfig) -> float:
 
 
 def _plots(out: Path, build: ModelBuild, model: pyhf.pdf.Model, fit: Any, rank: Any,
-           cfg: StatisticsConfig, hset: HistogramSet, blind: bool, data: list[float]) -> list[str]:
+           cfg: StatisticsConfig, hset: HistogramSet, blind: bool, data: list[float],
+           label: str) -> list[str]:
     files = []
     lumi = _lumi_fb(hset, cfg)
+    # only the observed data is "Data"; Asimov and toy datasets are labelled as what they are
+    data_label = {"observed": "Data", "asimov": "Asimov data"}.get(label.split(" ")[0], "Pseudo-data")
     preds = {
         "prefit": cabinetry.model_utils.prediction(model),
         "postfit": cabinetry.model_utils.prediction(model, fit_results=fit),
@@ -92,6 +95,7 @@ def _plots(out: Path, build: ModelBuild, model: pyhf.pdf.Model, fit: Any, rank: 
             plots.distribution(
                 path, chm.edges, samples, np.asarray(pred.total_stdev_model_bins[ich][-1]),
                 shown, title=f"{chm.name} {stage}", xlabel=cfg.input.observable, lumi_fb=lumi,
+                data_label=data_label,
             )
             files.append(path.name)
     entries = pulls(model, fit)
@@ -197,7 +201,7 @@ def _run_statistics(histograms_source: str | Mapping[str, Any] | HistogramSet,
         "timing": timing,
     }
     if cfg.plots:
-        results["plots"] = _plots(out, build, model, fit, rank, cfg, hset, blind, data)
+        results["plots"] = _plots(out, build, model, fit, rank, cfg, hset, blind, data, label)
         lap("plots")
     if cfg.signal_scan:
         results["scan"] = run_limit_scan(hset, cfg, cfg.signal_scan, client=client,

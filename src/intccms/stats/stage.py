@@ -1,0 +1,153 @@
+"""The statistics stage as a step of the job: start-up checks, and the check that the
+histograms were made by a compatible configuration.
+
+The full configuration hash of the analysis run cannot be compared (it changes with the
+output folder, the cluster, the name of the run); what the fit depends on is compared
+instead: the fitted channels exist in the file, the observable's binning is the one of
+``analysis.observables``, and the variations are those the corrections produce for the
+configured datasets (``workflow.variations`` applied). This works for ROOT files too, which
+carry no metadata: binning and variation names are in the histograms themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from intccms.stats.config import StatisticsConfig
+from intccms.stats.errors import StatisticsInputError
+from intccms.stats.inputs import NOMINAL, HistogramSet
+
+
+def statistics_config(cfg: Any) -> StatisticsConfig:
+    """The typed statistics configuration of a composed job configuration.
+
+    Raises:
+        ConfigError: no statistics group is selected, or a key or value is wrong (the
+            message names the key).
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from intccms.config.compose import ConfigError
+
+    if cfg.get("statistics") is None:
+        msg = ("workflow.run_statistics is true but no statistics group is selected; add "
+               "'statistics=demo' (or run2) to the overrides")
+        raise ConfigError(msg)
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(StatisticsConfig), cfg.statistics)
+        return OmegaConf.to_object(node)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        msg = f"statistics: {err}".splitlines()[0]
+        raise ConfigError(msg) from None
+
+
+def check_statistics(cfg: Any) -> StatisticsConfig | None:
+    """Start-up checks of the statistics stage (None when it does not run).
+
+    Raises:
+        ConfigError: the stage runs alone (``workflow.run_analysis=false``) without
+            ``statistics.input.path``, or fits a channel/observable the analysis does not make.
+    """
+    from intccms.config.compose import ConfigError
+
+    if not cfg.workflow.run_statistics:
+        return None
+    scfg = statistics_config(cfg)
+    if not cfg.workflow.run_analysis and not scfg.input.path:
+        msg = ("workflow.run_statistics=true with workflow.run_analysis=false needs "
+               "statistics.input.path: the histograms.pkl or histograms.root of an earlier run "
+               "(a local path, s3:// or root:// URL), e.g. "
+               "statistics.input.path=outputs/demo/histograms/histograms.pkl")
+        raise ConfigError(msg)
+    channels = cfg.analysis.channels
+    for ch in scfg.input.channels:
+        if ch not in channels:
+            msg = (f"statistics.input.channels: '{ch}' is not a channel of the analysis "
+                   f"(analysis.channels: {sorted(channels)})")
+            raise ConfigError(msg)
+        if scfg.input.observable not in channels[ch].observables:
+            msg = (f"statistics.input.observable: '{scfg.input.observable}' is not filled in "
+                   f"channel '{ch}' (analysis.channels.{ch}.observables: "
+                   f"{list(channels[ch].observables)})")
+            raise ConfigError(msg)
+    return scfg
+
+
+def expected_edges(cfg: Any, observable: str) -> np.ndarray:
+    """Bin edges the analysis stage of ``cfg`` gives ``observable``."""
+    b = cfg.analysis.observables[observable].binning
+    return np.linspace(float(b.start), float(b.stop), int(b.bins) + 1)
+
+
+def check_compatible(hset: HistogramSet, cfg: Any, scfg: StatisticsConfig,
+                     variations: list[str] | tuple[str, ...]) -> None:
+    """The histograms were made by a configuration compatible with ``cfg``.
+
+    Args:
+        hset: the loaded histograms.
+        cfg: the composed job configuration.
+        scfg: its statistics configuration.
+        variations: the variations the analysis stage of ``cfg`` fills (``nominal`` first).
+
+    Raises:
+        StatisticsInputError: a fitted channel is missing, the binning or the variations
+            differ; the message names the file and what differs.
+    """
+    obs = scfg.input.observable
+    fix = ("rerun the analysis with this configuration, or point statistics.input.path at the "
+           "histograms of this configuration")
+    want_vars = set(variations) | {NOMINAL}
+    for ch in scfg.input.channels:
+        obsh = hset.get(ch, obs)
+        want = expected_edges(cfg, obs)
+        if obsh.edges.shape != want.shape or not np.allclose(obsh.edges, want, rtol=1e-9):
+            msg = (f"histograms in {hset.source} were made by another configuration: {ch}/{obs} "
+                   f"has {obsh.edges.size - 1} bins from {obsh.edges[0]:g} to {obsh.edges[-1]:g}, "
+                   f"but analysis.observables.{obs}.binning gives {want.size - 1} bins from "
+                   f"{want[0]:g} to {want[-1]:g}; {fix}")
+            raise StatisticsInputError(msg)
+        meta_procs = hset.meta.get("processes", {})
+        mc = [p for p in obsh.contents
+              if not (meta_procs.get(p, {}).get("is_data", p == "data"))]
+        have = {v for p in mc for v in obsh.contents[p]}
+        missing, extra = sorted(want_vars - have), sorted(have - want_vars)
+        if missing or extra:
+            msg = (f"histograms in {hset.source} were made by another configuration: {ch}/{obs} "
+                   f"lacks variations {missing[:5]}{' ...' if len(missing) > 5 else ''} "
+                   f"({len(missing)}) and has unexpected ones {extra[:5]}"
+                   f"{' ...' if len(extra) > 5 else ''} ({len(extra)}) compared with the "
+                   f"corrections and workflow.variations of this configuration; {fix}")
+            raise StatisticsInputError(msg)
+
+
+def run_stage(cfg: Any, histograms: Any, output_dir: Path, *, variations: Any,
+              options: Any = None, client: Any = None) -> dict[str, Any]:
+    """Run the statistics stage of the job on fresh or saved histograms.
+
+    Args:
+        cfg: the composed job configuration.
+        histograms: the in-memory histograms of the analysis stage, or None to read
+            ``statistics.input.path``.
+        output_dir: where the results go.
+        variations: the variations the configuration fills (``plan.variations``).
+        options: storage options for a remote ``statistics.input.path``.
+        client: Dask client for the signal scan.
+
+    Returns:
+        dict: the content of results.json.
+    """
+    from intccms.stats.inputs import load_histograms
+    from intccms.stats.run import run_statistics
+
+    scfg = statistics_config(cfg)
+    source = histograms if histograms is not None else scfg.input.path
+    if source is None:
+        msg = "statistics.input.path is not set and no histograms were made in this run"
+        raise StatisticsInputError(msg)
+    hset = load_histograms(source, options)
+    check_compatible(hset, cfg, scfg, list(variations))
+    return run_statistics(hset, scfg, output_dir, client=client)
