@@ -4,7 +4,10 @@ The real skim and analysis tasks (:mod:`intccms.execute.tasks`) run on one small
 input of each kind (simulation, data) while :func:`~intccms.inspect.tracing.record_ranges` notes
 the byte ranges they request; the baskets inside those ranges name the branches each stage reads.
 Whatever the stage functions do (configured collections, skim functions, simulation-only
-branches dropped for data) is therefore measured, not restated.
+branches dropped for data) is therefore measured, not restated. With
+``workflow.run_mva_training`` the training stage's chunk task
+(:func:`intccms.mva.dataset.training_chunk_task`) is traced the same way on simulation: it reads
+the original inputs of the datasets in ``mva.classes`` unless the workflow reads skims.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from intccms.storage.formats.root import open_root
 from intccms.storage.schemes import backend_for
 
 STAGES = ("skim", "analysis")
+TRAINING = "mva_training"
 SKIM_EXTENSIONS = {"parquet": "parquet", "ttree": "root", "rntuple": "root"}
 
 
@@ -50,16 +54,24 @@ class StageTrace:
 
 @dataclass
 class ReadsTrace:
-    """Traces per kind (``mc``/``data``) and stage, and the stages that read the inputs."""
+    """Traces per kind (``mc``/``data``) and stage, the stages that read the inputs and the
+    datasets the training stage reads."""
 
     traces: dict[str, dict[str, StageTrace]] = field(default_factory=dict)
     input_stages: list[str] = field(default_factory=list)
+    training_datasets: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def branches_for(self, is_data: bool) -> dict[str, list[str]]:
-        """Stage -> branches for datasets of one kind."""
-        kind = "data" if is_data else "mc"
-        return {stage: t.branches for stage, t in self.traces.get(kind, {}).items()}
+    def branches_for(self, ds: Dataset) -> dict[str, list[str]]:
+        """Stage -> branches the stages read from one dataset (the training stage's only for
+        the datasets it trains on)."""
+        kind = "data" if ds.is_data else "mc"
+        return {stage: t.branches for stage, t in self.traces.get(kind, {}).items()
+                if stage != TRAINING or ds.name in self.training_datasets}
+
+
+def _training(cfg: DictConfig) -> bool:
+    return bool(OmegaConf.select(cfg, "workflow.run_mva_training", default=False))
 
 
 def input_stages(cfg: DictConfig) -> list[str]:
@@ -70,7 +82,24 @@ def input_stages(cfg: DictConfig) -> list[str]:
         stages.append("skim")
     if wf.run_analysis and not wf.use_skimmed_input:
         stages.append("analysis")
+    if _training(cfg) and not wf.use_skimmed_input:
+        stages.append(TRAINING)
     return stages
+
+
+def training_datasets(cfg: DictConfig, datasets: Mapping[str, Dataset]) -> list[str]:
+    """Datasets the training stage reads: simulation whose process is in ``mva.classes``.
+
+    Empty when ``workflow.run_mva_training`` is off (then no ``mva`` group is needed).
+    """
+    if not _training(cfg):
+        return []
+    from intccms.mva.config import load_mva_config
+    from intccms.mva.dataset import class_of
+
+    classes = load_mva_config(cfg.get("mva")).classes
+    return sorted(name for name, ds in datasets.items()
+                  if not ds.is_data and class_of(ds.process, classes.signal, classes.background) is not None)
 
 
 def _container(node: Any) -> Any:
@@ -88,6 +117,31 @@ class StageRunner:
         self.constants = era_constants(cfg, list(eras))
         self.specs = corrections_specs(cfg, list(eras))
         self.plan = build_plan(cfg, self.specs)
+        self.mva = None
+        if _training(cfg):
+            from intccms.mva.config import load_mva_config
+
+            self.mva = load_mva_config(cfg.get("mva"))
+
+    def stages(self, ds: Dataset) -> tuple[str, ...]:
+        """The stages traced on a dataset of this kind (training: simulation, when it is on)."""
+        return (*STAGES, TRAINING) if self.mva is not None and not ds.is_data else STAGES
+
+    def mva_training(self, item: WorkItem, ds: Dataset) -> int:
+        """Run the training stage's chunk task; return the bytes it counted."""
+        from intccms.mva.dataset import training_chunk_task
+        from intccms.mva.features import specs_from_config
+        from intccms.physics.pipeline import ChunkContext
+
+        assert self.mva is not None  # stages() offers this stage only with training on
+        ctx = ChunkContext(process=ds.process, era=ds.era, is_data=False, norm=1.0,
+                           constants=self.constants[ds.era])
+        _, record = training_chunk_task(item, ctx, self.plan, self.mva.channel,
+                                        specs_from_config(self.mva.features), self.specs.get(ds.era),
+                                        self.options)
+        if record.failed:
+            raise TraceError(f"mva_training stage on {item.file}: {record.error}")
+        return record.bytes_read
 
     def analysis(self, item: WorkItem, ds: Dataset) -> int:
         """Run the analysis task; return the bytes it counted."""
@@ -129,11 +183,13 @@ class StageRunner:
 
 
 def trace_file(runner: StageRunner, ds: Dataset, url: str, entries: int, tree: str,
-               stages: Sequence[str] = STAGES) -> dict[str, StageTrace]:
-    """Run each stage on the first ``entries`` entries of ``url`` and name the branches read."""
+               stages: Sequence[str] | None = None) -> dict[str, StageTrace]:
+    """Run each stage (default: :meth:`StageRunner.stages`) on the first ``entries`` entries of
+    ``url`` and name the branches read."""
     from intccms.inspect.tracing import branches_read, record_ranges
 
     options = runner.options
+    stages = runner.stages(ds) if stages is None else stages
     with open_source(url, options=options, tree=tree) as src:
         stop = min(src.num_entries, entries)
     if stop <= 0:
@@ -170,6 +226,7 @@ def trace_reads(cfg: DictConfig, datasets: Mapping[str, Dataset], files: Mapping
     result = ReadsTrace(input_stages=input_stages(cfg))
     eras = sorted({d.era for d in datasets.values()})
     try:
+        result.training_datasets = training_datasets(cfg, datasets)
         runner = StageRunner(cfg, eras, options)
     except Exception as err:  # noqa: BLE001 - reads are optional: say why they are missing
         result.notes.append(f"analysis reads not traced: cannot set up the stages: {type(err).__name__}: {err}")

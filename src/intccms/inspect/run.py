@@ -2,7 +2,7 @@
 
 Steps: (1) the job's datasets, selection and demo-input generation; (2) N files per dataset
 (:mod:`.sample`); (3) sizes from Rucio where configured (:mod:`.rucio`); (4) which branches the
-skim and analysis stages read, from a real run on one chunk (:mod:`.reads`); (5) one scan task
+skim, analysis and (when on) training stages read, from a real run on one chunk (:mod:`.reads`); (5) one scan task
 per file on the job's Dask cluster (:mod:`.scan`), folded into per-dataset totals as results
 arrive (:mod:`.summary`); (6) tables, JSON, CSV and plots (:mod:`.outputs`, :mod:`.plots`).
 """
@@ -30,7 +30,7 @@ from rich.progress import (
 )
 
 from intccms.inspect.config import Executor, InspectConfig
-from intccms.inspect.reads import ReadsTrace, input_stages, trace_reads
+from intccms.inspect.reads import ReadsTrace, input_stages, trace_reads, training_datasets
 from intccms.inspect.sample import choose_files
 from intccms.inspect.scan import FileReport, scan_file
 from intccms.inspect.summary import (
@@ -221,15 +221,16 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
               for name, ds in datasets.items()}
     rucio = _rucio_sizes(icfg, datasets, result.notes, console)
     if icfg.reads.enabled:
-        with console.status("tracing the skim and analysis stages on one chunk"):
+        with console.status("tracing the reading stages on one chunk"):
             result.trace = trace_reads(cfg, datasets, chosen, options, entries=icfg.reads.entries, tree=icfg.tree)
     else:
-        result.trace = ReadsTrace(input_stages=input_stages(cfg), notes=["inspect.reads.enabled=false"])
+        result.trace = ReadsTrace(input_stages=input_stages(cfg), notes=["inspect.reads.enabled=false"],
+                                  training_datasets=training_datasets(cfg, datasets))
     result.notes.extend(result.trace.notes)
     wf = cfg.workflow
 
     def kwargs_for(ds: Dataset) -> dict[str, Any]:
-        return {"tree": icfg.tree, "reads": result.trace.branches_for(ds.is_data), "chunksize": int(wf.chunksize),
+        return {"tree": icfg.tree, "reads": result.trace.branches_for(ds), "chunksize": int(wf.chunksize),
                 "max_chunks": wf.max_chunks_per_file}
 
     accs = {name: DatasetAccumulator(name, ds.era, ds.is_data, len(ds.files)) for name, ds in datasets.items()}
