@@ -6,8 +6,10 @@ Runs, in this process and on the same generated LZMA NanoAOD file:
   (b) the analysis with the full Run-2 set of variations (138 names over three eras).
 Prints events/s for each and the ratios (b)/(r) (target >= 0.5) and time(b)/time(a)
 (target <= 2), plus the peak RSS of each case.
+With ``--with-mva``, also (c): (b) with the classifier score as a second observable (the demo_mva
+network, trained first as in bench_mva.py), and the extra cost (c)/(b) - 1 (target < 30 %).
 
-Usage: python benchmarks/bench_variations.py [--events 200000] [--chunksize 100000]
+Usage: python benchmarks/bench_variations.py [--events 200000] [--chunksize 100000] [--with-mva]
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--kind", default="ttbar_semilep")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--with-mva", action="store_true", help="add case (c): the classifier score too")
+    parser.add_argument("--train-events", type=int, default=10_000, help="with --with-mva: events per class sample")
     args = parser.parse_args(argv)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="intccms-bench-"))
@@ -121,7 +125,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peak allocation while analysing one chunk {label}: {_chunk_peak_mb(ana, path, branches, items[0]):.0f} MB")
     print(f"ratio rate (b)/(r): wall {t_ref / t_full:.3f}  cpu {c_ref / c_full:.3f}   (target >= 0.5)")
     print(f"ratio time (b)/(a): wall {t_full / t_nom:.3f}  cpu {c_full / c_nom:.3f}   (target <= 2)")
+    if args.with_mva:
+        _mva_case(args, work, jsonpog, path, n, t_full, c_full)
     return 0
+
+
+def _mva_case(args: argparse.Namespace, work: Path, jsonpog: Path, path: Path, n: int, t_full: float,
+              c_full: float) -> None:
+    """(c): case (b) plus the classifier score, measured by bench_mva.py's own code."""
+    import bench_mva
+
+    trained = bench_mva.train_models(work, jsonpog, args.train_events)
+    scored = bench_mva.analysis(work, jsonpog, with_score=True)
+    bench_mva.timed_runs(scored, path, args.chunksize, 1)  # load the model once, as a worker does
+    t_mva, c_mva, rss_mva = bench_mva.timed_runs(scored, path, args.chunksize, args.repeat)
+    bench_mva.print_training(trained, args.train_events)
+    print(f"{'(c) (b) + classifier score':<34}{t_mva:>10.2f}{c_mva:>10.2f}{n / t_mva:>14,.0f}{rss_mva:>16.0f}")
+    print(f"extra cost of the score (c)/(b) - 1: wall {t_mva / t_full - 1:+.1%}  cpu {c_mva / c_full - 1:+.1%}"
+          "   (target < +30%)")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures.demo import SMALL_2017, dask_client, demo_data, small_overrides  # noqa: F401
-from fixtures.mva import RECORDS, context, prepare, score_file, selected_events, training_set
+from fixtures.mva import (
+    RECORDS,
+    context,
+    credential_variables,
+    prepare,
+    score_file,
+    selected_events,
+    training_set,
+)
 from fixtures.s3 import s3_server  # noqa: F401
+from fixtures.xrootd import xrootd_server  # noqa: F401
+from omegaconf import OmegaConf
 
 from intccms.config import compose_config
 from intccms.execute.stages import build_plan
@@ -33,7 +43,7 @@ from intccms.mva import (
 from intccms.mva.config import ModelKind, to_plain
 from intccms.mva.features import specs_from_config
 from intccms.mva.observable import score
-from intccms.mva.stage import check_mva
+from intccms.mva.stage import check_mva, run_training
 from intccms.mva.train import weighted_auc
 from intccms.physics.pipeline import ChunkAnalysis
 from intccms.storage import open_source
@@ -377,3 +387,156 @@ def test_score_observable_without_a_model_fails_at_start_up(setup, tmp_path) -> 
     cfg3 = _compose(Path(cfg.paths.generated_data), tmp_path, "analysis.observables.mva_score.inputs=[jets,muons]")
     with pytest.raises(MvaConfigError, match=r"mva_score\.inputs: \['jets', 'muons'\] must be exactly"):
         check_mva(cfg3, build_plan(cfg3, prepared["specs"]), prepared["constants"])
+
+
+def _inputs(cfg, prepared) -> list:
+    """The score observable's inputs for the selected tt events of one file."""
+    ds = prepared["datasets"][TTBAR]
+    ns = selected_events(prepared["plan"], context(cfg, ds, prepared["constants"]),
+                         prepared["specs"]["2017"].build(), "CMS_WORKSHOP", ds.files[0])
+    return [ns[k] for k in ("muons", "fatjets", "jets", "PuppiMET")]
+
+
+def test_model_with_a_feature_defined_differently_is_refused(setup, mlp, tmp_path) -> None:
+    """Same feature names, but jet1_pt is the leading jet's eta: refused at start-up and at run time."""
+    cfg, prepared, data = setup
+    mva = _mva(cfg, epochs=3)
+    changed = dict(mva.features)
+    changed["jet1_pt"] = dataclasses.replace(changed["jet1_pt"], params={"field_name": "eta"})
+    other = dataclasses.replace(mva, features=changed)
+    url = str(tmp_path / "eta")
+    train(data, _features(other), other).model.save(url)
+    detail = r"'jet1_pt' \(params: model \{'field_name': 'eta'\}, configuration \{'field_name': 'pt'\}\)"
+    with pytest.raises(ModelMismatchError, match=rf"model {url} was trained on other features.*{detail}"):
+        load_model(url, expected_features=_features(mva))
+    # start-up, whether or not this job trains (the model is not the one it writes)
+    for training in ("false", "true"):
+        bad = _compose(Path(cfg.paths.generated_data), tmp_path / "out", f"workflow.run_mva_training={training}",
+                       f"analysis.observables.mva_score.params.model={url}")
+        with pytest.raises(MvaConfigError, match=rf"mva_score\.params\.model: .*{detail}.*compared with mva\.features"):
+            check_mva(bad, build_plan(bad, prepared["specs"]), prepared["constants"])
+    # run time: the observable carries the full definitions (features: ${mva.features})
+    definitions = OmegaConf.to_container(cfg.mva.features, resolve=True)
+    inputs = _inputs(cfg, prepared)
+    with pytest.raises(ModelMismatchError, match=detail):
+        score(*inputs, model=url, features=definitions)
+    right = score(*inputs, model=mlp[1], features=definitions)  # the matching model is accepted
+    assert len(right) > 100 and np.array_equal(right, score(*inputs, model=mlp[1]))
+    # the same definitions at start-up, through the configuration (a job that trains mva.output)
+    ok = _compose(Path(cfg.paths.generated_data), tmp_path / "out2",
+                  "analysis.observables.mva_score.params.features=${mva.features}")
+    plan = build_plan(ok, prepared["specs"])
+    assert plan.observables["mva_score"].functor.params["features"] == definitions
+    check_mva(ok, plan, prepared["constants"])
+    drifted = ok.copy()
+    definitions["ht"]["params"] = {"field_name": "eta"}
+    OmegaConf.update(drifted, "analysis.observables.mva_score.params.features", definitions, merge=False,
+                     force_add=True)
+    with pytest.raises(MvaConfigError, match=r"mva_score\.params\.features: the definitions differ from mva\.features"):
+        check_mva(drifted, build_plan(drifted, prepared["specs"]), prepared["constants"])
+
+
+def test_class_without_usable_weight_is_refused(setup) -> None:
+    cfg, _, data = setup
+    negative = np.where(data.y == 1, -np.abs(data.weight), data.weight)  # a signal of only negative weights
+    assert np.count_nonzero(data.y == 1) > 100
+    drop = _mva(cfg, epochs=2, negative_weights="drop")
+    with pytest.raises(EmptyClassError, match=r"mva class 'signal' \(mva\.classes\.signal: \['ZPrime\*'\]\) has "
+                       r"\d+ selected events in channel CMS_WORKSHOP but no usable weight .*negative_weights: drop"):
+        train(TrainingSet(data.x, data.y, negative), _features(drop), drop)
+    zero_bkg = np.where(data.y == 0, 0.0, data.weight)
+    with pytest.raises(EmptyClassError, match=r"mva class 'background' .* no usable weight"):
+        train(TrainingSet(data.x, data.y, zero_bkg), _features(drop), drop)
+    # with abs the same signal events train with |w|, balanced against the background
+    keep = _mva(cfg, epochs=2, negative_weights="abs")
+    result = train(TrainingSet(data.x, data.y, negative), _features(keep), keep)
+    np.testing.assert_allclose(result.train_weight[data.y == 1].sum(), result.train_weight[data.y == 0].sum())
+
+
+@pytest.mark.parametrize("cls", ["signal", "background"])
+def test_class_matching_no_dataset_is_named(setup, tmp_path, cls) -> None:
+    from types import SimpleNamespace
+
+    cfg, prepared, _ = setup
+    odd = _compose(Path(cfg.paths.generated_data), tmp_path, f"mva.classes.{cls}=[NoSuchProcess*]")
+    metadata = {name: SimpleNamespace(sum_genweight=1.0) for name in prepared["datasets"]}
+    with pytest.raises(MvaConfigError, match=rf"mva class '{cls}' \(mva\.classes\.{cls}: \['NoSuchProcess\*'\]\) "
+                       r"matches no simulated dataset of this run \(processes: \[.*'TTToSemiLeptonic'"):
+        # fails before the cluster is used
+        run_training(odd, None, prepared["datasets"], metadata, prepared["constants"], prepared["specs"],
+                     prepared["plan"], None, tmp_path)
+
+
+@pytest.mark.xrootd
+def test_model_round_trip_through_xrootd(setup, mlp, xrootd_server) -> None:  # noqa: F811
+    from intccms.storage import StorageOptions
+
+    cfg, prepared, data = setup
+    result, local = mlp
+    url = xrootd_server.url("models", "zprime")
+    options = StorageOptions(timeout_s=10.0, retries=1)
+    load_model(local).save(url, options, training_data={"x": data.x, "y": data.y})
+    on_server = xrootd_server.export / "models" / "zprime"
+    assert {p.name for p in on_server.iterdir()} >= {"model.json", "estimator.pkl", "training_data.npz"}
+    loaded = load_model(url, options, expected_features=_features(load_mva_config(cfg.mva)))
+    assert np.array_equal(loaded.predict(data.x), result.scores)
+    inputs = _inputs(cfg, prepared)
+    from_root = score(*inputs, model=url, features=list(cfg.mva.features), storage={"timeout_s": 10.0})
+    assert len(from_root) > 100 and np.array_equal(from_root, score(*inputs, model=local))
+
+
+@pytest.mark.s3
+def test_model_on_s3_is_read_on_a_dask_worker(setup, mlp, s3_server, monkeypatch) -> None:  # noqa: F811
+    """As on the Kubernetes backend: the worker reads the model from S3 with the credentials the
+    job's CredentialsPlugin gives it, and scores exactly as the test process does."""
+    import fsspec
+    from distributed import Client, LocalCluster
+
+    from intccms.storage import Credentials, CredentialsPlugin, Secret, StorageOptions
+    from intccms.storage.credentials import CREDENTIAL_VARS
+
+    cfg, prepared, _ = setup
+    for var in CREDENTIAL_VARS:  # the worker processes inherit nothing from this process
+        monkeypatch.delenv(var, raising=False)
+    creds = Credentials(Secret("INTCCMS_S3_ACCESS_KEY_ID", s3_server.key),
+                        Secret("INTCCMS_S3_SECRET_ACCESS_KEY", s3_server.secret), s3_server.endpoint)
+    options = StorageOptions(timeout_s=10.0, retries=1, credentials=creds)
+    fsspec.filesystem("s3", **options.fsspec_kwargs("s3")).mkdir("mva-workers")
+    url = "s3://mva-workers/zprime/model"
+    load_model(mlp[1]).save(url, options)
+    ds = prepared["datasets"][TTBAR]
+    args = (prepared["plan"], context(cfg, ds, prepared["constants"]), prepared["specs"]["2017"], "CMS_WORKSHOP",
+            ds.files[0])
+    inputs = ["muons", "fatjets", "jets", "PuppiMET"]
+    here = score_file(*args, mlp[1], inputs)
+    with (LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client):
+        assert list(client.run(credential_variables).values()) == [[]]
+        client.register_plugin(CredentialsPlugin(creds))  # what execute/job.py registers
+        assert list(client.run(credential_variables).values()) == [sorted(creds.environ())]
+        # no storage options: endpoint and keys come from the worker's environment only
+        remote = client.submit(score_file, *args, url, inputs, pure=False).result()
+    assert len(here) > 100
+    assert np.array_equal(remote, here)
+
+
+@pytest.mark.e2e
+def test_training_from_skims_uses_the_same_events(setup, dask_client, demo_data, tmp_path) -> None:  # noqa: F811
+    """Skim, then train from the skims: the training set is the one built from NanoAOD."""
+    from intccms.execute.job import run_job
+
+    _, _, data = setup
+    cfg = _compose(demo_data, tmp_path, "workflow.save_skimmed_output=true", "workflow.use_skimmed_input=true",
+                   "workflow.run_analysis=false", "workflow.run_plots=false", "mva.training.epochs=2",
+                   "mva.plots=false")
+    res = run_job(cfg, client=dask_client)
+    skim_dir = str(cfg.workflow.skim_dir)
+    read = {r.file for r in res.mva["records"] if r.stage == "mva_training"}
+    assert read and all(f.startswith(skim_dir) and f.endswith(".parquet") for f in read), sorted(read)[:3]
+    model_dir = Path(res.mva["model"])
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert meta["data"]["skimmed_input"] is True
+    with np.load(model_dir / "training_data.npz") as stored:
+        assert np.array_equal(stored["x"], data.x)
+        np.testing.assert_allclose(stored["weight"], data.weight, rtol=1e-12, atol=0)
+        assert np.array_equal(stored["y"], data.y)

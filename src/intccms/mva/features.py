@@ -47,11 +47,17 @@ class FeatureSpec:
 
 
 def specs_from_config(features: Mapping[str, Any]) -> tuple[FeatureSpec, ...]:
-    """Feature specs in configuration order from ``mva.features``."""
-    return tuple(
-        FeatureSpec(name=name, function=str(f.function), inputs=tuple(f.inputs), params=dict(f.params))
-        for name, f in features.items()
-    )
+    """Feature specs in configuration order from ``mva.features``: the validated group, or plain
+    mappings ``name -> {function, inputs, params}`` (a score observable's ``params.features``)."""
+    specs = []
+    for name, f in features.items():
+        if isinstance(f, Mapping):
+            specs.append(FeatureSpec(name=str(name), function=str(f["function"]),
+                                     inputs=tuple(f.get("inputs") or ()), params=dict(f.get("params") or {})))
+        else:
+            specs.append(FeatureSpec(name=str(name), function=str(f.function), inputs=tuple(f.inputs),
+                                     params=dict(f.params)))
+    return tuple(specs)
 
 
 def input_names(specs: Sequence[FeatureSpec]) -> tuple[str, ...]:

@@ -224,18 +224,35 @@ def check_versions(meta: Mapping[str, Any], url: str) -> None:
 
 def check_features(meta: Mapping[str, Any], expected: Sequence[FeatureSpec], url: str) -> None:
     """Refuse a model whose features (names, order, functions, inputs, params) differ."""
-    stored = [FeatureSpec.from_dict(d) for d in meta.get("features", [])]
-    if stored == list(expected):
+    compare_features([FeatureSpec.from_dict(d) for d in meta.get("features", [])], expected, url)
+
+
+def compare_features(stored: Sequence[FeatureSpec], expected: Sequence[FeatureSpec], url: str) -> None:
+    """Refuse features ``stored`` with a model that differ from ``expected`` in any way.
+
+    Raises:
+        ModelMismatchError: the message names each feature that differs and how.
+    """
+    stored, expected = list(stored), list(expected)
+    if stored == expected:
         return
     names_stored = [f.name for f in stored]
     names_expected = [f.name for f in expected]
     if names_stored != names_expected:
         detail = f"the model has features {names_stored}, the configuration {names_expected}"
     else:
-        diff = [e.name for s, e in zip(stored, expected, strict=True) if s != e]
-        detail = f"features {diff} are defined differently (function, inputs or params)"
+        diff = [f"'{e.name}' ({_difference(s, e)})" for s, e in zip(stored, expected, strict=True) if s != e]
+        detail = f"features defined differently (function, inputs or params): {', '.join(diff)}"
     msg = f"model {url} was trained on other features: {detail}; retrain it (workflow.run_mva_training=true)"
     raise ModelMismatchError(msg)
+
+
+def _difference(stored: FeatureSpec, expected: FeatureSpec) -> str:
+    parts = [f"{key}: model {getattr(stored, key)!r}, configuration {getattr(expected, key)!r}"
+             for key in ("function", "inputs") if getattr(stored, key) != getattr(expected, key)]
+    if dict(stored.params) != dict(expected.params):
+        parts.append(f"params: model {dict(stored.params)}, configuration {dict(expected.params)}")
+    return "; ".join(parts)
 
 
 def load_model(url: str, options: StorageOptions | None = None,

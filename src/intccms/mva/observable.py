@@ -7,7 +7,10 @@ stores them (``model.json`` ``inputs``; for the reference features
     mva_score:
       function: intccms.mva.observable.score
       inputs: [muons, fatjets, jets, PuppiMET]
-      params: {model: s3://bucket/models/zprime, features: [ht, mtt, ...]}
+      params: {model: s3://bucket/models/zprime, features: ${mva.features}}
+
+``features`` is either the full feature definitions (``${mva.features}``: each feature's function,
+inputs and params are compared with those the model was trained on) or only their names.
 
 Like any observable it is recomputed in object-variation (JES) fills from the varied jets and
 reused in weight-only variations. Each worker process loads a model once (first use, from the
@@ -22,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from intccms.mva.model import ModelMismatchError, TrainedModel, load_model
+from intccms.mva.features import specs_from_config
+from intccms.mva.model import ModelMismatchError, TrainedModel, compare_features, load_model
 from intccms.storage import StorageOptions
 
 _CACHE: dict[tuple[str, tuple[tuple[str, Any], ...]], TrainedModel] = {}
@@ -70,25 +74,31 @@ def loads() -> int:
     return _LOADS[0]
 
 
-def score(*values: Any, model: str, features: Sequence[str] | None = None,
+def score(*values: Any, model: str, features: Sequence[str] | Mapping[str, Any] | None = None,
           storage: Mapping[str, Any] | None = None) -> np.ndarray:
     """P(signal) of every event, from the observable's inputs.
 
     Args:
         *values: the observable's inputs, in the order of the model's ``inputs``.
         model: the model folder (local path, ``s3://`` or ``root://`` URL).
-        features: the feature names the configuration expects; a model trained on other
-            features is refused.
+        features: the features the configuration expects: their definitions
+            (``name -> {function, inputs, params}``, as ``mva.features``) or only their names;
+            a model trained on other features is refused.
         storage: optional ``s3_endpoint``, ``timeout_s``, ``retries`` for reading the model.
 
     Returns:
         One score in [0, 1] per event.
+
+    Raises:
+        ModelMismatchError: the model's features differ (the message names them).
     """
     trained = get_model(model, storage)
     if features is not None and list(features) != trained.feature_names:
         msg = (f"model {model} was trained on features {trained.feature_names}, but the score "
                f"observable expects {list(features)}; retrain it (workflow.run_mva_training=true)")
         raise ModelMismatchError(msg)
+    if isinstance(features, Mapping):
+        compare_features(trained.features, specs_from_config(features), model)
     names = trained.inputs
     if len(values) != len(names):
         msg = (f"score observable got {len(values)} inputs, but model {model} needs {list(names)} "

@@ -22,7 +22,7 @@ from rich.console import Console
 from intccms.mva.config import ModelKind, MvaConfig, MvaConfigError, load_mva_config, to_plain
 from intccms.mva.dataset import assemble, class_of, training_chunk_task
 from intccms.mva.features import FeatureSpec, input_names, specs_from_config
-from intccms.mva.model import check_features, check_versions, read_meta
+from intccms.mva.model import ModelMismatchError, check_versions, compare_features, read_meta
 from intccms.mva.train import limit_per_class, train
 from intccms.physics.pipeline import AnalysisPlan, ChunkContext
 
@@ -76,7 +76,14 @@ def _check_score_observable(name: str, functor: Any, mva: MvaConfig | None, trai
     if not url:
         raise MvaConfigError(f"{where}.params.model: name the model folder (e.g. ${{mva.output}})")
     expected = specs_from_config(mva.features) if mva is not None else None
+    wanted = functor.params.get("features")
+    own = specs_from_config(wanted) if isinstance(wanted, Mapping) else None
     if training and mva is not None and str(url) == str(mva.output):
+        # This job writes the model: it will have exactly the features of the mva group.
+        if own is not None and own != expected:
+            msg = (f"{where}.params.features: the definitions differ from mva.features, which this "
+                   "job trains the model on; set it to ${mva.features}")
+            raise MvaConfigError(msg)
         _check_inputs(where, functor, input_names(expected or ()), "mva.features")
         return
     try:
@@ -84,14 +91,22 @@ def _check_score_observable(name: str, functor: Any, mva: MvaConfig | None, trai
     except FileNotFoundError as err:
         raise MvaConfigError(f"{where}.params.model: {err}") from None
     check_versions(meta, str(url))
-    if expected is not None and str(url) == str(mva.output if mva else ""):
-        check_features(meta, expected, str(url))
-    wanted = functor.params.get("features")
     stored = [f["name"] for f in meta["features"]]
     if wanted is not None and list(wanted) != stored:
         msg = (f"{where}.params.features: model {url} was trained on features {stored}, "
                f"the observable expects {list(wanted)}; retrain it (workflow.run_mva_training=true)")
         raise MvaConfigError(msg)
+    # Same names are not enough: compare every definition (function, inputs, params) with the
+    # mva group and with the observable's own definitions when it lists them.
+    model_specs = [FeatureSpec.from_dict(d) for d in meta["features"]]
+    for source, specs in (("mva.features", expected), (f"{where}.params.features", own)):
+        if specs is None:
+            continue
+        try:
+            compare_features(model_specs, specs, str(url))
+        except ModelMismatchError as err:
+            msg = f"{where}.params.model: {err} (compared with {source})"
+            raise MvaConfigError(msg) from None
     _check_inputs(where, functor, tuple(meta["inputs"]), f"model {url}")
 
 

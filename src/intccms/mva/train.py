@@ -75,6 +75,13 @@ def assign_split(y: np.ndarray, cfg: MvaConfig) -> np.ndarray:
     return out
 
 
+def usable_weights(weight: np.ndarray, cfg: MvaConfig) -> np.ndarray:
+    """Physics weights after the sign treatment: |w| (``abs``) or 0 for w <= 0 (``drop``)."""
+    if cfg.training.negative_weights == NegativeWeights.abs:
+        return np.abs(weight)
+    return np.where(weight > 0, weight, 0.0)
+
+
 def training_weights(y: np.ndarray, weight: np.ndarray, cfg: MvaConfig) -> np.ndarray:
     """Physics weights made usable for a fit: sign treatment, then class balance.
 
@@ -82,10 +89,7 @@ def training_weights(y: np.ndarray, weight: np.ndarray, cfg: MvaConfig) -> np.nd
     kinematics are the same, only the yield cancels); ``drop`` gives such events weight 0.
     With ``balance_classes`` each class is scaled to the same total, half the event count.
     """
-    if cfg.training.negative_weights == NegativeWeights.abs:
-        w = np.abs(weight)
-    else:
-        w = np.where(weight > 0, weight, 0.0)
+    w = usable_weights(weight, cfg)
     if cfg.training.balance_classes:
         w = w.copy()
         for label in (0, 1):
@@ -176,7 +180,8 @@ def train(data: TrainingSet, features: tuple[FeatureSpec, ...], cfg: MvaConfig,
     """Train the configured model on ``data``; same data and seed give the same model.
 
     Raises:
-        EmptyClassError: a class has no events with positive training weight.
+        EmptyClassError: a class has fewer than 3 events, or no usable (positive) weight after
+            the sign treatment of ``negative_weights``.
     """
     y = data.y.astype(np.int64)
     for label, name in ((1, "signal"), (0, "background")):
@@ -188,6 +193,7 @@ def train(data: TrainingSet, features: tuple[FeatureSpec, ...], cfg: MvaConfig,
                    "selected for this run and the channel's cuts)")
             raise EmptyClassError(msg)
     split = assign_split(y, cfg)
+    _check_usable_weight(y, split, usable_weights(data.weight, cfg), cfg)
     w = training_weights(y, data.weight, cfg)
     scaler = Scaler.fit(Scaling(cfg.scaling).value, data.x[split == 0], np.maximum(w[split == 0], 1e-300))
     xt = scaler.transform(data.x)
@@ -217,6 +223,24 @@ def train(data: TrainingSet, features: tuple[FeatureSpec, ...], cfg: MvaConfig,
     }
     model.meta = meta
     return TrainingResult(model=model, split=split, train_weight=w, history=history, scores=scores)
+
+
+def _check_usable_weight(y: np.ndarray, split: np.ndarray, usable: np.ndarray, cfg: MvaConfig) -> None:
+    """A class whose events all weigh nothing would be silently left out of balancing and of
+    the loss (e.g. only negative weights with ``negative_weights: drop``)."""
+    treatment = NegativeWeights(cfg.training.negative_weights).value
+    for label, name in ((1, "signal"), (0, "background")):
+        sel = y == label
+        for where, mask in (("", sel), (" in the training split", sel & (split == 0))):
+            total = float(usable[mask].sum())
+            if total > 0:
+                continue
+            patterns = getattr(cfg.classes, name)
+            msg = (f"mva class '{name}' (mva.classes.{name}: {patterns}) has {int(sel.sum())} selected "
+                   f"events in channel {cfg.channel} but no usable weight{where} (sum {total:g} after "
+                   f"mva.training.negative_weights: {treatment}); check the samples' genWeight, or "
+                   "train with negative_weights: abs")
+            raise EmptyClassError(msg)
 
 
 def limit_per_class(data: TrainingSet, n_max: int | None, seed: int) -> TrainingSet:
