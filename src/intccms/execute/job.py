@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from intccms.config.compose import to_yaml
-from intccms.config.schema import ClusterKind
 from intccms.execute.backends import start_cluster
 from intccms.execute.prepare import ensure_inputs, fill_generated_files
 from intccms.execute.records import ChunkRecord
@@ -31,6 +30,7 @@ from intccms.execute.stages import (
 )
 from intccms.execute.tasks import analysis_task
 from intccms.metrics.local_prometheus import local_prometheus
+from intccms.metrics.sampler import WorkerSampler, wanted_workers
 from intccms.outputs.histograms import AxisSpec, HistogramAccumulator, save_pickle, save_root
 from intccms.outputs.provenance import config_hash, write_provenance
 from intccms.outputs.summary import print_summary, summarise
@@ -111,11 +111,15 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
 
     if client is None:
         with (start_cluster(cfg.cluster, run_id=run_id) as new_client,
-              local_prometheus(cfg.prometheus, new_client, out, run_id=run_id, console=console)):
-            _run(cfg, new_client, datasets, constants, specs, plan, options, out, result, console, config_yaml)
+              local_prometheus(cfg.prometheus, new_client, out, run_id=run_id, console=console),
+              WorkerSampler(new_client) as sampler):
+            _run(cfg, new_client, datasets, constants, specs, plan, options, out, result, console, config_yaml,
+                 sampler)
     else:
-        with local_prometheus(cfg.prometheus, client, out, run_id=run_id, console=console):
-            _run(cfg, client, datasets, constants, specs, plan, options, out, result, console, config_yaml)
+        with (local_prometheus(cfg.prometheus, client, out, run_id=run_id, console=console),
+              WorkerSampler(client) as sampler):
+            _run(cfg, client, datasets, constants, specs, plan, options, out, result, console, config_yaml,
+                 sampler)
     result.wall_time_s = time.time() - t0
     return result
 
@@ -143,6 +147,7 @@ def _run(
     result: JobResult,
     console: Console,
     config_yaml: str,
+    sampler: WorkerSampler,
 ) -> None:
     from intccms.metrics.scheduler import run_metrics_for
 
@@ -150,15 +155,14 @@ def _run(
     run_id = os.environ["INTCCMS_RUN_ID"]
     _register_plugins(client, options, run_id, sorted(datasets))
     run_metrics = run_metrics_for(client, run_id, config=str(cfg.name))
-    present = len(client.scheduler_info().get("workers", {}))
-    local = ClusterKind(cfg.cluster.kind) == ClusterKind.local
-    wanted = int(cfg.cluster.n_workers) if local else present
-    run_metrics.workers(wanted, present)
+    # Workers wanted and present, the report's cores and worker timeline: sampled during the stages.
+    sampler.start(run_metrics, wanted_workers(cfg.cluster, len(client.nthreads())))
     if wf.run_statistics and not (wf.run_analysis or wf.save_skimmed_output or wf.run_mva_training):
         result.statistics = _statistics(cfg, client, None, plan, options, out)  # alone, saved histograms
         return
     t_start = time.time()
-    metadata, meta_records = run_metadata(cfg, client, datasets, options, out, console=console)
+    metadata, meta_records = run_metadata(cfg, client, datasets, options, out, console=console,
+                                          run_metrics=run_metrics)
     result.records.extend(meta_records)
     for name, meta in metadata.items():
         for f, fm in meta.files.items():
@@ -181,7 +185,7 @@ def _run(
     if not wf.run_analysis:
         result.summary = summarise(result.records, datasets, time.time() - t_start, result.skipped)
         print_summary(result.summary, console=console)
-        _report(cfg, result, out, time.time() - t_start, console)
+        _report(cfg, result, out, time.time() - t_start, console, sampler)
         if wf.run_statistics:
             result.statistics = _statistics(cfg, client, None, plan, options, out)
         return
@@ -248,7 +252,7 @@ def _run(
                                 lumi_fb=lumi_fb)
     result.summary = summarise(result.records, datasets, wall, result.skipped)
     print_summary(result.summary, console=console)
-    _report(cfg, result, out, wall, console)
+    _report(cfg, result, out, wall, console, sampler)
     if wf.run_statistics:
         result.statistics = _statistics(cfg, client, {"histograms": hists, "meta": meta}, plan, options, out)
 
@@ -263,11 +267,15 @@ def _statistics(cfg: DictConfig, client: Client, histograms: Mapping[str, Any] |
                      client=client)
 
 
-def _report(cfg: DictConfig, result: JobResult, out: Path, wall: float, console: Console) -> None:
-    """The run report (terminal table, JSON and plots) from the measured chunk records."""
+def _report(cfg: DictConfig, result: JobResult, out: Path, wall: float, console: Console,
+            sampler: WorkerSampler) -> None:
+    """The run report (terminal table, JSON and plots) from the measured chunk records; cores and
+    the worker timeline are what the scheduler had during the stages, not what was configured."""
     from intccms.outputs.report import build_report, print_report, write_report
 
-    n_cores = int(cfg.cluster.n_workers) * int(cfg.cluster.threads_per_worker)
-    report = build_report(result.records, wall_time_s=wall, n_cores=max(n_cores, 1))
+    sampler.stop()
+    n_cores = sampler.n_threads or int(cfg.cluster.n_workers) * int(cfg.cluster.threads_per_worker)
+    report = build_report(result.records, wall_time_s=wall, n_cores=max(n_cores, 1),
+                          workers_timeline=sampler.timeline)
     write_report(report, out / "report")
     print_report(report, console=console)
