@@ -38,6 +38,10 @@ def test_totals_and_ratios() -> None:
     assert report.chunk_time_s == pytest.approx(7.0)
     assert report.core_efficiency == pytest.approx(7.0 / 20.0)
     assert (report.chunks, report.failed_chunks, report.retried_chunks, report.attempts) == (3, 1, 2, 6)
+    # as the worker counters count: the retried chunk's first attempt, all three of the given-up one
+    assert report.failed_attempts == 1 + 3
+    assert (report.per_stage["skim"].attempts, report.per_stage["skim"].failed_attempts) == (4, 3)
+    assert (report.per_stage["analysis"].attempts, report.per_stage["analysis"].failed_attempts) == (2, 1)
     assert report.peak_rss_per_worker == {"w1": 700 * MB, "w2": 600 * MB}
     assert report.failures == [
         {"dataset": "dy", "stage": "skim", "file": "f2.root", "entry_start": 0, "entry_stop": 500, "attempts": 3,

@@ -4,6 +4,14 @@ It is computed from the same :class:`~intccms.execute.records.ChunkRecord` numbe
 export to Prometheus, so the report and the dashboards agree. Rates follow the idap-200gbps
 conventions: events/s and Gbit/s over the run's wall time, and core efficiency as the summed chunk
 time over wall time x cores.
+
+Chunks and attempts: the report keeps one record per chunk (its last attempt), while a worker
+meters every attempt it runs. ``chunks`` and ``failed_chunks`` count chunks; ``attempts`` and
+``failed_attempts`` count attempts the way the worker counters do:
+``intccms_chunk_duration_seconds_count`` == attempts and ``intccms_chunks_failed_total`` ==
+failed_attempts (every attempt that raised and was run again, plus the chunks given up). An
+attempt lost with its worker (OOM kill, node loss) is in ``attempts`` but in no counter: its
+process and its /metrics died with it.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ class GroupStats:
     chunks: int = 0
     failed: int = 0
     retried: int = 0
+    attempts: int = 0
+    failed_attempts: int = 0
     events_read: int = 0
     events_selected: int = 0
     bytes_read: int = 0
@@ -43,6 +53,9 @@ class GroupStats:
         self.chunks += 1
         self.failed += int(record.failed)
         self.retried += int(record.attempts > 1)
+        self.attempts += record.attempts
+        # every attempt before the last failed; the last one too when the chunk was given up
+        self.failed_attempts += record.attempts - 1 + int(record.failed)
         self.events_read += record.events_read
         self.events_selected += record.events_selected
         self.bytes_read += record.bytes_read
@@ -65,8 +78,9 @@ class RunReport:
         chunk_time_s: summed chunk durations.
         core_efficiency: chunk_time_s / (wall_time_s x n_cores).
         chunks / failed_chunks / retried_chunks: counts (failed includes skipped bad input).
-        attempts: chunk attempts including retries.
-        peak_rss_per_worker: highest resident memory reported by each worker (bytes).
+        attempts: chunk attempts including retries (intccms_chunk_duration_seconds_count).
+        failed_attempts: attempts that failed, retried ones included (intccms_chunks_failed_total).
+        peak_rss_per_worker: peak resident memory of each worker process (ru_maxrss, bytes).
         per_dataset / per_stage / per_worker: the same totals broken down.
         failures: file, entry range, stage and error of each failed chunk.
         chunk_durations_s: every chunk's duration (for the distribution plot).
@@ -90,6 +104,7 @@ class RunReport:
     failed_chunks: int = 0
     retried_chunks: int = 0
     attempts: int = 0
+    failed_attempts: int = 0
     peak_rss_per_worker: dict[str, int] = field(default_factory=dict)
     per_dataset: dict[str, GroupStats] = field(default_factory=dict)
     per_stage: dict[str, GroupStats] = field(default_factory=dict)
@@ -155,7 +170,6 @@ def build_report(
         total.add(rec)
         for table, key in ((report.per_dataset, rec.dataset), (report.per_stage, rec.stage), (report.per_worker, rec.worker)):
             table.setdefault(key, GroupStats()).add(rec)
-        report.attempts += rec.attempts
         report.chunk_durations_s.append(rec.duration)
         if rec.failed:
             report.failures.append(
@@ -166,6 +180,7 @@ def build_report(
     report.bytes_read, report.bytes_written = total.bytes_read, total.bytes_written
     report.chunk_time_s = total.chunk_time_s
     report.chunks, report.failed_chunks, report.retried_chunks = total.chunks, total.failed, total.retried
+    report.attempts, report.failed_attempts = total.attempts, total.failed_attempts
     report.events_per_s = total.events_read / wall_time_s
     report.events_per_s_per_core = report.events_per_s / n_cores
     report.gbps_read = total.bytes_read * 8 / 1e9 / wall_time_s
@@ -197,6 +212,7 @@ SUMMARY: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("Failed or skipped chunks", "failed_chunks", lambda v: f"{v:,d}"),
     ("Retried chunks", "retried_chunks", lambda v: f"{v:,d}"),
     ("Attempts", "attempts", lambda v: f"{v:,d}"),
+    ("Failed attempts", "failed_attempts", lambda v: f"{v:,d}"),
 )
 
 
