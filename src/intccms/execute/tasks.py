@@ -8,7 +8,6 @@ and returned as a failed :class:`ChunkRecord` naming the file, so the driver can
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -73,12 +72,13 @@ def _worker_name() -> str:
 
 
 def _rss() -> int:
-    try:
-        import psutil
+    """Peak resident memory of this worker process so far, in bytes (not the RSS right now:
+    a chunk's arrays are freed before it returns). ``ru_maxrss`` is KiB on Linux, bytes on macOS."""
+    import resource
+    import sys
 
-        return int(psutil.Process(os.getpid()).memory_info().rss)
-    except Exception:  # noqa: BLE001 - memory is informative only
-        return 0
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 @contextmanager
