@@ -201,6 +201,50 @@ def output_files(root: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def _worker_metrics_port(dask_worker: Any) -> int:
+    return int(dask_worker.http_server.port)
+
+
+def exported_bytes_read(client: Client, stage: str) -> float:
+    """intccms_bytes_read_total of ``stage`` summed over every worker's /metrics (all runs)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for port in client.run(_worker_metrics_port).values():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:  # noqa: S310
+            text = resp.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "intccms_bytes_read_total" and sample.labels.get("stage") == stage:
+                    total += sample.value
+    return total
+
+
+def check_bytes_read_against_server(result: JobResult, served: list[dict[str, Any]], exported: float) -> None:
+    """The job's bytes read from S3 (report.json, and the workers' exported counter) against the
+    body bytes the moto server really sent for the skim parts (its own count, ranged GETs).
+
+    Only the analysis of the skims reads from S3 here: the inputs and the metadata are local.
+    """
+    import json
+
+    report = json.loads((result.output_dir / "report" / "report.json").read_text())
+    analysis = [r for r in result.records if r.stage == "analysis"]
+    assert analysis and all(r.file.startswith(f"s3://{BUCKET}/") for r in analysis)
+    reported = report["per_stage"]["analysis"]["bytes_read"]
+    assert reported == sum(r.bytes_read for r in analysis)
+    gets = [r for r in served if r["method"] == "GET" and "/part_" in r["path"] and r["status"] < 300]
+    sent = sum(r["bytes"] for r in gets)
+    assert sent > 0 and any(r["bytes"] > 0 for r in gets)
+    # What the job reports is what it exports: the same per-chunk numbers, exactly.
+    assert exported == reported
+    # Tolerance: none needed, both count response bodies of the same ranged GETs; allow 1 % for
+    # future clients (e.g. a read-ahead the reader does not attribute to a chunk).
+    assert abs(reported - sent) <= 0.01 * sent, (reported, sent)
+
+
 @pytest.mark.s3
 def test_s3_skims_give_identical_histograms_and_no_secret_anywhere(
         env: Env, s3: S3Server, tmp_path: Path, caplog: pytest.LogCaptureFixture,
@@ -214,10 +258,15 @@ def test_s3_skims_give_identical_histograms_and_no_secret_anywhere(
     with s3_env(s3):
         res = job(env.data, env.client, tmp_path / "s3", "storage=s3", f"workflow.skim_dir={skim_dir}",
                   console=Console(file=console_text, force_terminal=False, width=200))
+        exported_before = exported_bytes_read(env.client, "analysis")
+        s3.reset_records()
         again = job(env.data, env.client, tmp_path / "s3-skimmed", "storage=s3",
                     f"workflow.skim_dir={skim_dir}", workflow="skimmed_input")
+        served = s3.records()
+        exported = exported_bytes_read(env.client, "analysis") - exported_before
     assert skim_records(res) == N_PARTS
     env.client.unforward_logging()
+    check_bytes_read_against_server(again, served, exported)
     assert_identical(res, env.reference)
     assert_identical(again, env.reference)
     fs = s3_fs(s3)
