@@ -1,19 +1,22 @@
 """End to end on generated data: the demo job ends with a limit, and the statistics stage
-runs alone on the histograms it saved (pickle and ROOT)."""
+runs alone on the histograms it saved (pickle and ROOT; from the workflow with
+``statistics.input.path``, local and on S3)."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pyhf
 import pytest
 
 from fixtures.demo import SMALL_2017, dask_client, demo_data, small_overrides  # noqa: F401
-from intccms.config import compose_config
+from fixtures.s3 import S3Server, s3_server  # noqa: F401
+from intccms.config import ConfigError, compose_config
 from intccms.execute.job import run_job
-from intccms.stats import run_statistics
+from intccms.stats import StatisticsInputError, run_statistics
 from intccms.stats.run import as_config
 
 pytestmark = pytest.mark.e2e
@@ -43,15 +46,26 @@ def sources_of_era(era: str) -> set[str]:
     return names
 
 
-def run_demo_job(client, data: Path, out: Path):
-    """The demo job on one era's small slice, statistics included."""
+def demo_cfg(data: Path, out: Path, *extra: str):
+    """The demo configuration on one era's small slice, statistics included."""
     over = [o for o in small_overrides(data, out, SMALL_2017)
             if not o.startswith("workflow.run_statistics")]
     cfg = compose_config("demo", [*over, "workflow.run_statistics=true",
-                                  "statistics.show_table=false"])
+                                  "statistics.show_table=false", *extra])
     # the groups of the slice's samples (the demo configuration groups all demo samples)
     cfg.statistics.backgrounds = {"ttbar": ["TTTo*"], "wjets": ["WJetsToLNu_HT-*"]}
+    return cfg
+
+
+def run_demo_job(client, data: Path, out: Path):
+    """The demo job on one era's small slice, statistics included."""
+    cfg = demo_cfg(data, out)
     return cfg, run_job(cfg, client=client)
+
+
+def alone_cfg(data: Path, out: Path, *extra: str):
+    """The same configuration with only the statistics stage switched on."""
+    return demo_cfg(data, out, "workflow.run_analysis=false", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +153,76 @@ def test_statistics_alone_on_saved_histograms(job, tmp_path, fmt) -> None:
         assert results["limits"][key] == pytest.approx(res.statistics["limits"][key], rel=1e-5)
     assert results["fit"]["poi"]["value"] == pytest.approx(res.statistics["fit"]["poi"]["value"],
                                                            abs=1e-5)
+
+
+def _same_limits(alone: dict, in_job: dict) -> None:
+    for key in ("observed", "expected"):
+        assert alone["limits"][key] == pytest.approx(in_job["limits"][key], rel=1e-6), key
+    assert alone["limits"]["expected_band"] == pytest.approx(in_job["limits"]["expected_band"],
+                                                             rel=1e-6)
+
+
+def test_workflow_runs_statistics_alone_on_a_saved_file(job, dask_client, demo_data,  # noqa: F811
+                                                        tmp_path) -> None:
+    _, res = job
+    cfg = alone_cfg(demo_data, tmp_path, f"statistics.input.path={res.histograms_path}")
+    alone = run_job(cfg, client=dask_client)
+    # no metadata, skim or analysis task ran, no histograms were written
+    assert alone.records == [] and alone.histograms_path is None
+    assert not (tmp_path / "histograms").exists()
+    check_results(alone.statistics, tmp_path / "statistics")
+    assert alone.statistics["input"]["source"] == str(res.histograms_path)
+    _same_limits(alone.statistics, res.statistics)
+
+
+@pytest.mark.s3
+def test_workflow_runs_statistics_alone_on_s3(job, dask_client, demo_data, tmp_path,  # noqa: F811
+                                              s3_server: S3Server, monkeypatch) -> None:  # noqa: F811
+    import fsspec
+
+    from intccms.storage import Credentials, Secret, StorageOptions
+
+    _, res = job
+    creds = Credentials(Secret("INTCCMS_S3_ACCESS_KEY_ID", s3_server.key),
+                        Secret("INTCCMS_S3_SECRET_ACCESS_KEY", s3_server.secret), s3_server.endpoint)
+    fs = fsspec.filesystem("s3", **StorageOptions(timeout_s=10, retries=1,
+                                                  credentials=creds).fsspec_kwargs("s3"))
+    fs.mkdir("stats-input")
+    fs.put_file(str(res.histograms_path), "stats-input/run1/histograms.pkl")
+    monkeypatch.setenv("INTCCMS_S3_ACCESS_KEY_ID", s3_server.key)
+    monkeypatch.setenv("INTCCMS_S3_SECRET_ACCESS_KEY", s3_server.secret)
+    monkeypatch.setenv("INTCCMS_S3_ENDPOINT", s3_server.endpoint)
+    url = "s3://stats-input/run1/histograms.pkl"
+    s3_server.reset_records()
+    alone = run_job(alone_cfg(demo_data, tmp_path, f"statistics.input.path='{url}'"),
+                    client=dask_client)
+    # the file came from the S3 server, whole
+    assert s3_server.bytes_sent("stats-input/run1/histograms.pkl") >= res.histograms_path.stat().st_size
+    assert alone.statistics["input"]["source"] == url
+    check_results(alone.statistics, tmp_path / "statistics")
+    _same_limits(alone.statistics, res.statistics)
+    # a missing object is named
+    with pytest.raises(StatisticsInputError, match="s3://stats-input/run1/nope.pkl"):
+        run_job(alone_cfg(demo_data, tmp_path / "missing",
+                          "statistics.input.path='s3://stats-input/run1/nope.pkl'"), client=dask_client)
+
+
+def test_alone_without_input_fails_at_start_up(job, demo_data, tmp_path) -> None:  # noqa: F811
+    cfg = alone_cfg(demo_data, tmp_path)
+    with pytest.raises(ConfigError, match=r"workflow\.run_analysis=false needs statistics\.input\.path"):
+        run_job(cfg)  # fails before any cluster starts
+    assert not (tmp_path / "statistics").exists()
+
+
+def test_alone_on_histograms_of_another_configuration(job, dask_client, demo_data,  # noqa: F811
+                                                      tmp_path) -> None:
+    _, res = job
+    src = f"statistics.input.path={res.histograms_path}"
+    named = re.escape(str(res.histograms_path))
+    other_binning = alone_cfg(demo_data, tmp_path / "a", src, "analysis.observables.mtt.binning.bins=14")
+    with pytest.raises(StatisticsInputError, match=rf"{named} were made by another configuration.*binning"):
+        run_job(other_binning, client=dask_client)
+    fewer_variations = alone_cfg(demo_data, tmp_path / "b", src,
+                                 "workflow.variations=[jesFlavorQCD_up,jesFlavorQCD_down]")
+    with pytest.raises(StatisticsInputError, match=rf"{named} were made by another.*unexpected ones"):
+        run_job(fewer_variations, client=dask_client)

@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pyhf
 import pytest
+from test_stats import make_hists, simple_cfg
 
 from intccms.stats import StatisticsInputError, build_model, load_histograms, run_statistics
 from intccms.stats import plots as stats_plots
 from intccms.stats.config import DataMode, ShapeMode
 from intccms.stats.fit import fit_dataset
 from intccms.stats.run import make_model, make_workspace
-from test_stats import make_hists, simple_cfg
 
 PROCS = {
     "sig": {"nominal": [2.0, 8.0], "jes_up": [2.2, 8.4], "jes_down": [1.9, 7.5]},

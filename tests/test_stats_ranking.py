@@ -6,11 +6,12 @@ import cabinetry
 import numpy as np
 import pyhf
 import pytest
+from test_stats import simple_cfg
 
 from intccms.stats.fit import mle_fit
 from intccms.stats.optimize import Objective
 from intccms.stats.ranking import ranking
-from test_stats import simple_cfg
+
 
 def _model() -> tuple[pyhf.pdf.Model, list[float]]:
     """Two bins, eight nuisance parameters of very different size on the background and

@@ -249,7 +249,11 @@ class JesSourceConfig:
 
 @dataclass
 class CorrectionConfig:
-    """A correction: an object (JEC) or event-weight correction from a correctionlib file."""
+    """A correction: an object (JEC) or event-weight correction from a correctionlib file.
+
+    Corrections apply to simulation only; data never gets them (the chunk analysis drops the
+    era's corrections for data), so there is no per-correction switch.
+    """
 
     type: str = MISSING  # "object" | "event"
     file: str = MISSING
@@ -269,7 +273,6 @@ class CorrectionConfig:
     uncertainty_key: Optional[str] = None
     jes_sources: list[JesSourceConfig] = field(default_factory=list)
     level_inputs: dict[str, str] = field(default_factory=dict)
-    mc_only: bool = True
 
 
 @dataclass
@@ -328,6 +331,9 @@ class RootConfig:
     workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    # conf/statistics group; schema intccms.stats.config.StatisticsConfig (typed and checked at
+    # start-up by intccms.stats.stage.check_statistics, e.g. statistics.input.path when the
+    # stage runs alone; not imported here: intccms.stats pulls in pyhf and matplotlib).
     statistics: Any = None
     mva: Any = None
     inspect: Any = None
