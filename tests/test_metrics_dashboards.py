@@ -10,10 +10,14 @@ promql-parser and only uses series that intccms or Dask export.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import promql_parser
 import pytest
+import yaml
 from fixtures.prometheus import dashboards, panel_expressions, substitute
 from grafana_foundation_sdk.cog import runtime as cogruntime
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -104,3 +108,27 @@ def test_panel_expression_parses_and_uses_known_series(name: str, title: str, re
 def test_expression_check_catches_a_typo() -> None:
     with pytest.raises(ValueError, match="parenthes"):
         promql_parser.parse("sum(rate(intccms_events_read_total[1m])")
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (tests/setup/install_prometheus.sh)")
+def test_memory_panel_counts_memory_not_bytes_spilled_to_disk(tmp_path: Path) -> None:
+    """Evaluate the panel's query with promtool on Dask's memory series: managed + unmanaged is
+    the process's memory; the ``spilled`` type is on disk and must not be added to it."""
+    expr = next(e for t, _, e in panel_expressions(DASHBOARDS["intccms-run-overview.json"]) if t == "Memory per worker")
+    rules = {"groups": [{"name": "panel", "rules": [{"record": "panel:memory", "expr": substitute(expr, "r1")}]}]}
+    series = [('dask_worker_memory_bytes{instance="a:1",type="managed"}', "100x10"),
+              ('dask_worker_memory_bytes{instance="a:1",type="unmanaged"}', "50x10"),
+              ('dask_worker_memory_bytes{instance="a:1",type="spilled"}', "1000x10"),
+              ('intccms_worker_info{instance="a:1",run="r1",worker="w1"}', "1x10"),
+              ('intccms_worker_info{instance="b:1",run="r0",worker="w0"}', "1x10")]
+    tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "15s", "tests": [{
+        "interval": "15s",
+        "input_series": [{"series": s, "values": v} for s, v in series],
+        "promql_expr_test": [{"expr": "panel:memory", "eval_time": "1m", "exp_samples": [
+            {"labels": 'panel:memory{instance="a:1",worker="w1"}', "value": 150}]}],
+    }]}
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
+    proc = subprocess.run(["promtool", "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -45,15 +45,22 @@ def test_rules_unit_tests_pass() -> None:
     promtool("test", "rules", "rules_test.yaml", cwd=PROM_DIR)
 
 
-def test_rules_unit_tests_catch_a_wrong_expectation(tmp_path: Path) -> None:
-    """The rule tests are not vacuous: a changed expected rate must make promtool fail."""
+@pytest.mark.parametrize(("expected", "wrong", "rule"), [
+    ("value: 300\n", "value: 301\n", "intccms:events_read:rate1m"),
+    ("value: 80\n", "value: 81\n", "intccms_stage:events_read:rate1m"),
+    ("value: 9\n", "value: 10\n", "intccms:events_selected:rate1m"),
+    ("value: 0.06\n", "value: 0.07\n", "intccms:bytes_written:gbps1m"),
+    ("value: 3.75\n", "value: 3.5\n", "intccms_stage:chunk_duration_seconds:p95_5m"),
+])
+def test_rules_unit_tests_catch_a_wrong_expectation(tmp_path: Path, expected: str, wrong: str, rule: str) -> None:
+    """The rule tests are not vacuous: a changed expected value must make promtool fail."""
     shutil.copy(PROM_DIR / "rules.yaml", tmp_path / "rules.yaml")
     text = (PROM_DIR / "rules_test.yaml").read_text()
-    assert "value: 300" in text
-    (tmp_path / "rules_test.yaml").write_text(text.replace("value: 300", "value: 301"))
+    assert text.count(expected) == 1, expected
+    (tmp_path / "rules_test.yaml").write_text(text.replace(expected, wrong))
     assert PROMTOOL is not None
     proc = subprocess.run(
         [PROMTOOL, "test", "rules", "rules_test.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode != 0
-    assert "intccms:events_read:rate1m" in proc.stdout + proc.stderr
+    assert rule in proc.stdout + proc.stderr
