@@ -11,6 +11,7 @@ import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -282,12 +283,13 @@ def test_inspect_traces_reads_and_matches_a_real_run(generated: dict[str, Path],
     assert not result.bad_files and len(result.files) == 2
     assert result.trace.input_stages == ["analysis"]
     # The traced branches are the ones the analysis stage requests for each kind.
-    from intccms.execute.stages import build_plan
+    from intccms.execute.stages import build_plan, era_constants
 
     plan = build_plan(cfg, {})
+    constants = era_constants(cfg, ["2017"])["2017"]  # the era's trigger paths are among the branches
     for kind, is_data in (("mc", False), ("data", True)):
         traced = set(result.trace.traces[kind]["analysis"].branches)
-        asked = set(ChunkAnalysis(plan, ChunkContext("p", "2017", is_data), None).branches())
+        asked = set(ChunkAnalysis(plan, ChunkContext("p", "2017", is_data, constants=constants), None).branches())
         in_file = set(uproot.open(generated["data" if is_data else "tt"])["Events"].keys())
         assert traced == asked & in_file
         assert set(result.trace.traces[kind]["skim"].branches) >= traced - {"genWeight", "Pileup_nTrueInt"}
@@ -317,9 +319,8 @@ def test_inspect_traces_reads_and_matches_a_real_run(generated: dict[str, Path],
     assert st.read_time_s["1 Gbit/s"] == pytest.approx(st.expected_bytes * 8 / 1e9)
     # Outputs: JSON, CSV, plots.
     names = {p.name for p in result.outputs}
-    assert {"inspect.json", "files.csv", "branches.csv", "datasets.csv", "dataset_branches.csv",
-            "file_sizes.png", "event_counts.png", "top_branches.png", "compression_by_group.png",
-            "bytes_read.png"} <= names
+    assert {"inspect.json", "files.csv", "branches.csv", "datasets.csv", "dataset_branches.csv"} <= names
+    check_plots(result.outputs)
     saved = json.loads((Path(icfg.output_dir) / "inspect.json").read_text())
     assert saved["datasets"]["tt_inspect"]["events"]["total"] == MC_EVENTS
     rows = (Path(icfg.output_dir) / "branches.csv").read_text().splitlines()
@@ -369,6 +370,44 @@ def _same_numbers(remote: FileReport, local: FileReport) -> None:
         (b.name, b.compressed, b.algorithm) for b in local.branches]
 
 
+def _same_reads(remote: FileReport, local: FileReport, stage: str = "analysis") -> None:
+    """The stage reads the same baskets from the remote copy; only the open may cost other bytes."""
+    r, loc = remote.reads[stage], local.reads[stage]
+    assert (r.branches, r.compressed, r.uncompressed, r.chunks, r.missing) == (
+        loc.branches, loc.compressed, loc.uncompressed, loc.chunks, loc.missing)
+    assert r.compressed > 0 and r.chunks == math.ceil(MC_EVENTS / CHUNK)
+    assert r.expected_bytes - r.chunks * remote.open_bytes == loc.expected_bytes - loc.chunks * local.open_bytes
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PLOTS = ("file_sizes.png", "event_counts.png", "top_branches.png", "compression_by_group.png", "bytes_read.png")
+
+
+def check_plots(outputs: list[Path]) -> None:
+    """Every plot is a whole PNG of a plausible size, and the top-branches plot (after a traced
+    run) shows its bars: grey uncompressed bytes, red compressed bytes of the branches read."""
+    import matplotlib.image
+
+    pngs = {p.name: p for p in outputs if p.suffix == ".png"}
+    assert set(PLOTS) <= set(pngs)
+    for name in PLOTS:
+        data = pngs[name].read_bytes()
+        assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", name
+        width, height = struct.unpack(">II", data[16:24])
+        assert 400 <= width <= 2000 and 100 <= height <= 2000, (name, width, height)
+        assert 5_000 < len(data) < 2_000_000, (name, len(data))
+        assert data.endswith(b"IEND\xaeB`\x82"), f"{name} is truncated"
+    rgb = matplotlib.image.imread(pngs["top_branches.png"])[..., :3]
+    assert rgb.std() > 0.05  # not a blank canvas
+
+    def pixels(hex_color: str) -> int:
+        want = np.array([int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+        return int((np.abs(rgb - want).max(axis=-1) < 0.03).sum())
+
+    assert pixels("#bbbbbb") > 2000  # uncompressed bars
+    assert pixels("#d62728") > 2000  # compressed bars of the branches the analysis reads (the top ones here)
+
+
 @pytest.mark.s3
 def test_s3_input(s3_server: S3Server, generated: dict[str, Path], extra_conf: Path,  # noqa: F811
                   monkeypatch: pytest.MonkeyPatch) -> None:
@@ -403,6 +442,87 @@ def test_s3_input(s3_server: S3Server, generated: dict[str, Path], extra_conf: P
     assert (ds.n_inspected, ds.n_bad, ds.events_inspected) == (2, 1, local.events)
     assert result.trace.traces["mc"]["analysis"].file == "s3://inspect/tt.root"
     assert next(f for f in result.files if f.ok).reads["analysis"].compressed > 0
+
+
+@pytest.mark.s3
+def test_s3_inspection_on_dask(s3_server: S3Server, generated: dict[str, Path], extra_conf: Path,  # noqa: F811
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole inspection on a Dask worker process that starts without the S3 credentials:
+    only the credentials plugin the inspection registers lets it read the objects."""
+    import fsspec
+    from distributed import Client, LocalCluster
+
+    creds = Credentials(Secret("INTCCMS_S3_ACCESS_KEY_ID", s3_server.key),
+                        Secret("INTCCMS_S3_SECRET_ACCESS_KEY", s3_server.secret), s3_server.endpoint)
+    fs = fsspec.filesystem("s3", **StorageOptions(timeout_s=10, retries=1, credentials=creds).fsspec_kwargs("s3"))
+    fs.mkdir("inspect-dask")
+    fs.put_file(str(generated["tt"]), "inspect-dask/tt.root")
+    for var in ("INTCCMS_S3_ACCESS_KEY_ID", "INTCCMS_S3_SECRET_ACCESS_KEY", "INTCCMS_S3_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+
+    def worker_key() -> str | None:
+        return os.environ.get("INTCCMS_S3_ACCESS_KEY_ID")
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        assert set(client.run(worker_key).values()) == {None}  # the worker process has no credentials
+        monkeypatch.setenv("INTCCMS_S3_ACCESS_KEY_ID", s3_server.key)
+        monkeypatch.setenv("INTCCMS_S3_SECRET_ACCESS_KEY", s3_server.secret)
+        monkeypatch.setenv("INTCCMS_S3_ENDPOINT", s3_server.endpoint)
+        (extra_conf / "conf" / "datasets" / "inspecttest.yaml").write_text(DATASETS_YAML.format(
+            tt=json.dumps(["s3://inspect-dask/tt.root", "s3://inspect-dask/nope.root"]),
+            data=json.dumps([str(generated["data"])])))
+        cfg, icfg = compose_inspect("demo", overrides(generated, extra_conf / "out", "inspect.executor=dask",
+                                                      "dataset_selection=[tt_inspect]"))
+        result = run_inspect(cfg, icfg, client=client)
+        assert set(client.run(worker_key).values()) == {s3_server.key}  # set by the plugin
+    local = scan_file(str(generated["tt"]), "tt", "2017", reads=result.trace.branches_for(
+        next(iter(_datasets_of(cfg).values()))), chunksize=CHUNK)
+    good = [f for f in result.files if f.ok]
+    assert len(good) == 1 and good[0].url == "s3://inspect-dask/tt.root"
+    assert (good[0].size, good[0].events, good[0].compressed, good[0].uncompressed, good[0].n_branches) == (
+        local.size, local.events, local.compressed, local.uncompressed, local.n_branches)  # branch lists: folded away
+    _same_reads(good[0], local)
+    bad = result.bad_files
+    assert [f.url for f in bad] == ["s3://inspect-dask/nope.root"] and "nope.root" in (bad[0].error or "")
+    assert "scan task failed" not in (bad[0].error or "")  # the scan's own error, not a lost task
+    ds = result.datasets["tt_inspect"]
+    assert (ds.n_inspected, ds.n_bad, ds.events_inspected) == (2, 1, MC_EVENTS)
+    check_plots(result.outputs)
+
+
+def _datasets_of(cfg: Any) -> dict[str, Any]:
+    """The resolved selected datasets of a composed configuration."""
+    from omegaconf import OmegaConf
+
+    from intccms.plan.datasets import resolve_dataset, select_datasets
+
+    chosen = select_datasets(OmegaConf.to_container(cfg.datasets, resolve=True), list(cfg.dataset_selection))
+    return {name: resolve_dataset(name, d) for name, d in chosen.items()}
+
+
+@pytest.mark.xrootd
+def test_xrootd_inspection(xrootd_server: XRootDServer, generated: dict[str, Path], extra_conf: Path) -> None:  # noqa: F811
+    """The whole inspection (listing, tracing the stages, scans, summary) on XRootD inputs."""
+    target = xrootd_server.export / "tt_run.root"
+    shutil.copy(generated["tt"], target)
+    os.chmod(target, 0o644)
+    urls = [xrootd_server.url("tt_run.root"), xrootd_server.url("nope_run.root")]
+    (extra_conf / "conf" / "datasets" / "inspecttest.yaml").write_text(DATASETS_YAML.format(
+        tt=json.dumps(urls), data=json.dumps([str(generated["data"])])))
+    cfg, icfg = compose_inspect("demo", overrides(generated, extra_conf / "out", "inspect.executor=serial",
+                                                  "inspect.plots=false", "dataset_selection=[tt_inspect]"))
+    result = run_inspect(cfg, icfg)
+    assert result.trace.traces["mc"]["analysis"].file == urls[0]  # traced on the XRootD file
+    tt = next(iter(_datasets_of(cfg).values()))
+    local = scan_file(str(generated["tt"]), "tt", "2017", reads=result.trace.branches_for(tt), chunksize=CHUNK)
+    good = next(f for f in result.files if f.ok)
+    assert (good.size, good.events, good.compressed, good.uncompressed, good.n_branches) == (
+        local.size, local.events, local.compressed, local.uncompressed, local.n_branches)  # branch lists: folded away
+    _same_reads(good, local)
+    assert [f.url for f in result.bad_files] == [urls[1]] and "nope_run.root" in (result.bad_files[0].error or "")
+    ds = result.datasets["tt_inspect"]
+    assert (ds.n_inspected, ds.n_bad, ds.size_inspected) == (2, 1, generated["tt"].stat().st_size)
 
 
 @pytest.mark.xrootd
@@ -478,7 +598,7 @@ def test_real_nanoaod_analysis_reads(tmp_path: Path, monkeypatch: pytest.MonkeyP
         pytest.skip(f"real NanoAOD {NANO_DY} or the real correction files are absent (INTCCMS_SHARED_DATA)")
     from test_realdata import ANALYSIS_YAML, DATASETS_YAML, OVERRIDES
 
-    from intccms.execute.stages import build_plan
+    from intccms.execute.stages import build_plan, era_constants
     from intccms.physics.pipeline import ChunkAnalysis, ChunkContext
 
     for group, text in (("datasets/realdy.yaml", DATASETS_YAML), ("analysis/dy_check.yaml", ANALYSIS_YAML)):
@@ -491,7 +611,8 @@ def test_real_nanoaod_analysis_reads(tmp_path: Path, monkeypatch: pytest.MonkeyP
     result = run_inspect(cfg, icfg)
     assert not result.bad_files and result.files[0].events == 40
     traced = set(result.trace.traces["mc"]["analysis"].branches)
-    asked = set(ChunkAnalysis(build_plan(cfg, {}), ChunkContext("dy", "2017", False), None).branches())
+    ctx = ChunkContext("dy", "2017", False, constants=era_constants(cfg, ["2017"])["2017"])
+    asked = set(ChunkAnalysis(build_plan(cfg, {}), ctx, None).branches())
     assert traced == asked & set(uproot.open(NANO_DY)["Events"].keys())
     reads = result.files[0].reads["analysis"]
     assert reads.branches == len(traced) and reads.chunks == 1
@@ -524,3 +645,204 @@ def test_unreachable_rucio_server_is_named_and_not_fatal(tmp_path: Path, monkeyp
     assert time.monotonic() - t0 < 30
     assert "sekrit-value-42" not in str(info.value)
     assert "inspect.rucio.enabled=false" in str(info.value)
+
+
+def test_mva_training_reads_counted(generated: dict[str, Path], extra_conf: Path) -> None:
+    """With ``workflow.run_mva_training`` the training stage reads the NanoAOD of the datasets in
+    ``mva.classes``: traced on simulation, counted for those datasets only, marked as an input stage."""
+    from intccms.execute.stages import build_plan, era_constants
+    from intccms.inspect.reads import input_stages
+    from intccms.physics.events import branch_names
+
+    (extra_conf / "conf" / "datasets" / "inspecttest.yaml").write_text(
+        DATASETS_YAML.format(tt=json.dumps([str(generated["tt"])]), data=json.dumps([str(generated["data"])]))
+        + f"dy_inspect:\n  process: DYJetsToLL_M-50\n  era: \"2017\"\n  xsec: 6077.2\n"
+          f"  files: {json.dumps([str(generated['tt'])])}\n")
+    base = overrides(generated, extra_conf / "out", "inspect.executor=serial", "inspect.plots=false")
+    cfg, icfg = compose_inspect("demo", [*base, "+mva=zprime_ttbar", "workflow.run_mva_training=true"])
+    result = run_inspect(cfg, icfg)
+    assert not result.bad_files
+    assert result.trace.input_stages == ["analysis", "mva_training"]
+    assert result.trace.training_datasets == ["tt_inspect"]  # DY is in no class, data never trains
+    assert "mva_training" not in result.trace.traces["data"]
+    # The branches the training chunk task asks for, as far as the file has them.
+    plan = build_plan(cfg, {})
+    asked = set(branch_names(plan.collections_for(era_constants(cfg, ["2017"])["2017"]), plan.event_columns))
+    in_file = set(uproot.open(generated["tt"])["Events"].keys())
+    traced = result.trace.traces["mc"]["mva_training"]
+    assert set(traced.branches) == asked & in_file and traced.bytes_requested > 0
+    by_ds = {f.dataset: f for f in result.files}
+    assert set(by_ds["tt_inspect"].reads) == {"skim", "analysis", "mva_training"}
+    assert "mva_training" not in by_ds["dy_inspect"].reads and "mva_training" not in by_ds["data_inspect"].reads
+    st = result.datasets["tt_inspect"].reads["mva_training"]
+    assert st.reads_inputs and st.branches == len(traced.branches) and 0 < st.compressed < by_ds["tt_inspect"].size
+    assert st.expected_bytes == by_ds["tt_inspect"].reads["mva_training"].expected_bytes > 0
+    # Era and overall totals hold the training reads of tt alone.
+    assert result.total is not None and st.expected_bytes_total is not None
+    assert result.total.reads["mva_training"].total == pytest.approx(st.expected_bytes_total.total)
+    saved = json.loads((Path(icfg.output_dir) / "inspect.json").read_text())
+    assert saved["reads_trace"]["training_datasets"] == ["tt_inspect"]
+
+    # Training off, or training on skims: the stage does not read these inputs.
+    off, _ = compose_inspect("demo", base)
+    assert "mva_training" not in input_stages(off)
+    skims, _ = compose_inspect("demo", [*base, "+mva=zprime_ttbar", "workflow.run_mva_training=true",
+                                        "workflow.use_skimmed_input=true"])
+    assert "mva_training" not in input_stages(skims)
+
+
+# -- file sizes from Rucio ----------------------------------------------------------------------------
+
+class RucioStandIn:
+    """The few Rucio REST endpoints ``rucio.client.Client`` calls here, on loopback.
+
+    No Rucio server can run in the test environment: the ``rucio`` server package (41.5.1) pins
+    urllib3<=1.26.19, requests<=2.32.5, boto3<=1.42.97, packaging, jsonschema and
+    prometheus_client below the versions this project installs, and ships the same ``rucio``
+    package as rucio-clients. So the real client (its login, token handling, URL quoting, JSON
+    stream parsing and error mapping) talks to this stand-in for the three calls the inspector
+    makes: ``GET /auth/userpass`` (a token in ``X-Rucio-Auth-Token``), ``GET /ping`` and
+    ``GET /dids/<scope>/<name>/files`` (``application/x-json-stream``; an unknown DID is a 404
+    with ``ExceptionClass: DataIdentifierNotFound``, as the server answers).
+    """
+
+    def __init__(self, username: str, password: str, dids: dict[tuple[str, str], list[dict[str, object]]]) -> None:
+        import secrets
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import unquote_plus, urlsplit
+
+        self.requests: list[tuple[str, str | None]] = []  # (path, token sent)
+        tokens: set[str] = set()
+        requests = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = urlsplit(self.path).path
+                token = self.headers.get("X-Rucio-Auth-Token")
+                requests.append((path, token))
+                if path == "/ping":
+                    return self._send(200, json.dumps({"version": "41.5.1"}).encode(), "application/json")
+                if path == "/auth/userpass":
+                    if (self.headers.get("X-Rucio-Username"), self.headers.get("X-Rucio-Password")) != (username, password):
+                        return self._error(401, "CannotAuthenticate", "Cannot authenticate with given credentials")
+                    new = secrets.token_hex(16)
+                    tokens.add(new)
+                    return self._send(200, b"", "application/octet-stream", {"X-Rucio-Auth-Token": new,
+                                      "X-Rucio-Auth-Token-Expires": "Fri, 01 Jan 2100 00:00:00 UTC"})
+                if token not in tokens:
+                    return self._error(401, "CannotAuthenticate", "Cannot authenticate: token unknown or missing")
+                parts = path.strip("/").split("/")  # the client quotes '/' inside scope and name
+                if len(parts) == 4 and parts[0] == "dids" and parts[3] == "files":
+                    scope, name = unquote_plus(parts[1]), unquote_plus(parts[2])
+                    if (scope, name) not in dids:
+                        return self._error(404, "DataIdentifierNotFound", f"Data identifier '{scope}:{name}' not found")
+                    body = "".join(json.dumps(row) + "\n" for row in dids[(scope, name)]).encode()
+                    return self._send(200, body, "application/x-json-stream")
+                return self._error(404, "MethodNotAllowed", f"no endpoint {path} in this stand-in")
+
+            def _send(self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+                self.send_response(code)
+                for k, v in {"Content-Type": ctype, "Content-Length": str(len(body)), **(headers or {})}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _error(self, code: int, cls: str, msg: str) -> None:
+                body = json.dumps({"ExceptionClass": cls, "ExceptionMessage": msg}).encode()
+                self._send(code, body, "application/octet-stream", {"ExceptionClass": cls, "ExceptionMessage": msg})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+RUCIO_DATASETS_YAML = """
+tt_inspect:
+  process: TTToSemiLeptonic
+  era: "2017"
+  xsec: 364.31
+  das_name: {tt_das}
+  files: {tt}
+data_inspect:
+  process: data
+  era: "2017"
+  is_data: true
+  das_name: /SingleMuon/Unknown-v1/NANOAOD
+  files: {data}
+"""
+
+
+def test_rucio_sizes(generated: dict[str, Path], extra_conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sizes of the whole listing from Rucio (through the real client) in sampling mode: exact
+    totals, per-file ``size_source``, a disagreeing size noted, an unknown DID falling back."""
+    pytest.importorskip("rucio.client", reason="the optional rucio-clients package is not installed")
+    store = extra_conf / "mirror" / "store" / "mc" / "TT"
+    store.mkdir(parents=True)
+    # Three files of two different sizes, so an extrapolation from a sample cannot equal the sum.
+    for i, src in enumerate((generated["tt"], generated["data"], generated["tt"])):
+        shutil.copy(src, store / f"tt_{i}.root")
+    listing = [str(store / f"tt_{i}.root") for i in range(3)]
+    sizes = [Path(u).stat().st_size for u in listing]
+    recorded = [sizes[0], sizes[1], sizes[2] + 7]  # Rucio disagrees with the storage for tt_2
+    das = "/TTToSemiLeptonic_TuneCP5_13TeV/RunIISummer20UL17NanoAODv9-v1/NANOAODSIM"
+    rows = [{"scope": "cms", "name": f"/store/mc/TT/tt_{i}.root", "bytes": b, "adler32": "0cc737eb",
+             "guid": None, "events": MC_EVENTS} for i, b in enumerate(recorded)]
+    server = RucioStandIn("tester", "sekrit-pw", {("cms", das): rows})
+    try:
+        tmp = extra_conf / "rucio"
+        tmp.mkdir()
+        (tmp / "rucio.cfg").write_text(
+            f"[client]\nrucio_host = {server.url}\nauth_host = {server.url}\nauth_type = userpass\n"
+            "username = tester\npassword = sekrit-pw\naccount = tester\n"
+            "ca_cert = /etc/ssl/certs/ca-certificates.crt\nrequest_retries = 1\n"
+            f"auth_token_file_path = {tmp / 'token' / 'auth_token'}\n")
+        monkeypatch.setenv("RUCIO_CONFIG", str(tmp / "rucio.cfg"))
+        (extra_conf / "conf" / "datasets" / "inspecttest.yaml").write_text(RUCIO_DATASETS_YAML.format(
+            tt_das=das, tt=json.dumps(listing), data=json.dumps([str(generated["data"])])))
+        cfg, icfg = compose_inspect("demo", overrides(
+            generated, extra_conf / "out", "inspect.executor=serial", "inspect.plots=false",
+            "inspect.reads.enabled=false", "inspect.sample.files_per_dataset=2", "inspect.rucio.enabled=true",
+            f"inspect.rucio.host={server.url}", f"inspect.rucio.auth_host={server.url}",
+            "inspect.rucio.account=tester", "inspect.rucio.timeout_s=5"))
+        result = run_inspect(cfg, icfg)
+    finally:
+        server.close()
+    # The real client logged in and listed with the token it got.
+    paths = [p for p, _ in server.requests]
+    assert paths[0] == "/auth/userpass" and "/ping" in paths
+    listed = [tok for p, tok in server.requests if p.startswith("/dids/cms/")]
+    assert len(listed) == 2 and all(listed)  # tt and the unknown data DID, both with a token
+
+    ds = result.datasets["tt_inspect"]
+    picked = choose_files(listing, 2, icfg.sample.seed)
+    assert (ds.n_listed, ds.n_inspected) == (3, 2)
+    assert ds.size_source == "rucio"
+    assert ds.size is not None and (ds.size.total, ds.size.spread) == (float(sum(recorded)), 0.0)
+    by_url = {u: s for u, s in zip(listing, sizes, strict=True)}
+    assert ds.size.total != extrapolate([float(by_url[u]) for u in picked], 3).total  # not the storage's
+    assert ds.size_dist is not None and ds.size_dist.maximum == max(recorded)
+    for f in result.files:
+        if f.dataset != "tt_inspect":
+            continue
+        agrees = f.url != listing[2]
+        assert f.size == by_url[f.url]  # what the storage holds, whatever Rucio says
+        assert f.size_source == ("rucio" if agrees else "storage")
+        noted = any(f.url in n and f"Rucio records {recorded[2]} bytes" in n for n in result.notes)
+        assert noted == (not agrees)
+    # Unknown DID: the client's DataIdentifierNotFound, named; the storage sizes used.
+    data = result.datasets["data_inspect"]
+    assert data.size_source == "storage" and data.size is not None
+    assert data.size.total == generated["data"].stat().st_size
+    assert any("cms:/SingleMuon/Unknown-v1/NANOAOD" in n and "DataIdentifierNotFound" in n for n in result.notes)
+    saved = json.loads((Path(icfg.output_dir) / "inspect.json").read_text())
+    assert saved["datasets"]["tt_inspect"]["size_source"] == "rucio"
+    assert "sekrit-pw" not in (Path(icfg.output_dir) / "inspect.json").read_text()
