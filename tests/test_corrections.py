@@ -79,8 +79,8 @@ def test_jec_equals_direct_correctionlib(era: str) -> None:
     np.testing.assert_allclose(result.pt, pt, rtol=1e-12)
     assert not np.allclose(result.pt, ak.to_numpy(flat.pt))  # re-applied, not the stored pT
     delta = cset[f"{camp}_FlavorQCD_AK4PFchs"].evaluate(eta, pt)
-    up = corr.objects[0].variation_bases.index("jesFlavorQCD")
-    assert up >= 0
+    assert "jesFlavorQCD" in corr.objects[0].variation_bases
+    assert np.all(delta != 0)  # FlavorQCD shifts every jet: up and down differ from nominal
     np.testing.assert_allclose(ak.to_numpy(ak.flatten(result.varied("jesFlavorQCD", "up").pt)), pt * (1 + delta))
     np.testing.assert_allclose(ak.to_numpy(ak.flatten(result.varied("jesFlavorQCD", "down").mass)),
                                result.mass * (1 - delta))
@@ -96,28 +96,39 @@ def test_event_weights_equal_direct_correctionlib(era: str) -> None:
     by_name = {w.name: w for w in corr.weights}
     folder = era_cfg["correction_folder"]
 
-    # Pileup: event-level input.
+    # Pileup: event-level input; the table clamps nTrueInt above its last bin (up to 120 here).
     pu = by_name["pileup"]
-    nom, up = pu.evaluate(ev, [None, pu.sources[0]], "up")
+    nom, up, down = pu.evaluate(ev, [None, (pu.sources[0], "up"), (pu.sources[0], "down")])
     c = _direct(era, "LUM/puWeights.json.gz")[era_cfg["pileup_key"]]
-    ntrue = np.clip(ak.to_numpy(ev["Pileup"].nTrueInt), 0, 98.999)
-    np.testing.assert_allclose(nom, c.evaluate(np.minimum(ak.to_numpy(ev["Pileup"].nTrueInt), 99.0 - 1e-9), "nominal"))
-    assert not np.allclose(nom, up)
+    ntrue = ak.to_numpy(ev["Pileup"].nTrueInt)
+    assert ntrue.max() > 99
+    np.testing.assert_allclose(nom, c.evaluate(ntrue, "nominal"), rtol=1e-12)
+    np.testing.assert_allclose(up, c.evaluate(ntrue, "up"), rtol=1e-12)
+    np.testing.assert_allclose(down, c.evaluate(ntrue, "down"), rtol=1e-12)
+    assert not np.allclose(nom, up) and not np.allclose(nom, down)
     assert pu.sources[0].variation == f"pileup_{era}"
-    del ntrue
 
-    # Muon ID on the leading muon, inputs clipped into the table (never crash, never a flat 1).
-    mid = by_name["muon_id"]
-    nom, up = mid.evaluate(ev, [None, mid.sources[0]], "up")
-    c = _direct(era, "MUO/muon_Z.json.gz")["NUM_TightID_DEN_TrackerMuons"]
-    mu = ak.firsts(ev["muons"])
-    abseta = np.clip(np.abs(ak.to_numpy(mu.eta)), 0, 2.4 - 1e-9)
-    pt = np.clip(ak.to_numpy(mu.pt), 15, 200 - 1e-9)
-    expected = c.evaluate(folder, abseta, pt, "sf")
-    inside = (np.abs(ak.to_numpy(mu.eta)) < 2.4) & (ak.to_numpy(mu.pt) > 15) & (ak.to_numpy(mu.pt) < 120)
-    np.testing.assert_allclose(nom[inside], expected[inside])
-    assert np.all(np.isfinite(nom)) and np.all(nom > 0)
-    assert np.all(up >= nom)
+    # Muon ID, isolation and trigger on the leading muon. Out of the tables' range (|eta| > 2.4,
+    # pT below the first edge) the SF is the one of the edge bin: never a crash, never a flat 1.
+    muons = ak.concatenate([ev["muons"], ak.Array([[{"pt": 5000.0, "eta": 2.45, "phi": 0.0, "mass": 0.105}],
+                                                   [{"pt": 5000.0, "eta": -2.45, "phi": 0.0, "mass": 0.105}],
+                                                   [{"pt": 60.0, "eta": 2.45, "phi": 0.0, "mass": 0.105}],
+                                                   [{"pt": 10.0, "eta": 0.5, "phi": 0.0, "mass": 0.105}]])])
+    mu = ak.firsts(muons)
+    muo = _direct(era, "MUO/muon_Z.json.gz")
+    for name, key in (("muon_id", "NUM_TightID_DEN_TrackerMuons"), ("muon_iso", "NUM_LooseRelIso_DEN_TightIDandIPCut"),
+                      ("muon_trigger", era_cfg["trigger_sf_key"])):
+        sf = by_name[name]
+        nom, up, down = sf.evaluate({"muons": muons}, [None, (sf.sources[0], "up"), (sf.sources[0], "down")])
+        c = muo[key]
+        pt_low = 52.0 if name == "muon_trigger" else 15.0  # the first pT edge of each table
+        abseta = np.minimum(np.abs(ak.to_numpy(mu.eta)), np.nextafter(2.4, 0))
+        pt = np.maximum(ak.to_numpy(mu.pt), pt_low)
+        for got, sel in ((nom, "sf"), (up, "systup"), (down, "systdown")):
+            np.testing.assert_allclose(got, c.evaluate(folder, abseta, pt, sel), rtol=1e-12, err_msg=f"{name} {sel}")
+        edge = nom[-4:]
+        assert np.all(edge != 1.0) and np.all(np.isfinite(nom)), name
+        assert np.all(up >= nom) and np.all(down <= nom) and np.any(up > nom), name
 
     # b-tag shape: product over the jets; a c-jet source leaves events without c jets unchanged.
     bt = by_name["btag_shape"]
@@ -172,7 +183,8 @@ def test_missing_correction_file_names_file_and_era(tmp_path: Path) -> None:
     cfg = compose_config("run2_full")
     era_cfg = OmegaConf.to_container(cfg.eras["2018"], resolve=True)
     defs = OmegaConf.to_container(cfg.corrections.definitions, resolve=True)
-    with pytest.raises(CorrectionFileError, match=r"puWeights\.json\.gz.*does not exist"):
+    with pytest.raises(CorrectionFileError,
+                       match=r"puWeights\.json\.gz does not exist.*key 'Collisions18_UltraLegacy_goldenJSON' for era 2018"):
         EraCorrections.from_config("2018", era_cfg, defs, ["pileup"], str(tmp_path))
     with pytest.raises(ConfigError):
         compose_config("run2_full", ["corrections.by_era.2018=[jec,nope]"])

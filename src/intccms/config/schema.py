@@ -249,7 +249,11 @@ class JesSourceConfig:
 
 @dataclass
 class CorrectionConfig:
-    """A correction: an object (JEC) or event-weight correction from a correctionlib file."""
+    """A correction: an object (JEC) or event-weight correction from a correctionlib file.
+
+    Corrections apply to simulation only; data never gets them (the chunk analysis drops the
+    era's corrections for data), so there is no per-correction switch.
+    """
 
     type: str = MISSING  # "object" | "event"
     file: str = MISSING
@@ -269,7 +273,6 @@ class CorrectionConfig:
     uncertainty_key: Optional[str] = None
     jes_sources: list[JesSourceConfig] = field(default_factory=list)
     level_inputs: dict[str, str] = field(default_factory=dict)
-    mc_only: bool = True
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from typing import Any
 
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec
 from intccms.physics.corrections.jec import JesSource, JetEnergyCorrection
-from intccms.physics.corrections.loading import get_correction
+from intccms.physics.corrections.loading import category_keys, get_correction
 from intccms.physics.corrections.weights import WeightCorrection, WeightSource
 
 
@@ -56,8 +57,9 @@ class EraCorrections:
     ) -> "EraCorrections":
         """Build (and thereby validate) the corrections ``names`` for ``era``.
 
-        Every file is opened and every key and input checked, so a missing file or key fails
-        here, at start-up, with a message naming the file, the key and the era.
+        Every file is opened and every key, input and selector checked, so a missing file or
+        key, or a selector the file does not know, fails here, at start-up, with a message
+        naming the correction, the file, the key and the era.
         """
         values = era_values(era, era_cfg)
         out = cls(era=era)
@@ -78,6 +80,10 @@ class EraCorrections:
                     raise CorrectionConfigError(msg)
             except KeyError as err:
                 raise CorrectionConfigError(f"{where}: {err.args[0]}") from None
+        jes = [src for obj in out.objects for src in obj.sources]
+        for wc in out.weights:
+            wc.links = _resolve_links(wc, jes)
+            _check_selectors(wc, era)
         return out
 
     def variation_bases(self) -> list[str]:
@@ -171,20 +177,68 @@ def _weight_correction(
     )
 
 
+def _resolve_links(correction: WeightCorrection, jes: Sequence[JesSource]) -> dict[str, WeightSource]:
+    """Each object variation's linked source, ``{source}`` filled with its configured source.
+
+    A linked entry's ``variation`` is an fnmatch pattern on the object variation's base name
+    (``jes*``); ``{source}`` in its ``up``/``down`` is the JES source as configured
+    (``AbsoluteStat`` for ``jesAbsoluteStat_2017``: the b-tag file has no year suffix).
+    """
+    links: dict[str, WeightSource] = {}
+    for src in jes:
+        entry = next((e for e in correction.linked if fnmatch.fnmatchcase(src.variation, e.variation)), None)
+        if entry is not None:
+            links[src.variation] = WeightSource(
+                variation=src.variation,
+                up=entry.up.replace("{source}", src.source),
+                down=entry.down.replace("{source}", src.source),
+                flavours=entry.flavours,
+            )
+    return links
+
+
+def _check_selectors(correction: WeightCorrection, era: str) -> None:
+    """Every selector (nominal, sources, linked sources) is a value the file's category has.
+
+    correctionlib would otherwise take the category's default for an unknown selector, or fail
+    in the middle of a job on the first object that reaches it.
+    """
+    ev = correction.evaluator
+    slot = next((spec.name for spec in ev.specs if spec.systematic), None)
+    if slot is None:
+        return
+    allowed = category_keys(ev.path, ev.key, slot)
+    if allowed is None:
+        return
+    wanted = [("nominal", correction.nominal_selector)]
+    wanted += [(f"{src.variation} {d}", getattr(src, d)) for src in correction.sources for d in ("up", "down")]
+    wanted += [(f"varies_with {src.variation} {d}", getattr(src, d))
+               for src in correction.links.values() for d in ("up", "down")]
+    for role, selector in wanted:
+        if selector not in allowed:
+            close = difflib.get_close_matches(selector, allowed, n=3)
+            hint = f"; did you mean {close}?" if close else ""
+            msg = (f"correction '{correction.name}' (era {era}): selector '{selector}' ({role}) is not a "
+                   f"value of input '{slot}' of key '{ev.key}' in {ev.path}{hint} (allowed: {list(allowed)})")
+            raise CorrectionConfigError(msg)
+
+
 def linked_source(correction: WeightCorrection, object_variation: str) -> WeightSource | None:
     """The source of ``correction`` that moves with an object variation (``varies_with``).
 
-    A linked entry's ``variation`` is an fnmatch pattern on the object variation's base name
-    (``jes*``); its ``up``/``down`` may use ``{source}``, filled with the JES source name
-    without the year suffix (the b-tag file has ``up_jesAbsoluteStat``, not ``..._2017``).
+    Resolved at start-up from the configured JES sources (see :func:`_resolve_links`); ``None``
+    when no ``varies_with`` entry matches the object variation.
+
+    Raises:
+        CorrectionConfigError: the variation matches a ``varies_with`` pattern but is not an
+            object variation of the era, so its source is unknown.
     """
-    for entry in correction.linked:
-        if fnmatch.fnmatchcase(object_variation, entry.variation):
-            source = object_variation.removeprefix("jes").split("_")[0]
-            return WeightSource(
-                variation=object_variation,
-                up=entry.up.replace("{source}", source),
-                down=entry.down.replace("{source}", source),
-                flavours=entry.flavours,
-            )
+    link = correction.links.get(object_variation)
+    if link is not None:
+        return link
+    if any(fnmatch.fnmatchcase(object_variation, e.variation) for e in correction.linked):
+        msg = (f"correction '{correction.name}': object variation '{object_variation}' matches a "
+               f"varies_with pattern but is not an object variation of this era "
+               f"(known: {sorted(correction.links)})")
+        raise CorrectionConfigError(msg)
     return None

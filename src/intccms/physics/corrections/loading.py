@@ -44,7 +44,12 @@ def get_correction(path: str, key: str, *, era: str) -> correctionlib._core.Corr
     Raises:
         CorrectionFileError: the file or the key is missing; the message names both and the era.
     """
-    cset = _load_set(path)
+    try:
+        cset = _load_set(path)
+    except CorrectionFileError as err:
+        # The file loaders are cached per path; the key and the era are added here.
+        msg = f"{err}; it should hold correction key '{key}' for era {era}"
+        raise CorrectionFileError(msg) from None
     keys = list(cset)
     if key not in keys:
         close = [k for k in keys if k.split("_")[0] == key.split("_")[0]][:5]
@@ -130,3 +135,38 @@ def input_ranges(path: str, key: str) -> dict[str, tuple[float, float]]:
             _walk(corr.get("data"), ranges)
             return {name: (lo, hi) for name, (lo, hi) in ranges.items()}
     return {}
+
+
+def _category_nodes(node: Any, name: str, found: list[dict[str, Any]]) -> None:
+    if isinstance(node, dict):
+        if node.get("nodetype") == "category" and node.get("input") == name:
+            found.append(node)
+            return  # an input is categorised once on any path through the tree
+        for value in node.values():
+            _category_nodes(value, name, found)
+    elif isinstance(node, list):
+        for value in node:
+            _category_nodes(value, name, found)
+
+
+@lru_cache(maxsize=256)
+def category_keys(path: str, key: str, input_name: str) -> tuple[str, ...] | None:
+    """The values a string input of a correction accepts everywhere in its tree.
+
+    A selector missing from a category would silently take the category's default (or fail
+    on some objects only), so selectors are checked against these values at start-up.
+    Returns ``None`` when the input is not categorised (nothing to check).
+    """
+    data = _load_json(path)
+    corr = next((c for c in data.get("corrections", []) if c.get("name") == key), None)
+    if corr is None:
+        return None
+    nodes: list[dict[str, Any]] = []
+    _category_nodes(corr.get("data"), input_name, nodes)
+    if not nodes:
+        return None
+    allowed = [str(item["key"]) for item in nodes[0].get("content", [])]
+    for node in nodes[1:]:
+        present = {str(item["key"]) for item in node.get("content", [])}
+        allowed = [k for k in allowed if k in present]
+    return tuple(allowed)

@@ -50,6 +50,9 @@ class WeightCorrection:
         self.flavour_field = flavour_field
         self.sources = list(sources)
         self.linked = list(linked)
+        # Object variation base name -> its linked source with the configured JES source filled
+        # in (set by EraCorrections.from_config, which knows the era's object variations).
+        self.links: dict[str, WeightSource] = {}
         if reduction not in {"leading", "product"}:
             msg = f"correction '{name}': reduction must be 'leading' or 'product', not '{reduction}'"
             raise ValueError(msg)
