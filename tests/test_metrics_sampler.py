@@ -73,7 +73,14 @@ def test_wanted_workers_from_the_configuration() -> None:
     assert wanted_workers({"kind": "local", "n_workers": 3}, present=7) == 3
     k8s = {"kind": "kubernetes", "kubernetes": {"adapt": {"minimum": 1, "maximum": 12}}}
     assert wanted_workers(k8s, present=2) == 12
+    assert wanted_workers({"kind": "kubernetes", "kubernetes": {"image": "x"}}, present=2) == 10  # the default bound
     assert wanted_workers({"kind": "kubernetes", "kubernetes": None}, present=2) == 2
+    from omegaconf import OmegaConf
+
+    from intccms.config.schema import ClusterConfig, ClusterKind
+
+    composed = OmegaConf.structured(ClusterConfig(kind=ClusterKind.kubernetes, kubernetes={"adapt": {"maximum": 7}}))
+    assert wanted_workers(composed, present=2) == 7
     assert wanted_workers({"kind": "address"}, present=4) == 4
 
 

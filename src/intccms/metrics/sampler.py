@@ -30,7 +30,8 @@ def wanted_workers(cluster: Mapping[str, Any], present: int) -> int:
 
     Returns:
         ``n_workers`` for a local cluster, the autoscaler's maximum
-        (``cluster.kubernetes.adapt.maximum``) on Kubernetes, else ``present``.
+        (``cluster.kubernetes.adapt.maximum``, its default when unset) on Kubernetes, else
+        ``present``.
     """
     kind = cluster.get("kind")
     kind = str(getattr(kind, "value", kind))
@@ -38,10 +39,13 @@ def wanted_workers(cluster: Mapping[str, Any], present: int) -> int:
         return int(cluster.get("n_workers", present))
     if kind == "kubernetes":
         k8s = cluster.get("kubernetes")
-        adapt = k8s.get("adapt") if k8s is not None and hasattr(k8s, "get") else getattr(k8s, "adapt", None)
-        maximum = adapt.get("maximum") if hasattr(adapt, "get") else getattr(adapt, "maximum", None)
-        if maximum is not None:
-            return int(maximum)
+        if k8s is not None:
+            from intccms.execute.backends.kubernetes_config import AdaptConfig
+
+            adapt = k8s.get("adapt") if hasattr(k8s, "get") else getattr(k8s, "adapt", None)
+            maximum = adapt.get("maximum") if hasattr(adapt, "get") else getattr(adapt, "maximum", None)
+            # the backend fills a missing bound with the autoscaler's default, so do the same
+            return int(AdaptConfig().maximum if maximum is None else maximum)
     return int(present)
 
 
