@@ -164,3 +164,33 @@ def test_metadata_cache_notices_a_rewritten_file(dask_client, tmp_path) -> None:
     (data / "2017" / name / "nano_0.root").unlink()
     second = _run(dask_client, data, out, [name], f"datasets.{name}.generate.events_per_file=1500")
     assert second.summary["events_read"] == 1500
+
+
+def test_rechunked_or_incomplete_skims_are_never_double_counted(dask_client, demo_data, tmp_path, analysis_run) -> None:
+    import json
+
+    from intccms.execute.stages import IncompleteSkimError
+
+    datasets = SMALL_2017
+    skims = tmp_path / "skims"
+    _run(dask_client, demo_data, tmp_path, datasets, "workflow=skim")
+    # Another chunking: every old part is replaced, none is listed twice.
+    rechunked = _run(dask_client, demo_data, tmp_path, datasets, "workflow=skim", "workflow.chunksize=3000")
+    assert [r for r in rechunked.records if r.stage == "skim"]
+    manifest = skims / "TTToSemiLeptonic_2017" / "manifest.json"
+    parts = json.loads(manifest.read_text())["parts"]
+    ranges = sorted((p["source_file"], p["entry_start"], p["entry_stop"]) for p in parts)
+    assert all(stop - start <= 3000 for _, start, stop in ranges)
+    for (fa, _, stop_a), (fb, start_b, _) in zip(ranges, ranges[1:], strict=False):
+        assert fa != fb or start_b == stop_a
+    skimmed = _run(dask_client, demo_data, tmp_path, datasets, "workflow=skimmed_input",
+                   f"workflow.skim_dir={skims}")
+    a = _hists(analysis_run.histograms_path)["histograms"]["CMS_WORKSHOP"]["mtt"]
+    b = _hists(skimmed.histograms_path)["histograms"]["CMS_WORKSHOP"]["mtt"]
+    np.testing.assert_allclose(b.view(flow=True).value, a.view(flow=True).value, rtol=1e-6, atol=1e-9)
+    # An interrupted skim (a part missing from the manifest) is refused, not analysed short.
+    doc = json.loads(manifest.read_text())
+    doc["parts"] = doc["parts"][1:]
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(IncompleteSkimError, match="covers .* of .* entries"):
+        _run(dask_client, demo_data, tmp_path, datasets, "workflow=skimmed_input", f"workflow.skim_dir={skims}")

@@ -114,7 +114,7 @@ def build_plan(cfg: DictConfig, specs: Mapping[str, CorrectionsSpec]) -> Analysi
 
 def run_metadata(
     cfg: DictConfig, client: Client, datasets: Mapping[str, Dataset], options: StorageOptions,
-    out: Path, *, console: Console,
+    out: Path, *, console: Console, run_metrics: Any = None,
 ) -> tuple[dict[str, DatasetMetadata], list[ChunkRecord]]:
     """Events and sums of weights per file; cached in ``{output_dir}/metadata.json``."""
     cache_path = out / "metadata.json"
@@ -133,6 +133,8 @@ def run_metadata(
                 todo.append((name, f, ds.is_data))
         result[name] = DatasetMetadata(name=name, era=ds.era, is_data=ds.is_data, xsec=ds.xsec, files=files)
     records: list[ChunkRecord] = []
+    if todo and run_metrics is not None:
+        run_metrics.planned(len(todo), "metadata")
     if todo:
         futures = {client.submit(metadata_task, name, f, is_data, options, pure=False): (name, f)
                    for name, f, is_data in todo}
@@ -144,6 +146,8 @@ def run_metadata(
                 result[name].files[f] = meta
                 records.append(record)
                 progress.advance(bar)
+                if run_metrics is not None:
+                    run_metrics.completed(1, "metadata")
     bad = {f: m.error for d in result.values() for f, m in d.files.items() if m.error}
     if bad and not cfg.workflow.skip_bad_files:
         first = next(iter(bad.items()))
@@ -168,6 +172,25 @@ def _good_files(meta: DatasetMetadata) -> list[tuple[int, FileMetadata]]:
     return [(i, fm) for i, (f, fm) in enumerate(files) if fm.error is None and fm.num_entries > 0]
 
 
+def skim_signature(analysis: Any, fmt: str, constants: Mapping[str, Any], drop: frozenset[str]) -> str:
+    """A short hash of what decides a skim part's content: skim function, kept branches,
+    dropped branches, format and the era constants the skim sees."""
+    import hashlib
+    import json
+
+    doc = {"skim": _container(analysis.skim), "keep": list(analysis.skim_keep),
+           "collections": _container(analysis.collections), "drop": sorted(drop), "fmt": fmt,
+           "constants": {k: constants[k] for k in sorted(constants)}}
+    return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _part_matches(part: Mapping[str, Any], item: WorkItem, fmt: str, signature: str) -> bool:
+    """A committed part may be reused only for the same source range, format and skim."""
+    return (part.get("source_file") == item.file and int(part.get("entry_start", -1)) == item.entry_start
+            and int(part.get("entry_stop", -1)) == item.entry_stop and part.get("fmt") == fmt
+            and part.get("skim_signature") == signature)
+
+
 def skim_stage(
     cfg: DictConfig, client: Client, datasets: Mapping[str, Dataset],
     metadata: Mapping[str, DatasetMetadata], constants: Mapping[str, Mapping[str, Any]],
@@ -182,21 +205,40 @@ def skim_stage(
     collections = {k: tuple(v) for k, v in a.collections.items()}
     keep = tuple(a.skim_keep)
     writer_kwargs = _container(cfg.storage.writer_kwargs).get(fmt, {})
+    drop_data = frozenset(a.mc_only)
     manifests: dict[str, Manifest] = {}
     items: list[WorkItem] = []
     targets: dict[WorkItem, str] = {}
-    for name, ds in datasets.items():
+    replaced = 0
+    signatures = {name: skim_signature(a, fmt, constants[ds.era], drop_data if ds.is_data else frozenset())
+                  for name, ds in datasets.items()}
+    for name in datasets:
         manifest = Manifest.load(join(skim_dir, name, "manifest.json"), options)
         manifests[name] = manifest
-        done = set(manifest.urls())
+        signature = signatures[name]
+        # Every part this configuration defines (whatever max_chunks_per_file limits this run to).
+        expected: dict[str, WorkItem] = {}
+        for index, fm in _good_files(metadata[name]):
+            for item in chunk_file(name, fm.file, index, fm.num_entries, int(wf.chunksize)):
+                expected[join(skim_dir, name, f"file_{index}", f"part_{item.chunk_index}.{ext}")] = item
+        valid = {p["url"] for p in manifest.parts
+                 if p["url"] in expected and _part_matches(p, expected[p["url"]], fmt, signature)}
+        stale = [p for p in manifest.parts if p["url"] not in valid]
+        if stale:
+            # Parts of another chunking, skim or format must not be analysed beside new ones.
+            manifest.parts = [p for p in manifest.parts if p["url"] in valid]
+            manifest.save()
+            replaced += len(stale)
         for index, fm in _good_files(metadata[name]):
             for item in chunk_file(name, fm.file, index, fm.num_entries, int(wf.chunksize), wf.max_chunks_per_file):
                 target = join(skim_dir, name, f"file_{index}", f"part_{item.chunk_index}.{ext}")
-                if target in done and exists_complete(target, options):
+                if target in valid and exists_complete(target, options):
                     continue
                 items.append(item)
                 targets[item] = target
-    drop_data = frozenset(a.mc_only)
+    if replaced:
+        console.print(f"[yellow]skim: {replaced} part(s) written by another chunking, skim or format "
+                      "are no longer listed and will be rewritten[/yellow]")
 
     def args_for(item: WorkItem) -> tuple[Any, ...]:
         ds = datasets[item.dataset]
@@ -204,13 +246,51 @@ def skim_stage(
                 constants[ds.era], options, writer_kwargs)
 
     def on_result(item: WorkItem, part: dict[str, Any]) -> None:
-        manifests[item.dataset].add(part)
+        manifests[item.dataset].add({**part, "skim_signature": signatures[item.dataset]})
         manifests[item.dataset].save()
 
     if not items:
         console.print("[green]skim: every part is already written; nothing to do[/green]")
     return run_stage(client, "skim", items, skim_task, args_for, on_result, retries=int(wf.retries),
                      skip_bad_files=bool(wf.skip_bad_files), console=console, run_metrics=run_metrics)
+
+
+class IncompleteSkimError(ValueError):
+    """The committed skim parts do not cover the input files exactly once."""
+
+
+def _covering_parts(
+    dataset: str, parts: list[dict[str, Any]], meta: DatasetMetadata, where: str, *, partial_ok: bool,
+) -> list[dict[str, Any]]:
+    """The parts of the dataset's readable files, checked to cover each file exactly once.
+
+    The normalisation uses the sum of weights of the whole files, so a skim that covers only
+    part of a file (an interrupted skim) or covers entries twice would bias every histogram.
+    """
+    good = {fm.file: fm for _, fm in _good_files(meta)}
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for part in parts:
+        by_file.setdefault(str(part.get("source_file")), []).append(part)
+    foreign = sorted(set(by_file) - set(good))
+    if foreign:
+        msg = (f"dataset {dataset}: skim parts under {where} come from {len(foreign)} file(s) that are "
+               f"not (or no longer readable) in the dataset, e.g. {foreign[0]}; rerun the skim stage")
+        raise IncompleteSkimError(msg)
+    for file, fm in sorted(good.items()):
+        ranges = sorted((int(p["entry_start"]), int(p["entry_stop"])) for p in by_file.get(file, []))
+        covered, overlap = 0, False
+        for start, stop in ranges:
+            overlap |= start < covered
+            covered = max(covered, stop) if start <= covered else covered
+        if overlap:
+            msg = (f"dataset {dataset}: skim parts under {where} cover entries of {file} twice; "
+                   "rerun the skim stage (workflow=skim) to rewrite them")
+            raise IncompleteSkimError(msg)
+        if covered < fm.num_entries and not partial_ok:
+            msg = (f"dataset {dataset}: the skim under {where} covers {covered} of {fm.num_entries} "
+                   f"entries of {file}; finish it with workflow=skim (a rerun writes only the missing parts)")
+            raise IncompleteSkimError(msg)
+    return parts
 
 
 def analysis_items(
@@ -228,6 +308,8 @@ def analysis_items(
                 msg = (f"dataset {name}: no skimmed parts under {join(skim_dir, name)}; "
                        "run with workflow.save_skimmed_output=true first")
                 raise FileNotFoundError(msg)
+            parts = _covering_parts(name, parts, metadata[name], join(skim_dir, name),
+                                    partial_ok=wf.max_chunks_per_file is not None)
             for i, part in enumerate(parts):
                 if int(part["entries"]) > 0:
                     items.extend(chunk_file(name, part["url"], i, int(part["entries"]), int(wf.chunksize)))
