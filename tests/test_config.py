@@ -40,8 +40,13 @@ def test_run2_datasets_have_normalisation_inputs() -> None:
 
 
 def test_unknown_key_names_the_key() -> None:
-    with pytest.raises(ConfigError, match="n_wokers"):
+    with pytest.raises(ConfigError, match="n_wokers") as info:
         compose_config("demo", ["cluster.n_wokers=3"])
+    assert "Did you mean 'n_workers'?" in str(info.value)
+    assert "Valid keys under 'cluster':" in str(info.value) and "threads_per_worker" in str(info.value)
+    with pytest.raises(ConfigError, match="Did you mean 'chunksize'") as info:
+        compose_config("demo", ["workflow.chunksiz=3"])
+    assert "skim_format" in str(info.value)
 
 
 def test_wrong_type_names_the_key() -> None:

@@ -88,7 +88,7 @@ def compose_config(
         while cause is not None:
             detail += f": {cause}"
             cause = cause.__cause__
-        msg = f"cannot compose configuration '{config_name}': {detail}"
+        msg = f"cannot compose configuration '{config_name}': {detail}{_key_hint(err)}"
         raise ConfigError(msg) from None
     finally:
         GlobalHydra.instance().clear()
@@ -103,6 +103,32 @@ def compose_config(
 
         validate_config(cfg)
     return cfg
+
+
+def _key_hint(err: BaseException) -> str:
+    """For an unknown key, the closest valid keys and the keys that exist at that level."""
+    import difflib
+
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, ConfigKeyError | ConfigAttributeError):
+        cause = cause.__cause__
+    full_key = getattr(cause, "full_key", None) if cause is not None else None
+    if not full_key or "not in" not in str(cause):
+        return ""
+    parent, _, key = str(full_key).rpartition(".")
+    node = OmegaConf.structured(RootConfig)
+    try:
+        level = OmegaConf.select(node, parent) if parent else node
+    except OmegaConfBaseException:
+        return ""
+    if not isinstance(level, DictConfig):
+        return ""
+    allowed = sorted(str(k) for k in level.keys())
+    close = difflib.get_close_matches(key, allowed, n=3)
+    guess = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"\n{guess} Valid keys under '{parent or '<root>'}': {', '.join(allowed)}"
 
 
 def _split_dataset_additions(overrides: Sequence[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
