@@ -117,3 +117,12 @@ def test_cli_error_with_brackets_is_printed_not_parsed_as_markup() -> None:
     assert result.returncode == 2
     assert "datasets.X" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("datasets.SingleMuon_2017.process=SingleMuon", "collision data must use process 'data'"),
+    ("datasets.TTToSemiLeptonic_2017.process=data", "is_data=False"),
+])
+def test_data_is_known_by_its_flag_and_process(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        compose_config("demo", [override])

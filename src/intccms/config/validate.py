@@ -36,6 +36,13 @@ def validate_config(cfg: DictConfig) -> None:
         if ds.era not in cfg.eras:
             msg = f"datasets.{name}.era: '{ds.era}' is not one of the configured eras {sorted(cfg.eras)}"
             raise ConfigError(msg)
+        process = ds.process or ("data" if ds.is_data else name)
+        if ds.is_data != (process == "data"):
+            # Histograms, plots and the statistical model know the observed data as process
+            # "data": a data set under another name would be stacked as a background.
+            msg = (f"datasets.{name}.process: '{process}' with is_data={bool(ds.is_data)}; "
+                   "collision data must use process 'data' (or leave it unset) and simulation any other name")
+            raise ConfigError(msg)
         if not ds.is_data and ds.xsec is None:
             msg = f"datasets.{name}.xsec: simulation needs a cross-section in pb"
             raise ConfigError(msg)
