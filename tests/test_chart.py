@@ -378,6 +378,79 @@ def test_facility_config_composes_with_hydra(helm: str, tmp_path: Path, monkeypa
     assert cfg.cluster.kubernetes.adapt.maximum == 10
 
 
+def _compose_facility(objs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                      job_env: dict[str, Any]) -> Any:  # noqa: ANN401
+    """The configuration the Job composes, with the Job container's plain env values set."""
+    from intccms.config import compose_config
+
+    conf = tmp_path / "extra"
+    conf.mkdir()
+    (conf / "facility.yaml").write_text(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])
+    monkeypatch.setenv("INTCCMS_EXTRA_CONF_DIR", str(conf))
+    for name, item in job_env.items():
+        if "value" in item and name != "INTCCMS_EXTRA_CONF_DIR":
+            monkeypatch.setenv(name, item["value"])
+    return compose_config("facility", validate=False)
+
+
+def test_job_and_workers_share_the_demo_inputs(helm: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo job writes inputs and corrections where every worker opens them by path."""
+    from omegaconf import OmegaConf
+
+    from fixtures.k8s import validate_custom_resource
+    from intccms.execute.backends.k8s_specs import make_cluster_spec
+    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
+
+    objs = render(helm)
+    claim = _one(objs, "PersistentVolumeClaim", "-shared")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    pod = _one(objs, "Job")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "shared")
+    assert volumes["shared"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    env = {e["name"]: e for e in container["env"]}
+    cfg = _compose_facility(objs, tmp_path, monkeypatch, env)
+    data_dir = str(cfg.paths.generated_data)
+    # Everything the job generates for the workers lies under the shared mount ...
+    eras = {str(ds.era) for ds in cfg.datasets.values() if ds.generate is not None}
+    assert eras, "the demo generates its inputs"
+    for path in (data_dir, str(cfg.paths.jsonpog), *(str(cfg.eras[e].golden_json) for e in eras)):
+        assert path.startswith(mount["mountPath"] + "/"), path
+    # ... and every worker mounts the same claim at the same path, read-write.
+    k8s = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(KubernetesClusterConfig),
+                                              cfg.cluster.kubernetes))
+    spec = make_cluster_spec(k8s, "r1")
+    validate_custom_resource(spec)
+    worker = spec["spec"]["worker"]["spec"]
+    (wvol,) = worker["volumes"]
+    assert wvol["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"]}
+    (wmount,) = worker["containers"][0]["volumeMounts"]
+    assert (wmount["name"], wmount["mountPath"], wmount["readOnly"]) == (wvol["name"], mount["mountPath"], False)
+    assert "volumes" not in spec["spec"]["scheduler"]["spec"]
+
+
+def test_shared_volume_existing_claim_and_off(helm: str) -> None:
+    objs = render(helm, "--set", "sharedVolume.existingClaim=cms-nfs", "--set", "sharedVolume.mountPath=/nfs")
+    assert not _by_kind(objs, "PersistentVolumeClaim")
+    pod = _one(objs, "Job")["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in pod["volumes"]}["shared"]["persistentVolumeClaim"] == {"claimName": "cms-nfs"}
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["INTCCMS_DATA_DIR"] == "/nfs/data"
+    k8s = yaml.safe_load(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])["cluster"]["kubernetes"]
+    assert k8s["volumes"] == [{"name": "shared", "claim_name": "cms-nfs", "mount_path": "/nfs", "read_only": False}]
+
+    off = render(helm, "--set", "sharedVolume.enabled=false")
+    assert not _by_kind(off, "PersistentVolumeClaim")
+    pod = _one(off, "Job")["spec"]["template"]["spec"]
+    assert "shared" not in {v["name"] for v in pod["volumes"]}
+    assert "INTCCMS_DATA_DIR" not in {e["name"] for e in pod["containers"][0]["env"]}
+    k8s = yaml.safe_load(_one(off, "ConfigMap", "-facility")["data"]["facility.yaml"])["cluster"]["kubernetes"]
+    assert "volumes" not in k8s
+
+
 # -- monitoring ----------------------------------------------------------------------------------
 
 
@@ -444,6 +517,7 @@ TOGGLES = {
     "dask-kubernetes-operator.enabled": ("Deployment", "dask-kubernetes-operator"),
     "serviceAccount.create": ("ServiceAccount", "analysis"),
     "rbac.create": ("Role", "-job"),
+    "sharedVolume.enabled": ("PersistentVolumeClaim", "-shared"),
 }
 
 

@@ -213,3 +213,37 @@ def test_group_file_fills_the_schema() -> None:
     validate_custom_resource(make_cluster_spec(cfg, "run-1"))
     validate_custom_resource(make_autoscaler_spec(cfg, "run-1"))
     json.dumps(make_cluster_spec(cfg, "run-1"))  # serialisable: no OmegaConf nodes left
+
+
+def test_claims_are_mounted_into_workers_only() -> None:
+    from intccms.execute.backends.kubernetes_config import VolumeClaimMount
+
+    cfg = _full_config()
+    cfg.volumes = [VolumeClaimMount(name="shared", claim_name="data", mount_path="/shared"),
+                   VolumeClaimMount(name="ref", claim_name="refs", mount_path="/ref", read_only=True)]
+    spec = make_cluster_spec(cfg, "run-1")
+    validate_custom_resource(spec)
+    worker = spec["spec"]["worker"]["spec"]
+    assert worker["volumes"] == [
+        {"name": "shared", "persistentVolumeClaim": {"claimName": "data"}},
+        {"name": "ref", "persistentVolumeClaim": {"claimName": "refs", "readOnly": True}},
+    ]
+    assert _containers(spec, "worker")[0]["volumeMounts"] == [
+        {"name": "shared", "mountPath": "/shared", "readOnly": False},
+        {"name": "ref", "mountPath": "/ref", "readOnly": True},
+    ]
+    assert "volumes" not in spec["spec"]["scheduler"]["spec"]
+
+
+@pytest.mark.parametrize(("name", "claim", "path", "message"), [
+    ("Shared", "data", "/shared", "DNS-label name"),
+    ("shared", "", "/shared", "claim_name"),
+    ("shared", "data", "shared", "absolute mount_path"),
+])
+def test_incomplete_claim_mount_is_refused(name: str, claim: str, path: str, message: str) -> None:
+    from intccms.execute.backends.kubernetes_config import VolumeClaimMount
+
+    cfg = _full_config()
+    cfg.volumes = [VolumeClaimMount(name=name, claim_name=claim, mount_path=path)]
+    with pytest.raises(SpecError, match=r"volumes\[0\].*" + message):
+        make_cluster_spec(cfg, "run-1")

@@ -57,3 +57,10 @@ Names of objects. Kept in one place because several components refer to each oth
 {{- printf "http://%s:9090" (include "intccms.componentName" (dict "root" . "component" "prometheus")) -}}
 {{- end -}}
 {{- end -}}
+
+{{- /* The claim shared by the Job and the workers: the user's existing one or the chart's. */ -}}
+{{- define "intccms.sharedClaimName" -}}
+{{- if .Values.sharedVolume.enabled -}}
+{{- default (include "intccms.componentName" (dict "root" . "component" "shared")) .Values.sharedVolume.existingClaim -}}
+{{- end -}}
+{{- end -}}

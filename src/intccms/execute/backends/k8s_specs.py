@@ -177,6 +177,29 @@ def _security_context(cfg: KubernetesClusterConfig) -> dict[str, Any]:
     }
 
 
+def _volumes(cfg: KubernetesClusterConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Pod volumes and container mounts of ``cluster.kubernetes.volumes``."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for i, vol in enumerate(cfg.volumes):
+        where = f"cluster.kubernetes.volumes[{i}]"
+        if not (_DNS_LABEL.match(vol.name) and vol.claim_name and vol.mount_path.startswith("/")):
+            msg = (
+                f"{where} needs a DNS-label name, a claim_name and an absolute mount_path; got"
+                f" name={vol.name!r} claim_name={vol.claim_name!r} mount_path={vol.mount_path!r}"
+            )
+            raise SpecError(msg)
+        if any(v["name"] == vol.name for v in volumes):
+            msg = f"{where}: volume name {vol.name!r} is used twice"
+            raise SpecError(msg)
+        claim: dict[str, Any] = {"claimName": vol.claim_name}
+        if vol.read_only:
+            claim["readOnly"] = True
+        volumes.append({"name": vol.name, "persistentVolumeClaim": claim})
+        mounts.append({"name": vol.name, "mountPath": vol.mount_path, "readOnly": vol.read_only})
+    return volumes, mounts
+
+
 def _pod_spec(cfg: KubernetesClusterConfig, container: dict[str, Any]) -> dict[str, Any]:
     container = {
         "image": cfg.image,
@@ -238,20 +261,27 @@ def _worker(cfg: KubernetesClusterConfig, name: str) -> dict[str, Any]:
     ]
     for module in cfg.worker.preload:
         args += ["--preload", module]
-    container = {
+    container: dict[str, Any] = {
         "name": "worker",
         "command": ["intccms-entrypoint"],
         "args": args,
         "ports": [{"name": "http-dashboard", "containerPort": port, "protocol": "TCP"}],
         "resources": _resources(cfg.worker.resources, "worker"),
     }
+    # Only workers open input files and write skims; the scheduler needs no shared volume.
+    volumes, mounts = _volumes(cfg)
+    if mounts:
+        container["volumeMounts"] = mounts
+    spec = _pod_spec(cfg, container)
+    if volumes:
+        spec["volumes"] = volumes
     return {
         "replicas": max(cfg.adapt.minimum, 0),
         "metadata": {
             "labels": _labels(cfg, name, "dask-worker"),
             "annotations": _annotations(cfg, port),
         },
-        "spec": _pod_spec(cfg, container),
+        "spec": spec,
     }
 
 

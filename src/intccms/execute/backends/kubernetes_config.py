@@ -18,6 +18,7 @@ __all__ = [
     "ResourceQuantities",
     "SecretEnvVar",
     "Toleration",
+    "VolumeClaimMount",
     "WaitConfig",
     "WorkerConfig",
     "SchedulerConfig",
@@ -69,6 +70,27 @@ class Toleration:
     operator: str = "Equal"
     value: str = ""
     effect: str = ""
+
+
+@dataclass
+class VolumeClaimMount:
+    """A PersistentVolumeClaim mounted into every worker pod.
+
+    The job generates demo inputs and corrections, and writes skims, at absolute paths that the
+    workers then open; both must see the same files at the same path, so the chart mounts one
+    claim at the same ``mount_path`` in the job and (through this) in every worker.
+
+    Attributes:
+        name: Volume name inside the pod (a DNS-1123 label).
+        claim_name: Name of the PersistentVolumeClaim in the cluster's namespace.
+        mount_path: Absolute path of the mount in the worker container.
+        read_only: Mount read-only (workers that only read inputs).
+    """
+
+    name: str = ""
+    claim_name: str = ""
+    mount_path: str = ""
+    read_only: bool = False
 
 
 @dataclass
@@ -181,6 +203,7 @@ class KubernetesClusterConfig:
         tolerations: Taints the pods tolerate.
         labels: Extra labels on the DaskCluster and all its pods.
         annotations: Extra annotations on the DaskCluster and all its pods.
+        volumes: Claims mounted into every worker (shared inputs and outputs).
         prometheus: Prometheus pod-discovery annotations.
         run_as_user: Non-root uid of every container (the image's user).
         idle_timeout_s: The operator deletes a cluster idle this long (0: never).
@@ -204,6 +227,7 @@ class KubernetesClusterConfig:
     tolerations: list[Toleration] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    volumes: list[VolumeClaimMount] = field(default_factory=list)
     prometheus: PrometheusDiscovery = field(default_factory=PrometheusDiscovery)
     run_as_user: int = 1000
     idle_timeout_s: int = 0
