@@ -131,3 +131,23 @@ def select_datasets(
 def generated_file_paths(root: str, name: str, era: str, n_files: int) -> list[str]:
     """Where the project's generator writes a demo dataset's files."""
     return [os.path.join(root, era, name, f"nano_{i}.root") for i in range(n_files)]
+
+
+def unmatched_eras(datasets: Mapping[str, Dataset]) -> list[str]:
+    """Eras whose selected datasets have collision data but no simulation, or the reverse.
+
+    Each era's data is compared with that era's simulation scaled to its own luminosity; an era
+    with only one of the two shifts every merged data/simulation comparison and fit.
+    """
+    kinds: dict[str, set[bool]] = {}
+    for ds in datasets.values():
+        kinds.setdefault(ds.era, set()).add(ds.is_data)
+    if not any(True in k for k in kinds.values()):
+        return []  # no data selected at all: a simulation-only study
+    out = []
+    for era, found in sorted(kinds.items()):
+        if found == {True}:
+            out.append(f"era {era}: collision data but no simulation selected")
+        elif found == {False}:
+            out.append(f"era {era}: simulation but no collision data selected")
+    return out
