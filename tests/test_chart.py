@@ -177,6 +177,7 @@ def test_every_value_has_a_comment() -> None:
         (["--set", "dask.adapt.minimum=null"], "minimum"),
         (["--set", "prometheus.scrapeInterval=15 seconds"], "scrapeInterval"),
         (["--set", "securityContext.runAsUser=0"], "runAsUser"),
+        (["--set", "output.dir=outputs/relative"], "output"),
     ],
 )
 def test_schema_rejects_bad_values(helm: str, args: list[str], message: str) -> None:
@@ -193,6 +194,7 @@ def test_schema_rejects_bad_values(helm: str, args: list[str], message: str) -> 
          "remove storage.credentials"),
         (["--set", "prometheus.enabled=false"], "grafana.datasourceUrl"),
         (["--set", "job.configName=demo"], "renamed to job.config"),
+        (["--set", "output.dir=s3://results/run"], "needs object-store credentials"),
     ],
 )
 def test_contradictory_or_removed_values_fail_with_migration_text(
@@ -449,6 +451,66 @@ def test_shared_volume_existing_claim_and_off(helm: str) -> None:
     assert "INTCCMS_DATA_DIR" not in {e["name"] for e in pod["containers"][0]["env"]}
     k8s = yaml.safe_load(_one(off, "ConfigMap", "-facility")["data"]["facility.yaml"])["cluster"]["kubernetes"]
     assert "volumes" not in k8s
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ([], "/shared/outputs/demo"),
+    (["--set", "sharedVolume.mountPath=/nfs/cms"], "/nfs/cms/outputs/demo"),
+    (["--set", "output.dir=s3://results/cms", "--set", "storage.existingSecret=s3"], "s3://results/cms"),
+])
+def test_outputs_outlive_the_job_pod(helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     args: list[str], expected: str) -> None:
+    """The run's output_dir is on the shared volume (or the object store), never the pod's /work."""
+    objs = render(helm, *args)
+    pod = _one(objs, "Job")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    cfg = _compose_facility(objs, tmp_path, monkeypatch, env)
+    assert str(cfg.output_dir) == expected
+    assert str(cfg.workflow.skim_dir).startswith(expected + "/")
+    if not expected.startswith("s3://"):
+        shared = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["shared"]
+        assert expected.startswith(shared + "/")
+        assert {v["name"]: v for v in pod["volumes"]}["shared"]["persistentVolumeClaim"]
+
+
+def _run_checker(out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> subprocess.CompletedProcess[str]:
+    conf = tmp_path / "checker-conf"
+    conf.mkdir(exist_ok=True)
+    (conf / "facility.yaml").write_text(f"defaults: [demo, _self_]\noutput_dir: {out}\n")
+    env = {**os.environ, "INTCCMS_EXTRA_CONF_DIR": str(conf)}
+    return subprocess.run([str(REPO / ".venv/bin/python"), str(CHART / "scripts/check-outputs.py")],
+                          capture_output=True, text=True, check=False, env=env, cwd=tmp_path)
+
+
+def test_e2e_output_checker_reads_report_and_histograms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """e2e-real-cluster.sh's in-cluster check passes on real outputs and fails on empty ones."""
+    import hist
+
+    from intccms.outputs.histograms import save_pickle
+
+    out = tmp_path / "outputs"
+    (out / "report").mkdir(parents=True)
+    (out / "report/report.json").write_text(json.dumps({"chunks": 3, "events_read": 900, "failed_chunks": 0}))
+    filled = hist.Hist.new.Reg(4, 0, 4, name="x").Weight()
+    filled.fill([0.5, 1.5], weight=[2.0, 3.0])
+    save_pickle(out / "histograms/histograms.pkl", {"mtt": {"nominal": filled}}, {})
+    good = _run_checker(out, tmp_path, monkeypatch)
+    assert good.returncode == 0, good.stdout + good.stderr
+    summary = json.loads(good.stdout.strip().splitlines()[-1])
+    assert summary == {"output_dir": str(out), "chunks": 3, "events_read": 900,
+                       "histograms": ["mtt"], "problems": []}
+
+    empty = hist.Hist.new.Reg(4, 0, 4, name="x").Weight()
+    save_pickle(out / "histograms/histograms.pkl", {"mtt": {"nominal": empty}}, {})
+    (out / "report/report.json").write_text(json.dumps({"chunks": 3, "events_read": 900, "failed_chunks": 1}))
+    bad = _run_checker(out, tmp_path, monkeypatch)
+    assert bad.returncode == 1
+    problems = json.loads(bad.stdout.strip().splitlines()[-1])["problems"]
+    assert any("failed chunks" in p for p in problems) and any("no filled histogram" in p for p in problems)
+
+    (out / "report/report.json").unlink()
+    assert _run_checker(out, tmp_path, monkeypatch).returncode != 0
 
 
 # -- monitoring ----------------------------------------------------------------------------------

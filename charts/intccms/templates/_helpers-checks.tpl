@@ -17,6 +17,9 @@ ConfigMap so `helm template` fails as early as `helm install`.
 {{- if and .Values.grafana.enabled (not .Values.prometheus.enabled) (not .Values.grafana.datasourceUrl) -}}
 {{- fail "grafana.enabled needs a Prometheus: enable prometheus.enabled or set grafana.datasourceUrl to your Prometheus URL" -}}
 {{- end -}}
+{{- if and (hasPrefix "s3://" .Values.output.dir) (not (include "intccms.storageSecretName" .)) -}}
+{{- fail (printf "output.dir=%s needs object-store credentials: set storage.existingSecret (or storage.credentials.*)" .Values.output.dir) -}}
+{{- end -}}
 {{- if hasKey .Values.job "configName" -}}
 {{- fail "job.configName was renamed to job.config in chart 0.1.0: move the value" -}}
 {{- end -}}
