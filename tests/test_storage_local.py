@@ -286,3 +286,42 @@ def test_coffea_reads_written_skims(tmp_path: Path, fmt: str, ext: str) -> None:
     assert ak.to_list(events.Jet.pt) == ak.to_list(data["Jet_pt"])
     assert ak.to_list(events.Jet.mass) == ak.to_list(data["Jet_mass"])
     assert ak.to_list(events.MET.pt) == ak.to_list(data["MET_pt"])
+
+
+@pytest.mark.parametrize("fmt", ["ttree", "rntuple"])
+def test_root_reader_kwargs_reach_uproot(tmp_path: Path, fmt: str) -> None:
+    # uproot reads begin_chunk_size bytes at open: the byte counter sees the option applied.
+    url = str(tmp_path / f"big.{fmt}.root")
+    write_part(nano_columns(200_000), url, fmt)
+    with open_source(url) as src:
+        default = src.bytes_read
+    options = StorageOptions(reader_kwargs={"root": {"begin_chunk_size": 1 << 21}})
+    with open_source(url, options=options) as src:
+        assert default < 1 << 16 and src.bytes_read >= 1 << 21
+        assert_same(src.read(["MET_pt"], 0, 10), {"MET_pt": nano_columns(200_000)["MET_pt"][:10]})
+
+
+def test_parquet_reader_kwargs_reach_pyarrow(tmp_path: Path) -> None:
+    url = str(tmp_path / "part.parquet")
+    write_part(nano_columns(100), url, "parquet")
+    with open_source(url, options=StorageOptions(reader_kwargs={"root": {"begin_chunk_size": 1}})) as src:
+        assert src.num_entries == 100  # the ROOT options do not touch parquet
+    tiny = StorageOptions(reader_kwargs={"parquet": {"thrift_container_size_limit": 1}})
+    with pytest.raises(OSError, match="thrift"):
+        open_source(url, options=tiny)
+
+
+def test_reader_kwargs_from_the_storage_group(tmp_path: Path) -> None:
+    from intccms.config import compose_config
+    from intccms.execute.job import storage_options
+
+    cfg = compose_config("demo", ["+storage.reader_kwargs.root.begin_chunk_size=2097152"])
+    options = storage_options(cfg)
+    assert options.reader_kwargs_for("root") == {"begin_chunk_size": 2097152}
+    assert options.reader_kwargs_for("parquet") == {}
+    url = str(tmp_path / "big.root")
+    write_part(nano_columns(200_000), url, "ttree")
+    with open_source(url, options=options) as src:
+        assert src.bytes_read >= 2097152
+    with pytest.raises(ValueError, match=r"unknown format\(s\) \['ttree'\].*'root' covers TTree"):
+        StorageOptions(reader_kwargs={"ttree": {}})

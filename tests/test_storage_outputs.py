@@ -51,7 +51,7 @@ def s3_fs(server: S3Server) -> fsspec.AbstractFileSystem:
 
 
 @pytest.fixture(scope="module")
-def s3(s3_server: S3Server) -> S3Server:
+def s3(s3_server: S3Server) -> S3Server:  # noqa: F811
     s3_fs(s3_server).mkdir(BUCKET)
     return s3_server
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from intccms.storage.credentials import ENV_S3_ENDPOINT, Credentials, MissingCredentialError
+
+READER_KWARGS_KEYS = ("root", "parquet")
 
 
 @dataclass
@@ -23,6 +26,9 @@ class StorageOptions:
         min_upload_mib_s: Slowest average upload rate accepted; an upload attempt is given
             ``timeout_s`` plus its size at this rate before it is abandoned (see
             :meth:`upload_deadline`).
+        reader_kwargs: Per read format (``"root"`` for TTree and RNTuple, ``"parquet"``) extra
+            keyword arguments for the reader: ``uproot.open`` options for ROOT,
+            ``pyarrow.parquet.ParquetFile`` options for parquet (``storage.reader_kwargs``).
     """
 
     s3_endpoint: str | None = None
@@ -30,6 +36,18 @@ class StorageOptions:
     retries: int = 2
     credentials: Credentials | None = None
     min_upload_mib_s: float = 1.0
+    reader_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.reader_kwargs) - set(READER_KWARGS_KEYS))
+        if unknown:
+            msg = (f"storage.reader_kwargs has unknown format(s) {unknown}; use "
+                   f"{list(READER_KWARGS_KEYS)} ('root' covers TTree and RNTuple inputs)")
+            raise ValueError(msg)
+
+    def reader_kwargs_for(self, fmt: str) -> dict[str, Any]:
+        """Return the reader keyword arguments of a read format (``"root"`` or ``"parquet"``)."""
+        return dict(self.reader_kwargs.get(fmt) or {})
 
     def upload_deadline(self, size: int) -> float:
         """Seconds one upload attempt of ``size`` bytes may take before it is abandoned.

@@ -29,7 +29,8 @@ class ColumnSource:
         self.url = url
         self._counter = ByteCounter()
         self._backend = backend_for(url, options)
-        self._reader = reader_for(fmt).open(self._backend, url, tree, self._counter)
+        self._reader = reader_for(fmt).open(self._backend, url, tree, self._counter,
+                                            options.reader_kwargs_for(fmt))
         self.fmt = self._reader.fmt
         self.kind = getattr(self._reader, "kind", self.fmt)
         self.num_entries = int(self._reader.num_entries)
@@ -94,7 +95,8 @@ def open_source(url: str, *, fmt: str | None = None, tree: str = "Events",
         fmt: ``"root"`` (TTree or RNTuple, detected) or ``"parquet"``; ``None`` uses the
             extension.
         tree: Tree/RNTuple name in ROOT files (ignored for parquet).
-        options: Endpoint, timeouts, retries and credentials.
+        options: Endpoint, timeouts, retries, credentials and the per-format reader options
+            (``options.reader_kwargs[fmt]``, ``storage.reader_kwargs`` in the configuration).
 
     Returns:
         ColumnSource: Use as a context manager.

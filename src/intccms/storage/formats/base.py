@@ -45,8 +45,12 @@ class Format(ABC):
         raise NotImplementedError(msg)
 
     @abstractmethod
-    def open(self, backend: Backend, url: str, tree: str, counter: ByteCounter) -> Reader:
-        """Open ``url`` for reading through ``backend``, counting bytes in ``counter``."""
+    def open(self, backend: Backend, url: str, tree: str, counter: ByteCounter,
+             reader_kwargs: Mapping[str, Any] | None = None) -> Reader:
+        """Open ``url`` for reading through ``backend``, counting bytes in ``counter``.
+
+        ``reader_kwargs`` are the format's reader options (``storage.reader_kwargs.<format>``).
+        """
 
     @abstractmethod
     def is_complete(self, backend: Backend, url: str, size: int) -> bool:

@@ -25,10 +25,11 @@ class ParquetReader(Reader):
 
     fmt = "parquet"
 
-    def __init__(self, fileobj: CountingFile, url: str) -> None:
+    def __init__(self, fileobj: CountingFile, url: str,
+                 reader_kwargs: Mapping[str, Any] | None = None) -> None:
         self._file = fileobj
         self._url = url
-        self._pf = pq.ParquetFile(fileobj)
+        self._pf = pq.ParquetFile(fileobj, **(reader_kwargs or {}))
         self.num_entries = self._pf.metadata.num_rows
 
     def columns(self) -> list[str]:
@@ -71,12 +72,14 @@ class ParquetFormat(Format):
         kwargs = {**DEFAULT_WRITER, **writer_kwargs}
         ak.to_parquet(ak.zip(with_counters(arrays), depth_limit=1), local_path, **kwargs)
 
-    def open(self, backend: Backend, url: str, tree: str, counter: ByteCounter) -> Reader:
-        """Open ``url`` unbuffered so every byte pyarrow asks for is counted once."""
+    def open(self, backend: Backend, url: str, tree: str, counter: ByteCounter,
+             reader_kwargs: Mapping[str, Any] | None = None) -> Reader:
+        """Open ``url`` unbuffered so every byte pyarrow asks for is counted once;
+        ``reader_kwargs`` go to ``pyarrow.parquet.ParquetFile`` (e.g. ``buffer_size``)."""
         fileobj = CountingFile(backend.open_unbuffered(url), counter)
         with backend.errors(url):
             try:
-                return ParquetReader(fileobj, url)
+                return ParquetReader(fileobj, url, reader_kwargs)
             except BaseException:
                 fileobj.close()
                 raise

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import awkward as ak
@@ -19,15 +19,24 @@ if TYPE_CHECKING:
 ROOT_MAGIC = b"root"
 
 
-def open_root(backend: Backend, url: str) -> tuple[Any, Any]:
+def open_root(backend: Backend, url: str, reader_kwargs: Mapping[str, Any] | None = None
+              ) -> tuple[Any, Any]:
     """Open a ROOT file through the backend's filesystem with a byte-counting source.
+
+    ``reader_kwargs`` are ``uproot.open`` options (e.g. ``begin_chunk_size``); the source
+    handler and the filesystem are the backend's, so they cannot be overridden.
 
     Returns:
         tuple: The uproot file and its source (whose ``counter`` holds the bytes received).
     """
+    extra = dict(reader_kwargs or {})
+    fixed = sorted(set(extra) & {"handler", "intccms_fs", "intccms_path"})
+    if fixed:
+        msg = f"storage.reader_kwargs.root cannot set {fixed} (the storage backend chooses them)"
+        raise ValueError(msg)
     with backend.errors(url):
         if backend.scheme == "file":
-            handle = uproot.open({backend.path(url): None}, handler=CountingMemmapSource)
+            handle = uproot.open({backend.path(url): None}, handler=CountingMemmapSource, **extra)
             return handle, handle.file.source
         fs = backend.filesystem(url)
         handle = uproot.open(
@@ -35,7 +44,7 @@ def open_root(backend: Backend, url: str) -> tuple[Any, Any]:
             handler=CountingFSSpecSource,
             intccms_fs=fs,
             intccms_path=backend.path(url),
-            timeout=backend.options.timeout_s,
+            **{"timeout": backend.options.timeout_s, **extra},
         )
     return handle, handle.file.source
 
@@ -100,9 +109,10 @@ class RootFormat(Format):
 
     name = "root"
 
-    def open(self, backend: Backend, url: str, tree: str, counter: ByteCounter) -> Reader:
-        """Open ``url`` and locate ``tree``."""
-        handle, source = open_root(backend, url)
+    def open(self, backend: Backend, url: str, tree: str, counter: ByteCounter,
+             reader_kwargs: Mapping[str, Any] | None = None) -> Reader:
+        """Open ``url`` (``reader_kwargs``: ``uproot.open`` options) and locate ``tree``."""
+        handle, source = open_root(backend, url, reader_kwargs)
         try:
             with backend.errors(url):
                 return RootReader(handle, source, url, tree, counter)
