@@ -22,7 +22,11 @@ from fixtures.k8s import (  # noqa: F401
 )
 
 from intccms.execute.backends.kubernetes import ClusterStartupError, KubernetesBackend
-from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig, SecretEnvVar
+from intccms.execute.backends.kubernetes_config import (
+    KubernetesClusterConfig,
+    OwnerReference,
+    SecretEnvVar,
+)
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -73,13 +77,21 @@ def _worker_deployment(api: EmulatedCluster, cluster: str) -> dict[str, Any] | N
 def test_operator_builds_the_cluster_and_teardown_deletes_it(
     dask_operator: EmulatedCluster,  # noqa: F811
 ) -> None:
-    backend = KubernetesBackend(_config(scheduler_timeout_s=60), run_id="submit")
+    cfg = _config(scheduler_timeout_s=60)
+    cfg.idle_timeout_s = 900
+    cfg.owner = OwnerReference(name="intccms-run-1", uid="8f7e6d5c-4b3a-4291-8a7b-6c5d4e3f2a1b")
+    backend = KubernetesBackend(cfg, run_id="submit")
     name = backend.name
     try:
         backend.submit()
         clusters = dask_operator.objects(f"{DASK}/daskclusters")
         autoscalers = dask_operator.objects(f"{DASK}/daskautoscalers")
         assert name in clusters and name in autoscalers
+        # What reached the API server: the Job owns the cluster, the operator may reap it idle.
+        assert clusters[name]["metadata"]["ownerReferences"] == [{
+            "apiVersion": "batch/v1", "kind": "Job", "name": "intccms-run-1",
+            "uid": "8f7e6d5c-4b3a-4291-8a7b-6c5d4e3f2a1b"}]
+        assert clusters[name]["spec"]["idleTimeout"] == 900
         assert autoscalers[name]["spec"] == {"cluster": name, "minimum": 1, "maximum": 4}
         validate_custom_resource(
             {k: v for k, v in clusters[name].items() if k != "status"}

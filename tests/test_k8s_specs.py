@@ -247,3 +247,36 @@ def test_incomplete_claim_mount_is_refused(name: str, claim: str, path: str, mes
     cfg.volumes = [VolumeClaimMount(name=name, claim_name=claim, mount_path=path)]
     with pytest.raises(SpecError, match=r"volumes\[0\].*" + message):
         make_cluster_spec(cfg, "run-1")
+
+
+def test_owner_reference_and_idle_timeout_reach_the_cluster() -> None:
+    from intccms.execute.backends.kubernetes_config import OwnerReference
+
+    cfg = _full_config()
+    cfg.idle_timeout_s = 1800
+    cfg.owner = OwnerReference(name="intccms-run-3", uid="0b6f5e4c-1d2a-4c1e-9a57-3f1c2d9e8b70")
+    spec = make_cluster_spec(cfg, "run-1")
+    validate_custom_resource(spec)
+    assert spec["spec"]["idleTimeout"] == 1800
+    assert spec["metadata"]["ownerReferences"] == [{
+        "apiVersion": "batch/v1", "kind": "Job", "name": "intccms-run-3",
+        "uid": "0b6f5e4c-1d2a-4c1e-9a57-3f1c2d9e8b70",
+    }]
+    assert "ownerReferences" not in make_cluster_spec(_full_config(), "run-1")["metadata"]
+
+
+@pytest.mark.parametrize(("name", "uid"), [("intccms-run-3", ""), ("", "0b6f5e4c")])
+def test_half_an_owner_is_refused(name: str, uid: str) -> None:
+    from intccms.execute.backends.kubernetes_config import OwnerReference
+
+    cfg = _full_config()
+    cfg.owner = OwnerReference(name=name, uid=uid)
+    with pytest.raises(SpecError, match="owner needs api_version, kind, name and uid"):
+        make_cluster_spec(cfg, "run-1")
+
+
+def test_negative_idle_timeout_is_refused() -> None:
+    cfg = _full_config()
+    cfg.idle_timeout_s = -1
+    with pytest.raises(SpecError, match="idle_timeout_s"):
+        make_cluster_spec(cfg, "run-1")

@@ -352,20 +352,43 @@ def make_cluster_spec(cfg: KubernetesClusterConfig, run_id: str) -> dict[str, An
             f" minimum={cfg.adapt.minimum} maximum={cfg.adapt.maximum}"
         )
         raise SpecError(msg)
+    if cfg.idle_timeout_s < 0:
+        msg = f"cluster.kubernetes.idle_timeout_s={cfg.idle_timeout_s} must be >= 0 (0: never)"
+        raise SpecError(msg)
+    metadata: dict[str, Any] = {
+        "name": name,
+        "labels": {**_labels(cfg, name, "dask-cluster"), "intccms.io/run-id": _label(run_id)},
+        "annotations": dict(cfg.annotations),
+    }
+    owners = _owner_references(cfg)
+    if owners:
+        metadata["ownerReferences"] = owners
     return {
         "apiVersion": API_VERSION,
         "kind": "DaskCluster",
-        "metadata": {
-            "name": name,
-            "labels": {**_labels(cfg, name, "dask-cluster"), "intccms.io/run-id": _label(run_id)},
-            "annotations": dict(cfg.annotations),
-        },
+        "metadata": metadata,
         "spec": {
             "idleTimeout": cfg.idle_timeout_s,
             "worker": _worker(cfg, name),
             "scheduler": _scheduler(cfg, name),
         },
     }
+
+
+def _owner_references(cfg: KubernetesClusterConfig) -> list[dict[str, Any]]:
+    owner = cfg.owner
+    if not (owner.name or owner.uid):
+        return []
+    if not (owner.name and owner.uid and owner.kind and owner.api_version):
+        msg = (
+            "cluster.kubernetes.owner needs api_version, kind, name and uid together; got"
+            f" name={owner.name!r} uid={owner.uid!r} (in the chart's Job they come from"
+            " INTCCMS_JOB_NAME / INTCCMS_JOB_UID)"
+        )
+        raise SpecError(msg)
+    # No blockOwnerDeletion/controller: those would need RBAC on the Job's finalizers, and the
+    # garbage collector deletes dependents without them.
+    return [{"apiVersion": owner.api_version, "kind": owner.kind, "name": owner.name, "uid": owner.uid}]
 
 
 def make_autoscaler_spec(cfg: KubernetesClusterConfig, run_id: str) -> dict[str, Any]:

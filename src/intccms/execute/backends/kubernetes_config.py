@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "AdaptConfig",
     "KubernetesClusterConfig",
+    "OwnerReference",
     "PodResources",
     "PrometheusDiscovery",
     "ResourceQuantities",
@@ -91,6 +92,28 @@ class VolumeClaimMount:
     claim_name: str = ""
     mount_path: str = ""
     read_only: bool = False
+
+
+@dataclass
+class OwnerReference:
+    """The object that owns the DaskCluster: Kubernetes deletes the cluster when it goes.
+
+    Inside the chart's Job, name and uid come from the Job pod's own labels through the
+    downward API (``INTCCMS_JOB_NAME``, ``INTCCMS_JOB_UID``), so deleting the Job (by hand,
+    ``ttlSecondsAfterFinished`` or ``helm uninstall``) removes a cluster its killed pod left
+    behind. Both empty: no owner (runs outside a Job).
+
+    Attributes:
+        api_version: API version of the owner, e.g. ``batch/v1``.
+        kind: Kind of the owner, e.g. ``Job``.
+        name: Name of the owner.
+        uid: UID of the owner (the garbage collector matches on it).
+    """
+
+    api_version: str = "batch/v1"
+    kind: str = "Job"
+    name: str = ""
+    uid: str = ""
 
 
 @dataclass
@@ -206,7 +229,9 @@ class KubernetesClusterConfig:
         volumes: Claims mounted into every worker (shared inputs and outputs).
         prometheus: Prometheus pod-discovery annotations.
         run_as_user: Non-root uid of every container (the image's user).
-        idle_timeout_s: The operator deletes a cluster idle this long (0: never).
+        idle_timeout_s: The operator deletes a cluster whose scheduler has had no work this
+            long (0: never); covers a job pod killed before its teardown ran.
+        owner: Owner of the DaskCluster (the job's Kubernetes Job), for garbage collection.
         adapt: Autoscaler bounds.
         wait: Bounded waits at start and teardown.
     """
@@ -231,5 +256,6 @@ class KubernetesClusterConfig:
     prometheus: PrometheusDiscovery = field(default_factory=PrometheusDiscovery)
     run_as_user: int = 1000
     idle_timeout_s: int = 0
+    owner: OwnerReference = field(default_factory=OwnerReference)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     wait: WaitConfig = field(default_factory=WaitConfig)
