@@ -8,6 +8,8 @@ for the scheduler is bounded, and that teardown deletes the resources.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -169,3 +171,41 @@ def test_a_second_run_with_the_same_name_is_refused(
         assert first.name in dask_operator.objects(f"{DASK}/daskclusters")
     finally:
         first.close()
+
+
+@pytest.mark.parametrize("interrupt", ["ctrl-c", "sigterm"])
+def test_interrupt_inside_the_block_deletes_both_resources(
+    dask_operator: EmulatedCluster,  # noqa: F811
+    interrupt: str,
+) -> None:
+    """Ctrl-C, or SIGTERM from a deleted Job pod, inside ``with backend:`` still tears down."""
+    cfg = _config(scheduler_timeout_s=60)
+    cfg.wait.scheduler = False  # no pod runs in the emulator: submit only, then enter the block
+    backend = KubernetesBackend(cfg, run_id=f"int-{interrupt}")
+    name = backend.name
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with backend as client:
+            assert client is None
+            assert name in dask_operator.objects(f"{DASK}/daskclusters")
+            assert name in dask_operator.objects(f"{DASK}/daskautoscalers")
+            _eventually(lambda: _worker_deployment(dask_operator, name))
+            if interrupt == "ctrl-c":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)
+            pytest.fail("SIGTERM did not interrupt the block")
+    assert name in dask_operator.ever_created(f"{DASK}/daskclusters")
+    assert name not in dask_operator.objects(f"{DASK}/daskclusters")
+    assert name not in dask_operator.objects(f"{DASK}/daskautoscalers")
+    assert signal.getsignal(signal.SIGTERM) is before, "the previous SIGTERM handler is restored"
+
+
+def test_runs_refuse_a_submit_only_cluster() -> None:
+    from intccms.execute.backends import ClusterError, start_cluster
+
+    cfg = {"kind": "kubernetes", "kubernetes": _config()}
+    cfg["kubernetes"].wait.scheduler = False
+    with pytest.raises(ClusterError, match="wait.scheduler=false"):
+        with start_cluster(cfg, run_id="r"):
+            pytest.fail("a run must not get a cluster without a client")

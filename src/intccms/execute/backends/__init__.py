@@ -88,7 +88,14 @@ def start_cluster(cfg: Mapping[str, Any], *, run_id: str = "run") -> Iterator[Cl
             from omegaconf import OmegaConf
 
             k8s_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(KubernetesClusterConfig), k8s_cfg))
+        if not k8s_cfg.wait.scheduler:
+            msg = (
+                "cluster.kubernetes.wait.scheduler=false only submits the DaskCluster and gives no"
+                " client; a run needs it true"
+            )
+            raise ClusterError(msg)
         with KubernetesBackend(k8s_cfg, run_id=run_id) as client:
+            assert client is not None
             yield client
     else:
         msg = f"cluster.kind must be local, kubernetes or address, not '{kind}'"

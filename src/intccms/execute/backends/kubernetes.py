@@ -101,7 +101,7 @@ class KubernetesBackend:
 
     # -- context manager --------------------------------------------------------------------
 
-    def __enter__(self) -> distributed.Client:
+    def __enter__(self) -> distributed.Client | None:
         self._install_sigterm()
         try:
             self.submit()
@@ -142,11 +142,13 @@ class KubernetesBackend:
             )
             raise ClusterStartupError(msg) from err
 
-    def connect(self) -> distributed.Client:
+    def connect(self) -> distributed.Client | None:
         """Wait (bounded) for the scheduler and the first workers; return a Client.
 
         Returns:
-            A client connected to the run's scheduler.
+            A client connected to the run's scheduler, or None when
+            ``cluster.kubernetes.wait.scheduler`` is false (the resources are only submitted,
+            e.g. against an API emulator where no pod runs).
 
         Raises:
             ClusterStartupError: The scheduler or the workers did not come up in time.
@@ -155,6 +157,14 @@ class KubernetesBackend:
             msg = f"KubernetesBackend.connect() before submit() for DaskCluster {self.name!r}"
             raise RuntimeError(msg)
         wait = self.cfg.wait
+        if not wait.scheduler:
+            log.info(
+                "submitted DaskCluster %s/%s without waiting for its scheduler"
+                " (cluster.kubernetes.wait.scheduler=false)",
+                self.namespace,
+                self.name,
+            )
+            return None
         start_task = self._start_task
         try:
             self._loop.run(lambda: _await(start_task), wait.scheduler_timeout_s)

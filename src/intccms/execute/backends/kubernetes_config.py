@@ -147,7 +147,8 @@ class WaitConfig:
 
     Attributes:
         operator_timeout_s: Time for the operator to acknowledge the DaskCluster.
-        scheduler: Wait for the scheduler and connect a Client.
+        scheduler: Wait for the scheduler and connect a Client; false only submits the
+            resources and the backend yields None (``start_cluster`` refuses it for runs).
         scheduler_timeout_s: Time for the scheduler pod, service and comm to come up.
         workers: Number of workers to wait for before the job starts (0: do not wait).
         workers_timeout_s: Time to wait for that many workers.
