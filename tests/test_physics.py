@@ -143,3 +143,40 @@ def test_collection_fields_from_era_constants() -> None:
     assert resolve_fields({"X": ("@era", "a", "a")}, {"era": "2018"})["X"] == ("2018", "a")
     with pytest.raises(KeyError, match="@trigers"):
         resolve_fields({"HLT": ("@trigers",)}, {"triggers": ["Mu50"]})
+
+
+
+def test_simulation_only_patterns_are_globs() -> None:
+    from intccms.physics.events import branch_names
+
+    names = branch_names({"GenPart": ("pt",), "Jet": ("pt", "hadronFlavour")}, ("genWeight", "run", "LHEWeight_originalXWGTUP"),
+                         exclude=("GenPart_*", "Jet_hadronFlavour", "genWeight", "LHE*"))
+    assert names == ["Jet_pt", "run"]
+
+
+def test_skim_of_data_drops_every_simulation_only_branch(tmp_path) -> None:
+    """Data skims must not carry simulation-only branches (names and globs of analysis.mc_only)."""
+    import pyarrow.parquet as pq
+
+    from intccms import datagen
+    from intccms.config import compose_config
+    from intccms.execute.tasks import skim_task
+    from intccms.plan.workitems import WorkItem
+
+    src = tmp_path / "mc.root"
+    datagen.ensure_generated(src, "ttbar_semilep", "2018", 400, 7, compression="zstd")
+    cfg = compose_config("demo", [])
+    a = cfg.analysis
+    skim = Functor.from_config(dict(a.skim))
+    collections = {k: tuple(v) for k, v in a.collections.items()}
+    consts = {"triggers": ["Mu50"], "era": "2018", "year": "2018"}
+    item = WorkItem("d", str(src), 0, 0, 0, 400)
+    for drop, name in ((frozenset(a.mc_only), "data.parquet"), (frozenset(), "mc.parquet")):
+        _, record = skim_task(item, str(tmp_path / name), "parquet", tuple(a.skim_keep), drop, skim,
+                              collections, consts, None, {})
+        assert not record.failed, record.error
+    data_cols = set(pq.read_schema(tmp_path / "data.parquet").names)
+    mc_cols = set(pq.read_schema(tmp_path / "mc.parquet").names)
+    assert {"genWeight", "Pileup_nTrueInt", "Jet_hadronFlavour"} <= mc_cols
+    assert not data_cols & {"genWeight", "Pileup_nTrueInt", "Jet_hadronFlavour"}
+    assert {"Jet_pt", "Muon_pt", "HLT_Mu50", "PuppiMET_pt"} <= data_cols

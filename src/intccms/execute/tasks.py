@@ -19,7 +19,7 @@ import numpy as np
 
 from intccms.execute.records import ChunkRecord
 from intccms.physics.corrections import EraCorrections
-from intccms.physics.events import branch_names, build_events, resolve_fields
+from intccms.physics.events import branch_names, build_events, excluded, resolve_fields
 from intccms.physics.functors import Functor
 from intccms.physics.pipeline import AnalysisPlan, ChunkAnalysis, ChunkContext, ChunkResult
 from intccms.plan.metadata import FileMetadata, file_metadata
@@ -192,7 +192,7 @@ def skim_task(
             with open_source(item.file, options=options) as source:
                 available = source.columns()
                 keep = [c for c in available
-                        if any(fnmatch.fnmatchcase(c, p) for p in keep_patterns) and c not in drop]
+                        if any(fnmatch.fnmatchcase(c, p) for p in keep_patterns) and not excluded(c, drop)]
                 keep += [c for c in required if c not in keep]
                 columns = source.read(keep, item.entry_start, item.entry_stop)
                 record.bytes_read = int(source.bytes_read)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,15 +21,19 @@ def branch_names(
     Args:
         collections: collection name -> fields (``{"Jet": ["pt", "eta"]}``).
         event_columns: per-event branches read as they are.
-        exclude: branches to leave out (e.g. simulation-only branches for data).
+        exclude: branches to leave out, names or globs (e.g. simulation-only branches for data).
 
     Returns:
         Sorted, de-duplicated branch names such as ``Jet_pt``.
     """
-    skip = set(exclude)
     names = {f"{coll}_{fld}" for coll, fields in collections.items() for fld in fields}
     names.update(event_columns)
-    return sorted(n for n in names if n not in skip)
+    return sorted(n for n in names if not excluded(n, exclude))
+
+
+def excluded(name: str, patterns: Iterable[str]) -> bool:
+    """Whether a branch matches one of ``patterns`` (exact names or globs like ``GenPart_*``)."""
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def resolve_fields(
