@@ -5,7 +5,9 @@ Runs, in this process and on the same generated LZMA NanoAOD file:
   (a) the analysis with nominal corrections only;
   (b) the analysis with the full Run-2 set of variations (138 names over three eras).
 Prints events/s for each and the ratios (b)/(r) (target >= 0.5) and time(b)/time(a)
-(target <= 2), plus the peak RSS of each case.
+(target <= 2), the process's peak RSS after each case (cases run in order in one process, so
+each value includes the earlier ones) and the peak allocation of one chunk per case, which is
+the number that shows whether memory grows with the variations.
 With ``--with-mva``, also (c): (b) with the classifier score as a second observable (the demo_mva
 network, trained first as in bench_mva.py), and the extra cost (c)/(b) - 1 (target < 30 %).
 
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     n_var = len(full.plan.variations) - 1
     print(f"file: {path} ({n:,} events, LZMA, {len(branches)} branches read), one core")
-    print(f"{'case':<34}{'wall [s]':>10}{'cpu [s]':>10}{'events/s':>14}{'peak RSS [MB]':>16}")
+    print(f"{'case':<34}{'wall [s]':>10}{'cpu [s]':>10}{'events/s':>14}{'RSS so far [MB]':>16}")
     rows = [("(r) plain uproot, same branches", t_ref, c_ref, rss_ref),
             ("(a) analysis, nominal only", t_nom, c_nom, rss_nom),
             (f"(b) analysis, {n_var} variations", t_full, c_full, rss_full)]
