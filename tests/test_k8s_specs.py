@@ -280,3 +280,42 @@ def test_negative_idle_timeout_is_refused() -> None:
     cfg.idle_timeout_s = -1
     with pytest.raises(SpecError, match="idle_timeout_s"):
         make_cluster_spec(cfg, "run-1")
+
+
+def test_run2_skim_composes_with_the_kubernetes_cluster() -> None:
+    from intccms.config import compose_config
+    from intccms.execute.backends.kubernetes_config import parse_kubernetes_config
+
+    cfg = compose_config("run2_skim", ["cluster=kubernetes", "cluster.kubernetes.adapt.maximum=40"])
+    assert cfg.cluster.kind == "kubernetes"
+    k8s = parse_kubernetes_config(cfg.cluster.kubernetes)
+    assert isinstance(k8s, KubernetesClusterConfig)
+    assert k8s.adapt.maximum == 40
+    validate_custom_resource(make_cluster_spec(k8s, "run-1"))
+    validate_custom_resource(make_autoscaler_spec(k8s, "run-1"))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+cluster.kubernetes.imagee=registry.example/x:1",
+     r"cluster\.kubernetes\.imagee is not a known key; did you mean 'image'"),
+    ("+cluster.kubernetes.worker.thread=2",
+     r"cluster\.kubernetes\.worker\.thread is not a known key; did you mean 'threads'"),
+    ("cluster.kubernetes.adapt.maximum=lots", r"cluster\.kubernetes\.adapt\.maximum: .*'lots'"),
+])
+def test_a_typo_in_cluster_kubernetes_fails_at_start_up(override: str, message: str) -> None:
+    from intccms.config import ConfigError, compose_config
+
+    with pytest.raises(ConfigError, match=message):
+        compose_config("run2_skim", ["cluster=kubernetes", override])
+
+
+def test_a_typo_in_a_facility_file_fails_naming_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart's ConfigMap (job.extraConfig) reaches cluster.kubernetes without Hydra's '+'."""
+    from intccms.config import ConfigError, compose_config
+
+    (tmp_path / "facility.yaml").write_text(
+        "defaults: [run2_skim, {override cluster: kubernetes}, _self_]\n"
+        "cluster:\n  kubernetes:\n    wait:\n      wokers: 3\n")
+    monkeypatch.setenv("INTCCMS_EXTRA_CONF_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"cluster\.kubernetes\.wait\.wokers is not a known key; did you mean 'workers'"):
+        compose_config("facility")

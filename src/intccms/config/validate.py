@@ -55,6 +55,20 @@ def validate_config(cfg: DictConfig) -> None:
                 msg = (f"corrections.by_era.{era}: correction '{name}' is not defined under "
                        f"corrections.definitions (known: {sorted(cfg.corrections.definitions)})")
                 raise ConfigError(msg)
+    _check_cluster_kubernetes(cfg)
     if cfg.workflow.chunksize <= 0:
         msg = f"workflow.chunksize must be positive, got {cfg.workflow.chunksize}"
         raise ConfigError(msg)
+
+
+def _check_cluster_kubernetes(cfg: DictConfig) -> None:
+    """cluster.kubernetes is untyped in the root schema: check it against its own dataclass."""
+    block = cfg.cluster.get("kubernetes")
+    if block is None:
+        return
+    from intccms.execute.backends.kubernetes_config import KubernetesConfigError, parse_kubernetes_config
+
+    try:
+        parse_kubernetes_config(block)
+    except KubernetesConfigError as err:
+        raise ConfigError(str(err)) from None

@@ -78,16 +78,13 @@ def start_cluster(cfg: Mapping[str, Any], *, run_id: str = "run") -> Iterator[Cl
             yield client
     elif kind == "kubernetes":
         from intccms.execute.backends.kubernetes import KubernetesBackend
-        from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
+        from intccms.execute.backends.kubernetes_config import parse_kubernetes_config
 
-        k8s_cfg = cfg.get("kubernetes")
-        if k8s_cfg is None:
+        block = cfg.get("kubernetes")
+        if block is None:
             msg = "cluster.kind=kubernetes needs the cluster.kubernetes block (cluster=kubernetes)"
             raise ClusterError(msg)
-        if not isinstance(k8s_cfg, KubernetesClusterConfig):
-            from omegaconf import OmegaConf
-
-            k8s_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(KubernetesClusterConfig), k8s_cfg))
+        k8s_cfg = parse_kubernetes_config(block)
         if not k8s_cfg.wait.scheduler:
             msg = (
                 "cluster.kubernetes.wait.scheduler=false only submits the DaskCluster and gives no"

@@ -8,10 +8,13 @@ Credentials never appear here as values: only the names of the Secrets that hold
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
 
 __all__ = [
     "AdaptConfig",
+    "KubernetesConfigError",
     "KubernetesClusterConfig",
     "OwnerReference",
     "PodResources",
@@ -23,6 +26,7 @@ __all__ = [
     "WaitConfig",
     "WorkerConfig",
     "SchedulerConfig",
+    "parse_kubernetes_config",
 ]
 
 
@@ -260,3 +264,63 @@ class KubernetesClusterConfig:
     owner: OwnerReference = field(default_factory=OwnerReference)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     wait: WaitConfig = field(default_factory=WaitConfig)
+
+
+class KubernetesConfigError(ValueError):
+    """``cluster.kubernetes`` has a key or value the schema does not allow."""
+
+
+def parse_kubernetes_config(block: Any) -> KubernetesClusterConfig:  # noqa: ANN401
+    """The ``cluster.kubernetes`` block checked against :class:`KubernetesClusterConfig`.
+
+    ``ClusterConfig.kubernetes`` is untyped in the root schema (the ``local`` and ``address``
+    backends have no such block), so this runs at start-up (``validate_config``) to catch a
+    typo'd key or a wrong type before any cluster is asked for.
+
+    Args:
+        block: The composed block (DictConfig or plain mapping), or a ready config object.
+
+    Returns:
+        The typed configuration.
+
+    Raises:
+        KubernetesConfigError: Naming the full key, with the closest valid keys.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    if isinstance(block, KubernetesClusterConfig):
+        return block
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(KubernetesClusterConfig), block)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = str(getattr(err, "full_key", "") or "")
+        where = f"cluster.kubernetes.{key}" if key else "cluster.kubernetes"
+        hint = ""
+        if isinstance(err, ConfigKeyError) and key:
+            parent, _, leaf = key.rpartition(".")
+            allowed = _keys_at(parent)
+            close = difflib.get_close_matches(leaf, allowed, n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint += f" (keys of cluster.kubernetes{'.' + parent if parent else ''}: {allowed})"
+            msg = f"{where} is not a known key{hint}"
+        else:
+            msg = f"{where}: {str(err).splitlines()[0]}"
+        raise KubernetesConfigError(msg) from None
+    assert isinstance(cfg, KubernetesClusterConfig)
+    return cfg
+
+
+def _keys_at(path: str) -> list[str]:
+    """Field names of the dataclass at a dotted path below KubernetesClusterConfig."""
+    cls: Any = KubernetesClusterConfig
+    for part in filter(None, path.split(".")):
+        hints = {f.name: f for f in fields(cls)}
+        if part not in hints:
+            return []
+        default = hints[part].default_factory() if callable(hints[part].default_factory) else None
+        if not is_dataclass(default):
+            return []
+        cls = type(default)
+    return sorted(f.name for f in fields(cls))
