@@ -2,7 +2,9 @@
 
 Input problems (missing, corrupt or truncated file, missing tree or branch) are caught here
 and returned as a failed :class:`ChunkRecord` naming the file, so the driver can skip the file
-(``skip_bad_files``) or stop with a clear message. Everything else propagates, and Dask retries.
+(``skip_bad_files``) or stop with a clear message. Everything else propagates, and Dask retries,
+except rejected credentials and unreachable storage (:func:`raise_if_not_input`), which the
+runner's ``fail_fast`` wrapper hands back so the job stops at their first occurrence.
 """
 
 from __future__ import annotations
