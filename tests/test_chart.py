@@ -348,8 +348,8 @@ def test_job_runs_the_facility_config(helm: str) -> None:
 
 def test_facility_config_fits_the_cluster_schema(helm: str) -> None:
     """The chart's cluster.kubernetes block builds valid operator resources."""
-    from omegaconf import OmegaConf
     from fixtures.k8s import validate_custom_resource
+    from omegaconf import OmegaConf
 
     from intccms.execute.backends.k8s_specs import make_autoscaler_spec, make_cluster_spec
     from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
@@ -381,7 +381,7 @@ def test_facility_config_composes_with_hydra(helm: str, tmp_path: Path, monkeypa
 
 
 def _compose_facility(objs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                      job_env: dict[str, Any]) -> Any:  # noqa: ANN401
+                      job_env: dict[str, Any]) -> Any:
     """The configuration the Job composes, with the Job container's plain env values set."""
     from intccms.config import compose_config
 
@@ -398,9 +398,9 @@ def _compose_facility(objs: list[dict[str, Any]], tmp_path: Path, monkeypatch: p
 def test_job_and_workers_share_the_demo_inputs(helm: str, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo job writes inputs and corrections where every worker opens them by path."""
+    from fixtures.k8s import validate_custom_resource
     from omegaconf import OmegaConf
 
-    from fixtures.k8s import validate_custom_resource
     from intccms.execute.backends.k8s_specs import make_cluster_spec
     from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
 
@@ -478,9 +478,9 @@ def test_dask_cluster_is_owned_by_the_job_and_times_out_idle(
     helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A killed Job pod cannot leak its DaskCluster: owned by the Job, and deleted when idle."""
+    from fixtures.k8s import validate_custom_resource
     from omegaconf import OmegaConf
 
-    from fixtures.k8s import validate_custom_resource
     from intccms.execute.backends.k8s_specs import make_cluster_spec
     from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
 

@@ -184,17 +184,16 @@ def test_interrupt_inside_the_block_deletes_both_resources(
     backend = KubernetesBackend(cfg, run_id=f"int-{interrupt}")
     name = backend.name
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt):
-        with backend as client:
-            assert client is None
-            assert name in dask_operator.objects(f"{DASK}/daskclusters")
-            assert name in dask_operator.objects(f"{DASK}/daskautoscalers")
-            _eventually(lambda: _worker_deployment(dask_operator, name))
-            if interrupt == "ctrl-c":
-                raise KeyboardInterrupt
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(10)
-            pytest.fail("SIGTERM did not interrupt the block")
+    with pytest.raises(KeyboardInterrupt), backend as client:
+        assert client is None
+        assert name in dask_operator.objects(f"{DASK}/daskclusters")
+        assert name in dask_operator.objects(f"{DASK}/daskautoscalers")
+        _eventually(lambda: _worker_deployment(dask_operator, name))
+        if interrupt == "ctrl-c":
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        pytest.fail("SIGTERM did not interrupt the block")
     assert name in dask_operator.ever_created(f"{DASK}/daskclusters")
     assert name not in dask_operator.objects(f"{DASK}/daskclusters")
     assert name not in dask_operator.objects(f"{DASK}/daskautoscalers")
@@ -206,6 +205,5 @@ def test_runs_refuse_a_submit_only_cluster() -> None:
 
     cfg = {"kind": "kubernetes", "kubernetes": _config()}
     cfg["kubernetes"].wait.scheduler = False
-    with pytest.raises(ClusterError, match="wait.scheduler=false"):
-        with start_cluster(cfg, run_id="r"):
-            pytest.fail("a run must not get a cluster without a client")
+    with pytest.raises(ClusterError, match="wait.scheduler=false"), start_cluster(cfg, run_id="r"):
+        pytest.fail("a run must not get a cluster without a client")

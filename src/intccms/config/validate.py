@@ -66,7 +66,10 @@ def _check_cluster_kubernetes(cfg: DictConfig) -> None:
     block = cfg.cluster.get("kubernetes")
     if block is None:
         return
-    from intccms.execute.backends.kubernetes_config import KubernetesConfigError, parse_kubernetes_config
+    from intccms.execute.backends.kubernetes_config import (
+        KubernetesConfigError,
+        parse_kubernetes_config,
+    )
 
     try:
         parse_kubernetes_config(block)

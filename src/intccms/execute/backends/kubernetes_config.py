@@ -14,18 +14,18 @@ from typing import Any
 
 __all__ = [
     "AdaptConfig",
-    "KubernetesConfigError",
     "KubernetesClusterConfig",
+    "KubernetesConfigError",
     "OwnerReference",
     "PodResources",
     "PrometheusDiscovery",
     "ResourceQuantities",
+    "SchedulerConfig",
     "SecretEnvVar",
     "Toleration",
     "VolumeClaimMount",
     "WaitConfig",
     "WorkerConfig",
-    "SchedulerConfig",
     "parse_kubernetes_config",
 ]
 
@@ -270,7 +270,7 @@ class KubernetesConfigError(ValueError):
     """``cluster.kubernetes`` has a key or value the schema does not allow."""
 
 
-def parse_kubernetes_config(block: Any) -> KubernetesClusterConfig:  # noqa: ANN401
+def parse_kubernetes_config(block: Any) -> KubernetesClusterConfig:
     """The ``cluster.kubernetes`` block checked against :class:`KubernetesClusterConfig`.
 
     ``ClusterConfig.kubernetes`` is untyped in the root schema (the ``local`` and ``address``
