@@ -113,3 +113,39 @@ def test_plugin_sets_worker_environment(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.delenv(ENV_S3_SECRET_ACCESS_KEY)
     with pytest.raises(MissingCredentialError, match="mount the storage Secret"):
         checker.setup(worker=None)
+
+
+@pytest.mark.parametrize("kind", ["kubernetes", "address"])
+def test_deployed_workers_get_names_not_values(clean_env: pytest.MonkeyPatch, kind: str) -> None:
+    from intccms.config.schema import ClusterKind
+    from intccms.storage.plugin import credentials_plugin
+
+    plugin = credentials_plugin(creds(), ClusterKind(kind))
+    blob = pickle.dumps(plugin)
+    assert SECRET.encode() not in blob and KEY.encode() not in blob
+    assert ENV_S3_SECRET_ACCESS_KEY.encode() in blob
+    with pytest.raises(MissingCredentialError, match=ENV_S3_SECRET_ACCESS_KEY):
+        pickle.loads(blob).setup(worker=None)  # a worker without the mounted Secret
+    clean_env.setenv(ENV_S3_ACCESS_KEY_ID, "worker-key")
+    clean_env.setenv(ENV_S3_SECRET_ACCESS_KEY, "worker-secret")
+    pickle.loads(blob).setup(worker=None)
+    assert os.environ[ENV_S3_SECRET_ACCESS_KEY] == "worker-secret"  # its own value, untouched
+
+
+def test_local_workers_get_values_and_no_credentials_no_plugin(clean_env: pytest.MonkeyPatch) -> None:
+    from intccms.storage.plugin import credentials_plugin
+
+    assert credentials_plugin(None, "kubernetes") is None
+    assert credentials_plugin(Credentials(), "local") is None
+    pickle.loads(pickle.dumps(credentials_plugin(creds(), "local"))).setup(worker=None)
+    assert os.environ[ENV_S3_SECRET_ACCESS_KEY] == SECRET
+
+
+def test_worker_env_check_asks_only_for_the_drivers_variables(clean_env: pytest.MonkeyPatch) -> None:
+    token_only = Credentials(xrootd_token=Secret("INTCCMS_XROOTD_TOKEN", "tok-VALUE"))
+    plugin = CredentialsPlugin(token_only, require_worker_env=True)
+    assert b"tok-VALUE" not in pickle.dumps(plugin)
+    with pytest.raises(MissingCredentialError, match="INTCCMS_XROOTD_TOKEN"):
+        plugin.setup(worker=None)
+    clean_env.setenv("INTCCMS_XROOTD_TOKEN", "worker-token")
+    plugin.setup(worker=None)  # no S3 variables needed for an XRootD-only job
