@@ -188,3 +188,30 @@ def test_missing_correction_file_names_file_and_era(tmp_path: Path) -> None:
         EraCorrections.from_config("2018", era_cfg, defs, ["pileup"], str(tmp_path))
     with pytest.raises(ConfigError):
         compose_config("run2_full", ["corrections.by_era.2018=[jec,nope]"])
+
+
+@needs_files
+def test_object_correction_fields_come_from_configuration() -> None:
+    """raw_factor / target / also_scaled are configuration: renamed fields give the same jets,
+    and a field not scaled keeps its stored value."""
+    era = "2018"
+    cfg = compose_config("run2_full", [f"paths.jsonpog={JSONPOG}"])
+    era_cfg = OmegaConf.to_container(cfg.eras[era], resolve=True)
+    defs = OmegaConf.to_container(cfg.corrections.definitions, resolve=True)
+    names = list(cfg.corrections.by_era[era])
+    reference = EraCorrections.from_config(era, era_cfg, defs, names, str(JSONPOG)).objects[0].apply(_events())
+    defs["jec"].update(raw_factor="undo", also_scaled=[])
+    renamed = EraCorrections.from_config(era, era_cfg, defs, names, str(JSONPOG)).objects[0]
+    ev = _events()
+    ev["Jet"] = ak.with_field(ev["Jet"], ev["Jet"].rawFactor, "undo")
+    ev["Jet"] = ak.with_field(ev["Jet"], ev["Jet"].rawFactor * 0.0, "rawFactor")
+    result = renamed.apply(ev)
+    np.testing.assert_array_equal(result.pt, reference.pt)
+    stored_mass = ak.to_numpy(ak.flatten(ev["Jet"].mass))
+    np.testing.assert_array_equal(ak.to_numpy(ak.flatten(result.nominal().mass)), stored_mass)
+    assert not np.allclose(reference.mass, stored_mass)
+    defs["jec"]["level_inputs"] = {**defs["jec"]["level_inputs"], "JetPt": "@ptt"}
+    from intccms.physics.corrections.era import CorrectionConfigError
+
+    with pytest.raises(CorrectionConfigError, match=r"jec.*level_inputs \['@ptt'\]"):
+        EraCorrections.from_config(era, era_cfg, defs, names, str(JSONPOG))

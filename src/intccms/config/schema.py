@@ -273,6 +273,11 @@ class CorrectionConfig:
     uncertainty_key: Optional[str] = None
     jes_sources: list[JesSourceConfig] = field(default_factory=list)
     level_inputs: dict[str, str] = field(default_factory=dict)
+    # object: the field corrected ("@pt" in level_inputs is its running value), the fields
+    # scaled by the same factor, and the stored fraction that undoes the NanoAOD correction.
+    target: str = "pt"
+    also_scaled: list[str] = field(default_factory=lambda: ["mass"])
+    raw_factor: str = "rawFactor"
 
 
 @dataclass

@@ -123,6 +123,9 @@ def _object_correction(
         level_inputs=cfg["level_inputs"],
         sources=sources,
         era=era,
+        raw_factor=cfg.get("raw_factor") or "rawFactor",
+        target=cfg.get("target") or "pt",
+        also_scaled=tuple(("mass",) if cfg.get("also_scaled") is None else cfg["also_scaled"]),
     )
 
 

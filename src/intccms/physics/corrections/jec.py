@@ -41,12 +41,24 @@ class JetEnergyCorrection:
         level_inputs: Mapping[str, str],
         sources: Sequence[JesSource],
         era: str,
+        raw_factor: str = "rawFactor",
+        target: str = "pt",
+        also_scaled: Sequence[str] = ("mass",),
     ) -> None:
         self.name = name
         self.collection = collection
         self.path = path
         self.era = era
         self.level_inputs = dict(level_inputs)
+        self.raw_factor = raw_factor
+        self.target = target
+        self.also_scaled = tuple(f for f in also_scaled if f != target)
+        # Level inputs that take the running corrected target ("@pt"): JetPt in CMS files.
+        self._running = [k for k, v in self.level_inputs.items() if v == f"@{target}"]
+        unknown = [v for v in self.level_inputs.values() if v.startswith("@") and v != f"@{target}"]
+        if unknown:
+            msg = f"level_inputs {unknown} name no corrected field (the corrected field is '@{target}')"
+            raise KeyError(msg)
         self.sources = list(sources)
         self._levels = [self._evaluator(key) for key in levels]
         self._uncertainties = {s.variation: self._evaluator(s.key) for s in self.sources}
@@ -89,22 +101,23 @@ class JetEnergyCorrection:
         """
         jets = events[self.collection]
         view = flat_view(jets)
-        names = ["pt", "mass", "rawFactor", *(s for s in self.level_inputs.values() if not s.startswith("@"))]
+        scaled = (self.target, *self.also_scaled)
+        names = [*scaled, self.raw_factor, *(s for s in self.level_inputs.values() if not s.startswith("@"))]
         flat = view if view is not None else as_flat(jets, names)
-        raw_scale = 1.0 - np.asarray(flat.fields["rawFactor"], dtype=np.float64)
-        pt = np.asarray(flat.fields["pt"], dtype=np.float64) * raw_scale
-        mass = np.asarray(flat.fields["mass"], dtype=np.float64) * raw_scale
+        raw_scale = 1.0 - np.asarray(flat.fields[self.raw_factor], dtype=np.float64)
+        raw = {f: np.asarray(flat.fields[f], dtype=np.float64) * raw_scale for f in scaled}
         fields = self._flat_inputs(flat, events)
-        total = np.ones_like(pt)
+        total = np.ones_like(raw_scale)
         for level in self._levels:
-            fields["JetPt"] = pt * total
+            for name in self._running:
+                fields[name] = raw[self.target] * total
             total = total * level(fields, None)
-        pt_corr = pt * total
-        mass_corr = mass * total
-        fields["JetPt"] = pt_corr
+        corrected = {f: v * total for f, v in raw.items()}
+        for name in self._running:  # the JES sources see the fully corrected target
+            fields[name] = corrected[self.target]
         sources = {var: ev for var, ev in self._uncertainties.items() if wanted is None or var in wanted}
-        return CorrectedJets(jets=jets, counts=flat.counts, pt=pt_corr, mass=mass_corr, sources=sources,
-                             inputs=fields, flat=view)
+        return CorrectedJets(jets=jets, counts=flat.counts, values=corrected, target=self.target,
+                             sources=sources, inputs=fields, flat=view)
 
 
 @dataclass
@@ -117,8 +130,8 @@ class CorrectedJets:
 
     jets: ak.Array
     counts: np.ndarray
-    pt: np.ndarray
-    mass: np.ndarray
+    values: Mapping[str, np.ndarray]  # corrected target (pt) and the fields scaled with it
+    target: str
     sources: Mapping[str, FlatEvaluator]
     inputs: Mapping[str, np.ndarray]
     flat: FlatCollection | None = None
@@ -133,18 +146,29 @@ class CorrectedJets:
             self._last = (variation, self.sources[variation](self.inputs, None))
         return self._last[1]
 
-    def _with(self, pt: np.ndarray, mass: np.ndarray) -> ak.Array:
+    @property
+    def pt(self) -> np.ndarray:
+        """The corrected target of every jet (flat)."""
+        return self.values[self.target]
+
+    @property
+    def mass(self) -> np.ndarray:
+        return self.values["mass"]
+
+    def _with(self, values: Mapping[str, np.ndarray]) -> ak.Array:
         if self.flat is not None:
-            return self.flat.with_fields(pt=pt, mass=mass).to_array()
-        out = ak.with_field(self.jets, ak.unflatten(pt, self.counts), "pt")
-        return ak.with_field(out, ak.unflatten(mass, self.counts), "mass")
+            return self.flat.with_fields(**values).to_array()
+        out = self.jets
+        for name, flat in values.items():
+            out = ak.with_field(out, ak.unflatten(flat, self.counts), name)
+        return out
 
     def nominal(self) -> ak.Array:
         """Jets with corrected pT and mass."""
-        return self._with(self.pt, self.mass)
+        return self._with(self.values)
 
     def varied(self, variation: str, direction: str) -> ak.Array:
         """Jets of one JES source shifted up (1 + δ) or down (1 − δ)."""
         sign = 1.0 if direction == "up" else -1.0
         scale = 1.0 + sign * self.delta(variation)
-        return self._with(self.pt * scale, self.mass * scale)
+        return self._with({name: v * scale for name, v in self.values.items()})
