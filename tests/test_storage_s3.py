@@ -206,3 +206,26 @@ def test_credentials_reach_dask_workers_only_through_the_plugin(
         client.register_plugin(CredentialsPlugin(options.credentials))
         values = client.submit(read_on_worker, url, options, pure=False).result(timeout=60)
     assert values == pytest.approx(data["MET_pt"].tolist())
+
+
+def test_dataset_glob_on_s3_uses_the_storage_options(s3: tuple[S3Server, StorageOptions],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from intccms.plan.datasets import resolve_dataset
+    from intccms.storage.credentials import CREDENTIAL_VARS
+
+    server, options = s3
+    for var in (*CREDENTIAL_VARS, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)  # only the options know the endpoint and keys
+    for name in ("nano_0.root", "nano_1.root", "nano_2.parquet"):
+        write_part(nano_columns(5), f"s3://{BUCKET}/glob/ds/{name}", "ttree" if name.endswith("root")
+                   else "parquet", options=options)
+    write_part(nano_columns(5), f"s3://{BUCKET}/glob/other/nano_9.root", "ttree", options=options)
+    fs = fsspec.filesystem("s3", **options.fsspec_kwargs("s3"))
+    fs.pipe(f"{BUCKET}/glob/ds/.nano_3.root{TEMP_MARKER}abc", b"partial")
+    spec = {"files": [f"s3://{BUCKET}/glob/ds/*.root"], "era": "2017", "xsec": 1.0}
+    ds = resolve_dataset("ds", spec, options)
+    assert ds.files == (f"s3://{BUCKET}/glob/ds/nano_0.root", f"s3://{BUCKET}/glob/ds/nano_1.root")
+    with open_source(ds.files[1], options=options) as src:
+        assert src.num_entries == 5
+    with pytest.raises(StorageAuthError, match=re.escape(server.endpoint)):
+        resolve_dataset("ds", spec, options_for(server, secret="WRONG-glob-secret"))

@@ -157,3 +157,18 @@ def test_stopped_server_is_unreachable_within_bound() -> None:
         open_source(url, options=options)
     assert time.monotonic() - start < (options.retries + 1) * options.timeout_s + 3
     assert url in str(info.value)
+
+
+def test_dataset_glob_on_xrootd(xrootd_server: XRootDServer) -> None:  # noqa: F811
+    from intccms.plan.datasets import resolve_dataset
+
+    for name in ("nano_0.root", "nano_1.root"):
+        write_part(nano_columns(5), xrootd_server.url("glob", "ds", name), "ttree", options=OPTIONS)
+    write_part(nano_columns(5), xrootd_server.url("glob", "other", "nano_2.root"), "ttree", options=OPTIONS)
+    (xrootd_server.export / "glob" / "ds" / f".nano_3.root{TEMP_MARKER}x").write_bytes(b"partial")
+    ds = resolve_dataset("ds", {"files": [xrootd_server.url("glob", "ds", "*.root")], "era": "2017",
+                                "xsec": 1.0}, OPTIONS)
+    assert ds.files == (xrootd_server.url("glob", "ds", "nano_0.root"),
+                        xrootd_server.url("glob", "ds", "nano_1.root"))
+    with open_source(ds.files[0], options=OPTIONS) as src:
+        assert src.num_entries == 5

@@ -8,7 +8,10 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from intccms.storage import StorageOptions
 
 
 class DatasetError(ValueError):
@@ -33,19 +36,34 @@ def _is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def _expand(pattern: str) -> list[str]:
+def _expand(pattern: str, options: StorageOptions | None = None) -> list[str]:
     if _is_remote(pattern):
         if any(ch in pattern for ch in "*?["):
-            import fsspec
-
-            _, _, paths = fsspec.get_fs_token_paths(pattern)
-            protocol = pattern.split("://", 1)[0]
-            return sorted(f"{protocol}://{p}" if "://" not in p else p for p in paths)
+            return _remote_glob(pattern, options)
         return [pattern]
     local = pattern.removeprefix("file://")
     if any(ch in local for ch in "*?["):
         return sorted(glob.glob(local))
     return [local]
+
+
+def _remote_glob(pattern: str, options: StorageOptions | None) -> list[str]:
+    """Expand an ``s3://`` or ``root://`` glob through the storage backend, so the ``storage``
+    group's endpoint, credentials, timeouts and retries apply (and its errors name the server)."""
+    from intccms.storage.schemes import backend_for, is_temporary_name
+    from intccms.storage.urls import root_endpoint, scheme_of
+
+    backend = backend_for(pattern, options)
+    with backend.errors(pattern):
+        paths = backend.filesystem(pattern).glob(backend.path(pattern))
+    scheme = scheme_of(pattern)
+    if scheme == "root":
+        base = root_endpoint(pattern)
+        urls = [f"{base}/{'/' + p.lstrip('/')}" for p in paths]
+    else:
+        protocol = pattern.split("://", 1)[0]
+        urls = [p if "://" in p else f"{protocol}://{p}" for p in paths]
+    return sorted(u for u in urls if not is_temporary_name(u))
 
 
 def _read_json_listing(path: str, key: str, *, name: str) -> list[str]:
@@ -79,15 +97,18 @@ def _read_listing(path: str, redirector: str | None, *, name: str) -> list[str]:
     return files
 
 
-def resolve_dataset(name: str, cfg: Mapping[str, Any]) -> Dataset:
+def resolve_dataset(name: str, cfg: Mapping[str, Any], options: StorageOptions | None = None) -> Dataset:
     """Files of one dataset from its ``files`` (paths, globs, URLs) and ``listings``.
+
+    ``options`` (the ``storage`` group) reach the stores that ``s3://``/``root://`` globs are
+    listed on.
 
     Raises:
         DatasetError: no file found, or simulation without a cross-section.
     """
     files: list[str] = []
     for pattern in cfg.get("files") or []:
-        files.extend(_expand(str(pattern)))
+        files.extend(_expand(str(pattern), options))
     for listing in cfg.get("listings") or []:
         matches = [] if ".json:" in str(listing) else sorted(glob.glob(str(listing)))
         for path in matches or [str(listing)]:
