@@ -264,6 +264,15 @@ def _assert_same_histograms(a: dict[str, Any], b: dict[str, Any]) -> None:
 @pytest.mark.facility
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
+def test_project_image_is_under_the_size_target(facility_images) -> None:  # noqa: ANN001, F811
+    """The one image for job, scheduler and workers stays under 1.5 GB (docs/facility.md)."""
+    image = facility_images["image"]
+    assert 0 < image.size_bytes < 1.5e9, f"{image.ref}: {image.size_bytes / 1e9:.2f} GB"
+
+
+@pytest.mark.facility
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_job_from_the_chart_runs_skim_and_analysis_on_the_facility(runs: Runs) -> None:
     report = runs.clean.report()
     assert set(report["per_stage"]) >= {"skim", "analysis"}
