@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -172,3 +173,44 @@ def test_dataset_glob_on_xrootd(xrootd_server: XRootDServer) -> None:  # noqa: F
                         xrootd_server.url("glob", "ds", "nano_1.root"))
     with open_source(ds.files[0], options=OPTIONS) as src:
         assert src.num_entries == 5
+
+
+AS_USER = """
+import json, os, subprocess, sys, types
+# The fixture module needs only the standard library (and pytest's decorator, stubbed here):
+# the project's interpreter lives where an unprivileged user cannot read it.
+sys.modules["pytest"] = types.SimpleNamespace(fixture=lambda **k: (lambda f: f))
+sys.path.insert(0, sys.argv[1])
+from fixtures.xrootd import start_xrootd_server, xrootd_missing_reason
+reason = xrootd_missing_reason()
+server = start_xrootd_server()
+try:
+    src = os.path.join(server.workdir, "probe-src")
+    with open(src, "w") as handle:
+        handle.write("written as " + str(os.geteuid()))
+    copy = subprocess.run(["xrdcp", "-f", src, server.url("probe.txt")], capture_output=True,
+                          text=True, timeout=60)
+    print(json.dumps({"reason": reason, "rc": copy.returncode, "err": copy.stderr[-300:],
+                      "content": (server.export / "probe.txt").read_text(),
+                      "owner": (server.export / "probe.txt").stat().st_uid}))
+finally:
+    server.stop()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists()
+                    or shutil.which("runuser") is None,
+                    reason="needs root (to become an unprivileged user), runuser and /usr/bin/python3")
+def test_server_fixture_runs_as_an_unprivileged_user() -> None:
+    """Without root the fixture starts xrootd as the current user (no ``-R``) and it serves writes."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    done = subprocess.run(["runuser", "-u", "nobody", "--", "env", "HOME=/tmp", "/usr/bin/python3",
+                           "-c", AS_USER, str(Path(__file__).resolve().parent)],
+                          capture_output=True, text=True, timeout=120, cwd="/tmp", check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["reason"] is None  # not skipped for not being root
+    assert result["rc"] == 0, result["err"]
+    assert result["content"] == f"written as {nobody}" and result["owner"] == nobody
