@@ -477,7 +477,7 @@ def test_outputs_outlive_the_job_pod(helm: str, tmp_path: Path, monkeypatch: pyt
 def test_dask_cluster_is_owned_by_the_job_and_times_out_idle(
     helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A killed Job pod cannot leak its DaskCluster: owned by the Job, and deleted when idle."""
+    """A killed Job pod cannot leak its DaskCluster: its pod names the owner, idle ones go."""
     from fixtures.k8s import validate_custom_resource
     from omegaconf import OmegaConf
 
@@ -488,22 +488,16 @@ def test_dask_cluster_is_owned_by_the_job_and_times_out_idle(
     job = _one(objs, "Job")
     (container,) = job["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
-    # The Job controller labels its pods with these; the downward API reads them.
-    assert env["INTCCMS_JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
-        "metadata.labels['batch.kubernetes.io/job-name']")
-    assert env["INTCCMS_JOB_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == (
-        "metadata.labels['batch.kubernetes.io/controller-uid']")
-    uid = "5d0c9a2e-7f43-4b8e-a1c6-2e9f0b7d4c31"
-    monkeypatch.setenv("INTCCMS_JOB_NAME", job["metadata"]["name"])
-    monkeypatch.setenv("INTCCMS_JOB_UID", uid)
+    # The backend looks up this pod's controller (the Job) and makes it the cluster's owner.
+    assert env["INTCCMS_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    monkeypatch.setenv("INTCCMS_POD_NAME", f"{job['metadata']['name']}-x7k2p")
     cfg = _compose_facility(objs, tmp_path, monkeypatch, env)
     k8s = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(KubernetesClusterConfig),
                                               cfg.cluster.kubernetes))
+    assert k8s.owner_pod == f"{job['metadata']['name']}-x7k2p"
     spec = make_cluster_spec(k8s, "r1")
     validate_custom_resource(spec)
     assert spec["spec"]["idleTimeout"] == 1800
-    assert spec["metadata"]["ownerReferences"] == [
-        {"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"], "uid": uid}]
     off = render(helm, "--set", "dask.idleTimeoutSeconds=0")
     facility = yaml.safe_load(_one(off, "ConfigMap", "-facility")["data"]["facility.yaml"])
     assert facility["cluster"]["kubernetes"]["idle_timeout_s"] == 0

@@ -207,3 +207,37 @@ def test_runs_refuse_a_submit_only_cluster() -> None:
     cfg["kubernetes"].wait.scheduler = False
     with pytest.raises(ClusterError, match="wait.scheduler=false"), start_cluster(cfg, run_id="r"):
         pytest.fail("a run must not get a cluster without a client")
+
+
+@pytest.mark.parametrize("pod_exists", [True, False])
+def test_the_job_pods_controller_owns_the_cluster(
+    dask_operator: EmulatedCluster,  # noqa: F811
+    pod_exists: bool,
+) -> None:
+    """The job reads its own pod (downward-API name) and gives the DaskCluster the pod's Job."""
+    from kr8s.objects import Pod
+
+    job_ref = {"apiVersion": "batch/v1", "kind": "Job", "name": "intccms-run-7",
+               "uid": "2c4e6a8b-0d1f-4a3c-9e5b-7d9f1b3c5e7a", "controller": True,
+               "blockOwnerDeletion": True}
+    pod_name = f"intccms-run-7-{'abcde' if pod_exists else 'gone0'}"
+    if pod_exists:
+        Pod({"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": pod_name, "namespace": NAMESPACE, "ownerReferences": [
+                 {"apiVersion": "v1", "kind": "Node", "name": "n", "uid": "1"}, job_ref]},
+             "spec": {"containers": [{"name": "intccms", "image": IMAGE}]}},
+            namespace=NAMESPACE).create()
+    cfg = _config(scheduler_timeout_s=60)
+    cfg.owner_pod = pod_name
+    backend = KubernetesBackend(cfg, run_id=f"owned-{pod_exists}")
+    try:
+        backend.submit()
+        cluster = dask_operator.objects(f"{DASK}/daskclusters")[backend.name]
+    finally:
+        backend.close()
+    if pod_exists:  # only the controller, without blockOwnerDeletion (no RBAC on the Job needed)
+        assert cluster["metadata"]["ownerReferences"] == [
+            {k: job_ref[k] for k in ("apiVersion", "kind", "name", "uid")}]
+    else:  # no pod: the run goes on unowned (the idle timeout remains)
+        assert not cluster["metadata"].get("ownerReferences")
+    assert backend.name not in dask_operator.objects(f"{DASK}/daskclusters")

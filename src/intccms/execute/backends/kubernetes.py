@@ -28,6 +28,7 @@ import kr8s
 from dask_kubernetes.operator import KubeCluster
 from dask_kubernetes.operator._objects import DaskAutoscaler, DaskCluster  # the operator's kr8s kinds
 from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
+from kr8s.asyncio.objects import Pod
 
 from intccms.execute.backends.k8s_specs import (
     cluster_name,
@@ -227,6 +228,7 @@ class KubernetesBackend:
                 f" it with `kubectl -n {self.namespace} delete daskcluster {self.name}`"
             )
             raise ClusterStartupError(msg)
+        await self._owner_from_pod()
         self._owns_cluster = True
         self._kube = KubeCluster(
             custom_cluster_spec=self.cluster_spec,
@@ -240,6 +242,39 @@ class KubernetesBackend:
         self._start_task = asyncio.ensure_future(self._kube._start())
         await self._wait_for_operator()
         await self._adapt()
+
+    async def _owner_from_pod(self) -> None:
+        """Make the controller of the job's own pod (its Job) the DaskCluster's owner.
+
+        Kubernetes then deletes the cluster with the Job, also when the pod was killed before
+        teardown could run. Without the pod or a controller the run goes on unowned (the
+        operator's idle timeout still removes an abandoned cluster).
+        """
+        pod_name = self.cfg.owner_pod
+        if not pod_name or self.cluster_spec["metadata"].get("ownerReferences"):
+            return
+        try:
+            pod = await Pod.get(pod_name, namespace=self.namespace)
+        except (kr8s.NotFoundError, kr8s.ServerError, httpx.HTTPError) as err:
+            log.warning(
+                "DaskCluster %s/%s gets no owner: cannot read pod %s (%s); an abandoned cluster"
+                " is only removed by cluster.kubernetes.idle_timeout_s",
+                self.namespace,
+                self.name,
+                pod_name,
+                type(err).__name__,
+            )
+            return
+        controllers = [
+            ref for ref in pod.raw["metadata"].get("ownerReferences") or [] if ref.get("controller")
+        ]
+        if not controllers:
+            log.warning("pod %s has no controller; DaskCluster %s gets no owner", pod_name, self.name)
+            return
+        ref = controllers[0]
+        self.cluster_spec["metadata"]["ownerReferences"] = [
+            {k: ref[k] for k in ("apiVersion", "kind", "name", "uid")}
+        ]
 
     async def _wait_for_operator(self) -> None:
         deadline = time.monotonic() + self.cfg.wait.operator_timeout_s

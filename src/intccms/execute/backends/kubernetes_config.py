@@ -102,10 +102,10 @@ class VolumeClaimMount:
 class OwnerReference:
     """The object that owns the DaskCluster: Kubernetes deletes the cluster when it goes.
 
-    Inside the chart's Job, name and uid come from the Job pod's own labels through the
-    downward API (``INTCCMS_JOB_NAME``, ``INTCCMS_JOB_UID``), so deleting the Job (by hand,
-    ``ttlSecondsAfterFinished`` or ``helm uninstall``) removes a cluster its killed pod left
-    behind. Both empty: no owner (runs outside a Job).
+    Set explicitly, or leave name and uid empty and set ``owner_pod``: the backend then reads
+    the job's own pod and takes the object that controls it (the chart's Job). Deleting the
+    Job (by hand, ``ttlSecondsAfterFinished`` or ``helm uninstall``) then removes a cluster its
+    killed pod left behind. Both empty and no ``owner_pod``: no owner (runs outside a Job).
 
     Attributes:
         api_version: API version of the owner, e.g. ``batch/v1``.
@@ -237,6 +237,8 @@ class KubernetesClusterConfig:
         idle_timeout_s: The operator deletes a cluster whose scheduler has had no work this
             long (0: never); covers a job pod killed before its teardown ran.
         owner: Owner of the DaskCluster (the job's Kubernetes Job), for garbage collection.
+        owner_pod: Name of the pod the job runs in (downward API ``INTCCMS_POD_NAME``); when
+            ``owner`` is empty, the pod's controller (its Job) becomes the owner.
         adapt: Autoscaler bounds.
         wait: Bounded waits at start and teardown.
     """
@@ -262,6 +264,7 @@ class KubernetesClusterConfig:
     run_as_user: int = 1000
     idle_timeout_s: int = 0
     owner: OwnerReference = field(default_factory=OwnerReference)
+    owner_pod: str = ""
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     wait: WaitConfig = field(default_factory=WaitConfig)
 
