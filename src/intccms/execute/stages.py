@@ -28,7 +28,7 @@ from intccms.plan.metadata import (
     save_cache,
 )
 from intccms.plan.workitems import WorkItem, chunk_file
-from intccms.storage import Manifest, StorageOptions, exists_complete, join
+from intccms.storage import Manifest, StorageError, StorageOptions, exists_complete, join
 
 SKIM_EXTENSIONS = {"parquet": "parquet", "ttree": "root", "rntuple": "root"}
 
@@ -142,7 +142,13 @@ def run_metadata(
             bar = progress.add_task("[bold]metadata[/bold]", total=len(futures))
             for fut in as_completed(list(futures)):
                 name, f = futures[fut]
-                meta, record = fut.result()
+                try:
+                    meta, record = fut.result()
+                except StorageError:
+                    raise  # outages and bad credentials name the URL and the fix already
+                except Exception as err:
+                    msg = f"metadata of {f} (dataset {name}) failed: {type(err).__name__}: {err}"
+                    raise RuntimeError(msg) from err
                 result[name].files[f] = meta
                 records.append(record)
                 progress.advance(bar)
@@ -150,8 +156,9 @@ def run_metadata(
                     run_metrics.completed(1, "metadata")
     bad = {f: m.error for d in result.values() for f, m in d.files.items() if m.error}
     if bad and not cfg.workflow.skip_bad_files:
-        first = next(iter(bad.items()))
-        msg = (f"{len(bad)} input file(s) cannot be read; first: {first[1]} "
+        shown = "; ".join(bad[f] for f in sorted(bad)[:3])  # each error names its file
+        more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+        msg = (f"{len(bad)} input file(s) cannot be read: {shown}{more} "
                "(set workflow.skip_bad_files=true to skip them)")
         raise BadInputError(msg)
     for name, meta in result.items():
@@ -268,6 +275,8 @@ def _covering_parts(
     part of a file (an interrupted skim) or covers entries twice would bias every histogram.
     """
     good = {fm.file: fm for _, fm in _good_files(meta)}
+    skipped = {f for f, fm in meta.files.items() if fm.error is not None}  # bad input, left out whole
+    parts = [p for p in parts if str(p.get("source_file")) not in skipped]
     by_file: dict[str, list[dict[str, Any]]] = {}
     for part in parts:
         by_file.setdefault(str(part.get("source_file")), []).append(part)

@@ -17,8 +17,20 @@ from typing import Any
 
 import awkward as ak
 import numpy as np
+import uproot
 
 from intccms.storage import StorageAuthError, StorageOptions, StorageUnreachableError, open_source, read_runs_sums
+
+# What a bad file raises: missing/truncated (OSError), not ROOT or empty (ValueError), corrupt
+# records or compressed blocks. Anything else is a bug or an outage, never "a bad file" that
+# ``skip_bad_files`` would quietly leave out.
+try:
+    from cramjam import DecompressionError
+except ImportError:  # cramjam comes with uproot; without it its errors cannot occur
+    DecompressionError = ValueError  # type: ignore[assignment,misc]
+INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, EOFError, uproot.KeyInFileError, uproot.DeserializationError, DecompressionError,
+)
 
 
 @dataclass
@@ -33,6 +45,8 @@ class FileMetadata:
     bytes_read: int = 0
     # Size and modification time of a local file when it was counted (None for remote URLs).
     fingerprint: str | None = None
+    # False when the file could not be opened: ``num_entries`` is then unknown, not zero.
+    counted: bool = True
 
 
 def file_fingerprint(url: str) -> str | None:
@@ -53,13 +67,19 @@ def file_fingerprint(url: str) -> str | None:
 def file_metadata(url: str, is_data: bool, options: StorageOptions | None = None) -> FileMetadata:
     """Count entries and generator weights of one file (runs on a worker).
 
-    Input errors (missing, corrupt or truncated file, no ``Events`` tree) are returned in
-    ``error`` with the file named, so the driver decides whether to skip or stop.
+    Input errors (missing, empty, corrupt or truncated file, no ``Events`` tree, an ``Events``
+    tree without entries) are returned in ``error``, which always names the file and the
+    problem, so the driver decides whether to skip or stop.
     """
     try:
         with open_source(url, options=options) as source:
             meta = FileMetadata(file=url, num_entries=int(source.num_entries),
                                 fingerprint=file_fingerprint(url))
+            if meta.num_entries == 0:
+                # Nothing to analyse, yet its Runs tree may hold a sum of weights: counting that
+                # in the normalisation without any of its events would bias every histogram.
+                meta.error = (f"EmptyTreeError: {url}: the 'Events' tree has 0 entries "
+                              "(an empty or failed production file); remove it from the dataset")
             if is_data:
                 meta.sum_source = "data"
             else:
@@ -76,8 +96,28 @@ def file_metadata(url: str, is_data: bool, options: StorageOptions | None = None
     except (StorageAuthError, StorageUnreachableError):
         # A storage outage is not a bad file: skipping it would silently drop data.
         raise
-    except Exception as err:  # noqa: BLE001 - reported per file, the driver decides
-        return FileMetadata(file=url, error=f"{type(err).__name__}: {err}")
+    except INPUT_ERRORS as err:  # reported per file, the driver decides
+        return FileMetadata(file=url, error=describe_input_error(err, url), counted=False)
+
+
+def describe_input_error(err: BaseException, url: str) -> str:
+    """``Type: <url>: problem`` for a file that cannot be read (the URL added where missing)."""
+    if _is_empty_local_file(url):
+        return f"{type(err).__name__}: {url}: the file is empty (0 bytes); regenerate or remove it"
+    problem = " ".join(str(err).split())  # uproot's messages span lines
+    if "expected Chunk of length" in problem:
+        problem += " (the file ends before the data it lists: truncated or corrupt)"
+    text = problem if url.removeprefix("file://") in problem else f"{url}: {problem}"
+    return f"{type(err).__name__}: {text}"
+
+
+def _is_empty_local_file(url: str) -> bool:
+    if "://" in url and not url.startswith("file://"):
+        return False
+    try:
+        return os.stat(url.removeprefix("file://")).st_size == 0
+    except OSError:
+        return False
 
 
 @dataclass
