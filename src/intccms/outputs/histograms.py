@@ -3,6 +3,11 @@
 Chunks return dense arrays ``[variation, bin (with flow), (Σw, Σw²)]`` per channel, observable
 and process; the driver adds them as they arrive. At the end they become ``hist.Hist`` objects
 with axes process × variation × observable and ``Weight`` storage.
+
+Simulation is filled un-normalised (``norm = 1``) and grouped by file
+(:class:`FileGroupedAccumulator`): a file counts only once all its chunks are in, so with
+``skip_bad_files`` a file with one bad chunk is dropped whole, and ``σ·L/Σw`` is applied per
+dataset at the end with the Σw of the files actually kept (ANALYSIS.md, "Event weights").
 """
 
 from __future__ import annotations
@@ -66,6 +71,111 @@ class HistogramAccumulator:
                 view.variance[p_index, : len(self.variations), :] = values[..., 1]
             out.setdefault(channel, {})[obs] = h
         return out
+
+
+Hists = dict[tuple[str, str], np.ndarray]
+
+
+def scaled(values: np.ndarray, norm: float) -> np.ndarray:
+    """A copy of ``[..., (Σw, Σw²)]`` for weights multiplied by ``norm``: Σw·norm, Σw²·norm²."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    out[..., 0] *= norm
+    out[..., 1] *= norm * norm
+    return out
+
+
+def _add_into(target: Hists, hists: Mapping[tuple[str, str], np.ndarray]) -> None:
+    for key, values in hists.items():
+        if key in target:
+            target[key] += values
+        else:
+            target[key] = np.array(values, dtype=np.float64, copy=True)
+
+
+@dataclass
+class FileGroupedAccumulator:
+    """Un-normalised sums per dataset, merged one complete file at a time.
+
+    Every file's chunk count is declared first (:meth:`expect`). A file's sums are held apart
+    only while its chunks are in progress; when the last one is in they join the dataset's
+    total and are freed. A file with a failed chunk (:meth:`drop`) never joins: its other
+    chunks, before or after the failure, are discarded, so the totals equal a run without it.
+
+    Attributes:
+        totals: dataset -> ``(channel, observable)`` -> un-normalised array.
+        dropped: ``(dataset, file)`` of every file left out.
+    """
+
+    totals: dict[str, Hists] = field(default_factory=dict)
+    dropped: set[tuple[str, str]] = field(default_factory=set)
+    _outstanding: dict[tuple[str, str], int] = field(default_factory=dict)
+    _pending: dict[tuple[str, str], Hists] = field(default_factory=dict)
+
+    def expect(self, dataset: str, file: str, chunks: int = 1) -> None:
+        """Declare ``chunks`` more chunks of ``file`` (before any of them is added)."""
+        key = (dataset, file)
+        self._outstanding[key] = self._outstanding.get(key, 0) + chunks
+
+    def add(self, dataset: str, file: str, hists: Mapping[tuple[str, str], np.ndarray]) -> None:
+        """One successful chunk of ``file`` (weights with ``norm = 1``)."""
+        key = (dataset, file)
+        if key not in self.dropped:
+            _add_into(self._pending.setdefault(key, {}), hists)
+        self._settle(key)
+
+    def drop(self, dataset: str, file: str) -> None:
+        """A chunk of ``file`` failed: leave the whole file out."""
+        key = (dataset, file)
+        self.dropped.add(key)
+        self._pending.pop(key, None)
+        self._settle(key)
+
+    @property
+    def in_progress(self) -> int:
+        """Files whose sums are held apart right now (the memory cost beyond the totals)."""
+        return len(self._pending)
+
+    def _settle(self, key: tuple[str, str]) -> None:
+        left = self._outstanding.get(key, 0) - 1
+        if left < 0:
+            msg = f"more chunks reported for {key[1]} (dataset {key[0]}) than were expected"
+            raise RuntimeError(msg)
+        self._outstanding[key] = left
+        if left == 0:
+            del self._outstanding[key]
+            done = self._pending.pop(key, None)
+            if done is not None:
+                _add_into(self.totals.setdefault(key[0], {}), done)
+
+    def nominal_sum(self, dataset: str) -> float:
+        """Σw of the nominal variation over every filled (channel, observable), un-normalised."""
+        return sum(float(v[0, :, 0].sum()) for v in self.totals.get(dataset, {}).values())
+
+    def normalised(
+        self, norms: Mapping[str, float], processes: Mapping[str, str], variations: tuple[str, ...],
+        axes: Mapping[str, AxisSpec],
+    ) -> HistogramAccumulator:
+        """The per-process sums with each dataset scaled by ``norms[dataset]``.
+
+        Args:
+            norms: dataset -> ``σ·L/Σw`` (1 for data).
+            processes: dataset -> process.
+            variations: the variation axis.
+            axes: observable binning.
+
+        Raises:
+            RuntimeError: a file still has chunks outstanding (its results would be lost).
+        """
+        if self._outstanding:
+            (dataset, file), left = next(iter(self._outstanding.items()))
+            msg = (f"{len(self._outstanding)} file(s) still have chunks outstanding, e.g. {left} of "
+                   f"{file} (dataset {dataset}); their histograms are incomplete")
+            raise RuntimeError(msg)
+        acc = HistogramAccumulator(variations=variations, axes=axes)
+        for dataset, hists in sorted(self.totals.items()):
+            norm = norms[dataset]
+            acc.add(processes[dataset], {k: scaled(v, norm) for k, v in hists.items()})
+        return acc
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
