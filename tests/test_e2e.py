@@ -81,6 +81,9 @@ def test_skim_only_resume_and_analysis_on_skimmed_input(dask_client, demo_data, 
     assert res.histograms_path is None
     manifest = tmp_path / "skims" / "TTToSemiLeptonic_2017" / "manifest.json"
     assert manifest.is_file()
+    provenance = tmp_path / "skims" / "provenance"
+    assert f"skim_format: {fmt}" in (provenance / "config.yaml").read_text()
+    assert "uproot" in (provenance / "versions.json").read_text()
     parts = sorted((tmp_path / "skims").rglob("part_*"))
     assert parts and all(not p.name.startswith(".") for p in parts)
     mtimes = {p: p.stat().st_mtime_ns for p in parts}

@@ -31,7 +31,7 @@ from intccms.execute.stages import (
 from intccms.execute.tasks import analysis_task
 from intccms.metrics.local_prometheus import local_prometheus
 from intccms.metrics.sampler import WorkerSampler, wanted_workers
-from intccms.outputs.histograms import AxisSpec, HistogramAccumulator, save_pickle, save_root
+from intccms.outputs.histograms import AxisSpec, FileGroupedAccumulator, save_pickle, save_root
 from intccms.outputs.provenance import config_hash, write_provenance
 from intccms.outputs.summary import print_summary, summarise
 from intccms.physics.normalisation import normalisation_factor
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 class JobResult:
     """What a run produced, for callers and tests."""
 
-    output_dir: Path
+    output_dir: Path  # local; the staging folder when ``output_url`` is on S3 or XRootD
+    output_url: str = ""
     histograms_path: Path | None = None
     root_path: Path | None = None
     plots: list[Path] = field(default_factory=list)
@@ -67,6 +68,7 @@ def storage_options(cfg: DictConfig) -> StorageOptions:
         timeout_s=float(cfg.storage.timeout_s),
         retries=int(cfg.storage.retries),
         credentials=load_credentials(),
+        reader_kwargs=OmegaConf.to_container(cfg.storage.reader_kwargs, resolve=True) or {},
     )
 
 
@@ -80,22 +82,31 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
     """
     console = console or Console(stderr=True)
     t0 = time.time()
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from intccms.storage.outputs import OutputLocation
+
+    # s3:// and root:// outputs are staged locally and published file by file (rerun: cache read back).
+    outputs = OutputLocation(str(cfg.output_dir), storage_options(cfg))
+    out = outputs.local
     run_id = os.environ.get("INTCCMS_RUN_ID") or f"{cfg.name}-{uuid.uuid4().hex[:8]}"
     os.environ["INTCCMS_RUN_ID"] = run_id
     config_yaml = to_yaml(cfg)
     write_provenance(out / "provenance", config_yaml, {"run_id": run_id})
+    outputs.publish(out / "provenance")
 
     fill_generated_files(cfg)
     ensure_inputs(cfg, console=console)
     chosen = select_datasets(OmegaConf.to_container(cfg.datasets, resolve=True), list(cfg.dataset_selection))
-    datasets = {name: resolve_dataset(name, d) for name, d in chosen.items()}
+    datasets = {name: resolve_dataset(name, d, outputs.options) for name, d in chosen.items()}  # remote globs
     eras = sorted({d.era for d in datasets.values()})
     unknown = [e for e in eras if e not in cfg.eras]
     if unknown:
         msg = f"datasets use eras {unknown} that are not configured under 'eras' (known: {sorted(cfg.eras)})"
         raise ValueError(msg)
+    from intccms.plan.datasets import unmatched_eras
+
+    for warning in unmatched_eras(datasets):
+        console.print(f"[yellow]warning: {warning}; data/simulation comparisons and fits over "
+                      "these eras are biased (choose datasets with dataset_selection)[/yellow]")
     constants = era_constants(cfg, eras)
     specs = corrections_specs(cfg, eras)  # validates every file and key now, at start-up
     plan = build_plan(cfg, specs)
@@ -107,32 +118,39 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
         from intccms.stats.stage import check_statistics
 
         check_statistics(cfg)  # the statistics group; statistics.input.path when it runs alone
-    result = JobResult(output_dir=out)
+    result = JobResult(output_dir=out, output_url=outputs.url)
 
-    if client is None:
-        with (start_cluster(cfg.cluster, run_id=run_id) as new_client,
-              local_prometheus(cfg.prometheus, new_client, out, run_id=run_id, console=console),
-              WorkerSampler(new_client) as sampler):
-            _run(cfg, new_client, datasets, constants, specs, plan, options, out, result, console, config_yaml,
-                 sampler)
-    else:
-        with (local_prometheus(cfg.prometheus, client, out, run_id=run_id, console=console),
-              WorkerSampler(client) as sampler):
-            _run(cfg, client, datasets, constants, specs, plan, options, out, result, console, config_yaml,
-                 sampler)
+    try:
+        if client is None:
+            with (start_cluster(cfg.cluster, run_id=run_id) as new_client,
+                  local_prometheus(cfg.prometheus, new_client, out, run_id=run_id, console=console),
+                  WorkerSampler(new_client) as sampler):
+                _run(cfg, new_client, datasets, constants, specs, plan, options, out, result, console,
+                     config_yaml, sampler)
+        else:
+            with (local_prometheus(cfg.prometheus, client, out, run_id=run_id, console=console),
+                  WorkerSampler(client) as sampler):
+                _run(cfg, client, datasets, constants, specs, plan, options, out, result, console,
+                     config_yaml, sampler)
+    except BaseException:
+        outputs.publish(best_effort=True)  # what was written (e.g. the metadata cache) is kept
+        raise
+    outputs.publish()
     result.wall_time_s = time.time() - t0
     return result
 
 
-def _register_plugins(client: Client, options: StorageOptions, run_id: str, datasets: list[str]) -> None:
+def _register_plugins(client: Client, options: StorageOptions, run_id: str, datasets: list[str],
+                      cluster_kind: Any = "local") -> None:
     from intccms.metrics.preload import WorkerMetricsPlugin
 
     client.register_plugin(WorkerMetricsPlugin(run_id, datasets, ["metadata", "skim", "analysis"]))
-    creds = options.credentials
-    if creds is not None and creds.environ():
-        from intccms.storage import CredentialsPlugin
+    from intccms.storage.plugin import credentials_plugin
 
-        client.register_plugin(CredentialsPlugin(creds))
+    # kubernetes/address workers have their own environment (a mounted Secret): names only.
+    plugin = credentials_plugin(options.credentials, cluster_kind)
+    if plugin is not None:
+        client.register_plugin(plugin)
 
 
 def _run(
@@ -153,7 +171,7 @@ def _run(
 
     wf = cfg.workflow
     run_id = os.environ["INTCCMS_RUN_ID"]
-    _register_plugins(client, options, run_id, sorted(datasets))
+    _register_plugins(client, options, run_id, sorted(datasets), cfg.cluster.kind)
     run_metrics = run_metrics_for(client, run_id, config=str(cfg.name))
     # Workers wanted and present, the report's cores and worker timeline: sampled during the stages.
     sampler.start(run_metrics, wanted_workers(cfg.cluster, len(client.nthreads())))
@@ -175,6 +193,9 @@ def _run(
                              run_metrics=run_metrics)
         result.records.extend(outcome.records)
         result.skipped.update(outcome.skipped)
+        for meta in metadata.values():  # a file the skim skipped is left out of what follows, whole
+            for f in outcome.skipped.keys() & meta.files.keys():
+                meta.files[f].error = outcome.skipped[f]
 
     if wf.run_mva_training:
         from intccms.mva.stage import run_training
@@ -183,7 +204,7 @@ def _run(
                                   console=console)
 
     if not wf.run_analysis:
-        result.summary = summarise(result.records, datasets, time.time() - t_start, result.skipped)
+        result.summary = summarise(result.records, datasets, time.time() - t_start, result.skipped, metadata)
         print_summary(result.summary, console=console)
         _report(cfg, result, out, time.time() - t_start, console, sampler)
         if wf.run_statistics:
@@ -192,41 +213,52 @@ def _run(
 
     axes = {name: AxisSpec(name, int(o.binning.bins), float(o.binning.start), float(o.binning.stop), str(o.label))
             for name, o in cfg.analysis.observables.items()}
-    acc = HistogramAccumulator(variations=plan.variations, axes=axes)
+    # Filled with norm = 1 and grouped by source file; σ·L/Σw is applied per dataset at the end,
+    # with the Σw of the files kept: a file skipped at any stage is left out whole.
+    grouped = FileGroupedAccumulator()
     contexts: dict[str, ChunkContext] = {}
     era_yields: dict[str, dict[str, float]] = {}
     for name, ds in datasets.items():
-        meta = metadata[name]
         era_cfg = cfg.eras[ds.era]
-        norm = 1.0
-        if not ds.is_data:
-            norm = normalisation_factor(ds.xsec or 0.0, float(era_cfg.luminosity), meta.sum_genweight)
         contexts[name] = ChunkContext(
-            process=ds.process, era=ds.era, is_data=ds.is_data, norm=norm,
+            process=ds.process, era=ds.era, is_data=ds.is_data, norm=1.0,
             golden_json=str(era_cfg.golden_json) if ds.is_data and era_cfg.golden_json else None,
             constants=constants[ds.era],
         )
     items = analysis_items(cfg, datasets, metadata, skim_dir, options)
+    source_of = _skim_sources(datasets, skim_dir, options) if wf.use_skimmed_input else {}
+    for item in items:
+        grouped.expect(item.dataset, source_of.get(item.file, item.file))
     plan_future = client.scatter(plan, broadcast=True, hash=False)
 
     def on_result(item: Any, chunk: Any) -> None:
-        acc.add(chunk.process, chunk.hists)
-        era = contexts[item.dataset].era
-        nominal = sum(float(v[0, :, 0].sum()) for v in chunk.hists.values())
-        era_yields.setdefault(chunk.process, {}).setdefault(era, 0.0)
-        era_yields[chunk.process][era] += nominal
+        grouped.add(item.dataset, source_of.get(item.file, item.file), chunk.hists)
+
+    def on_failed(item: Any, record: ChunkRecord) -> None:
+        grouped.drop(item.dataset, source_of.get(item.file, item.file))
 
     outcome: StageOutcome = run_stage(
         client, "analysis", items, analysis_task,
         lambda item: (contexts[item.dataset], plan_future, specs.get(datasets[item.dataset].era)
                       if not datasets[item.dataset].is_data else None, options),
         on_result, retries=int(wf.retries), skip_bad_files=bool(wf.skip_bad_files), console=console,
-        run_metrics=run_metrics,
+        run_metrics=run_metrics, on_failed=on_failed,
     )
     result.records.extend(outcome.records)
-    result.skipped.update(outcome.skipped)
+    for f, error in outcome.skipped.items():  # a bad skim part stands for its source file
+        result.skipped.setdefault(source_of.get(f, f), error)
 
+    norms: dict[str, float] = {}
+    for name, ds in datasets.items():
+        kept = sum(fm.sum_genweight for f, fm in metadata[name].files.items()
+                   if fm.error is None and f not in result.skipped)
+        norms[name] = 1.0 if ds.is_data or name not in grouped.totals else normalisation_factor(
+            ds.xsec or 0.0, float(cfg.eras[ds.era].luminosity), kept)
+        if name in grouped.totals:
+            era_yields.setdefault(ds.process, {}).setdefault(ds.era, 0.0)
+            era_yields[ds.process][ds.era] += grouped.nominal_sum(name) * norms[name]
     processes = sorted({ds.process for ds in datasets.values()}, key=lambda p: (p == "data", p))
+    acc = grouped.normalised(norms, {n: d.process for n, d in datasets.items()}, plan.variations, axes)
     hists = acc.to_hists(processes)
     meta = {
         "config_hash": config_hash(config_yaml),
@@ -250,11 +282,19 @@ def _run(
         result.plots = plot_all(hists, out / "plots", groups=OmegaConf.to_container(cfg.analysis.plot.groups),
                                 signals=list(cfg.analysis.plot.signals), log_y=bool(cfg.analysis.plot.log_y),
                                 lumi_fb=lumi_fb)
-    result.summary = summarise(result.records, datasets, wall, result.skipped)
+    result.summary = summarise(result.records, datasets, wall, result.skipped, metadata)
     print_summary(result.summary, console=console)
     _report(cfg, result, out, wall, console, sampler)
     if wf.run_statistics:
         result.statistics = _statistics(cfg, client, {"histograms": hists, "meta": meta}, plan, options, out)
+
+
+def _skim_sources(datasets: Mapping[str, Dataset], skim_dir: str, options: StorageOptions) -> dict[str, str]:
+    """Skim part URL -> the original file it was cut from (parts are analysed, files are skipped)."""
+    from intccms.storage import Manifest, join
+
+    return {str(p["url"]): str(p["source_file"]) for name in datasets
+            for p in Manifest.load(join(skim_dir, name, "manifest.json"), options).parts if p.get("source_file")}
 
 
 def _statistics(cfg: DictConfig, client: Client, histograms: Mapping[str, Any] | None, plan: Any,

@@ -1,9 +1,11 @@
 """Run one task per work item on the Dask cluster with a live progress bar.
 
 Results are handed to a callback as they complete (so histograms merge incrementally and
-memory stays flat). A task that raises is retried by Dask (``workflow.retries``); a chunk
+memory stays flat). A task that raises is retried by Dask (``workflow.retries``), except for
+rejected credentials and unreachable storage, which stop the job at once; a chunk
 whose input is bad comes back as a failed record and is either skipped (``skip_bad_files``)
-or stops the run with the file named.
+or stops the run with the file named. A skipped chunk is reported to ``on_failed``, so the
+caller can leave out the whole file, including its chunks that did succeed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,35 @@ class BadInputError(RuntimeError):
 
 
 @dataclass
+class NotRetried:
+    """A storage outage or rejected credentials, returned instead of raised so that Dask does
+    not retry it: storage has bounded retries of its own, and repeating them per Dask retry
+    multiplies the time to fail (wrong credentials never get better)."""
+
+    error: BaseException
+
+    def stop(self, stage: str, item: WorkItem) -> BaseException:
+        """The error that stops the job: the same type, with the chunk named."""
+        msg = (f"{stage} of {item.file} entries [{item.entry_start}, {item.entry_stop}) failed and "
+               f"was not retried (storage errors are not retried by Dask): {self.error}")
+        try:
+            return type(self.error)(msg)
+        except TypeError:  # an exception class with another signature: keep it as it is
+            return self.error
+
+
+def fail_fast(task: Callable[..., Any], *args: Any) -> Any:
+    """Run ``task(*args)`` on a worker; auth and unreachable storage errors come back as
+    :class:`NotRetried` instead of being raised (and retried by Dask)."""
+    from intccms.storage import StorageAuthError, StorageUnreachableError
+
+    try:
+        return task(*args)
+    except (StorageAuthError, StorageUnreachableError) as err:
+        return NotRetried(err)
+
+
+@dataclass
 class StageOutcome:
     """Records of a stage and the files it skipped."""
 
@@ -49,8 +80,12 @@ def run_stage(
     console: Console | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     run_metrics: Any = None,
+    on_failed: Callable[[WorkItem, ChunkRecord], None] | None = None,
 ) -> StageOutcome:
     """Submit ``task(item, *args_for(item))`` for every item and collect as they finish.
+
+    ``on_result(item, payload)`` gets every successful chunk, ``on_failed(item, record)`` every
+    chunk skipped as bad input (``skip_bad_files``), each exactly once per item.
 
     Raises:
         BadInputError: a chunk failed on bad input and ``skip_bad_files`` is false.
@@ -62,7 +97,7 @@ def run_stage(
         run_metrics.planned(len(items), name)
     futures = {}
     for item in items:
-        fut = client.submit(task, item, *args_for(item), retries=retries, pure=False,
+        fut = client.submit(fail_fast, task, item, *args_for(item), retries=retries, pure=False,
                             key=f"{name}-{item.dataset}-{item.file_index}-{item.chunk_index}-{id(items)}")
         futures[fut] = item
     progress = Progress(
@@ -80,24 +115,32 @@ def run_stage(
             for fut in as_completed(list(futures)):
                 item = futures[fut]
                 try:
-                    payload, record = fut.result()
+                    result = fut.result()
                 except Exception as err:
                     for other in futures:
                         other.cancel()
                     msg = (f"{name} of {item.file} entries [{item.entry_start}, {item.entry_stop}) "
                            f"failed after {retries} retries: {type(err).__name__}: {err}")
                     raise RuntimeError(msg) from err
+                if isinstance(result, NotRetried):
+                    for other in futures:
+                        other.cancel()
+                    raise result.stop(name, item) from result.error
+                payload, record = result
                 outcome.records.append(record)
                 by_key[fut.key] = record
                 if record.failed:
                     if not skip_bad_files:
                         for other in futures:
                             other.cancel()
-                        msg = (f"bad input in dataset {item.dataset}: {record.error} "
+                        msg = (f"bad input in dataset {item.dataset} at the {name} stage: "
+                               f"{record.error or item.file + ' is unreadable'} "
                                "(set workflow.skip_bad_files=true to skip such files)")
                         raise BadInputError(msg)
-                    outcome.skipped.setdefault(item.file, record.error or "unreadable")
+                    outcome.skipped.setdefault(item.file, record.error or f"{item.file} is unreadable")
                     log.warning("skipping %s: %s", item.file, record.error)
+                    if on_failed is not None:
+                        on_failed(item, record)
                 else:
                     on_result(item, payload)
                 events += record.events_read

@@ -258,8 +258,37 @@ def skim_stage(
 
     if not items:
         console.print("[green]skim: every part is already written; nothing to do[/green]")
-    return run_stage(client, "skim", items, skim_task, args_for, on_result, retries=int(wf.retries),
-                     skip_bad_files=bool(wf.skip_bad_files), console=console, run_metrics=run_metrics)
+    outcome = run_stage(client, "skim", items, skim_task, args_for, on_result, retries=int(wf.retries),
+                        skip_bad_files=bool(wf.skip_bad_files), console=console, run_metrics=run_metrics)
+    write_skim_provenance(cfg, skim_dir, options)
+    return outcome
+
+
+def write_skim_provenance(cfg: DictConfig, skim_dir: str, options: StorageOptions) -> list[str]:
+    """The resolved configuration and package versions next to the skims (local, S3, XRootD).
+
+    Skims outlive the job that wrote them and are read by later jobs, so they carry their own
+    provenance under ``{skim_dir}/provenance/``.
+    """
+    import json
+
+    from intccms.config.compose import to_yaml
+    from intccms.outputs.provenance import config_hash, package_versions
+    from intccms.storage.schemes import backend_for
+
+    config_yaml = to_yaml(cfg)
+    files = {
+        "config.yaml": config_yaml.encode(),
+        "versions.json": json.dumps({"versions": package_versions(), "config_hash": config_hash(config_yaml)},
+                                    indent=1, sort_keys=True).encode(),
+    }
+    written = []
+    for name, payload in files.items():
+        url = join(skim_dir, "provenance", name)
+        with backend_for(url, options).staging(url) as local, open(local, "wb") as handle:
+            handle.write(payload)
+        written.append(url)
+    return written
 
 
 class IncompleteSkimError(ValueError):

@@ -1,0 +1,270 @@
+"""Bad input: every kind of unreadable file is named with its problem, or skipped whole.
+
+Without ``skip_bad_files`` each bad file stops the job with an error naming the file and the
+problem. With it, the run completes, the summary lists the file and its cost in events, and
+the histograms equal a run without the file: the file's chunks that did succeed are left out
+and its Σ genWeight is taken out of the normalisation.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import struct
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+from fixtures.demo import dask_client, demo_data, small_overrides  # noqa: F401
+
+from intccms.config import compose_config
+from intccms.execute.job import run_job
+from intccms.execute.runner import BadInputError
+from intccms.outputs.histograms import AxisSpec, FileGroupedAccumulator
+from intccms.outputs.summary import summarise
+from intccms.plan.metadata import DatasetMetadata, FileMetadata
+
+DATASET = "ZPrimeToTT_M2000_W200_2017"  # 4000 events in one file (fixtures.demo.SIZES)
+ENTRIES = 4000
+CHUNK = 1000  # four chunks per file, one basket per chunk in the rewritten copies
+DROPPED_BRANCH = "Jet_btagDeepFlavB"  # read by the analysis, not by the skim
+
+
+def _overrides(data: Path, out: Path, files: list[Path], *extra: str) -> list[str]:
+    listed = ",".join(str(f) for f in files)
+    return small_overrides(data, out, [DATASET], f"datasets.{DATASET}.files=[{listed}]",
+                           f"workflow.chunksize={CHUNK}", "workflow.run_plots=false", *extra)
+
+
+def _run(client, data: Path, out: Path, files: list[Path], *extra: str):
+    return run_job(compose_config("demo", _overrides(data, out, files, *extra)), client=client)
+
+
+def _mtt(result):
+    with open(result.histograms_path, "rb") as handle:
+        return pickle.load(handle)["histograms"]["CMS_WORKSHOP"]["mtt"]
+
+
+def _rewrite(src: Path, dst: Path, *, drop: tuple[str, ...] = (), stop: int | None = None) -> None:
+    """Copy a generated file's ``Events`` (one basket per ``CHUNK`` entries) and ``Runs``."""
+    from intccms.datagen.nanoaod import _branch_types, _uint32_counters
+
+    collections = ("Muon", "Jet", "FatJet")
+    with uproot.open(src) as f:
+        names = [k for k in f["Events"].keys() if k not in drop and k.removeprefix("n") not in collections]  # noqa: SIM118
+        arrays = f["Events"].arrays(names, entry_stop=stop)
+        runs = f["Runs"].arrays(library="np")
+    columns: dict[str, object] = {}
+    fields: dict[str, dict[str, ak.Array]] = {}
+    for name in names:
+        prefix, _, rest = name.partition("_")
+        if prefix in collections:
+            fields.setdefault(prefix, {})[rest] = arrays[name]
+        else:
+            columns[name] = ak.to_numpy(arrays[name])
+    columns.update({c: ak.zip(v) for c, v in fields.items()})
+    with uproot.recreate(dst, compression=uproot.LZMA(9)) as out:
+        with _uint32_counters():
+            tree = out.mktree("Events", _branch_types(columns), counter_name=lambda c: "n" + c,
+                              field_name=lambda o, i: f"{o}_{i}")
+        for start in range(0, max(len(arrays), 1), CHUNK):
+            tree.extend({k: v[start:start + CHUNK] for k, v in columns.items()})
+        out.mktree("Runs", {k: v.dtype for k, v in runs.items()}).extend(runs)
+
+
+def _truncate_last_basket(path: Path, branch: str) -> None:
+    """Make the last basket of ``branch`` promise more bytes than its data holds: the metadata
+    (entries, ``Runs``) still reads, the first chunks analyse, the last one fails."""
+    with uproot.open(path) as f:
+        b = f["Events"][branch]
+        seek = int(b.member("fBasketSeek")[b.num_baskets - 1])
+    raw = bytearray(path.read_bytes())
+    header = seek + struct.unpack(">h", raw[seek + 14:seek + 16])[0]  # TKey fKeylen
+    assert bytes(raw[header:header + 2]) == b"XZ"
+    size = int.from_bytes(raw[header + 6:header + 9], "little") + 4096
+    raw[header + 6:header + 9] = size.to_bytes(3, "little")
+    path.write_bytes(bytes(raw))
+
+
+@pytest.fixture(scope="module")
+def inputs(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:  # noqa: F811
+    """The generated good file and one bad file of each kind."""
+    from rich.console import Console
+
+    from intccms.execute.prepare import ensure_inputs, fill_generated_files
+
+    folder = tmp_path_factory.mktemp("bad_input")
+    cfg = compose_config("demo", _overrides(demo_data, folder / "unused", []))
+    fill_generated_files(cfg)
+    ensure_inputs(cfg, console=Console(quiet=True))
+    good = demo_data / "2017" / DATASET / "nano_0.root"
+    with uproot.open(good) as f:
+        assert f["Events"].num_entries == ENTRIES
+    files = {"good": good, "missing": folder / "missing.root"}
+    files["truncated"] = folder / "truncated.root"
+    data = good.read_bytes()
+    files["truncated"].write_bytes(data[: len(data) // 2])
+    files["empty"] = folder / "empty.root"
+    files["empty"].write_bytes(b"")
+    files["no_events"] = folder / "no_events.root"
+    with uproot.recreate(files["no_events"]) as out:
+        out["Runs"] = {"genEventSumw": np.array([1.0e4]), "genEventCount": np.array([ENTRIES])}
+    files["zero_entries"] = folder / "zero_entries.root"
+    _rewrite(good, files["zero_entries"], stop=0)
+    files["no_branch"] = folder / "no_branch.root"
+    _rewrite(good, files["no_branch"], drop=(DROPPED_BRANCH,))
+    files["bad_basket"] = folder / "bad_basket.root"
+    _rewrite(good, files["bad_basket"])
+    _truncate_last_basket(files["bad_basket"], "Jet_pt")
+    return files
+
+
+@pytest.fixture(scope="module")
+def reference(dask_client, demo_data: Path, inputs, tmp_path_factory):  # noqa: F811
+    """The dataset of the one good file."""
+    return _run(dask_client, demo_data, tmp_path_factory.mktemp("reference"), [inputs["good"]])
+
+
+# kind -> what the error must say about the file
+PROBLEMS = {
+    "missing": "does not exist",
+    "truncated": "truncated",
+    "empty": "empty \\(0 bytes\\)",
+    "no_events": "no tree 'Events'",
+    "zero_entries": "'Events' tree has 0 entries",
+    "no_branch": DROPPED_BRANCH,
+    "bad_basket": "ValueError",
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", sorted(PROBLEMS))
+def test_bad_file_stops_the_run_with_file_and_problem(dask_client, demo_data, inputs, tmp_path, kind) -> None:  # noqa: F811
+    bad = inputs[kind]
+    with pytest.raises(BadInputError) as info:
+        _run(dask_client, demo_data, tmp_path, [inputs["good"], bad])
+    message = str(info.value)
+    assert str(bad) in message
+    assert re.search(PROBLEMS[kind], message), message
+    assert "skip_bad_files" in message
+
+
+@pytest.mark.e2e
+def test_skipped_files_cost_their_events_and_leave_the_histograms_untouched(
+    dask_client, demo_data, inputs, reference, tmp_path,  # noqa: F811
+) -> None:
+    bad = sorted(PROBLEMS)
+    res = _run(dask_client, demo_data, tmp_path, [inputs["good"], *(inputs[k] for k in bad)],
+               "workflow.skip_bad_files=true")
+    skipped = res.summary["skipped_files"]
+    assert set(skipped) == {str(inputs[k]) for k in bad}
+    # Files that opened cost all their entries; those that did not are of unknown size.
+    counted = {"no_branch": ENTRIES, "bad_basket": ENTRIES, "zero_entries": 0}
+    for kind in bad:
+        assert skipped[str(inputs[kind])]["entries"] == counted.get(kind, "unknown"), kind
+        assert skipped[str(inputs[kind])]["dataset"] == DATASET
+    assert res.summary["skipped_events"] == 2 * ENTRIES
+    assert res.summary["skipped_files_unknown_entries"] == 4
+    # The bad basket's first three chunks analysed fine, yet none of them is filled; the copies'
+    # Σw (equal to the good file's) is out of the normalisation, else every bin would halve.
+    analysed = [r for r in res.records if r.stage == "analysis" and r.file == str(inputs["bad_basket"])]
+    assert sorted(r.failed for r in analysed) == [False, False, False, True]
+    a, b = _mtt(reference), _mtt(res)
+    assert a.view(flow=True).value.sum() > 0
+    np.testing.assert_allclose(b.view(flow=True).value, a.view(flow=True).value, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(b.view(flow=True).variance, a.view(flow=True).variance, rtol=1e-12, atol=0)
+
+
+@pytest.mark.e2e
+def test_files_skipped_at_skim_or_at_the_analysis_of_skims_are_left_out_whole(
+    dask_client, demo_data, inputs, reference, tmp_path,  # noqa: F811
+) -> None:
+    # The skim fails on the bad basket (its other parts are written); the analysis of the skims
+    # fails on the parts of the file without the b-tag branch (the skim does not need it).
+    copy, no_branch = inputs["bad_basket"], inputs["no_branch"]
+    res = _run(dask_client, demo_data, tmp_path, [inputs["good"], copy, no_branch],
+               "workflow=skim_and_analysis", f"workflow.skim_dir={tmp_path / 'skims'}",
+               "workflow.skip_bad_files=true")
+    skim = [r for r in res.records if r.stage == "skim" and r.file == str(copy)]
+    assert sorted(r.failed for r in skim) == [False, False, False, True]
+    failed_parts = {r.file for r in res.records if r.stage == "analysis" and r.failed}
+    assert failed_parts and all(f"{DATASET}/file_" in f for f in failed_parts)
+    assert set(res.summary["skipped_files"]) == {str(copy), str(no_branch)}
+    assert {c["entries"] for c in res.summary["skipped_files"].values()} == {ENTRIES}
+    assert res.summary["skipped_events"] == 2 * ENTRIES
+    a, b = _mtt(reference), _mtt(res)
+    np.testing.assert_allclose(b.view(flow=True).value, a.view(flow=True).value, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b.view(flow=True).variance, a.view(flow=True).variance, rtol=1e-9, atol=1e-12)
+
+
+# --- the accumulator and the summary on their own (no cluster) ---
+
+AXES = {"x": AxisSpec("x", 2, 0.0, 2.0)}
+
+
+def _chunk(w: float) -> dict[tuple[str, str], np.ndarray]:
+    values = np.zeros((1, 4, 2))
+    values[0, 1] = (w, w * w)
+    return {("ch", "x"): values}
+
+
+@pytest.mark.parametrize("fail_first", [True, False])
+def test_a_failed_chunk_drops_its_file_whichever_arrives_first(fail_first: bool) -> None:
+    acc = FileGroupedAccumulator()
+    acc.expect("ds", "good", 2)
+    acc.expect("ds", "bad", 3)
+    if fail_first:
+        acc.drop("ds", "bad")
+    acc.add("ds", "bad", _chunk(100.0))
+    acc.add("ds", "good", _chunk(1.0))
+    assert acc.in_progress == (1 if fail_first else 2)
+    acc.add("ds", "bad", _chunk(100.0))
+    if not fail_first:
+        acc.drop("ds", "bad")
+    acc.add("ds", "good", _chunk(2.0))
+    assert acc.in_progress == 0  # complete files are merged and freed
+    assert acc.dropped == {("ds", "bad")}
+    out = acc.normalised({"ds": 0.5}, {"ds": "proc"}, ("nominal",), AXES).contents[("ch", "x")]["proc"]
+    # Σw scales by the norm, Σw² by its square: (1 + 2)·0.5 and (1 + 4)·0.25.
+    np.testing.assert_allclose(out[0, 1], [1.5, 1.25])
+    assert out[0, [0, 2, 3]].sum() == 0
+
+
+def test_outstanding_chunks_are_an_error_not_a_short_histogram() -> None:
+    acc = FileGroupedAccumulator()
+    acc.expect("ds", "f", 2)
+    acc.add("ds", "f", _chunk(1.0))
+    with pytest.raises(RuntimeError, match="1 of f"):
+        acc.normalised({"ds": 1.0}, {"ds": "proc"}, ("nominal",), AXES)
+    acc.add("ds", "f", _chunk(1.0))
+    with pytest.raises(RuntimeError, match="more chunks"):
+        acc.add("ds", "f", _chunk(1.0))
+
+
+def test_summary_costs_each_skipped_file_its_entries_or_unknown() -> None:
+    files = {"a.root": FileMetadata("a.root", num_entries=700, sum_genweight=7.0),
+             "b.root": FileMetadata("b.root", error="OSError: b.root: gone", counted=False),
+             "c.root": FileMetadata("c.root", num_entries=300, sum_genweight=3.0)}
+    meta = {"ds": DatasetMetadata("ds", "2017", False, 1.0, files)}
+    summary = summarise([], {}, 1.0, {"a.root": "ValueError: a.root: bad basket", "b.root": "OSError: gone"}, meta)
+    assert summary["skipped_files"]["a.root"] == {"dataset": "ds", "error": "ValueError: a.root: bad basket",
+                                                  "entries": 700}
+    assert summary["skipped_files"]["b.root"]["entries"] == "unknown"
+    assert summary["skipped_events"] == 700 and summary["skipped_files_unknown_entries"] == 1
+
+
+@pytest.mark.e2e  # needs the generated file
+def test_a_bug_while_counting_is_raised_not_skipped_as_a_bad_file(inputs, monkeypatch) -> None:
+    from intccms.plan import metadata
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'StorageOptions' object has no attribute 'x'")
+
+    monkeypatch.setattr(metadata, "read_runs_sums", broken)
+    with pytest.raises(AttributeError):
+        metadata.file_metadata(str(inputs["good"]), False)
+    monkeypatch.undo()
+    # a real input error still comes back as the file's error, naming it
+    assert str(inputs["truncated"]) in (metadata.file_metadata(str(inputs["truncated"]), False).error or "")
