@@ -80,13 +80,14 @@ class InspectResult:
         return {b for tr in self.trace.traces.values() for st in tr.values() for b in st.branches}
 
 
-def _datasets(cfg: DictConfig, console: Console) -> dict[str, Dataset]:
+def _datasets(cfg: DictConfig, console: Console, options: StorageOptions) -> dict[str, Dataset]:
     from intccms.execute.prepare import ensure_inputs, fill_generated_files
 
     fill_generated_files(cfg)
     ensure_inputs(cfg, console=console)
     chosen = select_datasets(OmegaConf.to_container(cfg.datasets, resolve=True), list(cfg.dataset_selection))
-    return {name: resolve_dataset(name, d) for name, d in chosen.items()}
+    # The storage group reaches remote globs (endpoint, credentials, timeouts), as in the job.
+    return {name: resolve_dataset(name, d, options) for name, d in chosen.items()}
 
 
 def _rucio_sizes(icfg: InspectConfig, datasets: Mapping[str, Dataset], notes: list[str],
@@ -215,8 +216,8 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
     t0 = time.time()
     result = InspectResult(config=icfg)
     rates = rate_functions(icfg.reads.bandwidth_gbps, _run_report(cfg, icfg, result.notes))
-    datasets = _datasets(cfg, console)
     options = storage_options(cfg)
+    datasets = _datasets(cfg, console, options)
     chosen = {name: choose_files(ds.files, icfg.sample.files_per_dataset, icfg.sample.seed)
               for name, ds in datasets.items()}
     rucio = _rucio_sizes(icfg, datasets, result.notes, console)
