@@ -126,3 +126,20 @@ def test_cli_error_with_brackets_is_printed_not_parsed_as_markup() -> None:
 def test_data_is_known_by_its_flag_and_process(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         compose_config("demo", [override])
+
+
+def test_variation_pattern_matching_nothing_fails_at_start_up() -> None:
+    from intccms.execute.stages import variation_names
+
+    class _Spec:  # the one method variation_names asks of an era's corrections
+        def build(self):  # noqa: ANN202
+            return self
+
+        def variation_names(self) -> list[str]:
+            return ["pileup_2017_up", "pileup_2017_down", "jesFlavorQCD_up", "jesFlavorQCD_down"]
+
+    ok = compose_config("demo", ["workflow.variations=[jes*]"])
+    assert variation_names(ok, {"2017": _Spec()}) == ("nominal", "jesFlavorQCD_up", "jesFlavorQCD_down")
+    typo = compose_config("demo", ["workflow.variations=[jes*,pilup_*]"])
+    with pytest.raises(ValueError, match=r"workflow.variations: \['pilup_\*'\] match no variation"):
+        variation_names(typo, {"2017": _Spec()})

@@ -75,6 +75,12 @@ def variation_names(cfg: DictConfig, specs: Mapping[str, CorrectionsSpec]) -> tu
             if name not in names:
                 names.append(name)
     patterns = list(cfg.workflow.variations)
+    unmatched = [p for p in patterns if p != "*" and not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unmatched and names:
+        # A typo here would silently drop systematics from every histogram and fit.
+        msg = (f"workflow.variations: {unmatched} match no variation of the configured corrections "
+               f"(e.g. {', '.join(names[:4])}, ... {len(names)} in all; patterns are globs such as 'jes*')")
+        raise ValueError(msg)
     names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
     return ("nominal", *names)
 
