@@ -16,7 +16,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from intccms.physics.functors import import_function
+from intccms.physics.functors import call_shared, import_function
 from intccms.physics.jagged import FlatCollection, counts_of, flat_view, object_field, record_fields
 
 
@@ -94,7 +94,9 @@ def _fill_matrix(out: np.ndarray, specs: Sequence[FeatureSpec], namespace: Mappi
                    "event_columns, or define it under analysis.objects")
             raise FeatureError(msg)
         func = import_function(spec.function)
-        values = np.asarray(func(*[namespace[k] for k in spec.inputs], **spec.params), dtype=np.float64)
+        # A feature that is also an observable of the fill (mtt) is computed once (shared_results).
+        values = np.asarray(call_shared(spec.function, func, [namespace[k] for k in spec.inputs], spec.params),
+                            dtype=np.float64)
         if values.shape != (n,):
             msg = f"mva feature '{spec.name}' ({spec.function}) returned shape {values.shape}, expected ({n},)"
             raise FeatureError(msg)

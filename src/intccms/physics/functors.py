@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -37,6 +39,38 @@ def import_function(path: str) -> Callable[..., Any]:
     return func
 
 
+_SHARED = threading.local()
+
+
+@contextmanager
+def shared_results() -> Iterator[None]:
+    """Within the block, a function called twice on the same input objects with the same
+    parameters runs once (e.g. ``mtt`` as an observable and as a classifier feature of one fill).
+
+    Keys hold the inputs themselves, so an object's id cannot be reused while its entry lives.
+    """
+    previous = getattr(_SHARED, "memo", None)
+    _SHARED.memo = {}
+    try:
+        yield
+    finally:
+        _SHARED.memo = previous
+
+
+def call_shared(path: str, func: Callable[..., Any], args: Sequence[Any], params: Mapping[str, Any]) -> Any:
+    """``func(*args, **params)``, reusing a result of the enclosing :func:`shared_results`."""
+    memo = getattr(_SHARED, "memo", None)
+    if memo is None:
+        return func(*args, **params)
+    key = (path, tuple(id(a) for a in args), repr(sorted(params.items())))
+    hit = memo.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], args, strict=True)):
+        return hit[1]
+    value = func(*args, **params)
+    memo[key] = (tuple(args), value)
+    return value
+
+
 @dataclass(frozen=True)
 class Functor:
     """A function with the names of its inputs and its keyword parameters."""
@@ -63,7 +97,7 @@ class Functor:
                 f"(known: {sorted(k for k in namespace if not k.startswith('_'))})"
             )
             raise FunctorError(msg) from None
-        return func(*args, **self.params)
+        return call_shared(self.function, func, args, self.params)
 
 
 def depends_on(inputs: Sequence[str], varying: set[str]) -> bool:

@@ -24,7 +24,7 @@ import numpy as np
 
 from intccms.physics.corrections.era import EraCorrections, linked_source
 from intccms.physics.events import build_events, filter_events, num_events, resolve_fields
-from intccms.physics.functors import Functor
+from intccms.physics.functors import Functor, shared_results
 from intccms.physics.jagged import take_events
 from intccms.physics.lumimask import in_golden_json
 
@@ -355,9 +355,13 @@ class ChunkAnalysis:
             if not np.any(mask):
                 continue
             events = np.flatnonzero(mask)
-            for obs_name in channel.observables:
-                obs = plan.observables[obs_name]
-                sub = {k: (ns[k] if k.startswith("@") else take_events(ns[k], mask)) for k in obs.functor.inputs}
-                values = np.asarray(obs.functor(sub), dtype=np.float64)
-                _fill(hists[(ch_name, obs_name)], _bin_index(values, obs), events, weights)
+            # The channel's events are taken once for all its observables, which then share
+            # results (a classifier score whose features include an observable computes it once).
+            wanted = dict.fromkeys(k for o in channel.observables for k in plan.observables[o].functor.inputs)
+            sub = {k: (ns[k] if k.startswith("@") else take_events(ns[k], mask)) for k in wanted}
+            with shared_results():
+                for obs_name in channel.observables:
+                    obs = plan.observables[obs_name]
+                    values = np.asarray(obs.functor(sub), dtype=np.float64)
+                    _fill(hists[(ch_name, obs_name)], _bin_index(values, obs), events, weights)
         return any_selected
