@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 from fixtures.k8s import (  # noqa: F401
+    JOB_TOKEN,
     NAMESPACE,
+    OPERATOR_TOKEN,
     EmulatedCluster,
     dask_operator,
     k8s_api,
@@ -241,3 +243,35 @@ def test_the_job_pods_controller_owns_the_cluster(
     else:  # no pod: the run goes on unowned (the idle timeout remains)
         assert not cluster["metadata"].get("ownerReferences")
     assert backend.name not in dask_operator.objects(f"{DASK}/daskclusters")
+
+
+def test_the_charts_job_role_grants_every_call_the_backend_makes(
+    dask_operator: EmulatedCluster,  # noqa: F811
+) -> None:
+    """RBAC from what the job's code really asks the API server (recorded by the emulator
+    per client token) over a whole run: submit, owner lookup, waiting for the scheduler,
+    the autoscaler, teardown. A call the chart's Role lacks would be a 403 on a cluster."""
+    from fixtures.facility import _helm, render_chart
+
+    if _helm() is None:
+        pytest.skip("helm is not installed: run tests/setup/install_helm.sh")
+    cfg = _config(scheduler_timeout_s=2)
+    cfg.owner_pod = "intccms-run-2-abcde"  # the job's own pod (absent here: looked up, not found;
+    # kr8s reads one object by name as a list with a field selector, so that is a "list")
+    before = dask_operator.calls_by(JOB_TOKEN)
+    backend = KubernetesBackend(cfg, run_id="rbac")
+    with pytest.raises(ClusterStartupError, match="scheduler_timeout_s"), backend:
+        pytest.fail("no scheduler can run in the emulator; entering must fail")
+    calls = dask_operator.calls_by(JOB_TOKEN) - before
+    used = {(c.api_group, c.resource, c.verb) for c in calls}
+    # The recording is real: the job's own lifecycle, and nothing the operator does.
+    assert {("kubernetes.dask.org", "daskclusters", "create"), ("kubernetes.dask.org", "daskautoscalers", "create"),
+            ("kubernetes.dask.org", "daskclusters", "delete"), ("", "pods", "list")} <= used, sorted(used)
+    assert not {c for c in calls if c.resource == "deployments"}, "deployments are the operator's calls"
+    assert {(c.resource, c.verb) for c in dask_operator.calls_by(OPERATOR_TOKEN)} >= {("deployments", "create")}
+
+    role = next(o for o in render_chart({}, NAMESPACE)
+                if o["kind"] == "Role" and o["metadata"]["name"].endswith("-job"))
+    granted = {(group, res, verb) for rule in role["rules"] for group in rule["apiGroups"]
+               for res in rule["resources"] for verb in rule["verbs"]}
+    assert used <= granted, f"the job's Role lacks {sorted(used - granted)}"

@@ -512,12 +512,14 @@ def silent_store_options() -> Iterator[StorageOptions]:
 def test_unreachable_input_is_an_error_not_a_skippable_bad_file(silent_store_options: StorageOptions) -> None:
     """With skip_bad_files a bad file is dropped; an unreachable store must stop the job."""
     from intccms.execute.tasks import skim_task
+    from intccms.physics.functors import Functor
     from intccms.plan.workitems import WorkItem
 
     item = WorkItem("DY", "s3://bkt/in/part_0.parquet", 0, 0, 0, 10)
+    keep_all = Functor("numpy.ones_like", ("run",))
     with pytest.raises(StorageUnreachableError, match="part_0.parquet"):
-        skim_task(item, "/nowhere/out.parquet", "parquet", ("*",), frozenset(), None, {}, {},
-                  silent_store_options, None)
+        skim_task(item, "/nowhere/out.parquet", "parquet", ("*",), frozenset(), keep_all,
+                  {"run": ("run",)}, {}, silent_store_options, None)
 
 
 @pytest.mark.s3

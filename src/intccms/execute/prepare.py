@@ -62,22 +62,56 @@ def ensure_inputs(cfg: DictConfig, *, console: Console) -> None:
     missing = [j for j in jobs if not Path(j[1]).is_file() or _spec_changed(j[1], j[2], j[3])]
     if not missing:
         return
+    tasks = []
+    for _name, path, gen, era, i in missing:
+        n_events = int(gen["events_per_file"])
+        if gen["kind"] == "data" and n_events <= 0:
+            # As many data events as the simulated processes predict at the era's luminosity.
+            n_events = datagen.expected_data_events(
+                era, float(cfg.eras[era].luminosity), (gen.get("params") or {}).get("processes")
+            ) // int(gen["n_files"])
+        tasks.append((path, gen, era, i, n_events))
+    tasks.sort(key=lambda t: -t[4])  # largest first: the pool ends evenly loaded
+    _generate_in_parallel(tasks, console)
+
+
+def _generate_one(path: str, gen: dict[str, Any], era: str, i: int, n_events: int) -> str:
+    """Generate one file and its spec stamp (in a pool process)."""
+    from intccms import datagen
+
+    datagen.generate_file(
+        path, gen["kind"], era, n_events, int(gen["seed"]) * 1000 + i,
+        params=gen.get("params") or {}, compression=gen.get("compression", "lzma"),
+        first_event=1 + i * n_events,
+    )
+    Path(path + ".spec.json").write_text(_spec(gen, era))
+    return path
+
+
+def _generate_in_parallel(tasks: list[tuple[str, dict[str, Any], str, int, int]], console: Console) -> None:
+    """One process per core: files are independent and seeded per file, so the output does not
+    depend on the number of processes (a single-core machine generates them in turn)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    n_proc = min(len(tasks), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     with Progress(console=console, transient=False) as progress:
-        bar = progress.add_task("[bold]generating demo NanoAOD[/bold]", total=len(missing))
-        for name, path, gen, era, i in missing:
-            n_events = int(gen["events_per_file"])
-            if gen["kind"] == "data" and n_events <= 0:
-                # As many data events as the simulated processes predict at the era's luminosity.
-                n_events = datagen.expected_data_events(
-                    era, float(cfg.eras[era].luminosity), (gen.get("params") or {}).get("processes")
-                ) // int(gen["n_files"])
-            datagen.generate_file(
-                path, gen["kind"], era, n_events, int(gen["seed"]) * 1000 + i,
-                params=gen.get("params") or {}, compression=gen.get("compression", "lzma"),
-                first_event=1 + i * n_events,
-            )
-            Path(path + ".spec.json").write_text(_spec(gen, era))
-            progress.advance(bar)
+        bar = progress.add_task(f"[bold]generating demo NanoAOD[/bold] ({n_proc} processes)", total=len(tasks))
+        if n_proc <= 1:
+            for task in tasks:
+                _generate_one(*task)
+                progress.advance(bar)
+            return
+        with ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_generate_one, *task) for task in tasks]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+                    progress.advance(bar)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
 
 def _spec(gen: dict[str, Any], era: str) -> str:

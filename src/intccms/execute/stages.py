@@ -276,20 +276,12 @@ def write_skim_provenance(cfg: DictConfig, skim_dir: str, options: StorageOption
     Skims outlive the job that wrote them and are read by later jobs, so they carry their own
     provenance under ``{skim_dir}/provenance/``.
     """
-    import json
-
     from intccms.config.compose import to_yaml
-    from intccms.outputs.provenance import config_hash, package_versions
+    from intccms.outputs.provenance import provenance_files
     from intccms.storage.schemes import backend_for
 
-    config_yaml = to_yaml(cfg)
-    files = {
-        "config.yaml": config_yaml.encode(),
-        "versions.json": json.dumps({"versions": package_versions(), "config_hash": config_hash(config_yaml)},
-                                    indent=1, sort_keys=True).encode(),
-    }
     written = []
-    for name, payload in files.items():
+    for name, payload in provenance_files(to_yaml(cfg)).items():
         url = join(skim_dir, "provenance", name)
         with backend_for(url, options).staging(url) as local, open(local, "wb") as handle:
             handle.write(payload)

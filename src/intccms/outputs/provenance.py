@@ -30,13 +30,23 @@ def config_hash(config_yaml: str) -> str:
     return hashlib.sha256(config_yaml.encode()).hexdigest()[:16]
 
 
-def write_provenance(directory: Path, config_yaml: str, extra: dict | None = None) -> list[Path]:
-    """Write ``config.yaml`` and ``versions.json`` into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cfg_path = directory / "config.yaml"
-    cfg_path.write_text(config_yaml)
+def provenance_files(config_yaml: str, extra: dict | None = None) -> dict[str, bytes]:
+    """The provenance files by name: ``config.yaml`` and ``versions.json`` (with the config hash).
+
+    One function builds them, so the job's outputs and the skims (wherever they are stored)
+    carry the same provenance.
+    """
     info = {"versions": package_versions(), "config_hash": config_hash(config_yaml)}
     info.update(extra or {})
-    ver_path = directory / "versions.json"
-    ver_path.write_text(json.dumps(info, indent=1, sort_keys=True))
-    return [cfg_path, ver_path]
+    return {"config.yaml": config_yaml.encode(),
+            "versions.json": json.dumps(info, indent=1, sort_keys=True).encode()}
+
+
+def write_provenance(directory: Path, config_yaml: str, extra: dict | None = None) -> list[Path]:
+    """Write the provenance files into a local ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, payload in provenance_files(config_yaml, extra).items():
+        (directory / name).write_bytes(payload)
+        written.append(directory / name)
+    return written
