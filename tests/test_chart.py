@@ -216,9 +216,59 @@ def test_every_object_validates_against_kubernetes(
     assert objs
     for obj in objs:
         if obj["kind"] in OPERATOR_KINDS:
-            assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+            validate_prometheus_operator_object(obj)
             continue  # no schema for Prometheus-operator kinds in kubernetes-validate
         kubernetes_validate.validate(obj, kube, strict=True)
+
+
+def validate_prometheus_operator_object(obj: dict[str, Any]) -> None:
+    """Validate a PodMonitor/ServiceMonitor/PrometheusRule against the Prometheus operator's
+    API types (pydantic models generated from its CRDs), strictly: a field the types do not
+    know is dropped by the model, so it shows up as a difference after the round trip (the
+    API server would prune it silently)."""
+    from cloudcoil.models.prometheus_operator import v1
+
+    assert obj["apiVersion"] == "monitoring.coreos.com/v1", obj["apiVersion"]
+    model = getattr(v1, obj["kind"]).model_validate(obj)
+    back = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    assert _strip_empty(back) == _strip_empty(obj), (
+        f"{obj['kind']} {obj['metadata']['name']}: fields unknown to the operator's schema: "
+        f"{_unknown_paths(obj, back)}")
+
+
+def _strip_empty(node: Any) -> Any:  # noqa: ANN401 - any YAML value
+    if isinstance(node, dict):
+        return {k: _strip_empty(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [_strip_empty(v) for v in node]
+    return node
+
+
+def _unknown_paths(given: Any, kept: Any, path: str = "") -> list[str]:  # noqa: ANN401
+    """Dotted paths present in ``given`` and missing from the model's round trip ``kept``."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        out = [f"{path}.{k}".lstrip(".") for k in given if k not in kept]
+        for k in given:
+            if k in kept:
+                out += _unknown_paths(given[k], kept[k], f"{path}.{k}")
+        return out
+    if isinstance(given, list) and isinstance(kept, list):
+        return [p for i, (a, b) in enumerate(zip(given, kept, strict=False))
+                for p in _unknown_paths(a, b, f"{path}[{i}]")]
+    return []
+
+
+@pytest.mark.parametrize("kind", sorted(OPERATOR_KINDS))
+def test_prometheus_operator_validation_catches_a_misspelt_field(helm: str, kind: str) -> None:
+    """The strict check above is not vacuous: every operator kind the chart renders is checked,
+    and a misspelt field fails."""
+    objs = render(helm, "-f", str(CHART / "ci/external-monitoring-values.yaml"))
+    obj = _one(objs, kind)
+    validate_prometheus_operator_object(obj)
+    broken = json.loads(json.dumps(obj))
+    broken["spec"]["namespaceSelectr"] = {"any": True}
+    with pytest.raises(AssertionError, match="namespaceSelectr"):
+        validate_prometheus_operator_object(broken)
 
 
 def test_operator_crds_validate(helm: str) -> None:
@@ -612,7 +662,9 @@ def test_each_toggle_renders_its_objects(helm: str, toggle: str) -> None:
     assert [o for o in _by_kind(on, kind) if name in o["metadata"]["name"]], f"{toggle}=true"
     assert not [o for o in _by_kind(off, kind) if name in o["metadata"]["name"]], f"{toggle}=false"
     for obj in on:
-        if obj["kind"] not in OPERATOR_KINDS:
+        if obj["kind"] in OPERATOR_KINDS:
+            validate_prometheus_operator_object(obj)
+        else:
             kubernetes_validate.validate(obj, "1.33.0", strict=True)
 
 
