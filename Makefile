@@ -4,6 +4,7 @@
 #   make image | facility-test | facility-down     the facility as podman containers
 #   make inspect [CONF=...] [ARGS=...]             what the inputs hold, before a campaign
 #   make chart-deps | manifests                    vendor the operator chart; render manifests/
+#   make lock                                      record the pinned runtime closure (images/constraints.txt)
 # The environment is a local virtual environment (.venv), or pixi where pixi is installed
 # (ENV_TOOL=pixi|venv overrides the choice).
 
@@ -14,7 +15,7 @@ CONF ?= demo
 ARGS ?=
 PYTEST_ARGS ?=
 ENV_TOOL ?= $(if $(shell command -v pixi 2>/dev/null),pixi,venv)
-PIN_HASH := $(shell sha1sum pyproject.toml | cut -c1-12)
+PIN_HASH := $(shell cat pyproject.toml images/constraints.txt | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(PIN_HASH)
 
 # INTCCMS and PY are the two commands every target runs, in the chosen environment.
@@ -28,15 +29,15 @@ PY := $(VENV)/bin/python
 SETUP := $(STAMP)
 endif
 
-.PHONY: help env run test services bench clean-outputs config bench-stats chart-deps manifests image facility-test facility-down inspect
+.PHONY: lock help env run test services bench clean-outputs config bench-stats chart-deps manifests image facility-test facility-down inspect
 
 help:
-	@sed -n '2,9p' Makefile
+	@sed -n '2,10p' Makefile
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml images/constraints.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	$(VENV)/bin/python -m pip install --quiet -e ".[test]" -c images/constraints.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -45,6 +46,13 @@ $(STAMP): pyproject.toml
 	@mkdir -p .pixi && touch $@
 
 env: $(SETUP)
+
+# Record the runtime closure of the pins (images/constraints.txt) after a pin in pyproject.toml
+# changes: the environment is resolved from pyproject.toml alone, then locked.
+lock:
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	$(VENV)/bin/python images/lock.py
 
 run: env
 	$(INTCCMS) run $(CONF) $(ARGS)

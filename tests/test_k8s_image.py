@@ -27,7 +27,8 @@ def test_dockerfile_contract() -> None:
     }
     assert "INTCCMS_CONF_DIR=/opt/intccms/conf" in DOCKERFILE
     assert "COPY conf /opt/intccms/conf" in DOCKERFILE
-    assert re.search(r"pip install /opt/intccms/src\b", DOCKERFILE), "install the pinned project"
+    assert re.search(r"pip install -c /opt/intccms/src/constraints\.txt /opt/intccms/src\b", DOCKERFILE), (
+        "install the pinned project with the locked closure")
     assert 'ENTRYPOINT ["intccms-entrypoint"]' in DOCKERFILE
 
 

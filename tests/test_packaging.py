@@ -69,3 +69,31 @@ def test_make_targets_run_the_same_commands_in_either_environment() -> None:
     assert "pixi run intccms run run2_skim a=1" in dry("run", "ENV_TOOL=pixi", "CONF=run2_skim", "ARGS=a=1")
     assert "pixi run python -m pytest -k x" in dry("test", "ENV_TOOL=pixi", "PYTEST_ARGS=-k x")
     assert ".venv/bin/intccms run demo" in dry("run", "ENV_TOOL=venv")
+
+
+def test_lock_file_is_the_runtime_closure_of_the_pins_as_installed() -> None:
+    """images/constraints.txt: current (``images/lock.py --check``), holding every direct pin at
+    its pyproject version, and equal to what the test environment has installed, so the image
+    (installed with ``-c`` on it) runs what the tests ran."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lock_file = ROOT / "images" / "constraints.txt"
+    check = subprocess.run([sys.executable, str(ROOT / "images" / "lock.py"), "--check"],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr
+    locked = {}
+    for line in lock_file.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, ver = line.partition("==")
+            locked[name] = ver
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for dep in data["project"]["dependencies"]:
+        req = Requirement(dep)
+        assert locked[canonicalize_name(req.name)] == str(req.specifier).removeprefix("=="), req.name
+    assert {n: version(n) for n in locked} == locked
+    assert "-c images/constraints.txt" in (ROOT / "Makefile").read_text()

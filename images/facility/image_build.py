@@ -42,7 +42,7 @@ S3_REPO = "localhost/intccms-facility-s3"
 HASH_LABEL = "io.intccms.content-hash"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 # What goes into the project image's build context (and its cache key).
-CONTEXT_PATHS = ("pyproject.toml", "README.md", "src", "conf", "images/Dockerfile",
+CONTEXT_PATHS = ("pyproject.toml", "images/constraints.txt", "README.md", "src", "conf", "images/Dockerfile",
                  "images/entrypoint.sh")
 
 
