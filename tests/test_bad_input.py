@@ -268,3 +268,27 @@ def test_a_bug_while_counting_is_raised_not_skipped_as_a_bad_file(inputs, monkey
     monkeypatch.undo()
     # a real input error still comes back as the file's error, naming it
     assert str(inputs["truncated"]) in (metadata.file_metadata(str(inputs["truncated"]), False).error or "")
+
+
+def test_merged_sums_do_not_depend_on_the_order_chunks_finish() -> None:
+    """Chunks of several files arriving in any order give bit-identical totals (floating-point
+    addition is not associative, so a merge in arrival order would differ in the last bits)."""
+    rng = np.random.default_rng(5)
+    plan = [(f"f{i // 3}", i) for i in range(12)]  # four files of three chunks, in plan order
+    chunks = {i: {("ch", "x"): rng.lognormal(0.0, 3.0, size=(1, 4, 2))} for _, i in plan}
+
+    def merged(arrival: list[int]) -> np.ndarray:
+        acc = FileGroupedAccumulator()
+        for file, _ in plan:
+            acc.expect("ds", file)
+        for i in arrival:
+            acc.add("ds", plan[i][0], chunks[i], order=i)
+        assert acc.in_progress == 0
+        return acc.totals["ds"][("ch", "x")]
+
+    reference = merged(list(range(12)))
+    for seed in range(5):
+        shuffled = np.random.default_rng(seed).permutation(12).tolist()
+        assert np.array_equal(merged(shuffled), reference), shuffled
+    naive = sum((chunks[i][("ch", "x")] for i in np.random.default_rng(1).permutation(12)), np.zeros((1, 4, 2)))
+    np.testing.assert_allclose(naive, reference, rtol=1e-12)  # the same sum, up to rounding

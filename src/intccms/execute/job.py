@@ -227,12 +227,14 @@ def _run(
         )
     items = analysis_items(cfg, datasets, metadata, skim_dir, options)
     source_of = _skim_sources(datasets, skim_dir, options) if wf.use_skimmed_input else {}
-    for item in items:
+    position: dict[Any, int] = {}
+    for i, item in enumerate(items):
         grouped.expect(item.dataset, source_of.get(item.file, item.file))
+        position[item] = i
     plan_future = client.scatter(plan, broadcast=True, hash=False)
 
     def on_result(item: Any, chunk: Any) -> None:
-        grouped.add(item.dataset, source_of.get(item.file, item.file), chunk.hists)
+        grouped.add(item.dataset, source_of.get(item.file, item.file), chunk.hists, position[item])
 
     def on_failed(item: Any, record: ChunkRecord) -> None:
         grouped.drop(item.dataset, source_of.get(item.file, item.file))

@@ -94,12 +94,15 @@ def _add_into(target: Hists, hists: Mapping[tuple[str, str], np.ndarray]) -> Non
 
 @dataclass
 class FileGroupedAccumulator:
-    """Un-normalised sums per dataset, merged one complete file at a time.
+    """Un-normalised sums per dataset, merged one complete file at a time, in plan order.
 
-    Every file's chunk count is declared first (:meth:`expect`). A file's sums are held apart
-    only while its chunks are in progress; when the last one is in they join the dataset's
-    total and are freed. A file with a failed chunk (:meth:`drop`) never joins: its other
-    chunks, before or after the failure, are discarded, so the totals equal a run without it.
+    Every file's chunk count is declared first (:meth:`expect`), in the order of the plan. A
+    file's chunks are held apart only while the file is in progress; when the last one is in,
+    they are summed in plan order and the file joins the dataset's total once every file
+    before it has. Floating-point sums then never depend on which chunk finished first, how
+    many workers ran or which chunk was retried: the same inputs give the same histograms, bin
+    for bin. A file with a failed chunk (:meth:`drop`) never joins: its other chunks, before or
+    after the failure, are discarded, so the totals equal a run without it.
 
     Attributes:
         totals: dataset -> ``(channel, observable)`` -> un-normalised array.
@@ -109,18 +112,27 @@ class FileGroupedAccumulator:
     totals: dict[str, Hists] = field(default_factory=dict)
     dropped: set[tuple[str, str]] = field(default_factory=set)
     _outstanding: dict[tuple[str, str], int] = field(default_factory=dict)
-    _pending: dict[tuple[str, str], Hists] = field(default_factory=dict)
+    _pending: dict[tuple[str, str], dict[int, Mapping[tuple[str, str], np.ndarray]]] = field(default_factory=dict)
+    _file_order: dict[str, list[str]] = field(default_factory=dict)
+    _finished: dict[tuple[str, str], Hists | None] = field(default_factory=dict)
+    _merged: dict[str, int] = field(default_factory=dict)
+    _arrivals: int = 0
 
     def expect(self, dataset: str, file: str, chunks: int = 1) -> None:
         """Declare ``chunks`` more chunks of ``file`` (before any of them is added)."""
         key = (dataset, file)
+        if key not in self._outstanding and key not in self._finished:
+            self._file_order.setdefault(dataset, []).append(file)
         self._outstanding[key] = self._outstanding.get(key, 0) + chunks
 
-    def add(self, dataset: str, file: str, hists: Mapping[tuple[str, str], np.ndarray]) -> None:
-        """One successful chunk of ``file`` (weights with ``norm = 1``)."""
+    def add(self, dataset: str, file: str, hists: Mapping[tuple[str, str], np.ndarray],
+            order: int | None = None) -> None:
+        """One successful chunk of ``file`` (weights with ``norm = 1``); ``order`` is the
+        chunk's position in the plan (default: arrival order)."""
         key = (dataset, file)
+        self._arrivals += 1
         if key not in self.dropped:
-            _add_into(self._pending.setdefault(key, {}), hists)
+            self._pending.setdefault(key, {})[self._arrivals if order is None else order] = hists
         self._settle(key)
 
     def drop(self, dataset: str, file: str) -> None:
@@ -133,7 +145,7 @@ class FileGroupedAccumulator:
     @property
     def in_progress(self) -> int:
         """Files whose sums are held apart right now (the memory cost beyond the totals)."""
-        return len(self._pending)
+        return len(self._pending) + sum(v is not None for v in self._finished.values())
 
     def _settle(self, key: tuple[str, str]) -> None:
         left = self._outstanding.get(key, 0) - 1
@@ -141,11 +153,28 @@ class FileGroupedAccumulator:
             msg = f"more chunks reported for {key[1]} (dataset {key[0]}) than were expected"
             raise RuntimeError(msg)
         self._outstanding[key] = left
-        if left == 0:
-            del self._outstanding[key]
-            done = self._pending.pop(key, None)
+        if left:
+            return
+        del self._outstanding[key]
+        chunks = self._pending.pop(key, None)
+        file_sum: Hists | None = None
+        if chunks is not None and key not in self.dropped:
+            file_sum = {}
+            for position in sorted(chunks):
+                _add_into(file_sum, chunks[position])
+        self._finished[key] = file_sum
+        self._merge_in_order(key[0])
+
+    def _merge_in_order(self, dataset: str) -> None:
+        """Add finished files to the dataset's total in plan order, as far as none is missing."""
+        order = self._file_order.get(dataset, [])
+        i = self._merged.get(dataset, 0)
+        while i < len(order) and (dataset, order[i]) in self._finished:
+            done = self._finished.pop((dataset, order[i]))
             if done is not None:
-                _add_into(self.totals.setdefault(key[0], {}), done)
+                _add_into(self.totals.setdefault(dataset, {}), done)
+            i += 1
+        self._merged[dataset] = i
 
     def nominal_sum(self, dataset: str) -> float:
         """Σw of the nominal variation over every filled (channel, observable), un-normalised."""
