@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from fixtures.demo import SMALL_2017
 from fixtures.facility import (
@@ -96,6 +97,7 @@ class Runs:
     prometheus: dict[str, Any]
     identities: dict[str, tuple[str, str]]
     inspected: dict[str, dict[str, Any]]
+    rules: list[dict[str, Any]]  # Prometheus' /api/v1/rules groups after the clean run
 
 
 @dataclass
@@ -190,6 +192,26 @@ def _prometheus_totals(handle: FacilityHandle, run: str, expected: dict[str, Any
         return snapshot()
 
 
+def _loaded_rules(handle: FacilityHandle) -> list[dict[str, Any]]:
+    """Prometheus' rule groups, once every rule has been evaluated at least once."""
+    import json
+    import urllib.request
+
+    def groups() -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{handle.prometheus_url}/api/v1/rules", timeout=10) as resp:
+            return list(json.loads(resp.read())["data"]["groups"])
+
+    def evaluated() -> list[dict[str, Any]] | None:
+        found = groups()
+        rules = [r for g in found for r in g["rules"]]
+        return found if rules and all(r.get("health") != "unknown" for r in rules) else None
+
+    try:
+        return eventually(evaluated, 90, "Prometheus evaluating every rule once")
+    except pytest.fail.Exception:
+        return groups()
+
+
 @pytest.fixture(scope="module")
 def runs(local_reference: LocalReference, facility_images, dask_operator,  # noqa: F811
          facility_state: Path) -> Iterator[Runs]:
@@ -217,6 +239,7 @@ def runs(local_reference: LocalReference, facility_images, dask_operator,  # noq
         assert clean.exit_code == 0, f"clean job failed:\n{clean.logs[-4000:]}"
         phases.done("clean job")
         prometheus = _prometheus_totals(handle, "clean", clean.report())
+        rules = _loaded_rules(handle)
         phases.done("prometheus totals")
 
         victim = handle.workers[0]
@@ -234,7 +257,7 @@ def runs(local_reference: LocalReference, facility_images, dask_operator,  # noq
         print(f"[facility] killed {victim}: {report['retried_chunks']} retried chunks,"
               f" {report['attempts']} attempts for {report['chunks']} chunks", file=sys.__stderr__)
         inspected = {name: pm.inspect("container", name) or {} for name in facility.containers}
-        yield Runs(handle, local_dir, clean, fault, prometheus, identities, inspected)
+        yield Runs(handle, local_dir, clean, fault, prometheus, identities, inspected, rules)
     finally:
         facility.down()
         phases.done("facility down")
@@ -323,6 +346,22 @@ def test_prometheus_totals_equal_the_run_report(runs: Runs) -> None:
         for worker, stats in report["per_worker"].items():
             assert prom[f"{metric}_by_worker"].get(worker, 0) == stats[metric], (metric, worker, prom)
         assert sum(prom[f"{metric}_by_stage"].values()) == report[metric]
+
+
+@pytest.mark.facility
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_prometheus_loaded_and_evaluates_the_charts_rules(runs: Runs) -> None:
+    """The Prometheus container runs the chart's recording and alert rules: every group of
+    charts/intccms/files/prometheus is loaded, every rule evaluated without error."""
+    shipped = {g["name"]: {r.get("record") or r.get("alert") for r in g["rules"]}
+               for p in sorted((REPO / "charts/intccms/files/prometheus").glob("*.yaml")) if "_test" not in p.name
+               for g in yaml.safe_load(p.read_text()).get("groups", [])}
+    loaded = {g["name"]: {r["name"] for r in g["rules"]} for g in runs.rules}
+    assert shipped and loaded == shipped
+    for group in runs.rules:
+        for rule in group["rules"]:
+            assert rule["health"] == "ok", (group["name"], rule["name"], rule.get("lastError"))
 
 
 @pytest.mark.facility
