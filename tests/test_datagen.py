@@ -479,3 +479,13 @@ def test_parallel_generation_writes_what_serial_generation_writes(tmp_path: Path
             a, b = pooled["Events"].arrays(), one["Events"].arrays()
             assert a.fields == b.fields and ak.array_equal(a, b)
         assert json.loads(Path(path + ".spec.json").read_text())["kind"] == gen["kind"]
+
+
+@pytest.mark.parametrize(("level", "expected"), [(None, 9), (1, 1)])
+def test_compression_level_reaches_the_file(tmp_path: Path, level: int | None, expected: int) -> None:
+    """UL production's LZMA 9 by default; the demo's faster level 1 when asked."""
+    path = generate_file(tmp_path / "f.root", "wjets", "2017", 50, 1, params={"ht_min": 600, "ht_max": 800},
+                         compression_level=level).path
+    with uproot.open(path) as f:
+        codec = f.file.compression
+    assert (type(codec).__name__, codec.level) == ("LZMA", expected)

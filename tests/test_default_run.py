@@ -37,7 +37,10 @@ def test_default_demo_ends_with_a_limit_and_reruns_fast(tmp_path: Path) -> None:
     band = limits["expected_band"]
     assert [band[k] for k in ("-2", "-1", "0", "+1", "+2")] == sorted(band.values())
     assert (out / "histograms" / "histograms.pkl").is_file() and (out / "histograms" / "histograms.root").is_file()
-    assert list((out / "plots").glob("*.png")) and (out / "report").is_dir()
+    assert list((out / "plots").glob("*.png")) and (out / "report" / "report.json").is_file()
+    from intccms.outputs.report_plots import PLOTS
+
+    assert all((out / "report" / name).is_file() for name in PLOTS)  # throughput plots
     generated = {p: p.stat().st_mtime_ns for p in data.rglob("*.root")}
     assert len(generated) >= 10  # every process of the reference analysis, two eras, and data
     again, rerun = _run(out, data)

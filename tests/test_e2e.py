@@ -35,7 +35,7 @@ def _values(h, process: str, variation: str = "nominal") -> np.ndarray:
 @pytest.fixture(scope="module")
 def analysis_run(dask_client, demo_data: Path, tmp_path_factory):
     out = tmp_path_factory.mktemp("analysis")
-    return _run(dask_client, demo_data, out, SMALL_2017)
+    return _run(dask_client, demo_data, out, SMALL_2017, "workflow.run_plots=true")
 
 
 def test_analysis_only_writes_histograms_plots_and_provenance(analysis_run) -> None:

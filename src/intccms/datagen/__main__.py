@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     nano.add_argument("--output", required=True, help="a .root file, or a folder when --files > 1")
     nano.add_argument("--files", type=int, default=1, help="split the events over this many files")
     nano.add_argument("--compression", choices=["lzma", "zstd"], default="lzma")
+    nano.add_argument("--compression-level", type=int, help="codec level (default: UL production's, LZMA 9)")
     nano.add_argument("--params", default="{}", help='JSON process parameters, e.g. \'{"mass": 3000}\'')
     corr = sub.add_parser("corrections", help="write the synthetic jsonpog correction files")
     corr.add_argument("root")
@@ -71,7 +72,7 @@ def _nanoaod(args: argparse.Namespace, console: Console) -> int:
         for i, (path, size) in enumerate(zip(paths, sizes, strict=True)):
             result = ensure_generated(
                 path, args.kind, args.era, size, args.seed * 1000 + i, params=params,
-                compression=args.compression, first_event=first,
+                compression=args.compression, compression_level=args.compression_level, first_event=first,
                 progress=lambda k: progress.advance(task, k),
             )
             progress.update(task, completed=sum(sizes[: i + 1]))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
@@ -324,8 +325,27 @@ def write_correction_files(root: str | os.PathLike[str], eras: Sequence[str]) ->
     root = Path(root)
     for era in eras:
         folder = era_info(era).folder
-        for pog, stem, build in _FILES:
+        paths = [root / "POG" / pog / folder / f"{stem}.json.gz" for pog, stem, _ in _FILES]
+        stamp = root / "POG" / f".{era}.generated"
+        # Building the files takes seconds; a stamp of what built them lets a rerun skip that.
+        if all(p.is_file() for p in paths) and stamp.is_file() and stamp.read_text() == _builder_fingerprint():
+            continue
+        for path, (_, _, build) in zip(paths, _FILES, strict=True):
             text = build(era).model_dump_json(exclude_unset=True)
             payload = gzip.compress(text.encode(), compresslevel=6, mtime=0)
-            _write_if_changed(root / "POG" / pog / folder / f"{stem}.json.gz", payload)
+            _write_if_changed(path, payload)
+        _write_if_changed(stamp, _builder_fingerprint().encode())
     return root
+
+
+def _builder_fingerprint() -> str:
+    """What the files are built from: this module's source and the era table's."""
+    import hashlib
+    import inspect
+
+    from intccms.datagen import eras as eras_module
+
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], eras_module):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()

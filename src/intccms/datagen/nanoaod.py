@@ -33,9 +33,10 @@ from intccms.datagen.stream import BLOCK, SkimStream, concat_columns
 __all__ = ["PROCESS_KINDS", "GeneratedFile", "ensure_generated", "generate_file", "read_runs"]
 
 PROCESS_KINDS = (*MC_KINDS, "data")
-_COMPRESSION: dict[str, Callable[[], Any]] = {
-    "lzma": lambda: uproot.LZMA(9),
-    "zstd": lambda: uproot.ZSTD(5),
+# Algorithm -> (uproot codec, production level: UL NanoAOD's LZMA 9; ZSTD 5).
+_COMPRESSION: dict[str, tuple[Callable[[int], Any], int]] = {
+    "lzma": (uproot.LZMA, 9),
+    "zstd": (uproot.ZSTD, 5),
 }
 _PATCH_LOCK = threading.Lock()
 _EVENTS_PER_LUMI_MC = 500
@@ -152,6 +153,7 @@ def generate_file(
     *,
     params: Mapping[str, Any] | None = None,
     compression: str = "lzma",
+    compression_level: int | None = None,
     first_event: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> GeneratedFile:
@@ -166,6 +168,7 @@ def generate_file(
         params (Mapping | None): process parameters (see :func:`resolve_process`); for
             ``data``, ``processes`` selects the background mixture.
         compression (str): ``lzma`` (UL NanoAOD's) or ``zstd``.
+        compression_level (int | None): the codec's level; None: UL production's (LZMA 9).
         first_event (int): ``event`` number of the first MC event (for multi-file samples).
         progress (Callable | None): called with the number of events written per block.
 
@@ -188,7 +191,9 @@ def generate_file(
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        with uproot.recreate(tmp_name, compression=_COMPRESSION[compression]()) as out:
+        codec, default_level = _COMPRESSION[compression]
+        level = default_level if compression_level is None else int(compression_level)
+        with uproot.recreate(tmp_name, compression=codec(level)) as out:
             tree = None
             remaining = n_events
             while remaining > 0:

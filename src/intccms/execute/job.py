@@ -319,5 +319,5 @@ def _report(cfg: DictConfig, result: JobResult, out: Path, wall: float, console:
     n_cores = sampler.n_threads or int(cfg.cluster.n_workers) * int(cfg.cluster.threads_per_worker)
     report = build_report(result.records, wall_time_s=wall, n_cores=max(n_cores, 1),
                           workers_timeline=sampler.timeline)
-    write_report(report, out / "report")
+    write_report(report, out / "report", plots=bool(cfg.workflow.run_plots))
     print_report(report, console=console)

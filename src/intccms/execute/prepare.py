@@ -82,7 +82,7 @@ def _generate_one(path: str, gen: dict[str, Any], era: str, i: int, n_events: in
     datagen.generate_file(
         path, gen["kind"], era, n_events, int(gen["seed"]) * 1000 + i,
         params=gen.get("params") or {}, compression=gen.get("compression", "lzma"),
-        first_event=1 + i * n_events,
+        compression_level=gen.get("compression_level"), first_event=1 + i * n_events,
     )
     Path(path + ".spec.json").write_text(_spec(gen, era))
     return path

@@ -260,12 +260,13 @@ def print_report(report: RunReport, console: Console | None = None) -> None:
         console.print(failures)
 
 
-def write_report(report: RunReport, output_dir: str | Path) -> list[Path]:
+def write_report(report: RunReport, output_dir: str | Path, *, plots: bool = True) -> list[Path]:
     """Write report.json and the report plots into ``output_dir``.
 
     Args:
         report: the run report.
         output_dir: directory (created if missing).
+        plots: draw the PNGs too (``workflow.run_plots``).
 
     Returns:
         Paths written: report.json, then the PNGs.
@@ -276,4 +277,4 @@ def write_report(report: RunReport, output_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_JSON
     path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
-    return [path, *write_plots(report, out)]
+    return [path, *(write_plots(report, out) if plots else [])]
