@@ -467,11 +467,13 @@ def test_parallel_generation_writes_what_serial_generation_writes(tmp_path: Path
 
     from intccms.execute.prepare import _generate_in_parallel
 
-    gens = [{"kind": "ttbar_semilep", "seed": 3, "params": {}}, {"kind": "wjets", "seed": 4,
-                                                                 "params": {"ht_min": 600, "ht_max": 800}}]
-    tasks = [(str(tmp_path / "pool" / f"f{i}.root"), gen, "2017", i, 300) for i, gen in enumerate(gens)]
+    n = 300
+    gens = [{"kind": "ttbar_semilep", "seed": 3, "params": {}, "events_per_file": n, "n_files": 2},
+            {"kind": "wjets", "seed": 4, "params": {"ht_min": 600, "ht_max": 800}, "events_per_file": n,
+             "n_files": 2}]
+    tasks = [(str(tmp_path / "pool" / f"f{i}.root"), gen, "2017", i) for i, gen in enumerate(gens)]
     _generate_in_parallel(tasks, Console(quiet=True))
-    for path, gen, era, i, n in tasks:
+    for path, gen, era, i in tasks:
         serial = tmp_path / "serial" / Path(path).name
         generate_file(serial, gen["kind"], era, n, gen["seed"] * 1000 + i, params=gen["params"],
                       first_event=1 + i * n)

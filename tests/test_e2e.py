@@ -149,14 +149,15 @@ def test_demo_data_count_follows_the_simulated_prediction(tmp_path) -> None:
     from intccms.execute.prepare import ensure_inputs, fill_generated_files
     from intccms.storage import open_source
 
-    cfg = compose_config("demo", [f"paths.generated_data={tmp_path}", "dataset_selection=[SingleMuon_2017]",
-                                  "eras.2017.luminosity=200", "paths.generate_corrections=false"])
-    fill_generated_files(cfg)
-    ensure_inputs(cfg, console=Console(quiet=True))
-    processes = [dict(p) for p in cfg.datasets.SingleMuon_2017.generate.params.processes]
-    expected = datagen.expected_data_events("2017", 200.0, processes)
-    with open_source(str(cfg.datasets.SingleMuon_2017.files[0])) as source:
-        assert source.num_entries == expected > 0
+    for lumi in (200, 300):  # a changed luminosity resizes the data file on the next run
+        cfg = compose_config("demo", [f"paths.generated_data={tmp_path}", "dataset_selection=[SingleMuon_2017]",
+                                      f"eras.2017.luminosity={lumi}", "paths.generate_corrections=false"])
+        fill_generated_files(cfg)
+        ensure_inputs(cfg, console=Console(quiet=True))
+        processes = [dict(p) for p in cfg.datasets.SingleMuon_2017.generate.params.processes]
+        expected = datagen.expected_data_events("2017", float(lumi), processes)
+        with open_source(str(cfg.datasets.SingleMuon_2017.files[0])) as source:
+            assert source.num_entries == expected > 0
 
 
 def test_metadata_cache_notices_a_rewritten_file(dask_client, tmp_path) -> None:  # noqa: F811

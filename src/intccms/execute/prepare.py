@@ -55,30 +55,30 @@ def ensure_inputs(cfg: DictConfig, *, console: Console) -> None:
             datagen.write_golden_json(str(golden), era)
     jobs = []
     for name, ds in generated.items():
-        gen = ds["generate"]
-        paths = generated_file_paths(root, name, ds["era"], int(gen["n_files"]))
-        for i, path in enumerate(paths):
-            jobs.append((name, path, gen, ds["era"], i))
-    missing = [j for j in jobs if not Path(j[1]).is_file() or _spec_changed(j[1], j[2], j[3])]
+        gen, era = dict(ds["generate"]), ds["era"]
+        if gen["kind"] == "data" and int(gen["events_per_file"]) <= 0:
+            # Sized from the era's luminosity: a changed luminosity changes the stamp, so the
+            # file is redone (the size itself takes a pilot run to compute; only then is it).
+            gen["luminosity"] = float(cfg.eras[era].luminosity)
+        for i, path in enumerate(generated_file_paths(root, name, era, int(gen["n_files"]))):
+            jobs.append((path, gen, era, i))
+    missing = [j for j in jobs if not Path(j[0]).is_file() or _spec_changed(j[0], j[1], j[2])]
     if not missing:
         return
-    tasks = []
-    for _name, path, gen, era, i in missing:
-        n_events = int(gen["events_per_file"])
-        if gen["kind"] == "data" and n_events <= 0:
-            # As many data events as the simulated processes predict at the era's luminosity.
-            n_events = datagen.expected_data_events(
-                era, float(cfg.eras[era].luminosity), (gen.get("params") or {}).get("processes")
-            ) // int(gen["n_files"])
-        tasks.append((path, gen, era, i, n_events))
-    tasks.sort(key=lambda t: -t[4])  # largest first: the pool ends evenly loaded
-    _generate_in_parallel(tasks, console)
+    # Largest first, so the pool ends evenly loaded; data (sized in the pool: the size takes a
+    # pilot run of every background) are the largest.
+    missing.sort(key=lambda j: ("luminosity" not in j[1], -int(j[1]["events_per_file"])))
+    _generate_in_parallel(missing, console)
 
 
-def _generate_one(path: str, gen: dict[str, Any], era: str, i: int, n_events: int) -> str:
+def _generate_one(path: str, gen: dict[str, Any], era: str, i: int) -> str:
     """Generate one file and its spec stamp (in a pool process)."""
     from intccms import datagen
 
+    n_events = int(gen["events_per_file"])
+    if "luminosity" in gen:  # as many data events as the simulation predicts at this luminosity
+        n_events = datagen.expected_data_events(
+            era, gen["luminosity"], (gen.get("params") or {}).get("processes")) // int(gen["n_files"])
     datagen.generate_file(
         path, gen["kind"], era, n_events, int(gen["seed"]) * 1000 + i,
         params=gen.get("params") or {}, compression=gen.get("compression", "lzma"),
@@ -88,7 +88,7 @@ def _generate_one(path: str, gen: dict[str, Any], era: str, i: int, n_events: in
     return path
 
 
-def _generate_in_parallel(tasks: list[tuple[str, dict[str, Any], str, int, int]], console: Console) -> None:
+def _generate_in_parallel(tasks: list[tuple[str, dict[str, Any], str, int]], console: Console) -> None:
     """One process per core: files are independent and seeded per file, so the output does not
     depend on the number of processes (a single-core machine generates them in turn)."""
     import multiprocessing
