@@ -445,7 +445,6 @@ def test_s3_input(s3_server: S3Server, generated: dict[str, Path], extra_conf: P
 
 
 @pytest.mark.s3
-@pytest.mark.skip(reason="passes alone, fails after the other tests of the full suite; order dependence being investigated (issue 10)")
 def test_s3_inspection_on_dask(s3_server: S3Server, generated: dict[str, Path], extra_conf: Path,  # noqa: F811
                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole inspection on a Dask worker process that starts without the S3 credentials:
@@ -782,7 +781,6 @@ data_inspect:
 """
 
 
-@pytest.mark.skip(reason="passes alone, fails after the other tests of the full suite; order dependence being investigated (issue 10)")
 def test_rucio_sizes(generated: dict[str, Path], extra_conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Sizes of the whole listing from Rucio (through the real client) in sampling mode: exact
     totals, per-file ``size_source``, a disagreeing size noted, an unknown DID falling back."""

@@ -105,3 +105,23 @@ def test_plots_are_written(tmp_path: Path) -> None:
     # an empty run still produces every file
     empty = write_report(build_report([], wall_time_s=1.0, n_cores=1), tmp_path / "empty")
     assert all(p.exists() for p in empty)
+
+
+def test_histogram_plot_leaves_the_global_matplotlib_style_alone(tmp_path: Path) -> None:
+    """The CMS style is applied per figure: a later figure in the same process (another
+    tool's plots, a notebook's) keeps the defaults it had before."""
+    import hist
+    import matplotlib as mpl
+
+    from intccms.outputs.plots import stacked_plot
+
+    h = hist.Hist(hist.axis.StrCategory(["TTToSemiLeptonic", "data"], name="process"),
+                  hist.axis.StrCategory(["nominal"], name="variation"),
+                  hist.axis.Regular(10, 0.0, 1000.0, name="mtt"), storage=hist.storage.Weight())
+    h.fill(process="TTToSemiLeptonic", variation="nominal", mtt=[300.0, 500.0, 500.0], weight=1.5)
+    h.fill(process="data", variation="nominal", mtt=[300.0, 510.0])
+    before = dict(mpl.rcParams)
+    path = stacked_plot(h, tmp_path / "p.png", channel="ch", groups={}, signals=[])
+    assert path.stat().st_size > 5_000
+    changed = {k for k, v in mpl.rcParams.items() if str(before.get(k)) != str(v)}
+    assert not changed, sorted(changed)[:10]

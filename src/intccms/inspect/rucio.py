@@ -44,6 +44,11 @@ def make_client(rcfg: RucioConfig) -> Any:
                                 "account": rcfg.account, "timeout": rcfg.timeout_s}.items()
               if v is not None}
     try:
+        # rucio caches the first rucio.cfg it reads for the life of the process; read the one
+        # in force now (RUCIO_CONFIG may have changed, e.g. between inspections in a notebook).
+        from rucio.common.config import clean_cached_config  # type: ignore[import-not-found]
+
+        clean_cached_config()
         client = Client(**kwargs)
         client.ping()
     except Exception as err:  # noqa: BLE001 - any client failure means: no Rucio sizes

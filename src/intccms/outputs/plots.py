@@ -42,8 +42,26 @@ def stacked_plot(
     log_y: bool = True,
     lumi_fb: float | None = None,
 ) -> Path:
-    """Draw the nominal histograms of ``h`` (process × variation × observable) into ``path``."""
-    mplhep.style.use("CMS")
+    """Draw the nominal histograms of ``h`` (process × variation × observable) into ``path``.
+
+    The CMS style applies to this figure only: a style set globally would change every later
+    figure of the process (a notebook's, or another tool's in the same job).
+    """
+    with plt.style.context(mplhep.style.CMS):
+        return _stacked_plot(h, path, channel=channel, groups=groups, signals=signals, log_y=log_y,
+                             lumi_fb=lumi_fb)
+
+
+def _stacked_plot(
+    h: hist.Hist,
+    path: Path,
+    *,
+    channel: str,
+    groups: Mapping[str, Sequence[str]],
+    signals: Sequence[str],
+    log_y: bool,
+    lumi_fb: float | None,
+) -> Path:
     processes = list(h.axes["process"])
     nominal = h[{"variation": "nominal"}]
     stack_groups, signal = _group(processes, groups, signals)
