@@ -18,9 +18,15 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "statistics"
 
 @pytest.mark.parametrize("name", ["demo", "run2"])
 def test_yaml_fills_the_structured_config(name):
-    node = OmegaConf.merge(OmegaConf.structured(StatisticsConfig), OmegaConf.load(CONF / f"{name}.yaml"))
-    cfg = as_config(node)
+    # As composed in the job: the statistics group beside the eras group, whose luminosities
+    # it takes (one home).
+    root = OmegaConf.create({
+        "eras": OmegaConf.load(CONF.parent / "eras" / "run2.yaml"),
+        "statistics": OmegaConf.merge(OmegaConf.structured(StatisticsConfig), OmegaConf.load(CONF / f"{name}.yaml")),
+    })
+    cfg = as_config(root.statistics)
     assert isinstance(cfg, StatisticsConfig)
+    assert cfg.luminosity.eras == {era: float(root.eras[era].luminosity) for era in root.eras}
     assert cfg.data.mode in set(DataMode)
     lumi = {c.name: c.uncertainty for c in cfg.luminosity.components}
     assert lumi["lumi_2017"] == {"2017": 0.02}

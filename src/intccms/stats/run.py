@@ -33,6 +33,8 @@ def as_config(cfg: Any) -> StatisticsConfig:
         return cfg
     from omegaconf import OmegaConf
 
+    if OmegaConf.is_config(cfg):  # resolved where it sits (e.g. ${eras.2017.luminosity})
+        cfg = OmegaConf.to_container(cfg, resolve=True)
     node = OmegaConf.merge(OmegaConf.structured(StatisticsConfig), cfg)
     return OmegaConf.to_object(node)  # type: ignore[return-value]
 
