@@ -323,18 +323,19 @@ def write_correction_files(root: str | os.PathLike[str], eras: Sequence[str]) ->
         Path: ``root``.
     """
     root = Path(root)
+    fingerprint = _builder_fingerprint()
     for era in eras:
         folder = era_info(era).folder
         paths = [root / "POG" / pog / folder / f"{stem}.json.gz" for pog, stem, _ in _FILES]
         stamp = root / "POG" / f".{era}.generated"
         # Building the files takes seconds; a stamp of what built them lets a rerun skip that.
-        if all(p.is_file() for p in paths) and stamp.is_file() and stamp.read_text() == _builder_fingerprint():
+        if all(p.is_file() for p in paths) and stamp.is_file() and stamp.read_text() == fingerprint:
             continue
         for path, (_, _, build) in zip(paths, _FILES, strict=True):
             text = build(era).model_dump_json(exclude_unset=True)
             payload = gzip.compress(text.encode(), compresslevel=6, mtime=0)
             _write_if_changed(path, payload)
-        _write_if_changed(stamp, _builder_fingerprint().encode())
+        _write_if_changed(stamp, fingerprint.encode())
     return root
 
 
