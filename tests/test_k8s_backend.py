@@ -245,8 +245,6 @@ def test_the_job_pods_controller_owns_the_cluster(
     assert backend.name not in dask_operator.objects(f"{DASK}/daskclusters")
 
 
-@pytest.mark.skip(reason="after the facility module the emulator attributes no call to the job's token; "
-                  "being investigated (issue 6)")
 def test_the_charts_job_role_grants_every_call_the_backend_makes(
     dask_operator: EmulatedCluster,  # noqa: F811
 ) -> None:
@@ -260,11 +258,11 @@ def test_the_charts_job_role_grants_every_call_the_backend_makes(
     cfg = _config(scheduler_timeout_s=2)
     cfg.owner_pod = "intccms-run-2-abcde"  # the job's own pod (absent here: looked up, not found;
     # kr8s reads one object by name as a list with a field selector, so that is a "list")
-    before = dask_operator.calls_by(JOB_TOKEN)
+    mark = dask_operator.calls_mark()
     backend = KubernetesBackend(cfg, run_id="rbac")
     with pytest.raises(ClusterStartupError, match="scheduler_timeout_s"), backend:
         pytest.fail("no scheduler can run in the emulator; entering must fail")
-    calls = dask_operator.calls_by(JOB_TOKEN) - before
+    calls = dask_operator.calls_by(JOB_TOKEN, since=mark)
     used = {(c.api_group, c.resource, c.verb) for c in calls}
     # The recording is real: the job's own lifecycle, and nothing the operator does.
     assert {("kubernetes.dask.org", "daskclusters", "create"), ("kubernetes.dask.org", "daskautoscalers", "create"),

@@ -230,12 +230,15 @@ class KubernetesBackend:
             raise ClusterStartupError(msg)
         await self._owner_from_pod()
         self._owns_cluster = True
+        wait = self.cfg.wait
         self._kube = KubeCluster(
             custom_cluster_spec=self.cluster_spec,
             namespace=self.namespace,
             create_mode=CreateMode.CREATE_ONLY,
             shutdown_on_close=False,  # teardown below deletes, bounded and with the autoscaler
-            resource_timeout=int(self.cfg.wait.scheduler_timeout_s),
+            # connect() bounds the wait for the scheduler from when the operator has acted; this
+            # outer bound only backs it up, so a slow operator never cuts the scheduler's time.
+            resource_timeout=int(wait.operator_timeout_s + wait.scheduler_timeout_s) + 1,
             asynchronous=True,
             quiet=True,
         )
