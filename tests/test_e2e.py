@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -198,3 +199,32 @@ def test_rechunked_or_incomplete_skims_are_never_double_counted(dask_client, dem
     manifest.write_text(json.dumps(doc))
     with pytest.raises(IncompleteSkimError, match="covers .* of .* entries"):
         _run(dask_client, demo_data, tmp_path, datasets, "workflow=skimmed_input", f"workflow.skim_dir={skims}")
+
+
+def test_skims_carry_their_sources_weights_so_the_originals_can_go(dask_client, demo_data, tmp_path,
+                                                                   analysis_run) -> None:
+    """Analysis on skimmed input normalises from what the skim recorded: with the original
+    files and the metadata cache gone, the histograms are those of the analysis-only run."""
+    import shutil
+
+    from intccms.plan.datasets import generated_file_paths
+
+    originals = tmp_path / "generated"
+    shutil.copytree(demo_data, originals)  # the session's inputs are shared: remove copies
+    skims = tmp_path / "skims"
+    _run(dask_client, originals, tmp_path / "skim", SMALL_2017, "workflow=skim", f"workflow.skim_dir={skims}")
+    removed = []
+    for name in SMALL_2017:
+        recorded = json.loads((skims / name / "manifest.json").read_text())["sources"]
+        paths = generated_file_paths(str(originals), name, "2017", 1)
+        assert set(recorded) == set(paths)
+        assert all(v["sum_genweight"] > 0 for v in recorded.values()) or name.startswith("SingleMuon")
+        for path in paths:
+            Path(path).unlink()
+        removed += paths
+    res = _run(dask_client, originals, tmp_path / "analysis", SMALL_2017, "workflow=skimmed_input",
+               f"workflow.skim_dir={skims}")
+    assert not [p for p in removed if Path(p).exists()], "no original is generated again"
+    a = _hists(analysis_run.histograms_path)["histograms"]["CMS_WORKSHOP"]["mtt"]
+    b = _hists(res.histograms_path)["histograms"]["CMS_WORKSHOP"]["mtt"]
+    np.testing.assert_allclose(b.view(flow=True).value, a.view(flow=True).value, rtol=1e-6, atol=1e-9)

@@ -53,6 +53,9 @@ def ensure_inputs(cfg: DictConfig, *, console: Console) -> None:
         golden = cfg.eras[era].golden_json
         if golden and _under(str(golden), root) and not Path(str(golden)).is_file():
             datagen.write_golden_json(str(golden), era)
+    wf = cfg.workflow
+    if wf.use_skimmed_input and not wf.save_skimmed_output:
+        return  # the run reads only skims, which carry their sources' counts and weights
     jobs = []
     for name, ds in generated.items():
         gen, era = dict(ds["generate"]), ds["era"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import asdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,9 @@ def run_metadata(
             else:
                 todo.append((name, f, ds.is_data))
         result[name] = DatasetMetadata(name=name, era=ds.era, is_data=ds.is_data, xsec=ds.xsec, files=files)
+    wf = cfg.workflow
+    if todo and wf.use_skimmed_input and not wf.save_skimmed_output:
+        todo = _from_skim_manifests(todo, result, str(wf.skim_dir), options)
     records: list[ChunkRecord] = []
     if todo and run_metrics is not None:
         run_metrics.planned(len(todo), "metadata")
@@ -178,6 +182,27 @@ def run_metadata(
                    for n, m in result.items()})
     save_cache(cache_path, merged)
     return result, records
+
+
+def _from_skim_manifests(
+    todo: list[tuple[str, str, bool]], result: dict[str, DatasetMetadata], skim_dir: str,
+    options: StorageOptions,
+) -> list[tuple[str, str, bool]]:
+    """Take the counts the skim recorded for its source files; return the files it did not.
+
+    Analysis on skimmed input then needs neither the original files nor a metadata cache.
+    """
+    manifests = {name: Manifest.load(join(skim_dir, name, "manifest.json"), options)
+                 for name in {name for name, _, _ in todo}}
+    left = []
+    for name, f, is_data in todo:
+        recorded = manifests[name].sources.get(f)
+        if recorded is None:
+            left.append((name, f, is_data))
+            continue
+        known = {k: v for k, v in recorded.items() if k in FileMetadata.__dataclass_fields__}
+        result[name].files[f] = FileMetadata(**known)
+    return left
 
 
 def _good_files(meta: DatasetMetadata) -> list[tuple[int, FileMetadata]]:
@@ -242,6 +267,10 @@ def skim_stage(
             manifest.parts = [p for p in manifest.parts if p["url"] in valid]
             manifest.save()
             replaced += len(stale)
+        sources = {fm.file: asdict(fm) for _, fm in _good_files(metadata[name])}
+        if any(manifest.sources.get(f) != v for f, v in sources.items()):
+            manifest.sources.update(sources)  # what the parts normalise to (no original needed)
+            manifest.save()
         for index, fm in _good_files(metadata[name]):
             for item in chunk_file(name, fm.file, index, fm.num_entries, int(wf.chunksize), wf.max_chunks_per_file):
                 target = join(skim_dir, name, f"file_{index}", f"part_{item.chunk_index}.{ext}")

@@ -15,15 +15,18 @@ PART_KEYS = ("url", "entries", "bytes", "source_file", "entry_start", "entry_sto
 
 @dataclass
 class Manifest:
-    """Committed parts of one dataset: ``{"dataset": ..., "parts": [...]}``.
+    """Committed parts of one dataset: ``{"dataset": ..., "parts": [...], "sources": {...}}``.
 
     Only parts added after a successful :func:`write_part` belong here, so temporary files
-    from interrupted writes are never listed.
+    from interrupted writes are never listed. ``sources`` holds the metadata (events, sum of
+    generator weights) of the files the parts were cut from, keyed by their URL: the skims
+    then normalise without the original files.
     """
 
     url: str
     dataset: str | None = None
     parts: list[dict[str, Any]] = field(default_factory=list)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     options: StorageOptions | None = field(default=None, repr=False)
 
     @classmethod
@@ -43,7 +46,8 @@ class Manifest:
             msg = f"manifest {url} is not valid JSON ({exc}); remove it to rebuild from parts"
             raise ValueError(msg) from exc
         parts = [p for p in doc.get("parts", []) if not is_temporary_name(p.get("url", ""))]
-        return cls(url=url, dataset=doc.get("dataset", dataset), parts=parts, options=options)
+        return cls(url=url, dataset=doc.get("dataset", dataset), parts=parts,
+                   sources=dict(doc.get("sources") or {}), options=options)
 
     def add(self, part: dict[str, Any]) -> None:
         """Record a committed part; a part with the same URL is replaced (idempotent retry)."""
@@ -59,7 +63,7 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON document."""
-        return {"dataset": self.dataset, "parts": list(self.parts)}
+        return {"dataset": self.dataset, "parts": list(self.parts), "sources": dict(self.sources)}
 
     def save(self) -> None:
         """Write the manifest atomically (same commit path as parts)."""
