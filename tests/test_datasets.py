@@ -38,3 +38,28 @@ def test_run2_listings_2016_eras_are_flagged() -> None:
     datasets = {n: resolve_dataset(n, d) for n, d in chosen.items() if d["era"].startswith("2016")}
     assert unmatched_eras(datasets) == ["era 2016postVFP: simulation but no collision data selected",
                                         "era 2016preVFP: collision data but no simulation selected"]
+
+
+OPENDATA = SHARED / "datasets" / "opendata2016" / "nanoaods.json"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not OPENDATA.is_file(), reason=f"CMS Open Data listing {OPENDATA} absent")
+@pytest.mark.parametrize("top", ["run2_skim", "run2_analysis", "run2_full"])
+def test_opendata2016_group_resolves_to_the_listed_eospublic_files(top: str) -> None:
+    """The Open Data group composes with every top-level configuration, and each dataset reads
+    exactly the nominal files of its listing entry, on the public EOS redirector."""
+    import json
+
+    cfg = compose_config(top, ["datasets=opendata2016", f"paths.shared_data={SHARED}"])
+    chosen = select_datasets(OmegaConf.to_container(cfg.datasets, resolve=True), list(cfg.dataset_selection))
+    datasets = {n: resolve_dataset(n, d) for n, d in chosen.items()}
+    listing = json.loads(OPENDATA.read_text())
+    assert {n.removeprefix("opendata_") for n in datasets} == set(listing)
+    for name, ds in datasets.items():
+        expected = [f["path"] for f in listing[name.removeprefix("opendata_")]["nominal"]["files"]]
+        assert list(ds.files) == expected, name
+        assert all(f.startswith("root://eospublic.cern.ch//eos/opendata/cms/") for f in ds.files)
+        assert ds.is_data == (name == "opendata_data") and (ds.xsec is None) == ds.is_data
+    assert unmatched_eras(datasets) == []  # data and simulation of one era, 2016postVFP
+    assert {ds.era for ds in datasets.values()} == {"2016postVFP"}
