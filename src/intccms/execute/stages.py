@@ -245,6 +245,7 @@ def skim_stage(
     writer_kwargs = _container(cfg.storage.writer_kwargs).get(fmt, {})
     drop_data = frozenset(a.mc_only)
     manifests: dict[str, Manifest] = {}
+    unsaved: set[str] = set()  # manifests whose recorded sources changed
     items: list[WorkItem] = []
     targets: dict[WorkItem, str] = {}
     replaced = 0
@@ -269,8 +270,9 @@ def skim_stage(
             replaced += len(stale)
         sources = {fm.file: asdict(fm) for _, fm in _good_files(metadata[name])}
         if any(manifest.sources.get(f) != v for f, v in sources.items()):
-            manifest.sources.update(sources)  # what the parts normalise to (no original needed)
-            manifest.save()
+            # What the parts normalise to (no original needed); saved with the next part.
+            manifest.sources.update(sources)
+            unsaved.add(name)
         for index, fm in _good_files(metadata[name]):
             for item in chunk_file(name, fm.file, index, fm.num_entries, int(wf.chunksize), wf.max_chunks_per_file):
                 target = join(skim_dir, name, f"file_{index}", f"part_{item.chunk_index}.{ext}")
@@ -290,11 +292,14 @@ def skim_stage(
     def on_result(item: WorkItem, part: dict[str, Any]) -> None:
         manifests[item.dataset].add({**part, "skim_signature": signatures[item.dataset]})
         manifests[item.dataset].save()
+        unsaved.discard(item.dataset)
 
     if not items:
         console.print("[green]skim: every part is already written; nothing to do[/green]")
     outcome = run_stage(client, "skim", items, skim_task, args_for, on_result, retries=int(wf.retries),
                         skip_bad_files=bool(wf.skip_bad_files), console=console, run_metrics=run_metrics)
+    for name in sorted(unsaved):  # no new part of these: their sources were not saved yet
+        manifests[name].save()
     write_skim_provenance(cfg, skim_dir, options)
     return outcome
 
