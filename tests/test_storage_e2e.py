@@ -117,12 +117,19 @@ def s3_fs(server: S3Server) -> fsspec.AbstractFileSystem:
                              client_kwargs={"endpoint_url": server.endpoint})
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    """Two single-threaded worker processes and the reference run with skims on local disk."""
-    data = tmp_path_factory.mktemp("generated")
+@contextlib.contextmanager
+def own_cluster() -> Iterator[Client]:
+    """Two single-threaded worker processes, shut down (their connections closed) at exit."""
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """The module's cluster and the reference run with skims on local disk."""
+    data = tmp_path_factory.mktemp("generated")
+    with own_cluster() as client:
         with credential_env():
             reference = job(data, client, tmp_path_factory.mktemp("local"))
         yield Env(data, client, reference)
@@ -455,17 +462,19 @@ def check_xrootd_bytes_read(result: JobResult, sent: int, exported: float, *, li
 def test_xrootd_skims_give_identical_histograms(env: Env, xrootd: XRootDServer,
                                                 tmp_path: Path) -> None:
     skim_dir = xrootd.url("run1")
+    # xrootd accounts a link's bytes when the link closes, and workers keep theirs open: each
+    # run gets its own worker processes, gone when it ends, so the read-only run's links alone
+    # close between `before` and `sent`. (Fresh clusters, not Client.restart: a restarted
+    # nanny's new worker once failed to come back on a loaded machine.)
     with credential_env():
-        res = job(env.data, env.client, tmp_path / "x", f"workflow.skim_dir={skim_dir}")
-        # xrootd accounts a link's bytes when the link closes, and workers keep theirs open:
-        # restart them before and after the read-only run so its links alone fall in between.
-        env.client.restart()
+        with own_cluster() as client:
+            res = job(env.data, client, tmp_path / "x", f"workflow.skim_dir={skim_dir}")
         before = xrootd.link_bytes_out()
-        again = job(env.data, env.client, tmp_path / "x-skimmed", f"workflow.skim_dir={skim_dir}",
-                    workflow="skimmed_input")
-        exported = exported_bytes_read(env.client, "analysis")  # fresh worker processes: this run only
-        n_workers = len(env.client.nthreads())
-        env.client.restart()
+        with own_cluster() as client:
+            again = job(env.data, client, tmp_path / "x-skimmed", f"workflow.skim_dir={skim_dir}",
+                        workflow="skimmed_input")
+            exported = exported_bytes_read(client, "analysis")  # fresh worker processes: this run only
+            n_workers = len(client.nthreads())
         sent = xrootd_bytes_out_after(xrootd, before) - before
     check_xrootd_bytes_read(again, sent, exported, links=n_workers)
     assert skim_records(res) == N_PARTS

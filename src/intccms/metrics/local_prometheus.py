@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from intccms.metrics.server import (
     PrometheusNotInstalledError,
@@ -135,18 +135,30 @@ def _first_scrape(server: PrometheusProcess, timeout: float) -> None:
     log.warning("Prometheus at %s did not scrape every target within %.0f s", server.url, timeout)
 
 
+def _by_instance(result: list[dict[str, Any]]) -> dict[str, float]:
+    return {r["metric"].get("instance", ""): float(r["value"][1]) for r in result}
+
+
 def _final_scrape(server: PrometheusProcess, timeout: float, evaluation_s: float) -> None:
-    """Wait until every target was scraped after now, and one rule evaluation more, so the TSDB
-    holds the run's final counters and the recording rules computed on them."""
+    """Wait until every target was scraped successfully after now, and one rule evaluation more,
+    so the TSDB holds the run's final counters and the recording rules computed on them.
+
+    A scrape that timed out (a loaded machine, a worker whose event loop waits for the GIL)
+    does not count: its target's last sample would say ``up == 0`` and miss the final counters.
+    """
     since = time.time()
     expected = sum(len(targets) for targets in server.groups.values())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            stamps = server.query('timestamp(up{job=~"intccms-.*"})')
+            # timestamp() of a plain selector is the sample's own time (of a filtered one, the
+            # query's), hence two queries joined on the instance
+            stamps = _by_instance(server.query('timestamp(up{job=~"intccms-.*"})'))
+            up = _by_instance(server.query('up{job=~"intccms-.*"}'))
         except PrometheusQueryError:
             return
-        if len(stamps) >= expected and all(float(r["value"][1]) > since for r in stamps):
+        fresh = [t for t, stamp in stamps.items() if stamp > since and up.get(t) == 1.0]
+        if len(fresh) >= expected:
             time.sleep(evaluation_s + 0.5)
             return
         time.sleep(0.2)
@@ -219,7 +231,7 @@ def local_prometheus(
         _first_scrape(server, timeout=2 * interval_s + 5.0)
         yield server
         succeeded = True
-        _final_scrape(server, timeout=2 * interval_s + 5.0, evaluation_s=interval_s if rules else 0.0)
+        _final_scrape(server, timeout=4 * interval_s + 10.0, evaluation_s=interval_s if rules else 0.0)
         if float(settings.keep_running) > 0:
             _keep_running(server, float(settings.keep_running), console)
     finally:
