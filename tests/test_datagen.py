@@ -105,11 +105,66 @@ def test_runs_tree_and_weights(files: dict[str, Path]) -> None:
         assert set(f["Runs"].keys()) == {"run"}
 
 
+def _mantissa_bits(values: np.ndarray) -> int:
+    """Mantissa bits in use: 23 minus the fewest trailing zero bits over the non-zero mantissas."""
+    mantissas = np.asarray(values, np.float32).view(np.uint32) & np.uint32(0x7FFFFF)
+    mantissas = mantissas[mantissas != 0]
+    if mantissas.size == 0:
+        return 0
+    trailing = np.zeros(mantissas.size, np.int64)
+    for bit in range(23):
+        trailing += ((mantissas >> np.uint32(bit)) & np.uint32(1) == 0) & (trailing == bit)
+    return 23 - int(trailing.min())
+
+
+def _float_branches(path: Path, entries: int = 20_000) -> dict[str, int]:
+    with uproot.open(path) as f:
+        arrays = f["Events"].arrays(entry_stop=entries, library="np")
+    out = {}
+    for name, values in arrays.items():
+        flat = np.concatenate(values) if values.dtype == object else values
+        if flat.dtype == np.float32 and flat.size:
+            out[name] = _mantissa_bits(flat)
+    return out
+
+
+def test_floats_keep_nanoaods_precision(files: dict[str, Path]) -> None:
+    """Reduced-precision branches (e.g. Jet_pt: 10 bits) are rounded, the others are not."""
+    from intccms.datagen.reco import MANTISSA_BITS, reduce_precision
+
+    bits = _float_branches(files["tt"])
+    for name, used in bits.items():
+        if name in MANTISSA_BITS:
+            assert used <= MANTISSA_BITS[name], name
+        elif name not in ("Muon_mass", "Pileup_nTrueInt"):  # a constant; integers and halves
+            assert used >= 20, name
+    assert set(MANTISSA_BITS) <= set(bits)
+    x = np.array([1.0, 1.0001, -2.7182818, 3e38, np.inf, 0.0], np.float32)
+    np.testing.assert_array_equal(reduce_precision(x, 10)[[0, 1, 4, 5]], [1.0, 1.0, np.inf, 0.0])
+    assert reduce_precision(x, 10)[2] == np.float32(-2.71875)  # to nearest, sign kept
+    assert np.isnan(reduce_precision(np.array([np.nan], np.float32), 10)[0])
+
+
+def test_precision_matches_real_nanoaod() -> None:
+    """The rounded branches are exactly those rounded in a real UL NanoAOD file, to as many bits."""
+    from intccms.datagen.reco import MANTISSA_BITS
+
+    real = SHARED / "nanoaod" / "nano_dy.root"
+    if not real.exists():
+        pytest.skip(f"real NanoAOD sample {real} absent (set INTCCMS_SHARED_DATA)")
+    theirs = _float_branches(real)
+    checked = {name: bits for name, bits in MANTISSA_BITS.items() if name in theirs}
+    assert len(checked) >= 10  # FatJets are absent in the DY sample's first events
+    assert {name: theirs[name] for name in checked} == checked
+    for name in ("Muon_pt", "PuppiMET_pt", "genWeight"):
+        assert theirs[name] > 20 and name not in MANTISSA_BITS
+
+
 def test_jets_sorted_and_physical(files: dict[str, Path]) -> None:
     ev = uproot.open(files["tt"])["Events"].arrays()
     pt = ev["Jet_pt"]
     assert ak.all(pt[:, :-1] >= pt[:, 1:])
-    assert ak.all(pt > 15)
+    assert ak.all(pt >= 15)  # pt > 15 before rounding to 10 mantissa bits (15.0 is exact)
     assert set(np.unique(ak.flatten(ev["Jet_jetId"]))) <= {0, 2, 6}
     assert set(np.unique(ak.flatten(ev["Jet_hadronFlavour"]))) <= {0, 4, 5}
     raw = ak.flatten(ev["Jet_rawFactor"])

@@ -14,8 +14,8 @@ import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# The README quotes about 130 s for a first run on two quiet cores (generation included) and
-# 50 s for a rerun; the test prints both times (a timing is not asserted on a shared machine).
+# The README quotes about 90 s for a first run on two quiet cores (generation included) and
+# 35 s for a rerun; the test prints both times (a timing is not asserted on a shared machine).
 
 
 def _run(out: Path, data: Path) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -25,7 +25,7 @@ from intccms.datagen.reco import SKIM_DESCRIPTION
 
 # Bumped whenever the same seed and parameters give different events, so that cached demo
 # files are generated again.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 __all__ = [
     "DEFAULT_BACKGROUNDS", "ERAS", "GENERATOR_VERSION", "OUT_OF_JSON_FRACTION", "PROCESS_KINDS", "SKIM_DESCRIPTION",

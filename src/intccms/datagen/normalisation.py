@@ -28,8 +28,8 @@ from intccms.datagen.stream import SkimStream
 __all__ = ["DEFAULT_BACKGROUNDS", "ProcessLike", "expected_data_events", "mixture", "skim_efficiency"]
 
 PILOT_EVENTS = 12_000
-_PILOT_FIRST = 2000  # events of every process's pilot in a mixture before the share is known
-_PILOT_STEP = 1000
+_PILOT_FIRST = 200  # events of every process's pilot in a mixture before its share is known
+_PILOT_STEP = 200
 _PILOT_MAX_TRIES = 4_000_000
 _PILOT_SEED = 20240611
 

@@ -261,6 +261,31 @@ _DTYPES = {
     "FatJet": {"pt": np.float32, "eta": np.float32, "phi": np.float32, "mass": np.float32,
                "particleNet_TvsQCD": np.float32},
 }
+# Mantissa bits NanoAODv9 keeps (its table producers' ``precision``; unlisted floats keep all
+# 23), as found in UL NanoAOD files. Production rounds when it writes, after the skim decided.
+MANTISSA_BITS = {
+    "Muon_eta": 12, "Muon_phi": 12,
+    "Jet_pt": 10, "Jet_eta": 12, "Jet_phi": 12, "Jet_mass": 10, "Jet_rawFactor": 6,
+    "Jet_area": 10, "Jet_btagDeepFlavB": 10, "Jet_btagDeepB": 10,
+    "FatJet_eta": 12, "FatJet_phi": 12, "FatJet_particleNet_TvsQCD": 10,
+    "PuppiMET_phi": 12,
+}
+
+
+def reduce_precision(values: NDArray[np.float32], bits: int) -> NDArray[np.float32]:
+    """Round float32 values to ``bits`` mantissa bits, as NanoAOD's writer does (inf/nan kept)."""
+    ints = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    shift = 23 - bits
+    rounded = (ints + np.uint32(1 << (shift - 1))) & np.uint32((0xFFFFFFFF >> shift) << shift)
+    special = (ints & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
+    return np.where(special, ints, rounded).view(np.float32)
+
+
+def _stored(branch: str, values: NDArray[np.generic]) -> NDArray[np.generic]:
+    bits = MANTISSA_BITS.get(branch)
+    return values if bits is None else reduce_precision(values, bits)  # type: ignore[arg-type]
+
+
 EVENT_DTYPES = {"PuppiMET_pt": np.float32, "PuppiMET_phi": np.float32,
                 "fixedGridRhoFastjetAll": np.float32, "Pileup_nTrueInt": np.float32,
                 "HLT_Mu50": np.bool_, "HLT_TkMu50": np.bool_, "HLT_IsoMu24": np.bool_}
@@ -277,13 +302,13 @@ def _collection(name: str, fields: dict[str, F], ok: NDArray[np.bool_], idx: NDA
         if key not in fields:
             continue
         values = np.take_along_axis(fields[key][idx], order, axis=1)[ok_sorted]
-        columns[key] = ak.unflatten(values.astype(dtype), counts)
+        columns[key] = ak.unflatten(_stored(f"{name}_{key}", values.astype(dtype)), counts)
     return ak.zip(columns)
 
 
 def to_columns(reco: Reco, idx: NDArray[np.int64]) -> dict[str, object]:
     """Selected events as NanoAOD-named, NanoAOD-typed columns (collections as records)."""
-    out: dict[str, object] = {k: v[idx].astype(EVENT_DTYPES[k]) for k, v in reco.event.items()}
+    out: dict[str, object] = {k: _stored(k, v[idx].astype(EVENT_DTYPES[k])) for k, v in reco.event.items()}
     out["Muon"] = _collection("Muon", reco.mu, reco.mu_ok, idx)
     out["Jet"] = _collection("Jet", reco.jet, reco.jet_ok, idx)
     out["FatJet"] = _collection("FatJet", reco.fat, reco.fat_ok, idx)
