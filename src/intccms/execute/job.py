@@ -25,6 +25,7 @@ from intccms.execute.stages import (
     build_plan,
     corrections_specs,
     era_constants,
+    load_manifests,
     run_metadata,
     skim_stage,
 )
@@ -225,8 +226,11 @@ def _run(
             golden_json=str(era_cfg.golden_json) if ds.is_data and era_cfg.golden_json else None,
             constants=constants[ds.era],
         )
-    items = analysis_items(cfg, datasets, metadata, skim_dir, options)
-    source_of = _skim_sources(datasets, skim_dir, options) if wf.use_skimmed_input else {}
+    manifests = load_manifests(datasets, skim_dir, options) if wf.use_skimmed_input else {}
+    items = analysis_items(cfg, datasets, metadata, skim_dir, options, manifests)
+    # skim part URL -> the original file it was cut from (parts are analysed, files are skipped)
+    source_of = {str(p["url"]): str(p["source_file"])
+                 for manifest in manifests.values() for p in manifest.parts if p.get("source_file")}
     position: dict[Any, int] = {}
     for i, item in enumerate(items):
         grouped.expect(item.dataset, source_of.get(item.file, item.file))
@@ -289,14 +293,6 @@ def _run(
     _report(cfg, result, out, wall, console, sampler)
     if wf.run_statistics:
         result.statistics = _statistics(cfg, client, {"histograms": hists, "meta": meta}, plan, options, out)
-
-
-def _skim_sources(datasets: Mapping[str, Dataset], skim_dir: str, options: StorageOptions) -> dict[str, str]:
-    """Skim part URL -> the original file it was cut from (parts are analysed, files are skipped)."""
-    from intccms.storage import Manifest, join
-
-    return {str(p["url"]): str(p["source_file"]) for name in datasets
-            for p in Manifest.load(join(skim_dir, name, "manifest.json"), options).parts if p.get("source_file")}
 
 
 def _statistics(cfg: DictConfig, client: Client, histograms: Mapping[str, Any] | None, plan: Any,

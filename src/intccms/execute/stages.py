@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import asdict
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +257,8 @@ def skim_stage(
         signature = signatures[name]
         # Every part this configuration defines (whatever max_chunks_per_file limits this run to).
         expected: dict[str, WorkItem] = {}
-        for index, fm in _good_files(metadata[name]):
+        good = _good_files(metadata[name])
+        for index, fm in good:
             for item in chunk_file(name, fm.file, index, fm.num_entries, int(wf.chunksize)):
                 expected[join(skim_dir, name, f"file_{index}", f"part_{item.chunk_index}.{ext}")] = item
         valid = {p["url"] for p in manifest.parts
@@ -268,12 +269,12 @@ def skim_stage(
             manifest.parts = [p for p in manifest.parts if p["url"] in valid]
             manifest.save()
             replaced += len(stale)
-        sources = {fm.file: asdict(fm) for _, fm in _good_files(metadata[name])}
+        sources = {fm.file: asdict(fm) for _, fm in good}
         if any(manifest.sources.get(f) != v for f, v in sources.items()):
             # What the parts normalise to (no original needed); saved with the next part.
             manifest.sources.update(sources)
             unsaved.add(name)
-        for index, fm in _good_files(metadata[name]):
+        for index, fm in good:
             for item in chunk_file(name, fm.file, index, fm.num_entries, int(wf.chunksize), wf.max_chunks_per_file):
                 target = join(skim_dir, name, f"file_{index}", f"part_{item.chunk_index}.{ext}")
                 if target in valid and exists_complete(target, options):
@@ -363,16 +364,23 @@ def _covering_parts(
     return parts
 
 
+def load_manifests(datasets: Mapping[str, Dataset], skim_dir: str, options: StorageOptions) -> dict[str, Manifest]:
+    """Every dataset's skim manifest (empty where none was written), read once for a stage."""
+    return {name: Manifest.load(join(skim_dir, name, "manifest.json"), options) for name in datasets}
+
+
 def analysis_items(
     cfg: DictConfig, datasets: Mapping[str, Dataset], metadata: Mapping[str, DatasetMetadata],
-    skim_dir: str, options: StorageOptions,
+    skim_dir: str, options: StorageOptions, manifests: Mapping[str, Manifest] | None = None,
 ) -> list[WorkItem]:
-    """Chunks of the original files, or the committed skim parts with ``use_skimmed_input``."""
+    """Chunks of the original files, or the committed skim parts with ``use_skimmed_input``
+    (from ``manifests`` when the caller has read them already)."""
     wf = cfg.workflow
     items: list[WorkItem] = []
     for name in datasets:
         if wf.use_skimmed_input:
-            manifest = Manifest.load(join(skim_dir, name, "manifest.json"), options)
+            manifest = (manifests[name] if manifests is not None and name in manifests
+                        else Manifest.load(join(skim_dir, name, "manifest.json"), options))
             parts = sorted(manifest.parts, key=lambda p: (p.get("file_index", 0), p.get("chunk", 0)))
             if not parts:
                 msg = (f"dataset {name}: no skimmed parts under {join(skim_dir, name)}; "
