@@ -485,6 +485,17 @@ def test_xrootd_skims_give_identical_histograms(env: Env, xrootd: XRootDServer,
     assert not [n for n in written if ".intccms-tmp-" in n]
 
 
+def restart_after_error_window(server: XRootDServer) -> None:
+    """Restart the server, then let the workers' XRootD clients leave their error window.
+
+    After a fatal connection error XrdCl fails every request to that server at once for
+    ``StreamErrorWindow`` seconds (the job sets it to ``storage.timeout_s``); a worker whose
+    last attempt at the stopped server ended just before the rerun would fail it unreached.
+    """
+    server.restart()
+    time.sleep(TIMEOUT_S + 1.0)
+
+
 @pytest.mark.xrootd
 def test_xrootd_stopped_server_fails_in_bounded_time_and_rerun_writes_only_missing_parts(
         env: Env, tmp_path: Path) -> None:
@@ -496,7 +507,7 @@ def test_xrootd_stopped_server_fails_in_bounded_time_and_rerun_writes_only_missi
         options = StorageOptions(timeout_s=TIMEOUT_S, retries=RETRIES)
         with credential_env():
             check_resume(env, tmp_path, server.url("resume"), options, server.halt,
-                         server.restart)
+                         lambda: restart_after_error_window(server))
     finally:
         server.stop()
 
