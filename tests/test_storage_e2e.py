@@ -31,8 +31,9 @@ import cloudpickle
 import fsspec
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 from distributed.diagnostics.plugin import SchedulerPlugin
+from fixtures.demo import two_worker_cluster
 from fixtures.s3 import S3Server, s3_server, start_s3_server  # noqa: F401
 from fixtures.xrootd import XRootDServer, start_xrootd_server, xrootd_missing_reason, xrootd_server  # noqa: F401
 from rich.console import Console
@@ -117,19 +118,11 @@ def s3_fs(server: S3Server) -> fsspec.AbstractFileSystem:
                              client_kwargs={"endpoint_url": server.endpoint})
 
 
-@contextlib.contextmanager
-def own_cluster() -> Iterator[Client]:
-    """Two single-threaded worker processes, shut down (their connections closed) at exit."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
-        yield client
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     """The module's cluster and the reference run with skims on local disk."""
     data = tmp_path_factory.mktemp("generated")
-    with own_cluster() as client:
+    with two_worker_cluster() as client:
         with credential_env():
             reference = job(data, client, tmp_path_factory.mktemp("local"))
         yield Env(data, client, reference)
@@ -467,10 +460,10 @@ def test_xrootd_skims_give_identical_histograms(env: Env, xrootd: XRootDServer,
     # close between `before` and `sent`. (Fresh clusters, not Client.restart: a restarted
     # nanny's new worker once failed to come back on a loaded machine.)
     with credential_env():
-        with own_cluster() as client:
+        with two_worker_cluster() as client:
             res = job(env.data, client, tmp_path / "x", f"workflow.skim_dir={skim_dir}")
         before = xrootd.link_bytes_out()
-        with own_cluster() as client:
+        with two_worker_cluster() as client:
             again = job(env.data, client, tmp_path / "x-skimmed", f"workflow.skim_dir={skim_dir}",
                         workflow="skimmed_input")
             exported = exported_bytes_read(client, "analysis")  # fresh worker processes: this run only
