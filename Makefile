@@ -66,8 +66,10 @@ inspect: env
 services:
 	@for script in tests/setup/install_*.sh; do bash "$$script"; done
 
+# The suite prints its 15 slowest tests and its wall time (set-up excluded).
 test: env services
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@start=$$(date +%s); $(PY) -m pytest --durations=15 $(PYTEST_ARGS); rc=$$?; \
+	echo "suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # The Helm chart: vendor the Dask operator chart from the pinned dask-kubernetes wheel (offline),
 # and regenerate the plain manifests in manifests/ (a test fails when they drift from the chart).

@@ -17,7 +17,7 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from fixtures.demo import dask_client, demo_data, small_overrides  # noqa: F401
+from fixtures.demo import small_overrides
 
 from intccms.config import compose_config
 from intccms.execute.job import run_job
@@ -89,7 +89,7 @@ def _truncate_last_basket(path: Path, branch: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def inputs(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:  # noqa: F811
+def inputs(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The generated good file and one bad file of each kind."""
     from rich.console import Console
 
@@ -122,7 +122,7 @@ def inputs(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 
 @pytest.fixture(scope="module")
-def reference(dask_client, demo_data: Path, inputs, tmp_path_factory):  # noqa: F811
+def reference(dask_client, demo_data: Path, inputs, tmp_path_factory):
     """The dataset of the one good file."""
     return _run(dask_client, demo_data, tmp_path_factory.mktemp("reference"), [inputs["good"]])
 
@@ -141,7 +141,7 @@ PROBLEMS = {
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("kind", sorted(PROBLEMS))
-def test_bad_file_stops_the_run_with_file_and_problem(dask_client, demo_data, inputs, tmp_path, kind) -> None:  # noqa: F811
+def test_bad_file_stops_the_run_with_file_and_problem(dask_client, demo_data, inputs, tmp_path, kind) -> None:
     bad = inputs[kind]
     with pytest.raises(BadInputError) as info:
         _run(dask_client, demo_data, tmp_path, [inputs["good"], bad])
@@ -153,7 +153,7 @@ def test_bad_file_stops_the_run_with_file_and_problem(dask_client, demo_data, in
 
 @pytest.mark.e2e
 def test_skipped_files_cost_their_events_and_leave_the_histograms_untouched(
-    dask_client, demo_data, inputs, reference, tmp_path,  # noqa: F811
+    dask_client, demo_data, inputs, reference, tmp_path,
 ) -> None:
     bad = sorted(PROBLEMS)
     res = _run(dask_client, demo_data, tmp_path, [inputs["good"], *(inputs[k] for k in bad)],
@@ -179,7 +179,7 @@ def test_skipped_files_cost_their_events_and_leave_the_histograms_untouched(
 
 @pytest.mark.e2e
 def test_files_skipped_at_skim_or_at_the_analysis_of_skims_are_left_out_whole(
-    dask_client, demo_data, inputs, reference, tmp_path,  # noqa: F811
+    dask_client, demo_data, inputs, reference, tmp_path,
 ) -> None:
     # The skim fails on the bad basket (its other parts are written); the analysis of the skims
     # fails on the parts of the file without the b-tag branch (the skim does not need it).

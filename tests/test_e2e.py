@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import uproot
 
-from fixtures.demo import SMALL_2017, SMALL_2018, dask_client, demo_data, small_overrides  # noqa: F401
+from fixtures.demo import SMALL_2017, SMALL_2018, small_overrides
 from intccms.config import compose_config
 from intccms.execute.job import run_job
 from intccms.execute.runner import BadInputError
@@ -27,6 +28,30 @@ def _run(client, data: Path, out: Path, datasets: list[str], *extra: str):
 def _hists(path: Path) -> dict:
     with open(path, "rb") as handle:
         return pickle.load(handle)
+
+
+DIGEST_FILE = Path(__file__).parent / "data" / "demo_histograms_digest.json"
+
+
+def histogram_digest(histograms: dict) -> dict:
+    """sha256 over every bin (flow included: values and variances) of every histogram in a fixed
+    order, with per (channel, observable, process, variation) sums to compare across CPUs."""
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    sha, sums = hashlib.sha256(), {}
+    for channel in sorted(histograms):
+        for obs in sorted(histograms[channel]):
+            h = histograms[channel][obs]
+            for process in h.axes["process"]:
+                for variation in h.axes["variation"]:
+                    view = h[{"process": process, "variation": variation}].view(flow=True)
+                    key = f"{channel}/{obs}/{process}/{variation}"
+                    sha.update(key.encode())
+                    sha.update(np.ascontiguousarray(view.value, dtype="<f8").tobytes())
+                    sha.update(np.ascontiguousarray(view.variance, dtype="<f8").tobytes())
+                    sums[key] = [float(view.value.sum()), float(view.variance.sum())]
+    features = sorted(k for k, v in __cpu_features__.items() if v)
+    return {"digest": sha.hexdigest(), "cpu_features": features, "sums": sums}
 
 
 def _values(h, process: str, variation: str = "nominal") -> np.ndarray:
@@ -104,9 +129,31 @@ def test_skim_only_resume_and_analysis_on_skimmed_input(dask_client, demo_data, 
     np.testing.assert_allclose(b.view(flow=True).value, a.view(flow=True).value, rtol=1e-6, atol=1e-9)
 
 
-def test_year_decorrelation_after_merging_two_eras(dask_client, demo_data, tmp_path) -> None:
-    both = _hists(_run(dask_client, demo_data, tmp_path / "both", SMALL_2017 + SMALL_2018).histograms_path)
-    only17 = _hists(_run(dask_client, demo_data, tmp_path / "a", SMALL_2017).histograms_path)
+@pytest.fixture(scope="module")
+def two_era_run(dask_client, demo_data: Path, tmp_path_factory):
+    return _run(dask_client, demo_data, tmp_path_factory.mktemp("two_eras"), SMALL_2017 + SMALL_2018)
+
+
+def test_demo_histograms_reproduce_the_recorded_digest(two_era_run) -> None:
+    """Every bin of every variation, both eras, equals the recorded run bit for bit (on the CPU
+    the digest was recorded with; elsewhere every histogram's sums to 1e-9: vectorised maths may
+    differ in the last bit between instruction sets). Re-record only for an intended physics
+    change: INTCCMS_RECORD_DIGEST=1 pytest tests/test_e2e.py -k digest."""
+    got = histogram_digest(_hists(two_era_run.histograms_path)["histograms"])
+    if os.environ.get("INTCCMS_RECORD_DIGEST") == "1":
+        DIGEST_FILE.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+    want = json.loads(DIGEST_FILE.read_text())
+    assert sorted(got["sums"]) == sorted(want["sums"])
+    for key, (value, variance) in want["sums"].items():
+        assert got["sums"][key] == pytest.approx([value, variance], rel=1e-9, abs=1e-12), key
+    if got["cpu_features"] == want["cpu_features"]:
+        assert got["digest"] == want["digest"]
+
+
+def test_year_decorrelation_after_merging_two_eras(dask_client, demo_data, tmp_path, analysis_run,
+                                                   two_era_run) -> None:
+    both = _hists(two_era_run.histograms_path)
+    only17 = _hists(analysis_run.histograms_path)
     only18 = _hists(_run(dask_client, demo_data, tmp_path / "b", SMALL_2018).histograms_path)
     h, h17, h18 = (d["histograms"]["CMS_WORKSHOP"]["mtt"] for d in (both, only17, only18))
     variations = set(h.axes["variation"])
@@ -161,7 +208,7 @@ def test_demo_data_count_follows_the_simulated_prediction(tmp_path) -> None:
             assert source.num_entries == expected > 0
 
 
-def test_metadata_cache_notices_a_rewritten_file(dask_client, tmp_path) -> None:  # noqa: F811
+def test_metadata_cache_notices_a_rewritten_file(dask_client, tmp_path) -> None:
     data, out = tmp_path / "gen", tmp_path / "out"
     name = "ZPrimeToTT_M2000_W200_2017"
     first = _run(dask_client, data, out, [name], f"datasets.{name}.generate.events_per_file=1000")

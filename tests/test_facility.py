@@ -33,15 +33,11 @@ from fixtures.facility import (
     FacilityHandle,
     JobRun,
     eventually,
-    facility_base,  # noqa: F401
-    facility_images,  # noqa: F401
-    facility_state,  # noqa: F401
     pm,
     prom_query,
     start_facility,
     wait_for_workers,
 )
-from fixtures.k8s import dask_operator, k8s_api  # noqa: F401
 from fixtures.s3 import S3Server, start_s3_server
 
 # The container tests carry the `facility` marker; the spec-translation tests at the end need
@@ -213,7 +209,7 @@ def _loaded_rules(handle: FacilityHandle) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def runs(local_reference: LocalReference, facility_images, dask_operator,  # noqa: F811
+def runs(local_reference: LocalReference, facility_images, dask_operator,
          facility_state: Path) -> Iterator[Runs]:
     phases = Phases()
     facility, handle = start_facility(dask_operator, facility_images, facility_state,

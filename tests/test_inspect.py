@@ -17,9 +17,8 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from fixtures.demo import dask_client  # noqa: F401
-from fixtures.s3 import S3Server, s3_server  # noqa: F401
-from fixtures.xrootd import XRootDServer, xrootd_server  # noqa: F401
+from fixtures.s3 import S3Server
+from fixtures.xrootd import XRootDServer
 
 from intccms.config import ConfigError
 from intccms.inspect import compose_inspect, run_inspect, scan_file
@@ -273,7 +272,7 @@ def overrides(generated: dict[str, Path], out: Path, *extra: str) -> list[str]:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_inspect_traces_reads_and_matches_a_real_run(generated: dict[str, Path], extra_conf: Path,
-                                                     dask_client) -> None:  # noqa: F811
+                                                     dask_client) -> None:
     from intccms.execute.job import run_job
     from intccms.physics.pipeline import ChunkAnalysis, ChunkContext
 
@@ -409,7 +408,7 @@ def check_plots(outputs: list[Path]) -> None:
 
 
 @pytest.mark.s3
-def test_s3_input(s3_server: S3Server, generated: dict[str, Path], extra_conf: Path,  # noqa: F811
+def test_s3_input(s3_server: S3Server, generated: dict[str, Path], extra_conf: Path,
                   monkeypatch: pytest.MonkeyPatch) -> None:
     import fsspec
 
@@ -445,7 +444,7 @@ def test_s3_input(s3_server: S3Server, generated: dict[str, Path], extra_conf: P
 
 
 @pytest.mark.s3
-def test_s3_inspection_on_dask(s3_server: S3Server, generated: dict[str, Path], extra_conf: Path,  # noqa: F811
+def test_s3_inspection_on_dask(s3_server: S3Server, generated: dict[str, Path], extra_conf: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole inspection on a Dask worker process that starts without the S3 credentials:
     only the credentials plugin the inspection registers lets it read the objects."""
@@ -502,7 +501,7 @@ def _datasets_of(cfg: Any) -> dict[str, Any]:
 
 
 @pytest.mark.xrootd
-def test_xrootd_inspection(xrootd_server: XRootDServer, generated: dict[str, Path], extra_conf: Path) -> None:  # noqa: F811
+def test_xrootd_inspection(xrootd_server: XRootDServer, generated: dict[str, Path], extra_conf: Path) -> None:
     """The whole inspection (listing, tracing the stages, scans, summary) on XRootD inputs."""
     target = xrootd_server.export / "tt_run.root"
     shutil.copy(generated["tt"], target)
@@ -526,7 +525,7 @@ def test_xrootd_inspection(xrootd_server: XRootDServer, generated: dict[str, Pat
 
 
 @pytest.mark.xrootd
-def test_xrootd_input(xrootd_server: XRootDServer, generated: dict[str, Path]) -> None:  # noqa: F811
+def test_xrootd_input(xrootd_server: XRootDServer, generated: dict[str, Path]) -> None:
     target = xrootd_server.export / "tt.root"
     shutil.copy(generated["tt"], target)
     os.chmod(target, 0o644)

@@ -15,13 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fixtures.k8s import (  # noqa: F401
+from fixtures.k8s import (
     JOB_TOKEN,
     NAMESPACE,
     OPERATOR_TOKEN,
     EmulatedCluster,
-    dask_operator,
-    k8s_api,
     validate_custom_resource,
 )
 
@@ -79,7 +77,7 @@ def _worker_deployment(api: EmulatedCluster, cluster: str) -> dict[str, Any] | N
 
 
 def test_operator_builds_the_cluster_and_teardown_deletes_it(
-    dask_operator: EmulatedCluster,  # noqa: F811
+    dask_operator: EmulatedCluster,
 ) -> None:
     cfg = _config(scheduler_timeout_s=60)
     cfg.idle_timeout_s = 900
@@ -145,7 +143,7 @@ def test_operator_builds_the_cluster_and_teardown_deletes_it(
 
 
 def test_waiting_for_the_scheduler_is_bounded_and_cleans_up(
-    dask_operator: EmulatedCluster,  # noqa: F811
+    dask_operator: EmulatedCluster,
 ) -> None:
     backend = KubernetesBackend(_config(scheduler_timeout_s=2), run_id="bounded")
     started = time.monotonic()
@@ -161,7 +159,7 @@ def test_waiting_for_the_scheduler_is_bounded_and_cleans_up(
 
 
 def test_a_second_run_with_the_same_name_is_refused(
-    dask_operator: EmulatedCluster,  # noqa: F811
+    dask_operator: EmulatedCluster,
 ) -> None:
     first = KubernetesBackend(_config(scheduler_timeout_s=60), run_id="twice")
     first.submit()
@@ -177,7 +175,7 @@ def test_a_second_run_with_the_same_name_is_refused(
 
 @pytest.mark.parametrize("interrupt", ["ctrl-c", "sigterm"])
 def test_interrupt_inside_the_block_deletes_both_resources(
-    dask_operator: EmulatedCluster,  # noqa: F811
+    dask_operator: EmulatedCluster,
     interrupt: str,
 ) -> None:
     """Ctrl-C, or SIGTERM from a deleted Job pod, inside ``with backend:`` still tears down."""
@@ -213,7 +211,7 @@ def test_runs_refuse_a_submit_only_cluster() -> None:
 
 @pytest.mark.parametrize("pod_exists", [True, False])
 def test_the_job_pods_controller_owns_the_cluster(
-    dask_operator: EmulatedCluster,  # noqa: F811
+    dask_operator: EmulatedCluster,
     pod_exists: bool,
 ) -> None:
     """The job reads its own pod (downward-API name) and gives the DaskCluster the pod's Job."""
@@ -246,7 +244,7 @@ def test_the_job_pods_controller_owns_the_cluster(
 
 
 def test_the_charts_job_role_grants_every_call_the_backend_makes(
-    dask_operator: EmulatedCluster,  # noqa: F811
+    dask_operator: EmulatedCluster,
 ) -> None:
     """RBAC from what the job's code really asks the API server (recorded by the emulator
     per client token) over a whole run: submit, owner lookup, waiting for the scheduler,

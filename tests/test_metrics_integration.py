@@ -13,13 +13,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from fixtures.prometheus import (  # noqa: F401
-    dashboards,
-    panel_expressions,
-    prometheus_server,
-    set_chart_targets,
-    substitute,
-)
+from fixtures.prometheus import dashboards, panel_expressions, set_chart_targets, substitute
 
 from intccms.execute.records import ChunkRecord
 from intccms.metrics import names, worker
@@ -89,7 +83,7 @@ def run_id() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def live_run(
-    tmp_path_factory: pytest.TempPathFactory, prometheus_server: PrometheusProcess, run_id: str  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory, prometheus_server: PrometheusProcess, run_id: str
 ) -> Iterator[dict]:
     """Run the workload on a 2-worker LocalCluster scraped by Prometheus; yield what it did."""
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -167,7 +161,7 @@ def extrapolation_bound(server: PrometheusProcess, selector: str, window_s: int,
     return bound
 
 
-def test_counters_equal_the_workload_totals(prometheus_server: PrometheusProcess, live_run: dict) -> None:  # noqa: F811
+def test_counters_equal_the_workload_totals(prometheus_server: PrometheusProcess, live_run: dict) -> None:
     records: list[ChunkRecord] = live_run["records"]
     run = live_run["run"]
     assert len({r.worker for r in records}) == 2, "both workers should have processed chunks"
@@ -191,7 +185,7 @@ def test_counters_equal_the_workload_totals(prometheus_server: PrometheusProcess
     assert float(remaining[0]["value"][1]) == 0
 
 
-def test_rates_match_within_scrape_tolerance(prometheus_server: PrometheusProcess, live_run: dict) -> None:  # noqa: F811
+def test_rates_match_within_scrape_tolerance(prometheus_server: PrometheusProcess, live_run: dict) -> None:
     records: list[ChunkRecord] = live_run["records"]
     run = live_run["run"]
     end = time.time()  # after the final scrape (live_run waited for it): the last samples are the totals
@@ -216,7 +210,7 @@ def test_rates_match_within_scrape_tolerance(prometheus_server: PrometheusProces
     assert len(per_worker) == 2
 
 
-def test_report_agrees_with_prometheus(prometheus_server: PrometheusProcess, live_run: dict) -> None:  # noqa: F811
+def test_report_agrees_with_prometheus(prometheus_server: PrometheusProcess, live_run: dict) -> None:
     report = build_report(live_run["records"], wall_time_s=live_run["wall"], n_cores=2)
     run = live_run["run"]
 
@@ -235,7 +229,7 @@ def test_report_agrees_with_prometheus(prometheus_server: PrometheusProcess, liv
         assert stats.events_read == got[name]
 
 
-def test_every_dashboard_expression_returns_data(prometheus_server: PrometheusProcess, live_run: dict) -> None:  # noqa: F811
+def test_every_dashboard_expression_returns_data(prometheus_server: PrometheusProcess, live_run: dict) -> None:
     window = f"{int(time.time() - live_run['t_start']) + 10}s"
     run_selector = prometheus_server.query(f'count by (run) ({names.RUN_INFO}{{run="{live_run["run"]}"}})')
     assert run_selector, "the dashboards' run variable would be empty"

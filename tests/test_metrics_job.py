@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.demo import SMALL_2017, demo_data, small_overrides  # noqa: F401
-from fixtures.prometheus import (  # noqa: F401
+from fixtures.demo import SMALL_2017, small_overrides
+from fixtures.prometheus import (
     SCRAPE_INTERVAL,
     dashboards,
     panel_expressions,
-    prometheus_server,
     set_chart_targets,
     substitute,
 )
@@ -89,10 +88,10 @@ def wait_for(server: PrometheusProcess, expr: str, what: str, timeout: float = 6
 
 @pytest.fixture(scope="module")
 def job_run(
-    prometheus_server: PrometheusProcess,  # noqa: F811
+    prometheus_server: PrometheusProcess,
     cluster_client: Any,
     run_id: str,
-    demo_data: Path,  # noqa: F811
+    demo_data: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
     """Run the job once, scraped by the chart-configured Prometheus; return what both saw."""
@@ -142,7 +141,7 @@ def test_job_ran_every_stage_on_both_workers(job_run: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("field", ["events_read", "events_selected", "bytes_read", "bytes_written"])
-def test_counters_per_stage_equal_the_report(prometheus_server: PrometheusProcess, job_run: dict, field: str) -> None:  # noqa: F811
+def test_counters_per_stage_equal_the_report(prometheus_server: PrometheusProcess, job_run: dict, field: str) -> None:
     run, report = job_run["run"], job_run["report"]
     got = by_label(prometheus_server, "stage", f'sum by (stage) (intccms_{field}_total{{run="{run}"}})')
     expected = {stage: float(stats[field]) for stage, stats in report["per_stage"].items()}
@@ -150,7 +149,7 @@ def test_counters_per_stage_equal_the_report(prometheus_server: PrometheusProces
     assert sum(got.values()) == report[field]
 
 
-def test_chunks_per_stage_equal_the_report(prometheus_server: PrometheusProcess, job_run: dict) -> None:  # noqa: F811
+def test_chunks_per_stage_equal_the_report(prometheus_server: PrometheusProcess, job_run: dict) -> None:
     run, report = job_run["run"], job_run["report"]
     processed = by_label(prometheus_server, "stage", f'sum by (stage) (intccms_chunks_processed_total{{run="{run}"}})')
     failed = by_label(prometheus_server, "stage", f'sum by (stage) (intccms_chunks_failed_total{{run="{run}"}})')
@@ -166,7 +165,7 @@ def test_chunks_per_stage_equal_the_report(prometheus_server: PrometheusProcess,
         assert seconds[stage] <= stats["chunk_time_s"] + 1e-3, stage
 
 
-def test_per_worker_totals_equal_the_report(prometheus_server: PrometheusProcess, job_run: dict) -> None:  # noqa: F811
+def test_per_worker_totals_equal_the_report(prometheus_server: PrometheusProcess, job_run: dict) -> None:
     run, report = job_run["run"], job_run["report"]
     for field in ("events_read", "bytes_read"):
         got = by_label(prometheus_server, "worker", f'sum by (worker) (intccms_{field}_total{{run="{run}"}})')
@@ -200,7 +199,7 @@ def assert_rate_matches(rate_times_window: float, total: float, bound: float, wh
 
 
 def test_per_worker_rates_match_the_report_within_scrape_interval(
-    prometheus_server: PrometheusProcess, job_run: dict  # noqa: F811
+    prometheus_server: PrometheusProcess, job_run: dict
 ) -> None:
     """rate() over the job's time span, times the span, gives each worker's report total, up to
     Prometheus's extrapolation at the end of each series (under 1.1 scrape gaps)."""
@@ -225,7 +224,7 @@ def test_per_worker_rates_match_the_report_within_scrape_interval(
                         bound, "job")
 
 
-def test_recording_rules_see_the_job(prometheus_server: PrometheusProcess, job_run: dict) -> None:  # noqa: F811
+def test_recording_rules_see_the_job(prometheus_server: PrometheusProcess, job_run: dict) -> None:
     run = job_run["run"]
     window = f"{int(time.time() - job_run['t_before']) + 5}s"
     per_worker = prometheus_server.query(f'max_over_time(intccms_worker:events_read:rate1m{{run="{run}"}}[{window}])')
@@ -236,7 +235,7 @@ def test_recording_rules_see_the_job(prometheus_server: PrometheusProcess, job_r
     assert stages["skim"] > 0 and stages["analysis"] > 0
 
 
-def test_scheduler_side_run_metrics(prometheus_server: PrometheusProcess, job_run: dict) -> None:  # noqa: F811
+def test_scheduler_side_run_metrics(prometheus_server: PrometheusProcess, job_run: dict) -> None:
     run, report = job_run["run"], job_run["report"]
     sched = f'job="intccms-scheduler",run="{run}"'
     planned = by_label(prometheus_server, "stage", f"intccms_run_chunks_planned{{{sched}}}")
@@ -258,7 +257,7 @@ def test_scheduler_side_run_metrics(prometheus_server: PrometheusProcess, job_ru
     assert len(prometheus_server.query(f'{names.WORKER_INFO}{{job="intccms-workers",run="{run}"}}')) == 2
 
 
-def test_every_dashboard_panel_shows_the_job(prometheus_server: PrometheusProcess, job_run: dict) -> None:  # noqa: F811
+def test_every_dashboard_panel_shows_the_job(prometheus_server: PrometheusProcess, job_run: dict) -> None:
     window = f"{int(time.time() - job_run['t_before']) + 5}s"
     empty = [f"{name} / {title} / {ref}"
              for name, dash in dashboards().items()
@@ -292,7 +291,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def job_with_own_prometheus(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
+def job_with_own_prometheus(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``make run`` with ``prometheus.enabled=true``: the job starts its cluster and Prometheus."""
     try:
         find_prometheus()

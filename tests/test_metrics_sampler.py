@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.demo import SMALL_2017, demo_data, small_overrides  # noqa: F401
+from fixtures.demo import SMALL_2017, small_overrides
 from prometheus_client import CollectorRegistry
 
 from intccms.metrics import names, worker
@@ -106,7 +106,7 @@ def two_by_two() -> Iterator[Any]:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_job_report_has_the_clusters_workers_and_cores(
-    two_by_two: Any, demo_data: Path, tmp_path: Path, fresh_run_id: str  # noqa: F811
+    two_by_two: Any, demo_data: Path, tmp_path: Path, fresh_run_id: str
 ) -> None:
     from prometheus_client import REGISTRY
 

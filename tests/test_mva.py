@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.demo import SMALL_2017, dask_client, demo_data, small_overrides  # noqa: F401
+from fixtures.demo import SMALL_2017, small_overrides
 from fixtures.mva import (
     RECORDS,
     context,
@@ -22,8 +22,6 @@ from fixtures.mva import (
     selected_events,
     training_set,
 )
-from fixtures.s3 import s3_server  # noqa: F401
-from fixtures.xrootd import xrootd_server  # noqa: F401
 from omegaconf import OmegaConf
 
 from intccms.config import compose_config
@@ -59,7 +57,7 @@ def _compose(data: Path, out: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def setup(demo_data: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+def setup(demo_data: Path, tmp_path_factory: pytest.TempPathFactory):
     cfg = _compose(demo_data, tmp_path_factory.mktemp("mva"))
     prepared = prepare(cfg)
     return cfg, prepared, training_set(cfg, prepared, cfg.mva)
@@ -248,7 +246,7 @@ def test_weight_only_variation_reuses_every_nominal_score(setup, mlp) -> None:
         assert not np.allclose(h[i, :, 0], nominal), name
 
 
-def test_scores_on_dask_workers_equal_scores_here(setup, mlp, dask_client) -> None:  # noqa: F811
+def test_scores_on_dask_workers_equal_scores_here(setup, mlp, dask_client) -> None:
     cfg, prepared, _ = setup
     ds = prepared["datasets"][TTBAR]
     ctx = context(cfg, ds, prepared["constants"])
@@ -270,7 +268,7 @@ def _loads() -> int:
 
 
 @pytest.mark.e2e
-def test_demo_mva_trains_then_histograms_the_score(dask_client, demo_data, tmp_path) -> None:  # noqa: F811
+def test_demo_mva_trains_then_histograms_the_score(dask_client, demo_data, tmp_path) -> None:
     from intccms.execute.job import run_job
 
     cfg = _compose(demo_data, tmp_path, "workflow.variations=[jesFlavorQCD*,pileup*]", "workflow.run_plots=false",
@@ -301,7 +299,7 @@ def test_demo_mva_trains_then_histograms_the_score(dask_client, demo_data, tmp_p
 
 
 @pytest.mark.s3
-def test_model_reaches_scoring_through_s3(setup, mlp, s3_server, monkeypatch) -> None:  # noqa: F811
+def test_model_reaches_scoring_through_s3(setup, mlp, s3_server, monkeypatch) -> None:
     """The model folder on S3 (as on the Kubernetes backend): saved there, scored from there."""
     import fsspec
 
@@ -468,7 +466,7 @@ def test_class_matching_no_dataset_is_named(setup, tmp_path, cls) -> None:
 
 
 @pytest.mark.xrootd
-def test_model_round_trip_through_xrootd(setup, mlp, xrootd_server) -> None:  # noqa: F811
+def test_model_round_trip_through_xrootd(setup, mlp, xrootd_server) -> None:
     from intccms.storage import StorageOptions
 
     cfg, prepared, data = setup
@@ -486,7 +484,7 @@ def test_model_round_trip_through_xrootd(setup, mlp, xrootd_server) -> None:  # 
 
 
 @pytest.mark.s3
-def test_model_on_s3_is_read_on_a_dask_worker(setup, mlp, s3_server, monkeypatch) -> None:  # noqa: F811
+def test_model_on_s3_is_read_on_a_dask_worker(setup, mlp, s3_server, monkeypatch) -> None:
     """As on the Kubernetes backend: the worker reads the model from S3 with the credentials the
     job's CredentialsPlugin gives it, and scores exactly as the test process does."""
     import fsspec
@@ -521,7 +519,7 @@ def test_model_on_s3_is_read_on_a_dask_worker(setup, mlp, s3_server, monkeypatch
 
 
 @pytest.mark.e2e
-def test_training_from_skims_uses_the_same_events(setup, dask_client, demo_data, tmp_path) -> None:  # noqa: F811
+def test_training_from_skims_uses_the_same_events(setup, dask_client, demo_data, tmp_path) -> None:
     """Skim, then train from the skims: the training set is the one built from NanoAOD."""
     from intccms.execute.job import run_job
 

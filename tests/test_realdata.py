@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import uproot
 
-from fixtures.demo import dask_client  # noqa: F401
 from intccms.config import compose_config
 from intccms.execute.job import run_job
 
@@ -78,7 +77,7 @@ def _cfg(tmp_path: Path, *extra: str):
                                    *OVERRIDES, *extra])
 
 
-def test_metadata_uses_runs_tree_sum_of_weights(dask_client, tmp_path: Path) -> None:  # noqa: F811
+def test_metadata_uses_runs_tree_sum_of_weights(dask_client, tmp_path: Path) -> None:
     res = run_job(_cfg(tmp_path, "corrections.by_era.2017=[]", "paths.generate_corrections=false"),
                   client=dask_client)
     import json
@@ -108,7 +107,7 @@ def test_metadata_uses_runs_tree_sum_of_weights(dask_client, tmp_path: Path) -> 
     np.testing.assert_allclose(ours[1:-1][:-1], ref[:-1], rtol=1e-6)
 
 
-def test_all_variations_on_real_file_and_real_corrections(dask_client, tmp_path: Path) -> None:  # noqa: F811
+def test_all_variations_on_real_file_and_real_corrections(dask_client, tmp_path: Path) -> None:
     res = run_job(_cfg(tmp_path, "paths.generate_corrections=false"), client=dask_client)
     with open(res.histograms_path, "rb") as handle:
         h = pickle.load(handle)["histograms"]["CMS_WORKSHOP"]["jet_pt"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyhf
 import pytest
 
-from fixtures.demo import SMALL_2017, dask_client, demo_data, small_overrides  # noqa: F401
-from fixtures.s3 import S3Server, s3_server  # noqa: F401
+from fixtures.demo import SMALL_2017, small_overrides
+from fixtures.s3 import S3Server
 from intccms.config import ConfigError, compose_config
 from intccms.execute.job import run_job
 from intccms.stats import StatisticsInputError, run_statistics
@@ -69,7 +69,7 @@ def alone_cfg(data: Path, out: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def job(dask_client, demo_data: Path, tmp_path_factory):  # noqa: F811
+def job(dask_client, demo_data: Path, tmp_path_factory):
     return run_demo_job(dask_client, demo_data, tmp_path_factory.mktemp("stats_job"))
 
 
@@ -162,7 +162,7 @@ def _same_limits(alone: dict, in_job: dict) -> None:
                                                              rel=1e-6)
 
 
-def test_workflow_runs_statistics_alone_on_a_saved_file(job, dask_client, demo_data,  # noqa: F811
+def test_workflow_runs_statistics_alone_on_a_saved_file(job, dask_client, demo_data,
                                                         tmp_path) -> None:
     _, res = job
     cfg = alone_cfg(demo_data, tmp_path, f"statistics.input.path={res.histograms_path}")
@@ -176,8 +176,8 @@ def test_workflow_runs_statistics_alone_on_a_saved_file(job, dask_client, demo_d
 
 
 @pytest.mark.s3
-def test_workflow_runs_statistics_alone_on_s3(job, dask_client, demo_data, tmp_path,  # noqa: F811
-                                              s3_server: S3Server, monkeypatch) -> None:  # noqa: F811
+def test_workflow_runs_statistics_alone_on_s3(job, dask_client, demo_data, tmp_path,
+                                              s3_server: S3Server, monkeypatch) -> None:
     import fsspec
 
     from intccms.storage import Credentials, Secret, StorageOptions
@@ -207,14 +207,14 @@ def test_workflow_runs_statistics_alone_on_s3(job, dask_client, demo_data, tmp_p
                           "statistics.input.path='s3://stats-input/run1/nope.pkl'"), client=dask_client)
 
 
-def test_alone_without_input_fails_at_start_up(job, demo_data, tmp_path) -> None:  # noqa: F811
+def test_alone_without_input_fails_at_start_up(job, demo_data, tmp_path) -> None:
     cfg = alone_cfg(demo_data, tmp_path)
     with pytest.raises(ConfigError, match=r"workflow\.run_analysis=false needs statistics\.input\.path"):
         run_job(cfg)  # fails before any cluster starts
     assert not (tmp_path / "statistics").exists()
 
 
-def test_alone_on_histograms_of_another_configuration(job, dask_client, demo_data,  # noqa: F811
+def test_alone_on_histograms_of_another_configuration(job, dask_client, demo_data,
                                                       tmp_path) -> None:
     _, res = job
     src = f"statistics.input.path={res.histograms_path}"

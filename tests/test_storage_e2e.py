@@ -34,8 +34,8 @@ import pytest
 from distributed import Client
 from distributed.diagnostics.plugin import SchedulerPlugin
 from fixtures.demo import two_worker_cluster
-from fixtures.s3 import S3Server, s3_server, start_s3_server  # noqa: F401
-from fixtures.xrootd import XRootDServer, start_xrootd_server, xrootd_missing_reason, xrootd_server  # noqa: F401
+from fixtures.s3 import S3Server, start_s3_server
+from fixtures.xrootd import XRootDServer, start_xrootd_server, xrootd_missing_reason
 from rich.console import Console
 
 from intccms.config import compose_config
@@ -119,13 +119,13 @@ def s3_fs(server: S3Server) -> fsspec.AbstractFileSystem:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    """The module's cluster and the reference run with skims on local disk."""
-    data = tmp_path_factory.mktemp("generated")
-    with two_worker_cluster() as client:
-        with credential_env():
-            reference = job(data, client, tmp_path_factory.mktemp("local"))
-        yield Env(data, client, reference)
+def env(tmp_path_factory: pytest.TempPathFactory, dask_client: Client) -> Env:
+    """The module's inputs (generated apart from the session's demo data: other sizes), the
+    session's cluster and the reference run with skims on local disk."""
+    data = tmp_path_factory.mktemp("storage-generated")
+    with credential_env():
+        reference = job(data, dask_client, tmp_path_factory.mktemp("local"))
+    return Env(data, dask_client, reference)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import traceback
 from pathlib import Path
 
 import pytest
-from fixtures.demo import dask_client, demo_data, small_overrides  # noqa: F401
-from fixtures.s3 import S3Server, s3_server  # noqa: F401
+from fixtures.demo import small_overrides
+from fixtures.s3 import S3Server
 from rich.console import Console
 
 from intccms.config import compose_config
@@ -51,7 +51,7 @@ def _attempts(calls: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("error", [StorageAuthError, StorageUnreachableError])
-def test_storage_errors_are_not_retried_by_dask(dask_client, tmp_path: Path,  # noqa: F811
+def test_storage_errors_are_not_retried_by_dask(dask_client, tmp_path: Path,
                                                 error: type[BaseException]) -> None:
     assert DEFAULT_RETRIES >= 1
     calls = tmp_path / "calls"
@@ -64,7 +64,7 @@ def test_storage_errors_are_not_retried_by_dask(dask_client, tmp_path: Path,  # 
     assert "not retried" in str(info.value)
 
 
-def test_other_task_errors_are_still_retried(dask_client, tmp_path: Path) -> None:  # noqa: F811
+def test_other_task_errors_are_still_retried(dask_client, tmp_path: Path) -> None:
     calls = tmp_path / "calls"
     with pytest.raises(RuntimeError, match=f"failed after {DEFAULT_RETRIES} retries"):
         run_stage(dask_client, "skim", _items(1), _counting_task(calls, ZeroDivisionError),
@@ -73,7 +73,7 @@ def test_other_task_errors_are_still_retried(dask_client, tmp_path: Path) -> Non
     assert len(_attempts(calls)) == DEFAULT_RETRIES + 1
 
 
-def test_successful_tasks_pass_through(dask_client, tmp_path: Path) -> None:  # noqa: F811
+def test_successful_tasks_pass_through(dask_client, tmp_path: Path) -> None:
     calls = tmp_path / "calls"
     seen: list[str] = []
     outcome = run_stage(dask_client, "skim", _items(3), _counting_task(calls, None), lambda item: (),
@@ -85,7 +85,7 @@ def test_successful_tasks_pass_through(dask_client, tmp_path: Path) -> None:  # 
 @pytest.mark.e2e
 @pytest.mark.s3
 def test_wrong_worker_credentials_fail_once_per_chunk_with_default_retries(
-        dask_client, demo_data: Path, s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
+        dask_client, demo_data: Path, s3_server: S3Server, tmp_path: Path) -> None:
     """The driver's key is right, the workers' secret is wrong: every upload is rejected; with
     the default ``workflow.retries`` no chunk's upload is tried more than once."""
     import fsspec

@@ -13,8 +13,8 @@ import fsspec
 import numpy as np
 import pytest
 import uproot
-from fixtures.demo import dask_client, demo_data, small_overrides  # noqa: F401
-from fixtures.s3 import S3Server, s3_server  # noqa: F401
+from fixtures.demo import small_overrides
+from fixtures.s3 import S3Server
 from rich.console import Console
 
 from intccms.config import compose_config
@@ -51,7 +51,7 @@ def s3_fs(server: S3Server) -> fsspec.AbstractFileSystem:
 
 
 @pytest.fixture(scope="module")
-def s3(s3_server: S3Server) -> S3Server:  # noqa: F811
+def s3(s3_server: S3Server) -> S3Server:
     s3_fs(s3_server).mkdir(BUCKET)
     return s3_server
 
@@ -63,7 +63,7 @@ def _job(client, data: Path, out: str) -> JobResult:
 
 
 def test_output_dir_on_s3_publishes_outputs_and_rerun_reuses_metadata_cache(
-        dask_client, demo_data: Path, s3: S3Server, tmp_path: Path,  # noqa: F811
+        dask_client, demo_data: Path, s3: S3Server, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # a local "s3:" folder would appear here
     staging = tmp_path / "staging"

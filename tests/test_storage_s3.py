@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import awkward as ak
 import fsspec
 import pytest
-from fixtures.s3 import S3Server, s3_server, start_s3_server  # noqa: F401
+from fixtures.s3 import S3Server, start_s3_server
 from test_storage_local import FORMATS, assert_same, compressed_column_bytes, nano_columns
 
 from intccms.storage import (
@@ -43,7 +43,7 @@ def options_for(server: S3Server, key: str | None = None, secret: str | None = N
 
 
 @pytest.fixture(scope="module")
-def s3(s3_server: S3Server) -> Iterator[tuple[S3Server, StorageOptions]]:  # noqa: F811
+def s3(s3_server: S3Server) -> Iterator[tuple[S3Server, StorageOptions]]:
     options = options_for(s3_server)
     fs = fsspec.filesystem("s3", **options.fsspec_kwargs("s3"))
     fs.mkdir(BUCKET)

@@ -10,8 +10,8 @@ from pathlib import Path
 import fsspec
 import pytest
 from distributed import Client, LocalCluster
-from fixtures.demo import demo_data, small_overrides  # noqa: F401
-from fixtures.s3 import S3Server, s3_server  # noqa: F401
+from fixtures.demo import small_overrides
+from fixtures.s3 import S3Server
 from rich.console import Console
 
 from intccms.config import compose_config
@@ -29,7 +29,7 @@ BUCKET = "intccms-worker-env"
 
 
 def test_address_cluster_workers_use_their_own_environment(
-        demo_data: Path, s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
+        demo_data: Path, s3_server: S3Server, tmp_path: Path) -> None:
     s3 = s3_server
     fsspec.filesystem("s3", key=s3.key, secret=s3.secret, skip_instance_cache=True,
                       client_kwargs={"endpoint_url": s3.endpoint}).mkdir(BUCKET)

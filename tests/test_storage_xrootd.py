@@ -13,12 +13,7 @@ from pathlib import Path
 
 import awkward as ak
 import pytest
-from fixtures.xrootd import (  # noqa: F401
-    XRootDServer,
-    start_xrootd_server,
-    xrootd_missing_reason,
-    xrootd_server,
-)
+from fixtures.xrootd import XRootDServer, start_xrootd_server, xrootd_missing_reason
 from test_storage_local import FORMATS, assert_same, compressed_column_bytes, nano_columns
 
 from intccms.storage import (
@@ -38,7 +33,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.mark.parametrize(("fmt", "ext"), FORMATS)
-def test_round_trip(xrootd_server: XRootDServer, fmt: str, ext: str) -> None:  # noqa: F811
+def test_round_trip(xrootd_server: XRootDServer, fmt: str, ext: str) -> None:
     data = nano_columns(300)
     url = xrootd_server.url("rt", fmt, f"part.{ext}")
     part = write_part(data, url, fmt, options=OPTIONS)
@@ -53,7 +48,7 @@ def test_round_trip(xrootd_server: XRootDServer, fmt: str, ext: str) -> None:  #
     assert os.listdir(xrootd_server.export / "rt" / fmt) == [f"part.{ext}"]
 
 
-def test_overwrite_and_remove(xrootd_server: XRootDServer) -> None:  # noqa: F811
+def test_overwrite_and_remove(xrootd_server: XRootDServer) -> None:
     url = xrootd_server.url("ow", "p.parquet")
     write_part({"x": list(range(5))}, url, "parquet", options=OPTIONS)
     write_part({"x": list(range(8))}, url, "parquet", options=OPTIONS)
@@ -63,7 +58,7 @@ def test_overwrite_and_remove(xrootd_server: XRootDServer) -> None:  # noqa: F81
     assert not exists_complete(url, OPTIONS)
 
 
-def test_interrupted_write_and_leftovers(xrootd_server: XRootDServer) -> None:  # noqa: F811
+def test_interrupted_write_and_leftovers(xrootd_server: XRootDServer) -> None:
     url = xrootd_server.url("atomic", "part.root")
     backend = backend_for(url, OPTIONS)
     with pytest.raises(KeyboardInterrupt), backend.staging(url) as local:
@@ -88,7 +83,7 @@ def test_interrupted_write_and_leftovers(xrootd_server: XRootDServer) -> None:  
     assert Manifest.load(manifest.url, OPTIONS).urls() == [good]
 
 
-def test_manifest_replaced_in_place_reads_back_fresh(xrootd_server: XRootDServer  # noqa: F811
+def test_manifest_replaced_in_place_reads_back_fresh(xrootd_server: XRootDServer
                                                     ) -> None:
     url = xrootd_server.url("fresh", "manifest.json")
     manifest = Manifest(url, "DY", options=OPTIONS)
@@ -124,7 +119,7 @@ def server_out_after(server: XRootDServer, before: int, timeout: float = 10.0) -
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("fmt", "ext"), FORMATS)
-def test_bytes_read_matches_server_statistics(xrootd_server: XRootDServer,  # noqa: F811
+def test_bytes_read_matches_server_statistics(xrootd_server: XRootDServer,
                                               fmt: str, ext: str) -> None:
     url = xrootd_server.url("bytes", f"part.{ext}")
     size = write_part(nano_columns(100_000, seed=5), url, fmt, options=OPTIONS).bytes
@@ -160,7 +155,7 @@ def test_stopped_server_is_unreachable_within_bound() -> None:
     assert url in str(info.value)
 
 
-def test_dataset_glob_on_xrootd(xrootd_server: XRootDServer) -> None:  # noqa: F811
+def test_dataset_glob_on_xrootd(xrootd_server: XRootDServer) -> None:
     from intccms.plan.datasets import resolve_dataset
 
     for name in ("nano_0.root", "nano_1.root"):
