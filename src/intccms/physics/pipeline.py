@@ -15,7 +15,7 @@ Designed for many variations at a fixed cost:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,16 +307,41 @@ class ChunkAnalysis:
                     var_ns = dict(ns)
                     var_ns[obj.collection] = corrected[obj.collection].varied(variation, direction)
                     var_ns = self._varying_objects(var_ns)
-                    factor = np.ones(n)
-                    for wc in corr.weights:
-                        if wc.object is None or wc.object not in self.varying:
-                            factor = factor * factors[wc.name]
-                            continue
-                        link = linked_source(wc, variation)
-                        factor = factor * wc.evaluate(var_ns, [link], direction)[0]
-                    w = WeightColumns(base, [factor], np.asarray([self.var_index[name]]))
-                    self._fill_once(var_ns, channel_fixed, n, hists, w, None)
+                    row = np.asarray([self.var_index[name]])
+
+                    def weights(chosen: np.ndarray, var_ns: dict[str, Any] = var_ns,
+                                variation: str = variation, direction: str = direction,
+                                row: np.ndarray = row) -> WeightColumns:
+                        factor = self._varied_factor(var_ns, chosen, factors, variation, direction)
+                        return WeightColumns(base, [factor], row)
+
+                    self._fill_once(var_ns, channel_fixed, n, hists, weights, None)
         return selected
+
+    def _varied_factor(self, var_ns: Mapping[str, Any], chosen: np.ndarray,
+                       factors: Mapping[str, np.ndarray], variation: str, direction: str) -> np.ndarray:
+        """The event weight of an object variation, evaluated only on the ``chosen`` events (those
+        some channel selects in this variation; the others are never filled).
+
+        Factors multiply in configuration order, as for every event of the nominal fill, so a
+        chosen event's weight does not depend on which other events were chosen.
+        """
+        corr = self.corrections
+        assert corr is not None
+        sub_ns: dict[str, Any] | None = None
+        factor = np.ones(int(np.count_nonzero(chosen)))
+        for wc in corr.weights:
+            if wc.object is None or wc.object not in self.varying:
+                factor = factor * factors[wc.name][chosen]
+                continue
+            if sub_ns is None:
+                sub_ns = {wc.object: take_events(var_ns[wc.object], chosen)}
+            elif wc.object not in sub_ns:
+                sub_ns[wc.object] = take_events(var_ns[wc.object], chosen)
+            factor = factor * wc.evaluate(sub_ns, [linked_source(wc, variation)], direction)[0]
+        full = np.ones(len(chosen))
+        full[chosen] = factor
+        return full
 
     def _varying_objects(self, ns: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(ns)
@@ -331,9 +356,11 @@ class ChunkAnalysis:
         channel_fixed: Mapping[str, np.ndarray],
         n: int,
         hists: dict[tuple[str, str], np.ndarray],
-        weights: WeightColumns,
+        weights: WeightColumns | Callable[[np.ndarray], WeightColumns],
         cutflow: dict[str, float] | None,
     ) -> np.ndarray:
+        """Select every channel, then fill its observables with ``weights`` (or with the weights
+        built for the selected events, when given as a function of the selection)."""
         plan = self.plan
         base_mask = np.ones(n, dtype=bool)
         for functor in plan.baseline.values():
@@ -342,6 +369,7 @@ class ChunkAnalysis:
         if cutflow is not None:
             cutflow["baseline"] = float(np.count_nonzero(base_mask))
         any_selected = np.zeros(n, dtype=bool)
+        masks: dict[str, np.ndarray] = {}
         for ch_name, channel in plan.channels.items():
             mask = channel_fixed[ch_name].copy()
             if channel.use_baseline:
@@ -352,6 +380,13 @@ class ChunkAnalysis:
             any_selected |= mask
             if cutflow is not None:
                 cutflow[f"channel:{ch_name}"] = float(np.count_nonzero(mask))
+            masks[ch_name] = mask
+        if not np.any(any_selected):
+            return any_selected
+        if not isinstance(weights, WeightColumns):
+            weights = weights(any_selected)
+        for ch_name, channel in plan.channels.items():
+            mask = masks[ch_name]
             if not np.any(mask):
                 continue
             events = np.flatnonzero(mask)
