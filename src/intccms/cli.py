@@ -60,7 +60,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                             "interrupted; finished parts are kept and a rerun resumes")
     if result is None:
         return code
-    console.print(f"[green]done[/green] in {result.wall_time_s:.1f} s; outputs in {result.output_dir}")
+    where = result.output_url if result.remote else result.output_dir
+    console.print(f"[green]done[/green] in {result.wall_time_s:.1f} s; outputs in {escape(str(where))}")
     return 0
 
 
