@@ -31,7 +31,7 @@ def _cms(path: Path, figsize: tuple[float, float] = (10, 10), **kw: Any) -> Iter
 
 
 def _label(ax: Any, data: bool, lumi: float | None) -> None:
-    hep.cms.label(ax=ax, label="Preliminary" if data else "Simulation", data=data,
+    hep.cms.label(ax=ax, text="Preliminary" if data else "Simulation", data=data,
                   lumi=None if lumi is None else round(lumi, 1), loc=0)
 
 
