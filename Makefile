@@ -3,7 +3,7 @@
 #   make test [PYTEST_ARGS=...]                    set up, install the test services, run the suite
 #   make image | facility-test | facility-down     the facility as podman containers
 #   make inspect [CONF=...] [ARGS=...]             what the inputs hold, before a campaign
-#   make chart-deps | manifests                    vendor the operator chart; render manifests/
+#   make chart-deps | manifests                    rebuild the operator chart archive; render manifests/
 #   make lock                                      record the pinned runtime closure (images/constraints.txt)
 # The environment is a local virtual environment (.venv), or pixi where pixi is installed
 # (ENV_TOOL=pixi|venv overrides the choice).
@@ -71,13 +71,15 @@ test: env services
 	@start=$$(date +%s); $(PY) -m pytest --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	echo "suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
 
-# The Helm chart: vendor the Dask operator chart from the pinned dask-kubernetes wheel (offline),
-# and regenerate the plain manifests in manifests/ (a test fails when they drift from the chart).
+# The Helm chart: its Dask operator dependency is a committed archive (charts/intccms/charts/),
+# so `helm install intccms charts/intccms` works on a fresh clone. chart-deps rebuilds that
+# archive from the pinned dask-kubernetes wheel, offline (after the pin changes; a test checks
+# they agree); manifests regenerates manifests/ (a test fails when they drift from the chart).
 chart-deps: env
-	@bash tests/setup/install_helm.sh
-	PYTHON=$(VENV)/bin/python bash charts/intccms/scripts/vendor-operator.sh
+	$(PY) charts/intccms/scripts/vendor-operator.py
 
-manifests: chart-deps
+manifests: env
+	@bash tests/setup/install_helm.sh
 	bash charts/intccms/scripts/render-manifests.sh
 
 # The facility as real containers (podman): the project's image, and the scheduler, workers,

@@ -2,7 +2,8 @@
 security properties, one render test per toggle, and agreement with the project.
 
 Offline: the real ``helm`` binary (tests/setup/install_helm.sh) and the Dask operator chart
-vendored from the pinned dask-kubernetes wheel (charts/intccms/scripts/vendor-operator.sh).
+archive committed under charts/intccms/charts/ (built from the pinned dask-kubernetes wheel by
+charts/intccms/scripts/vendor-operator.sh; a test checks it equals the wheel's chart).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,11 +47,8 @@ def _helm() -> str:
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    """The helm binary, with the operator subchart vendored for offline renders."""
-    binary = _helm()
-    env = {**os.environ, "PYTHON": str(REPO / ".venv/bin/python")}
-    subprocess.run([str(CHART / "scripts/vendor-operator.sh")], check=True, env=env)
-    return binary
+    """The helm binary (the operator subchart is committed: nothing to vendor first)."""
+    return _helm()
 
 
 def render(helm: str, *args: str, kube: str = "1.33.0") -> list[dict[str, Any]]:
@@ -271,9 +270,11 @@ def test_prometheus_operator_validation_catches_a_misspelt_field(helm: str, kind
         validate_prometheus_operator_object(broken)
 
 
-def test_operator_crds_validate(helm: str) -> None:
-    for path in sorted((CHART / "charts/dask-kubernetes-operator/crds").glob("*.yaml")):
-        kubernetes_validate.validate(yaml.safe_load(path.read_text()), "1.33.0", strict=True)
+def test_operator_crds_validate() -> None:
+    crds = {n: b for n, b in archive_files(operator_archive()).items() if "/crds/" in n}
+    assert len(crds) >= 4, sorted(crds)
+    for text in crds.values():
+        kubernetes_validate.validate(yaml.safe_load(text), "1.33.0", strict=True)
 
 
 # -- security ------------------------------------------------------------------------------------
@@ -685,6 +686,76 @@ def test_pod_monitor_targets_the_metrics_port(helm: str) -> None:
 # -- versions and packaging ---------------------------------------------------------------------
 
 
+OPERATOR = "dask-kubernetes-operator"
+
+
+def operator_archive() -> Path:
+    """The committed operator chart archive at the version Chart.yaml pins."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    (dep,) = [d for d in chart["dependencies"] if d["name"] == OPERATOR]
+    return CHART / "charts" / f"{OPERATOR}-{dep['version']}.tgz"
+
+
+def archive_files(path: Path) -> dict[str, bytes]:
+    """Path -> bytes of every file in a chart archive (tar metadata left aside)."""
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+                for m in tar.getmembers() if m.isfile()}
+
+
+def test_committed_operator_chart_is_the_wheel_chart() -> None:
+    """The archive Helm installs is the chart the pinned dask-kubernetes wheel ships, file by
+    file; only chartpress's placeholders (chart version, image tag) are set to the release."""
+    import dask_kubernetes
+
+    version = importlib.metadata.version("dask-kubernetes")
+    src = Path(dask_kubernetes.__file__).parent / "operator/deployment/helm" / OPERATOR
+    wheel = {f"{OPERATOR}/{p.relative_to(src).as_posix()}": p.read_bytes()
+             for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    archive = operator_archive()
+    assert sorted(p.name for p in archive.parent.iterdir()) == [archive.name]  # no second copy
+    vendored = archive_files(archive)
+    assert sorted(vendored) == sorted(wheel)
+    placeholders = {f"{OPERATOR}/Chart.yaml", f"{OPERATOR}/values.yaml"}
+    for name in sorted(set(wheel) - placeholders):
+        assert vendored[name] == wheel[name], name
+    chart, shipped_chart = (yaml.safe_load(f[f"{OPERATOR}/Chart.yaml"]) for f in (vendored, wheel))
+    assert "chartpress" in shipped_chart["version"]
+    assert chart == {**shipped_chart, "version": version, "appVersion": version}
+    values, shipped_values = (yaml.safe_load(f[f"{OPERATOR}/values.yaml"]) for f in (vendored, wheel))
+    assert shipped_values["image"]["tag"] == "set-by-chartpress"
+    assert values == {**shipped_values, "image": {**shipped_values["image"], "tag": version}}
+
+
+def tracked_chart(dest: Path) -> Path:
+    """Copy what git holds of the chart (tracked files, and new ones not ignored) to ``dest``:
+    the chart a fresh clone gets, with nothing built by a script."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard",
+                             "charts/intccms"], cwd=REPO, capture_output=True, check=True).stdout
+    for rel in filter(None, listed.decode().split("\0")):
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    return dest / "charts/intccms"
+
+
+def test_fresh_clone_lints_and_renders_without_vendoring(helm: str, tmp_path: Path) -> None:
+    chart = tracked_chart(tmp_path)
+    lint = subprocess.run([helm, "lint", "--strict", str(chart)], capture_output=True, text=True,
+                          check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    # What `helm install intccms charts/intccms` renders, the operator included.
+    rendered = subprocess.run([helm, "template", "intccms", str(chart), "--include-crds"],
+                              capture_output=True, text=True, check=False)
+    assert rendered.returncode == 0, rendered.stderr
+    objs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    assert _one(objs, "Deployment", OPERATOR)
+    assert {o["metadata"]["name"] for o in _by_kind(objs, "CustomResourceDefinition")} >= {
+        "daskclusters.kubernetes.dask.org", "daskworkergroups.kubernetes.dask.org"}
+
+
 def test_versions_agree_with_the_project() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
@@ -718,7 +789,7 @@ def test_manifests_match_the_chart(helm: str) -> None:
     result = subprocess.run(
         [str(CHART / "scripts/render-manifests.sh"), "--check"],
         capture_output=True, text=True, check=False,
-        env={**os.environ, "HELM": helm, "PYTHON": str(REPO / ".venv/bin/python")},
+        env={**os.environ, "HELM": helm},
     )
     assert result.returncode == 0, (
         "manifests/ drifted from the chart: run charts/intccms/scripts/render-manifests.sh\n"

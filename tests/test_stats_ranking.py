@@ -1,13 +1,19 @@
-"""The nuisance-parameter ranking agrees with cabinetry's full refits."""
+"""The nuisance-parameter ranking agrees with cabinetry's full refits; its plot (and the pulls
+plot) show every parameter name whole."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import cabinetry
 import numpy as np
 import pyhf
 import pytest
+from matplotlib.figure import Figure
 from test_stats import simple_cfg
 
+from intccms.stats import plots
 from intccms.stats.fit import mle_fit
 from intccms.stats.optimize import Objective
 from intccms.stats.ranking import ranking
@@ -88,3 +94,45 @@ def test_ranking_matches_cabinetry_and_direct_refits():
         # ... and to 1e-4 of plain pyhf refits at exactly our best fit +- uncertainty
         assert [ours.postfit_up[k], ours.postfit_down[k]] == pytest.approx(direct[name], abs=1e-4)
     assert abs(ours.postfit_up[0]) > 0.3  # sizeable impacts: the checks are not met by zeros
+
+
+# Parameter names of the demo model, the longest ones included.
+DEMO_NAMES = ["staterror_CMS_WORKSHOP_mtt[12]", "jesRelativeStatFSR_2017", "btag_hfstats2_2017",
+              "muon_trigger_sf", "pileup_2017", "jesSinglePionHCAL", "xsec_ttbar", "lumi"]
+
+
+def _draw_ranking(path: Path) -> None:
+    n = len(DEMO_NAMES)
+    impact = np.linspace(0.2, 0.02, n)
+    plots.ranking(path, cabinetry.fit.RankingResults(np.ones(n), np.ones(n), DEMO_NAMES, impact,
+                                                     -impact, 0.7 * impact, -0.7 * impact), "mu")
+
+
+def _draw_pulls(path: Path) -> None:
+    plots.pulls(path, [{"name": name, "pull": 0.1, "constraint": 0.8} for name in DEMO_NAMES])
+
+
+@pytest.mark.parametrize("draw", [_draw_ranking, _draw_pulls], ids=["ranking", "pulls"])
+def test_parameter_names_and_axis_labels_lie_within_the_figure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, draw: Any) -> None:
+    outside: list[tuple[str, Any]] = []
+    saved = Figure.savefig
+
+    def checking_savefig(fig: Figure, *args: Any, **kwargs: Any) -> None:
+        saved(fig, *args, **kwargs)
+        fig.canvas.draw()  # the layout as saved, at the figure's own dpi
+        renderer = fig.canvas.get_renderer()
+        (ax,) = fig.axes
+        texts = [*ax.get_yticklabels(), ax.xaxis.label]
+        assert sorted(t.get_text() for t in ax.get_yticklabels()) == sorted(DEMO_NAMES)
+        box = fig.bbox
+        for text in texts:
+            ext = text.get_window_extent(renderer)
+            if ext.x0 < box.x0 - 0.5 or ext.x1 > box.x1 + 0.5 or ext.y0 < box.y0 - 0.5 \
+                    or ext.y1 > box.y1 + 0.5:
+                outside.append((text.get_text(), ext))
+
+    monkeypatch.setattr(Figure, "savefig", checking_savefig)
+    draw(tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").is_file()
+    assert outside == [], f"cut off at the figure's edge: {outside}"

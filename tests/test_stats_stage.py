@@ -1,7 +1,13 @@
-"""The statistics stage in the job: start-up checks and the compatibility of saved
-histograms with the configuration (no cluster, no analysis run)."""
+"""The statistics stage in the job: start-up checks, the compatibility of saved
+histograms with the configuration, and what a run prints (no cluster, no analysis run)."""
 
 from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,3 +60,48 @@ def test_compatible_histograms_pass_and_others_are_named(cfg):
         check_compatible(_hset(edges, VARIATIONS[:2]), cfg, scfg, VARIATIONS)
     with pytest.raises(StatisticsInputError, match=r"unexpected ones \['pileup_2017_up'\]"):
         check_compatible(_hset(edges, [*VARIATIONS, "pileup_2017_up"]), cfg, scfg, VARIATIONS)
+
+
+TESTS = Path(__file__).resolve().parent
+# `intccms run demo [overrides]` through the real command line and its logging set-up, with the
+# job replaced by its statistics stage on a small model (fit, ranking, limits and every plot).
+STATISTICS_RUN = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import intccms.execute.job
+from intccms import cli
+from intccms.stats import run_statistics
+from test_stats import make_hists, simple_cfg
+from test_stats_modes import PROCS
+
+
+def statistics_only(cfg, **kwargs):
+    out = Path(sys.argv[1])
+    run_statistics(make_hists(PROCS), simple_cfg(plots=True, ranking=True), out)
+    return SimpleNamespace(wall_time_s=0.0, output_dir=out, output_url=str(out), remote=False)
+
+
+intccms.execute.job.run_job = statistics_only
+sys.exit(cli.main(["run", "demo", *sys.argv[2:]]))
+"""
+
+
+@pytest.mark.parametrize("overrides", [[], ["log_level=DEBUG"]], ids=["default", "debug"])
+def test_run_prints_no_library_chatter_unless_debugging(tmp_path: Path, overrides: list[str]) -> None:
+    """pyhf logs ~80 'adding modifier' INFO lines per model and mplhep warned of a deprecated
+    keyword on every plot: neither reaches a default run; pyhf's lines are there at DEBUG."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # Python's defaults
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", STATISTICS_RUN, str(tmp_path / "out"), *overrides],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "out" / "ranking.png").is_file()
+    assert "FutureWarning" not in proc.stderr, proc.stderr[-3000:]
+    pyhf_info = re.findall(r"^INFO pyhf\.pdf: .*$", proc.stderr, re.MULTILINE)
+    if overrides:
+        assert any("adding modifier" in line for line in pyhf_info), proc.stderr[-3000:]
+    else:
+        assert pyhf_info == [], pyhf_info[:5]

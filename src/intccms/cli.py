@@ -31,11 +31,25 @@ def _split(args: Sequence[str]) -> tuple[str, list[str]]:
     return name, rest
 
 
-def _quiet_distributed() -> None:
-    """Importing distributed sets its loggers to INFO; its join/leave lines drown the progress bars."""
+class _OwnInfoOnly(logging.Filter):
+    """Passes intccms records and every warning or error; drops other libraries' INFO lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] == "intccms"
+
+
+def _quiet_third_party() -> None:
+    """Above DEBUG only intccms speaks at INFO: pyhf logs ~80 "adding modifier" lines per model
+    and distributed its join/leave lines, which drown the progress bars. At DEBUG the other
+    libraries' lines are shown (distributed's own handlers stay at WARNING)."""
     import distributed  # noqa: F401 - its loggers must exist before they are quietened
 
-    quiet = max(logging.WARNING, logging.getLogger().level)
+    root = logging.getLogger()
+    if root.getEffectiveLevel() > logging.DEBUG:
+        for handler in root.handlers:  # libraries imported later log through these too
+            if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
+                handler.addFilter(_OwnInfoOnly())
+    quiet = max(logging.WARNING, root.level)
     for logger_name in list(logging.root.manager.loggerDict):
         if logger_name.split(".")[0] == "distributed":
             logging.getLogger(logger_name).setLevel(quiet)
@@ -54,13 +68,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=str(cfg.log_level), format="%(levelname)s %(name)s: %(message)s")
     from intccms.execute.job import run_job
 
-    _quiet_distributed()
+    _quiet_third_party()
 
     result, code = _guarded(console, lambda: run_job(cfg, console=console),
                             "interrupted; finished parts are kept and a rerun resumes")
     if result is None:
         return code
-    console.print(f"[green]done[/green] in {result.wall_time_s:.1f} s; outputs in {result.output_dir}")
+    where = result.output_url if result.remote else result.output_dir
+    console.print(f"[green]done[/green] in {result.wall_time_s:.1f} s; outputs in {escape(str(where))}")
     return 0
 
 
@@ -108,7 +123,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         console.print(f"[red]configuration error:[/red] {escape(str(err))}")
         return 2
     logging.basicConfig(level=str(cfg.log_level), format="%(levelname)s %(name)s: %(message)s")
-    _quiet_distributed()
+    _quiet_third_party()
     result, code = _guarded(console, lambda: run_inspect(cfg, icfg, console=console), "interrupted")
     if result is None:
         return code

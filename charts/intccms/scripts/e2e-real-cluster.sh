@@ -40,7 +40,6 @@ cleanup() {
 trap cleanup EXIT
 
 "${KUBECTL}" version >/dev/null || { echo "no reachable cluster in the current kubeconfig" >&2; exit 1; }
-"${CHART_DIR}/scripts/vendor-operator.sh"
 
 log "installing ${RELEASE} into ${NAMESPACE} with image ${IMAGE}"
 "${HELM}" upgrade --install "${RELEASE}" "${CHART_DIR}" \

@@ -13,7 +13,6 @@ RELEASE="intccms"
 NAMESPACE="intccms"
 KUBE_VERSION="1.33.0"
 
-"${CHART_DIR}/scripts/vendor-operator.sh" >/dev/null
 TMP="$(mktemp -d)"
 trap 'rm -rf "${TMP}"' EXIT
 
@@ -31,12 +30,7 @@ trap 'rm -rf "${TMP}"' EXIT
     > "${TMP}/intccms.yaml"
 "${HELM}" template "${RELEASE}" "${CHART_DIR}" --namespace "${NAMESPACE}" \
     --kube-version "${KUBE_VERSION}" --include-crds --show-only 'charts/dask-kubernetes-operator/crds/*' \
-    > "${TMP}/crds.yaml" 2>/dev/null || true
-if [[ ! -s "${TMP}/crds.yaml" ]]; then
-    for crd in "${CHART_DIR}"/charts/dask-kubernetes-operator/crds/*.yaml; do
-        echo "---"; cat "${crd}"
-    done > "${TMP}/crds.yaml"
-fi
+    > "${TMP}/crds.yaml"
 cat "${TMP}/header" "${TMP}/crds.yaml" > "${TMP}/crds.out"
 cat "${TMP}/header" "${TMP}/intccms.yaml" > "${TMP}/intccms.out"
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distributed import Client
 from omegaconf import DictConfig, OmegaConf
@@ -40,6 +40,9 @@ from intccms.physics.pipeline import ChunkContext
 from intccms.plan.datasets import Dataset, resolve_dataset, select_datasets
 from intccms.storage import StorageOptions
 
+if TYPE_CHECKING:
+    from intccms.storage.outputs import OutputLocation
+
 log = logging.getLogger(__name__)
 
 
@@ -47,8 +50,11 @@ log = logging.getLogger(__name__)
 class JobResult:
     """What a run produced, for callers and tests."""
 
-    output_dir: Path  # local; the staging folder when ``output_url`` is on S3 or XRootD
+    # Local; when ``remote`` (``output_url`` on S3 or XRootD) the staging folder, and it and the
+    # paths below were removed when the job ended: the outputs are at ``output_url``.
+    output_dir: Path
     output_url: str = ""
+    remote: bool = False
     histograms_path: Path | None = None
     root_path: Path | None = None
     plots: list[Path] = field(default_factory=list)
@@ -85,8 +91,21 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
     t0 = time.time()
     from intccms.storage.outputs import OutputLocation
 
-    # s3:// and root:// outputs are staged locally and published file by file (rerun: cache read back).
-    outputs = OutputLocation(str(cfg.output_dir), storage_options(cfg))
+    # s3:// and root:// outputs are staged in a private folder, published file by file and the
+    # folder removed at the end (a rerun reads the metadata cache back from the store).
+    with OutputLocation(str(cfg.output_dir), storage_options(cfg)) as outputs:
+        try:
+            result = _job(cfg, outputs, console, client)
+        except BaseException:
+            outputs.publish(best_effort=True)  # what was written (e.g. the metadata cache) is kept
+            raise
+        outputs.publish()
+    result.wall_time_s = time.time() - t0
+    return result
+
+
+def _job(cfg: DictConfig, outputs: OutputLocation, console: Console, client: Client | None) -> JobResult:
+    """Everything the job does between opening its output location and publishing it."""
     out = outputs.local
     run_id = os.environ.get("INTCCMS_RUN_ID") or f"{cfg.name}-{uuid.uuid4().hex[:8]}"
     os.environ["INTCCMS_RUN_ID"] = run_id
@@ -119,25 +138,19 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
         from intccms.stats.stage import check_statistics
 
         check_statistics(cfg)  # the statistics group; statistics.input.path when it runs alone
-    result = JobResult(output_dir=out, output_url=outputs.url)
+    result = JobResult(output_dir=out, output_url=outputs.url, remote=outputs.remote)
 
-    try:
-        if client is None:
-            with (start_cluster(cfg.cluster, run_id=run_id) as new_client,
-                  local_prometheus(cfg.prometheus, new_client, out, run_id=run_id, console=console),
-                  WorkerSampler(new_client) as sampler):
-                _run(cfg, new_client, datasets, constants, specs, plan, options, out, result, console,
-                     config_yaml, sampler)
-        else:
-            with (local_prometheus(cfg.prometheus, client, out, run_id=run_id, console=console),
-                  WorkerSampler(client) as sampler):
-                _run(cfg, client, datasets, constants, specs, plan, options, out, result, console,
-                     config_yaml, sampler)
-    except BaseException:
-        outputs.publish(best_effort=True)  # what was written (e.g. the metadata cache) is kept
-        raise
-    outputs.publish()
-    result.wall_time_s = time.time() - t0
+    if client is None:
+        with (start_cluster(cfg.cluster, run_id=run_id) as new_client,
+              local_prometheus(cfg.prometheus, new_client, out, run_id=run_id, console=console),
+              WorkerSampler(new_client) as sampler):
+            _run(cfg, new_client, datasets, constants, specs, plan, options, out, result, console,
+                 config_yaml, sampler)
+    else:
+        with (local_prometheus(cfg.prometheus, client, out, run_id=run_id, console=console),
+              WorkerSampler(client) as sampler):
+            _run(cfg, client, datasets, constants, specs, plan, options, out, result, console,
+                 config_yaml, sampler)
     return result
 
 

@@ -31,7 +31,7 @@ def _cms(path: Path, figsize: tuple[float, float] = (10, 10), **kw: Any) -> Iter
 
 
 def _label(ax: Any, data: bool, lumi: float | None) -> None:
-    hep.cms.label(ax=ax, label="Preliminary" if data else "Simulation", data=data,
+    hep.cms.label(ax=ax, text="Preliminary" if data else "Simulation", data=data,
                   lumi=None if lumi is None else round(lumi, 1), loc=0)
 
 
@@ -88,7 +88,9 @@ def pulls(path: Path, entries: list[dict[str, Any]]) -> None:
     """Pulls (theta_hat - theta_0)/sigma_prefit with constraints as error bars."""
     rows = [e for e in entries if "pull" in e]
     n = max(len(rows), 1)
-    with _cms(path, (10, max(4.0, 0.3 * n + 2))) as (_, ax):
+    # Constrained layout sizes the margins to the parameter names (CMS style's fixed left
+    # margin cut long ones off).
+    with _cms(path, (10, max(4.0, 0.3 * n + 2)), layout="constrained") as (_, ax):
         y = np.arange(len(rows))
         ax.axvspan(-2, 2, color="yellow", alpha=0.5)
         ax.axvspan(-1, 1, color="limegreen", alpha=0.5)
@@ -117,7 +119,7 @@ def correlation(path: Path, labels: list[str], corr: np.ndarray, max_pars: int =
 def ranking(path: Path, rank: Any, poi_name: str) -> None:
     """Pre-fit and post-fit impacts of the top parameters on the POI."""
     n = max(len(rank.labels), 1)
-    with _cms(path, (10, max(4.0, 0.4 * n + 2))) as (_, ax):
+    with _cms(path, (10, max(4.0, 0.4 * n + 2)), layout="constrained") as (_, ax):  # see pulls
         y = np.arange(len(rank.labels))[::-1]
         ax.barh(y, rank.prefit_up, color="none", edgecolor="C0", label="pre-fit up")
         ax.barh(y, rank.prefit_down, color="none", edgecolor="C1", label="pre-fit down")

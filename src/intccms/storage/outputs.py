@@ -6,16 +6,21 @@ knows only local paths (pickle, uproot, matplotlib, json). For an ``s3://`` or `
 published to the URL with the backend's atomic commit (the path skim parts take), so a reader
 of the store sees every output whole or not at all. For a local ``output_dir`` the staging
 folder *is* the output folder and nothing is copied.
+
+The staging folder is private to the run: created fresh under a random name with mode 0700
+(``tempfile.mkdtemp``, which never reuses or follows what is already there), so another local
+user can neither predict it nor plant a link that redirects the outputs, and it is removed when
+the run ends. A rerun starts from what the store holds (the metadata cache is read back).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import TracebackType
 
 from intccms.storage.errors import StorageError, StorageNotFoundError
 from intccms.storage.options import StorageOptions
@@ -25,17 +30,27 @@ from intccms.storage.urls import join, local_path, scheme_of
 log = logging.getLogger(__name__)
 
 STAGING_ENV = "INTCCMS_STAGING_DIR"
+STAGING_PREFIX = "intccms-outputs-"
 # Outputs a rerun reads back from the store (the metadata cache, so counts are reused).
 RESTORED = ("metadata.json",)
 
 
 def staging_root() -> Path:
-    """Where remote output folders are staged: ``$INTCCMS_STAGING_DIR`` or the temp folder."""
-    return Path(os.environ.get(STAGING_ENV) or Path(tempfile.gettempdir()) / "intccms-outputs")
+    """Where private staging folders are created: ``$INTCCMS_STAGING_DIR`` or the temp folder."""
+    return Path(os.environ.get(STAGING_ENV) or tempfile.gettempdir())
+
+
+def private_folder(parent: Path) -> Path:
+    """A new folder only this user can enter: random name, mode 0700, made with ``mkdir`` so a
+    file or link already at a name is never reused (``mkdtemp`` tries another name)."""
+    parent.mkdir(parents=True, exist_ok=True)  # the configured parent; the temp folder exists
+    return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent))
 
 
 class OutputLocation:
     """The output folder of one run: a local folder to write to, and where it is published.
+
+    Used as a context manager: on exit a remote output's staging folder is removed.
 
     Args:
         url (str): ``output_dir``: a local path, ``s3://bucket/prefix`` or
@@ -44,7 +59,8 @@ class OutputLocation:
 
     Attributes:
         url: The configured output location.
-        local: The folder outputs are written to (the output folder itself when local).
+        local: The folder outputs are written to (the output folder itself when local, a
+            private staging folder otherwise).
         remote: Whether files are published to a store.
     """
 
@@ -58,13 +74,38 @@ class OutputLocation:
             self.local = Path(local_path(url))
             self.local.mkdir(parents=True, exist_ok=True)
             return
-        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-        self.local = staging_root() / digest
-        # Start from what the store holds, not from an earlier run's leftovers here.
-        shutil.rmtree(self.local, ignore_errors=True)
-        self.local.mkdir(parents=True, exist_ok=True)
-        for name in RESTORED:
-            self.restore(name)
+        # Fresh each run: it starts from what the store holds, never from leftovers here.
+        self.local = private_folder(staging_root())
+        try:
+            for name in RESTORED:
+                self.restore(name)
+        except BaseException:
+            self.remove(best_effort=True)
+            raise
+
+    def __enter__(self) -> OutputLocation:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.remove(best_effort=exc_type is not None)
+
+    def remove(self, *, best_effort: bool = False) -> None:
+        """Remove the staging folder of a remote output (a local output folder is kept).
+
+        Args:
+            best_effort (bool): Log a failure instead of raising (a failed run is unwinding and
+                its own error is what is seen); never silent, a folder that cannot be removed
+                may have been tampered with.
+        """
+        if not self.remote or not os.path.lexists(self.local):
+            return
+        try:
+            shutil.rmtree(self.local)  # removes links, never what they point to
+        except OSError as err:
+            if not best_effort:
+                raise
+            log.warning("could not remove the staging folder %s: %s", self.local, err)
 
     def url_of(self, path: Path) -> str:
         """Return the URL a file under :attr:`local` is published to."""
@@ -139,4 +180,4 @@ class OutputLocation:
         return st.st_size, st.st_mtime_ns
 
 
-__all__ = ["STAGING_ENV", "OutputLocation", "staging_root"]
+__all__ = ["STAGING_ENV", "OutputLocation", "private_folder", "staging_root"]
