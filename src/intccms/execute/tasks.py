@@ -35,6 +35,8 @@ from intccms.storage import (
     write_part,
 )
 
+# Storage names a file whose bytes cannot be decoded (CorruptFileError), a missing one and an
+# outage as OSErrors; raise_if_not_input sorts the outages (and programming errors) back out.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, EOFError)
 
 

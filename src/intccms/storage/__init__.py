@@ -14,13 +14,15 @@ temporary names contain ``.intccms-tmp-`` and are never complete nor listed in m
 
 Errors: wrong credentials raise :class:`StorageAuthError` naming the endpoint (auth failures
 are not retried); a server that does not answer raises :class:`StorageUnreachableError`
-after about ``(retries + 1) * timeout_s`` seconds.
+after about ``(retries + 1) * timeout_s`` seconds; a file whose bytes cannot be decoded (not
+ROOT, damaged compressed data, inconsistent records) raises :class:`CorruptFileError`.
 """
 
 from __future__ import annotations
 
 from intccms.storage.credentials import Credentials, Secret, load_credentials
 from intccms.storage.errors import (
+    CorruptFileError,
     IncompletePartError,
     MissingColumnError,
     StorageAuthError,
@@ -48,6 +50,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "ColumnSource",
+    "CorruptFileError",
     "Credentials",
     "CredentialsPlugin",
     "IncompletePartError",

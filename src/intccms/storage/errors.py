@@ -26,6 +26,11 @@ class IncompletePartError(StorageError):
     """A part exists but is not a complete, readable file of its format."""
 
 
+class CorruptFileError(StorageError):
+    """The file was read but its bytes cannot be decoded (not ROOT, damaged compressed data,
+    inconsistent records): bad input that no retry can fix, so it is named, not retried."""
+
+
 class MissingColumnError(KeyError):
     """A requested column is not in the source; lists the closest available names.
 
@@ -46,6 +51,7 @@ class MissingColumnError(KeyError):
 
 
 __all__ = [
+    "CorruptFileError",
     "IncompletePartError",
     "MissingColumnError",
     "StorageAuthError",
