@@ -15,10 +15,9 @@ import uproot
 
 from intccms.storage.counting import CountingFSSpecSource, CountingMemmapSource
 from intccms.storage.errors import (
+    FATAL_STORAGE_ERRORS,
     CorruptFileError,
-    StorageAuthError,
     StorageNotFoundError,
-    StorageUnreachableError,
 )
 from intccms.storage.formats.base import Format, Reader
 
@@ -82,7 +81,7 @@ def open_root(backend: Backend, url: str, reader_kwargs: Mapping[str, Any] | Non
     try:
         with backend.errors(url), decoding(url):
             handle = _open_handle(backend, url, extra)
-    except (StorageAuthError, StorageUnreachableError, StorageNotFoundError):
+    except (*FATAL_STORAGE_ERRORS, StorageNotFoundError):
         raise
     except Exception as exc:
         # A text file named .root fails as "too short" or "corrupt": say what it is instead.
