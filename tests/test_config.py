@@ -143,3 +143,12 @@ def test_variation_pattern_matching_nothing_fails_at_start_up() -> None:
     typo = compose_config("demo", ["workflow.variations=[jes*,pilup_*]"])
     with pytest.raises(ValueError, match=r"workflow.variations: \['pilup_\*'\] match no variation"):
         variation_names(typo, {"2017": _Spec()})
+
+
+def test_a_bad_log_level_is_a_config_error_listing_the_levels() -> None:
+    proc = subprocess.run([sys.executable, "-m", "intccms.cli", "run", "demo", "log_level=LOUD"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    message = " ".join(proc.stderr.split())
+    assert "full_key: log_level" in message and "DEBUG, INFO, WARNING, ERROR, CRITICAL" in message, message

@@ -22,6 +22,16 @@ class ClusterKind(str, Enum):
     address = "address"
 
 
+class LogLevel(str, Enum):
+    """Python logging levels: a typo fails at composition with the allowed names listed."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
 class SkimFormat(str, Enum):
     """On-disk format of skimmed events."""
 
@@ -328,7 +338,7 @@ class RootConfig:
 
     name: str = "demo"
     output_dir: str = "outputs/${name}"
-    log_level: str = "INFO"
+    log_level: LogLevel = LogLevel.INFO
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     datasets: dict[str, DatasetConfig] = field(default_factory=dict)
