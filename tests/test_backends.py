@@ -18,7 +18,7 @@ def test_worker_profiler_follows_the_configuration(profile: bool) -> None:
 
 
 def _address_cfg(address: str | None, timeout: float = 1.0) -> dict:
-    return {"kind": "address", "address": address, "connect_timeout_s": timeout}
+    return {"kind": "address", "address": address, "connect_timeout_s": timeout, "workers_timeout_s": 10.0}
 
 
 @pytest.mark.parametrize("address", [None, ""])
@@ -59,3 +59,23 @@ def test_address_backend_connects_and_closes_its_client() -> None:
             assert client.scheduler.address == cluster.scheduler_address
             assert client.submit(sum, [1, 2]).result(timeout=10) == 3
         assert client.status == "closed"
+
+
+def test_waiting_for_workers_is_bounded_and_says_what_it_waited_for() -> None:
+    """A scheduler without workers: the job used to wait forever for its first task."""
+    import time
+
+    from distributed import LocalCluster
+
+    from intccms.execute.backends import ClusterError, start_cluster
+
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp://", dashboard_address="127.0.0.1:0",
+                      host="127.0.0.1") as cluster:
+        started = time.monotonic()
+        cfg = {**_address_cfg(cluster.scheduler_address, 10.0), "workers_timeout_s": 1.0}
+        with pytest.raises(ClusterError) as info, start_cluster(cfg):
+            pytest.fail("no client for a scheduler without workers")
+    assert time.monotonic() - started < 15
+    message = str(info.value)
+    assert "1 s (cluster.workers_timeout_s)" in message and cluster.scheduler_address in message, message
+    assert "0 of 1 arrived" in message, message

@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 import awkward as ak
+import cramjam
 import numpy as np
 import pytest
 import uproot
@@ -74,6 +75,21 @@ def _rewrite(src: Path, dst: Path, *, drop: tuple[str, ...] = (), stop: int | No
         out.mktree("Runs", {k: v.dtype for k, v in runs.items()}).extend(runs)
 
 
+def _overwrite_compressed_data(path: Path, size: int = 64 * 1024, seed: int = 19) -> str:
+    """Overwrite ``size`` random bytes from the start of the compressed data of the basket at
+    the file's middle (past its key and 9-byte compression header); returns that branch."""
+    with uproot.open(path) as f:
+        seeks = sorted((int(b.member("fBasketSeek")[i]), b.name)
+                       for b in f["Events"].values() for i in range(b.num_baskets))
+    raw = bytearray(path.read_bytes())
+    seek, branch = max(s for s in seeks if s[0] <= len(raw) // 2)
+    start = seek + struct.unpack(">h", raw[seek + 14:seek + 16])[0] + 9  # TKey fKeylen + header
+    assert bytes(raw[start - 9:start - 7]) in (b"XZ", b"ZL", b"L4", b"ZS"), "not compressed"
+    raw[start:start + size] = np.random.default_rng(seed).bytes(size)
+    path.write_bytes(bytes(raw))
+    return branch
+
+
 def _truncate_last_basket(path: Path, branch: str) -> None:
     """Make the last basket of ``branch`` promise more bytes than its data holds: the metadata
     (entries, ``Runs``) still reads, the first chunks analyse, the last one fails."""
@@ -118,6 +134,13 @@ def inputs(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     files["bad_basket"] = folder / "bad_basket.root"
     _rewrite(good, files["bad_basket"])
     _truncate_last_basket(files["bad_basket"], "Jet_pt")
+    files["corrupt"] = folder / "corrupt.root"
+    files["corrupt"].write_bytes(data)
+    branch = _overwrite_compressed_data(files["corrupt"])
+    with uproot.open(files["corrupt"]) as f, pytest.raises(cramjam.DecompressionError):
+        f["Events"][branch].array()  # the damage hits compressed basket data
+    files["not_root"] = folder / "not_root.root"
+    files["not_root"].write_text("run,luminosityBlock,event\n1,1,1\n")
     return files
 
 
@@ -136,7 +159,11 @@ PROBLEMS = {
     "zero_entries": "'Events' tree has 0 entries",
     "no_branch": DROPPED_BRANCH,
     "bad_basket": "ValueError",
+    "corrupt": "is corrupt: its data cannot be decoded",
+    "not_root": "is not a ROOT file: it begins with b'run,'",
 }
+# kind -> what the error must not say about the file
+MISLEADING = {"not_root": "truncated"}
 
 
 @pytest.mark.e2e
@@ -148,6 +175,7 @@ def test_bad_file_stops_the_run_with_file_and_problem(dask_client, demo_data, in
     message = str(info.value)
     assert str(bad) in message
     assert re.search(PROBLEMS[kind], message), message
+    assert kind not in MISLEADING or MISLEADING[kind] not in message, message
     assert "skip_bad_files" in message
 
 
@@ -161,20 +189,20 @@ def test_skipped_files_cost_their_events_and_leave_the_histograms_untouched(
     skipped = res.summary["skipped_files"]
     assert set(skipped) == {str(inputs[k]) for k in bad}
     # Files that opened cost all their entries; those that did not are of unknown size.
-    counted = {"no_branch": ENTRIES, "bad_basket": ENTRIES, "zero_entries": 0}
+    counted = {"no_branch": ENTRIES, "bad_basket": ENTRIES, "corrupt": ENTRIES, "zero_entries": 0}
     for kind in bad:
         assert skipped[str(inputs[kind])]["entries"] == counted.get(kind, "unknown"), kind
         assert skipped[str(inputs[kind])]["dataset"] == DATASET
-    assert res.summary["skipped_events"] == 2 * ENTRIES
-    assert res.summary["skipped_files_unknown_entries"] == 4
+    assert res.summary["skipped_events"] == 3 * ENTRIES
+    assert res.summary["skipped_files_unknown_entries"] == 5
     # The bad basket's first three chunks analysed fine, yet none of them is filled; the copies'
     # Σw (equal to the good file's) is out of the normalisation, else every bin would halve.
     analysed = [r for r in res.records if r.stage == "analysis" and r.file == str(inputs["bad_basket"])]
     assert sorted(r.failed for r in analysed) == [False, False, False, True]
     a, b = _mtt(reference), _mtt(res)
     assert a.view(flow=True).value.sum() > 0
-    np.testing.assert_allclose(b.view(flow=True).value, a.view(flow=True).value, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(b.view(flow=True).variance, a.view(flow=True).variance, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(b.view(flow=True).value, a.view(flow=True).value)
+    np.testing.assert_array_equal(b.view(flow=True).variance, a.view(flow=True).variance)
 
 
 @pytest.mark.e2e
@@ -268,6 +296,15 @@ def test_a_bug_while_counting_is_raised_not_skipped_as_a_bad_file(inputs, monkey
     monkeypatch.undo()
     # a real input error still comes back as the file's error, naming it
     assert str(inputs["truncated"]) in (metadata.file_metadata(str(inputs["truncated"]), False).error or "")
+
+
+@pytest.mark.parametrize("err", [TimeoutError("read timed out"), ConnectionResetError("reset")])
+def test_a_network_error_while_decoding_is_not_called_corrupt(err: OSError) -> None:
+    """Only errors of the bytes themselves are corrupt input; an outage stays an outage."""
+    from intccms.storage.formats.root import decoding
+
+    with pytest.raises(type(err)), decoding("root://eos.example//store/f.root"):
+        raise err
 
 
 def test_merged_sums_do_not_depend_on_the_order_chunks_finish() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
 import pytest
+from omegaconf import DictConfig, OmegaConf
 
 from intccms.config import ConfigError, compose_config
 
@@ -143,3 +145,51 @@ def test_variation_pattern_matching_nothing_fails_at_start_up() -> None:
     typo = compose_config("demo", ["workflow.variations=[jes*,pilup_*]"])
     with pytest.raises(ValueError, match=r"workflow.variations: \['pilup_\*'\] match no variation"):
         variation_names(typo, {"2017": _Spec()})
+
+
+@pytest.fixture(scope="module")
+def cluster_configs() -> dict[str, DictConfig]:
+    """The demo configuration with the local and the Kubernetes cluster, composed once."""
+    return {"local": compose_config("demo"), "kubernetes": compose_config("demo", ["cluster=kubernetes"])}
+
+
+K8S = "cluster.kubernetes"
+
+
+@pytest.mark.parametrize(("cluster", "key", "value"), [
+    ("local", "cluster.n_workers", 0),
+    ("local", "cluster.n_workers", -1),
+    ("local", "cluster.threads_per_worker", 0),
+    ("local", "cluster.memory_limit", "lots"),
+    ("local", "cluster.workers_timeout_s", 0),
+    ("local", "cluster.connect_timeout_s", -1),
+    ("kubernetes", f"{K8S}.wait.workers_timeout_s", 0),
+    ("kubernetes", f"{K8S}.wait.scheduler_timeout_s", -5),
+    ("kubernetes", f"{K8S}.wait.workers", 11),
+    ("kubernetes", f"{K8S}.adapt.maximum", 0),
+    ("kubernetes", f"{K8S}.worker.threads", 0),
+    ("kubernetes", f"{K8S}.worker.memory_limit", "lots"),
+    ("kubernetes", f"{K8S}.worker.resources.limits.memory", "lots"),
+    ("kubernetes", f"{K8S}.scheduler.resources.requests.cpu", "fast"),
+    ("kubernetes", f"{K8S}.scheduler.comm_port", 0),
+])
+def test_cluster_numbers_are_checked_at_start_up_naming_the_key(
+        cluster_configs: dict[str, DictConfig], cluster: str, key: str, value: object) -> None:
+    """A zero worker count used to leave the job waiting forever; a bad size failed inside Dask
+    without naming the key."""
+    from intccms.config.validate import validate_config
+
+    cfg = copy.deepcopy(cluster_configs[cluster])
+    OmegaConf.update(cfg, key, value)
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    assert str(info.value).startswith(f"{key}="), info.value
+
+
+def test_a_bad_log_level_is_a_config_error_listing_the_levels() -> None:
+    proc = subprocess.run([sys.executable, "-m", "intccms.cli", "run", "demo", "log_level=LOUD"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    message = " ".join(proc.stderr.split())
+    assert "full_key: log_level" in message and "DEBUG, INFO, WARNING, ERROR, CRITICAL" in message, message

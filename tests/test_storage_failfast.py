@@ -132,3 +132,38 @@ def test_wrong_worker_credentials_fail_once_per_chunk_with_default_retries(
     assert rejected, s3_server.records()
     assert max(rejected.values()) == 1, rejected  # with Dask retries each would be 1 + retries
     assert elapsed < 40, elapsed
+
+
+@pytest.mark.e2e
+@pytest.mark.s3
+def test_a_missing_bucket_stops_a_skim_at_once_and_is_named(
+        dask_client, demo_data: Path, s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
+    """No bucket, no skim: each chunk's upload is tried once, and the error names the bucket
+    instead of sending the user to check the path of an object."""
+    from intccms.execute.prepare import ensure_inputs, fill_generated_files
+    from intccms.storage import BucketNotFoundError
+
+    bucket = "intccms-no-such-bucket"
+    cfg = compose_config("demo", small_overrides(
+        demo_data, tmp_path / "out", ["TTToSemiLeptonic_2017"], "workflow=skim",
+        f"workflow.skim_dir=s3://{bucket}/skims", "storage=s3", "storage.timeout_s=5"))
+    assert int(cfg.workflow.retries) == DEFAULT_RETRIES >= 1
+    with pytest.MonkeyPatch.context() as mp:
+        for var in CREDENTIAL_VARS:
+            mp.delenv(var, raising=False)
+        mp.setenv(ENV_S3_ACCESS_KEY_ID, s3_server.key)
+        mp.setenv(ENV_S3_SECRET_ACCESS_KEY, s3_server.secret)
+        mp.setenv(ENV_S3_ENDPOINT, s3_server.endpoint)
+        fill_generated_files(cfg)
+        ensure_inputs(cfg, console=Console(quiet=True))
+        s3_server.reset_records()
+        with pytest.raises(BucketNotFoundError) as info:
+            run_job(cfg, client=dask_client, console=Console(quiet=True))
+    message = str(info.value)
+    assert f"bucket '{bucket}' does not exist on {s3_server.endpoint}" in message, message
+    assert "check the path" not in message and "not retried" in message
+    puts: dict[str, int] = {}
+    for r in s3_server.records():
+        if r["method"] == "PUT" and r["path"].startswith(f"/{bucket}/"):
+            puts[r["path"]] = puts.get(r["path"], 0) + 1
+    assert puts and max(puts.values()) == 1, puts  # with Dask retries each would be 1 + retries

@@ -65,7 +65,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         console.print(f"[red]configuration error:[/red] {escape(str(err))}")
         return 2
-    logging.basicConfig(level=str(cfg.log_level), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=cfg.log_level.value, format="%(levelname)s %(name)s: %(message)s")
     from intccms.execute.job import run_job
 
     _quiet_third_party()
@@ -122,7 +122,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     except ConfigError as err:
         console.print(f"[red]configuration error:[/red] {escape(str(err))}")
         return 2
-    logging.basicConfig(level=str(cfg.log_level), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=cfg.log_level.value, format="%(levelname)s %(name)s: %(message)s")
     _quiet_third_party()
     result, code = _guarded(console, lambda: run_inspect(cfg, icfg, console=console), "interrupted")
     if result is None:

@@ -22,6 +22,16 @@ class ClusterKind(str, Enum):
     address = "address"
 
 
+class LogLevel(str, Enum):
+    """Python logging levels: a typo fails at composition with the allowed names listed."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
 class SkimFormat(str, Enum):
     """On-disk format of skimmed events."""
 
@@ -37,12 +47,17 @@ class ClusterConfig:
     kind: ClusterKind = ClusterKind.local
     n_workers: int = 2
     threads_per_worker: int = 1
+    # Per worker: a size ("4GiB", "3.5GB"), a fraction of the machine's memory ("0.5"), "auto"
+    # (the machine's memory shared by the workers) or "0" (no limit).
     memory_limit: str = "4GiB"
     processes: bool = True
     # Workers serve Prometheus /metrics on their dashboard port; 0 picks a free port.
     dashboard_address: str = "127.0.0.1:0"
     address: Optional[str] = None
     connect_timeout_s: float = 30.0
+    # Bound of the wait for workers at start (local: all n_workers; address: at least one), so a
+    # cluster without workers fails with a message instead of leaving the job waiting forever.
+    workers_timeout_s: float = 120.0
     # Dask's statistical profiler samples every task's stack from a thread that takes the GIL;
     # it slows Python-heavy tasks severalfold, so it is off unless asked for (dashboard "Profile").
     worker_profile: bool = False
@@ -328,7 +343,7 @@ class RootConfig:
 
     name: str = "demo"
     output_dir: str = "outputs/${name}"
-    log_level: str = "INFO"
+    log_level: LogLevel = LogLevel.INFO
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     datasets: dict[str, DatasetConfig] = field(default_factory=dict)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING, Any
+
 from omegaconf import DictConfig
 
 from intccms.config.compose import ConfigError
+
+if TYPE_CHECKING:
+    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig, PodResources
+
+# Kubernetes CPU quantities: cores ("2", "0.5") or millicores ("250m").
+_CPU_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)m?$")
+_MAX_PORT = 65535
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -55,6 +65,7 @@ def validate_config(cfg: DictConfig) -> None:
                 msg = (f"corrections.by_era.{era}: correction '{name}' is not defined under "
                        f"corrections.definitions (known: {sorted(cfg.corrections.definitions)})")
                 raise ConfigError(msg)
+    _check_cluster(cfg.cluster)
     _check_cluster_kubernetes(cfg)
     if cfg.workflow.chunksize <= 0:
         msg = f"workflow.chunksize must be positive, got {cfg.workflow.chunksize}"
@@ -62,16 +73,101 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def _check_cluster_kubernetes(cfg: DictConfig) -> None:
-    """cluster.kubernetes is untyped in the root schema: check it against its own dataclass."""
+    """cluster.kubernetes is untyped in the root schema: check it against its own dataclass,
+    its numbers, and everything the manifest builder would refuse later."""
     block = cfg.cluster.get("kubernetes")
     if block is None:
         return
+    from intccms.execute.backends.k8s_specs import SpecError, make_cluster_spec
     from intccms.execute.backends.kubernetes_config import (
         KubernetesConfigError,
         parse_kubernetes_config,
     )
 
     try:
-        parse_kubernetes_config(block)
+        k8s = parse_kubernetes_config(block)
     except KubernetesConfigError as err:
         raise ConfigError(str(err)) from None
+    _check_kubernetes_numbers(k8s)
+    try:  # what only the manifest builder checks (names, secrets, volumes, owner) fails now too
+        make_cluster_spec(k8s, run_id="config-check")
+    except SpecError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _require(ok: bool, key: str, value: Any, rule: str) -> None:  # noqa: ANN401
+    """Fail with ``key=value: rule`` (the key in full, as the user would override it)."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {rule}")
+
+
+def _check_cluster(cluster: DictConfig) -> None:
+    """Numbers of the ``cluster`` group: zero workers leave a job waiting forever, and Dask's
+    own error for a bad memory size does not say which key holds it."""
+    _require(cluster.n_workers >= 1, "cluster.n_workers", cluster.n_workers,
+             "a local cluster needs at least 1 worker")
+    _require(cluster.threads_per_worker >= 1, "cluster.threads_per_worker",
+             cluster.threads_per_worker, "a worker needs at least 1 thread")
+    for key in ("connect_timeout_s", "workers_timeout_s"):
+        _require(cluster[key] > 0, f"cluster.{key}", cluster[key], "must be > 0 seconds (every wait is bounded)")
+    _check_memory_limit("cluster.memory_limit", str(cluster.memory_limit))
+
+
+def _check_memory_limit(key: str, value: str) -> None:
+    """A Dask worker memory limit: "auto" or what ``dask.utils.parse_bytes`` reads (a size, a
+    fraction of the machine's memory, or 0 for none)."""
+    from dask.utils import parse_bytes
+
+    if value == "auto":
+        return
+    hint = "write e.g. '4GiB', '3.5GB', '0.5' (of the machine's memory), 'auto' or '0' (no limit)"
+    try:
+        size = parse_bytes(value) if value.strip() else -1
+    except ValueError as err:
+        raise ConfigError(f"{key}={value!r} is not a memory size ({err}); {hint}") from None
+    _require(size >= 0, key, value, f"not a memory size; {hint}")
+
+
+def _check_kubernetes_numbers(k8s: KubernetesClusterConfig) -> None:
+    """Numbers of ``cluster.kubernetes`` the types allow but a cluster cannot use."""
+    key = "cluster.kubernetes"
+    wait, adapt = k8s.wait, k8s.adapt
+    for name in ("operator_timeout_s", "scheduler_timeout_s", "workers_timeout_s", "teardown_timeout_s"):
+        value = getattr(wait, name)
+        _require(value > 0, f"{key}.wait.{name}", value, "must be > 0 seconds (every wait is bounded)")
+    _require(adapt.minimum >= 0, f"{key}.adapt.minimum", adapt.minimum, "must be >= 0")
+    _require(adapt.maximum >= max(1, adapt.minimum), f"{key}.adapt.maximum", adapt.maximum,
+             f"must be >= 1 and >= adapt.minimum ({adapt.minimum}): without workers no task runs")
+    _require(0 <= wait.workers <= adapt.maximum, f"{key}.wait.workers", wait.workers,
+             f"must be between 0 (do not wait) and adapt.maximum ({adapt.maximum}): more workers "
+             "than the autoscaler allows never arrive")
+    _require(k8s.worker.threads >= 1, f"{key}.worker.threads", k8s.worker.threads,
+             "a worker needs at least 1 thread")
+    _require(k8s.idle_timeout_s >= 0, f"{key}.idle_timeout_s", k8s.idle_timeout_s, "must be >= 0 (0: never)")
+    ports = {"scheduler.comm_port": k8s.scheduler.comm_port,
+             "scheduler.dashboard_port": k8s.scheduler.dashboard_port,
+             "worker.dashboard_port": k8s.worker.dashboard_port}
+    for name, port in ports.items():
+        _require(1 <= port <= _MAX_PORT, f"{key}.{name}", port, f"must be a port in 1..{_MAX_PORT}")
+    _require(k8s.scheduler.comm_port != k8s.scheduler.dashboard_port, f"{key}.scheduler.dashboard_port",
+             k8s.scheduler.dashboard_port, "must differ from scheduler.comm_port")
+    if k8s.worker.memory_limit:
+        _check_memory_limit(f"{key}.worker.memory_limit", k8s.worker.memory_limit)
+    _check_resources(f"{key}.scheduler.resources", k8s.scheduler.resources)
+    _check_resources(f"{key}.worker.resources", k8s.worker.resources)
+
+
+def _check_resources(key: str, resources: PodResources) -> None:
+    """Kubernetes quantities, so a typo fails now and not as the API server's rejection."""
+    from intccms.execute.backends.k8s_specs import SpecError, memory_bytes
+
+    for kind in ("requests", "limits"):
+        q = getattr(resources, kind)
+        _require(not q.cpu or bool(_CPU_QUANTITY.match(q.cpu)), f"{key}.{kind}.cpu", q.cpu,
+                 "not a CPU quantity; write e.g. '2', '0.5' or '250m'")
+        if q.memory:
+            try:
+                memory_bytes(q.memory)
+            except SpecError:
+                raise ConfigError(f"{key}.{kind}.memory={q.memory!r} is not a memory quantity; "
+                                  "write e.g. '4Gi' or '512Mi'") from None

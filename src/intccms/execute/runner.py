@@ -32,9 +32,9 @@ class BadInputError(RuntimeError):
 
 @dataclass
 class NotRetried:
-    """A storage outage or rejected credentials, returned instead of raised so that Dask does
-    not retry it: storage has bounded retries of its own, and repeating them per Dask retry
-    multiplies the time to fail (wrong credentials never get better)."""
+    """A storage outage, rejected credentials or a missing bucket, returned instead of raised so
+    that Dask does not retry it: storage has bounded retries of its own, and repeating them per
+    Dask retry multiplies the time to fail (wrong credentials or a bucket never get better)."""
 
     error: BaseException
 
@@ -49,13 +49,13 @@ class NotRetried:
 
 
 def fail_fast(task: Callable[..., Any], *args: Any) -> Any:
-    """Run ``task(*args)`` on a worker; auth and unreachable storage errors come back as
-    :class:`NotRetried` instead of being raised (and retried by Dask)."""
-    from intccms.storage import StorageAuthError, StorageUnreachableError
+    """Run ``task(*args)`` on a worker; rejected credentials, unreachable storage and a missing
+    bucket come back as :class:`NotRetried` instead of being raised (and retried by Dask)."""
+    from intccms.storage import FATAL_STORAGE_ERRORS
 
     try:
         return task(*args)
-    except (StorageAuthError, StorageUnreachableError) as err:
+    except FATAL_STORAGE_ERRORS as err:
         return NotRetried(err)
 
 

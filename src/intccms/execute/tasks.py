@@ -27,14 +27,15 @@ from intccms.physics.pipeline import AnalysisPlan, ChunkAnalysis, ChunkContext, 
 from intccms.plan.metadata import FileMetadata, file_metadata
 from intccms.plan.workitems import WorkItem
 from intccms.storage import (
+    FATAL_STORAGE_ERRORS,
     MissingColumnError,
-    StorageAuthError,
     StorageOptions,
-    StorageUnreachableError,
     open_source,
     write_part,
 )
 
+# Storage names a file whose bytes cannot be decoded (CorruptFileError), a missing one and an
+# outage as OSErrors; raise_if_not_input sorts the outages (and programming errors) back out.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, EOFError)
 
 
@@ -155,11 +156,11 @@ def metadata_task(dataset: str, url: str, is_data: bool, options: StorageOptions
 
 def raise_if_not_input(err: BaseException) -> None:
     """Programming errors and storage outages that look like input errors are not hidden as
-    bad files: wrong credentials or an unreachable server would otherwise be skipped with
-    ``skip_bad_files`` and silently drop data from the histograms."""
+    bad files: wrong credentials, an unreachable server or a missing bucket would otherwise be
+    skipped with ``skip_bad_files`` and silently drop data from the histograms."""
     if isinstance(err, KeyError) and not isinstance(err, MissingColumnError):
         raise err
-    if isinstance(err, StorageAuthError | StorageUnreachableError):
+    if isinstance(err, FATAL_STORAGE_ERRORS):
         raise err
 
 

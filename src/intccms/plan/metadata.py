@@ -19,7 +19,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from intccms.storage import StorageAuthError, StorageOptions, StorageUnreachableError, open_source, read_runs_sums
+from intccms.storage import FATAL_STORAGE_ERRORS, StorageOptions, open_source, read_runs_sums
 
 # What a bad file raises: missing/truncated (OSError), not ROOT or empty (ValueError), corrupt
 # records or compressed blocks. Anything else is a bug or an outage, never "a bad file" that
@@ -93,7 +93,7 @@ def file_metadata(url: str, is_data: bool, options: StorageOptions | None = None
                     meta.sum_source = "genWeight"
             meta.bytes_read = int(source.bytes_read)
             return meta
-    except (StorageAuthError, StorageUnreachableError):
+    except FATAL_STORAGE_ERRORS:
         # A storage outage is not a bad file: skipping it would silently drop data.
         raise
     except INPUT_ERRORS as err:  # reported per file, the driver decides

@@ -13,14 +13,18 @@ name followed by a server-side ``mv`` (XRootD). Readers never see a partial part
 temporary names contain ``.intccms-tmp-`` and are never complete nor listed in manifests.
 
 Errors: wrong credentials raise :class:`StorageAuthError` naming the endpoint (auth failures
-are not retried); a server that does not answer raises :class:`StorageUnreachableError`
-after about ``(retries + 1) * timeout_s`` seconds.
+are not retried), an S3 bucket that does not exist :class:`BucketNotFoundError`; a server that does not answer raises :class:`StorageUnreachableError`
+after about ``(retries + 1) * timeout_s`` seconds; a file whose bytes cannot be decoded (not
+ROOT, damaged compressed data, inconsistent records) raises :class:`CorruptFileError`.
 """
 
 from __future__ import annotations
 
 from intccms.storage.credentials import Credentials, Secret, load_credentials
 from intccms.storage.errors import (
+    FATAL_STORAGE_ERRORS,
+    BucketNotFoundError,
+    CorruptFileError,
     IncompletePartError,
     MissingColumnError,
     StorageAuthError,
@@ -47,7 +51,10 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "FATAL_STORAGE_ERRORS",
+    "BucketNotFoundError",
     "ColumnSource",
+    "CorruptFileError",
     "Credentials",
     "CredentialsPlugin",
     "IncompletePartError",

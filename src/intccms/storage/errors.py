@@ -22,8 +22,25 @@ class StorageNotFoundError(StorageError, FileNotFoundError):
     """The URL does not exist on a reachable, authorised server."""
 
 
+class BucketNotFoundError(StorageNotFoundError):
+    """The S3 bucket itself does not exist: a wrong URL or a missing setup step, never one bad
+    file, and no retry can create it."""
+
+
 class IncompletePartError(StorageError):
     """A part exists but is not a complete, readable file of its format."""
+
+
+class CorruptFileError(StorageError):
+    """The file was read but its bytes cannot be decoded (not ROOT, damaged compressed data,
+    inconsistent records): bad input that no retry can fix, so it is named, not retried."""
+
+
+# Failures no Dask retry can fix and that are never one bad input file: they stop the job at
+# their first occurrence (rather than being retried, or skipped with ``skip_bad_files``).
+FATAL_STORAGE_ERRORS: tuple[type[StorageError], ...] = (
+    StorageAuthError, StorageUnreachableError, BucketNotFoundError,
+)
 
 
 class MissingColumnError(KeyError):
@@ -46,6 +63,9 @@ class MissingColumnError(KeyError):
 
 
 __all__ = [
+    "FATAL_STORAGE_ERRORS",
+    "BucketNotFoundError",
+    "CorruptFileError",
     "IncompletePartError",
     "MissingColumnError",
     "StorageAuthError",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from intccms.storage.formats.root import open_root
+from intccms.storage.formats.root import decoding, open_root
 from intccms.storage.options import StorageOptions
 from intccms.storage.schemes import backend_for
 
@@ -25,7 +25,7 @@ def read_runs_sums(url: str, options: StorageOptions | None = None) -> tuple[int
     """
     backend = backend_for(url, options)
     handle, _ = open_root(backend, url)
-    with handle, backend.errors(url):
+    with handle, backend.errors(url), decoding(url):
         if "Runs" not in {k.split(";")[0] for k in handle.keys(recursive=False)}:
             return None
         runs = handle["Runs"]

@@ -13,6 +13,7 @@ from typing import Any
 
 import dask
 from distributed import Client, LocalCluster
+from distributed.exceptions import WorkerStartTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,23 @@ def local_cluster(cfg: Mapping[str, Any]) -> Iterator[Client]:
         cluster = _start_local(cfg)
     try:
         with Client(cluster) as client:
+            n = int(cfg["n_workers"])
+            wait_for_workers(client, n, float(cfg["workers_timeout_s"]),
+                             f"the local cluster's {n} worker(s)")
             yield client
     finally:
         cluster.close()
+
+
+def wait_for_workers(client: Client, n: int, timeout_s: float, what: str) -> None:
+    """Wait at most ``timeout_s`` for ``n`` running workers: tasks submitted to a cluster
+    without workers would otherwise wait forever, with no message at all."""
+    try:
+        client.wait_for_workers(n, timeout=timeout_s)
+    except WorkerStartTimeoutError as err:
+        msg = (f"waited {timeout_s:g} s (cluster.workers_timeout_s) for {what}; "
+               f"{err.available_workers} of {n} arrived")
+        raise ClusterError(msg) from None
 
 
 def _start_local(cfg: Mapping[str, Any]) -> LocalCluster:
@@ -57,10 +72,13 @@ def address_cluster(cfg: Mapping[str, Any]) -> Iterator[Client]:
     except (OSError, TimeoutError) as err:
         msg = (
             f"cannot reach the Dask scheduler at {address} within "
-            f"{cfg['connect_timeout_s']} s ({type(err).__name__}); is it running?"
+            f"{cfg['connect_timeout_s']} s (cluster.connect_timeout_s, {type(err).__name__}); "
+            "is it running?"
         )
         raise ClusterError(msg) from None
     try:
+        wait_for_workers(client, 1, float(cfg["workers_timeout_s"]),
+                         f"a worker of the Dask scheduler at {address} (is any worker connected to it?)")
         yield client
     finally:
         client.close()

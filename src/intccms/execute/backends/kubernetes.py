@@ -41,6 +41,8 @@ __all__ = ["ClusterStartupError", "KubernetesBackend"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SUBMIT_MARGIN_S = 60.0  # API calls around the bounded operator wait (exists, owner, autoscaler)
+CONNECT_TIMEOUT_S = 60.0  # a Client to the scheduler once its pod and Service are up
 CRD_HINT = (
     "are the Dask operator's CustomResourceDefinitions installed (helm install the intccms"
     " chart, or see https://kubernetes.dask.org/en/latest/installing.html)?"
@@ -132,10 +134,19 @@ class KubernetesBackend:
             ClusterStartupError: The CRDs are missing or no operator acted in time.
         """
         self._loop = self._loop or _LoopThread()
+        # The operator wait is bounded inside; the margin covers the API calls around it.
+        bound = self.cfg.wait.operator_timeout_s + SUBMIT_MARGIN_S
         try:
-            self._loop.run(self._submit, None)
+            self._loop.run(self._submit, bound)
         except ClusterStartupError:
             raise
+        except TimeoutError as err:
+            msg = (
+                f"creating DaskCluster {self.namespace}/{self.name} did not finish within"
+                f" {bound:g} s (cluster.kubernetes.wait.operator_timeout_s + {SUBMIT_MARGIN_S:g} s);"
+                " is the Kubernetes API server answering?"
+            )
+            raise ClusterStartupError(msg) from err
         except (httpx.HTTPError, kr8s.ServerError, OSError) as err:
             msg = (
                 f"could not create DaskCluster {self.name!r} in namespace {self.namespace!r}:"
@@ -178,7 +189,16 @@ class KubernetesBackend:
             )
             raise ClusterStartupError(msg) from err
         assert self._kube is not None
-        self._client = distributed.Client(self._kube.scheduler_address, timeout="60s")
+        address = self._kube.scheduler_address
+        try:
+            self._client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as err:
+            msg = (
+                f"the scheduler of DaskCluster {self.namespace}/{self.name} at {address} is up but"
+                f" did not accept a client within {CONNECT_TIMEOUT_S:g} s ({type(err).__name__});"
+                " is its comm port reachable from the job (NetworkPolicy, Service)?"
+            )
+            raise ClusterStartupError(msg) from err
         if wait.workers > 0:
             try:
                 self._client.wait_for_workers(wait.workers, timeout=wait.workers_timeout_s)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import lzma
+import struct
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import awkward as ak
+import cramjam
 import uproot
 
 from intccms.storage.counting import CountingFSSpecSource, CountingMemmapSource
-from intccms.storage.errors import StorageNotFoundError
+from intccms.storage.errors import (
+    FATAL_STORAGE_ERRORS,
+    CorruptFileError,
+    StorageNotFoundError,
+)
 from intccms.storage.formats.base import Format, Reader
 
 if TYPE_CHECKING:
@@ -17,6 +26,41 @@ if TYPE_CHECKING:
     from intccms.storage.schemes import Backend
 
 ROOT_MAGIC = b"root"
+
+# What uproot raises when a file's bytes cannot be decoded: damaged compressed blocks, records
+# that do not deserialise, offsets and sizes that contradict each other. Network errors are
+# not among them (the backend maps those, and an outage is retried, a corrupt file never);
+# ValueError, uproot's other complaint about a file, is bad input already.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    cramjam.DecompressionError, zlib.error, lzma.LZMAError, uproot.DeserializationError,
+    struct.error, IndexError, AssertionError, OverflowError,
+)
+
+
+@contextlib.contextmanager
+def decoding(url: str) -> Iterator[None]:
+    """Turn an error decoding ``url``'s bytes into a :class:`CorruptFileError` naming the file,
+    so it is bad input (skipped or named) instead of a failure Dask retries to no avail."""
+    try:
+        yield
+    except DECODE_ERRORS as exc:
+        problem = " ".join(str(exc).split())  # uproot's messages span lines
+        msg = (f"{url} is corrupt: its data cannot be decoded ({type(exc).__name__}: {problem}); "
+               "replace or remove the file")
+        raise CorruptFileError(msg) from exc
+
+
+def not_a_root_file(backend: Backend, url: str) -> CorruptFileError | None:
+    """The error for a readable file that does not start with ROOT's magic bytes (asked only
+    after uproot failed, so a good file costs no extra read)."""
+    try:
+        head = backend.read_bytes(url, 0, len(ROOT_MAGIC))
+    except OSError:
+        return None
+    if head == ROOT_MAGIC:
+        return None
+    what = "it is empty (0 bytes)" if not head else f"it begins with {head!r}, not {ROOT_MAGIC!r}"
+    return CorruptFileError(f"{url} is not a ROOT file: {what}")
 
 
 def open_root(backend: Backend, url: str, reader_kwargs: Mapping[str, Any] | None = None
@@ -34,19 +78,30 @@ def open_root(backend: Backend, url: str, reader_kwargs: Mapping[str, Any] | Non
     if fixed:
         msg = f"storage.reader_kwargs.root cannot set {fixed} (the storage backend chooses them)"
         raise ValueError(msg)
-    with backend.errors(url):
-        if backend.scheme == "file":
-            handle = uproot.open({backend.path(url): None}, handler=CountingMemmapSource, **extra)
-            return handle, handle.file.source
-        fs = backend.filesystem(url)
-        handle = uproot.open(
-            {url: None},
-            handler=CountingFSSpecSource,
-            intccms_fs=fs,
-            intccms_path=backend.path(url),
-            **{"timeout": backend.options.timeout_s, **extra},
-        )
+    try:
+        with backend.errors(url), decoding(url):
+            handle = _open_handle(backend, url, extra)
+    except (*FATAL_STORAGE_ERRORS, StorageNotFoundError):
+        raise
+    except Exception as exc:
+        # A text file named .root fails as "too short" or "corrupt": say what it is instead.
+        not_root = not_a_root_file(backend, url)
+        if not_root is not None:
+            raise not_root from exc
+        raise
     return handle, handle.file.source
+
+
+def _open_handle(backend: Backend, url: str, extra: Mapping[str, Any]) -> Any:
+    if backend.scheme == "file":
+        return uproot.open({backend.path(url): None}, handler=CountingMemmapSource, **extra)
+    return uproot.open(
+        {url: None},
+        handler=CountingFSSpecSource,
+        intccms_fs=backend.filesystem(url),
+        intccms_path=backend.path(url),
+        **{"timeout": backend.options.timeout_s, **extra},
+    )
 
 
 def kind_of(obj: Any) -> str:
@@ -92,8 +147,9 @@ class RootReader(Reader):
         if not columns:
             return {}
         try:
-            record = self._obj.arrays(filter_name=list(columns), entry_start=entry_start,
-                                      entry_stop=entry_stop, library="ak")
+            with decoding(self._url):
+                record = self._obj.arrays(filter_name=list(columns), entry_start=entry_start,
+                                          entry_stop=entry_stop, library="ak")
         finally:
             self.sync_bytes()
         return {name: record[name] for name in columns}
@@ -114,7 +170,7 @@ class RootFormat(Format):
         """Open ``url`` (``reader_kwargs``: ``uproot.open`` options) and locate ``tree``."""
         handle, source = open_root(backend, url, reader_kwargs)
         try:
-            with backend.errors(url):
+            with backend.errors(url), decoding(url):
                 return RootReader(handle, source, url, tree, counter)
         except BaseException:
             handle.close()

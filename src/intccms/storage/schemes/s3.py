@@ -9,7 +9,7 @@ import fsspec
 from fsspec.asyn import sync
 from fsspec.exceptions import FSTimeoutError
 
-from intccms.storage.errors import StorageUnreachableError
+from intccms.storage.errors import BucketNotFoundError, StorageError, StorageUnreachableError
 from intccms.storage.schemes.base import Backend
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,16 @@ class S3Backend(Backend):
         """Return the S3 endpoint URL."""
         return self.options.endpoint() or "the default AWS S3 endpoint"
 
+    def translate(self, exc: BaseException, url: str) -> StorageError | None:
+        """A missing bucket is named as such: "the object does not exist, check the path"
+        would send the user looking for a file when the whole bucket is absent."""
+        if _missing_bucket(exc):
+            bucket = self.path(url).split("/", 1)[0]
+            msg = (f"bucket {bucket!r} does not exist on {self.endpoint(url)} (for {url}); create "
+                   "it or correct the URL")
+            return BucketNotFoundError(msg)
+        return super().translate(exc, url)
+
     def commit(self, local: str, url: str) -> None:
         """Upload in one PUT (or one completed multipart upload) to the final key.
 
@@ -66,3 +76,14 @@ class S3Backend(Backend):
                    f"{self.options.timeout_s:g}, storage.retries={self.options.retries}); check "
                    "that the server runs and answers")
             raise StorageUnreachableError(msg)
+
+
+def _missing_bucket(exc: BaseException) -> bool:
+    """Whether boto's ``NoSuchBucket`` is the error or its cause (s3fs re-raises it as a plain
+    ``FileNotFoundError``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "NoSuchBucket" or "specified bucket does not exist" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
