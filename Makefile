@@ -14,6 +14,8 @@ VENV ?= .venv
 CONF ?= demo
 ARGS ?=
 PYTEST_ARGS ?=
+# make bench: both inputs (as hard as real skims, and the generated tt); see bench_variations.py --help
+BENCH_ARGS ?= --input both
 ENV_TOOL ?= $(if $(shell command -v pixi 2>/dev/null),pixi,venv)
 PIN_HASH := $(shell cat pyproject.toml images/constraints.txt | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(PIN_HASH)
@@ -96,7 +98,7 @@ facility-down:
 	@command -v podman >/dev/null 2>&1 || exit 0; $(PYTHON) images/facility/facility.py down
 
 bench: env
-	$(PY) benchmarks/bench_variations.py
+	$(PY) benchmarks/bench_variations.py $(BENCH_ARGS)
 
 bench-stats: env
 	$(PY) benchmarks/bench_stats.py

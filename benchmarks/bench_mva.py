@@ -45,16 +45,16 @@ ERAS = ["2016preVFP", "2017", "2018"]
 XSEC = {"zprime": 0.01895, "ttbar_semilep": 364.31}
 
 
-def configure(work: Path, jsonpog: Path, variations: str, with_score: bool):
-    """The demo_mva configuration, its corrections, plan and 2018 constants; without the score,
-    the CMS_WORKSHOP channel fills mtt alone (exactly the demo's analysis)."""
+def configure(work: Path, jsonpog: Path, variations: str, with_score: bool, era: str = ERA):
+    """The demo_mva configuration, its corrections, plan and ``era``'s constants; without the
+    score, the CMS_WORKSHOP channel fills mtt alone (exactly the demo's analysis)."""
     over = [f"paths.jsonpog={jsonpog}", "paths.generate_corrections=false", f"workflow.variations=[{variations}]",
             f"output_dir={work}", "workflow.run_mva_training=false"]
     if not with_score:
         over.append("analysis.channels.CMS_WORKSHOP.observables=[mtt]")
     cfg = compose_config("demo_mva", over, validate=False)
     specs = corrections_specs(cfg, ERAS)
-    return cfg, specs, build_plan(cfg, specs), era_constants(cfg, [ERA])[ERA]
+    return cfg, specs, build_plan(cfg, specs), era_constants(cfg, [era])[era]
 
 
 def train_models(work: Path, jsonpog: Path, train_events: int) -> dict[str, Any]:
@@ -99,11 +99,12 @@ def train_models(work: Path, jsonpog: Path, train_events: int) -> dict[str, Any]
     return {"events": len(data.y), "signal": int(data.y.sum()), "set_seconds": t_set, "fits": fits}
 
 
-def analysis(work: Path, jsonpog: Path, with_score: bool, variations: str = "*") -> ChunkAnalysis:
-    """The 2018 tt analysis with all variations, filling mtt alone or mtt and the score."""
-    _, specs, plan, consts = configure(work, jsonpog, variations, with_score)
-    ctx = ChunkContext(process="bench", era=ERA, is_data=False, norm=1.0, constants=consts)
-    return ChunkAnalysis(plan, ctx, specs[ERA].build())
+def analysis(work: Path, jsonpog: Path, with_score: bool, variations: str = "*", era: str = ERA) -> ChunkAnalysis:
+    """The tt analysis of ``era`` (the model is trained on 2018) with all variations, filling mtt
+    alone or mtt and the score (``bench_variations.py`` also scores its 2017 input)."""
+    _, specs, plan, consts = configure(work, jsonpog, variations, with_score, era)
+    ctx = ChunkContext(process="bench", era=era, is_data=False, norm=1.0, constants=consts)
+    return ChunkAnalysis(plan, ctx, specs[era].build())
 
 
 def timed_runs(ana: ChunkAnalysis, path: Path, chunksize: int, repeat: int) -> tuple[float, float, float]:

@@ -14,7 +14,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from intccms.datagen.normalisation import mixture
 from intccms.datagen.processes import MC_KINDS, resolve_process
 from intccms.datagen.stream import BLOCK, SkimStream, concat_columns
 
-__all__ = ["PROCESS_KINDS", "GeneratedFile", "ensure_generated", "generate_file", "read_runs"]
+__all__ = ["PROCESS_KINDS", "GeneratedFile", "ensure_generated", "generate_file", "read_runs", "write_nanoaod"]
 
 PROCESS_KINDS = (*MC_KINDS, "data")
 # Algorithm -> (uproot codec, production level: UL NanoAOD's LZMA 9; ZSTD 5).
@@ -185,9 +185,55 @@ def generate_file(
     if compression not in _COMPRESSION:
         msg = f"unknown compression {compression!r}; choose one of {', '.join(_COMPRESSION)}"
         raise ValueError(msg)
+    chunks = _Chunks(kind, era, seed, dict(params or {}), first_event)
+
+    def blocks() -> Iterator[dict[str, Any]]:
+        remaining = n_events
+        while remaining > 0:
+            k = min(BLOCK, remaining)
+            yield chunks.next(k)
+            remaining -= k
+            if progress is not None:
+                progress(k)
+
+    path = write_nanoaod(path, blocks(), lambda: chunks.runs()[0], compression=compression,
+                         compression_level=compression_level)
+    _, n_written, sumw = chunks.runs()
+    return GeneratedFile(path, n_written, sumw)
+
+
+def write_nanoaod(
+    path: str | os.PathLike[str],
+    blocks: Iterable[Mapping[str, Any]],
+    runs: Callable[[], Mapping[str, np.ndarray]],
+    *,
+    compression: str = "lzma",
+    compression_level: int | None = None,
+) -> Path:
+    """Write an ``Events`` tree block by block and a ``Runs`` tree, atomically, NanoAOD-typed.
+
+    Shared by the generator and other writers of NanoAOD-like inputs (benchmarks), so that
+    every such file has UL NanoAOD's codec, uint32 collection counters and one basket per
+    branch per block: the size of the blocks is the size of the baskets a reader decompresses.
+
+    Args:
+        path (str | PathLike): destination ``.root`` file (its folder is created).
+        blocks (Iterable[Mapping]): columns per block: numpy arrays for event-level branches,
+            awkward record arrays for collections (``Jet`` -> ``nJet``, ``Jet_pt``, ...); every
+            block has the same names and types, in the branch order of the file.
+        runs (Callable): called once after the last block, returns the ``Runs`` branches (so
+            that they can hold sums over the events just written).
+        compression (str): ``lzma`` (UL NanoAOD's) or ``zstd``.
+        compression_level (int | None): the codec's level; None: UL production's (LZMA 9).
+
+    Returns:
+        Path: the written file.
+    """
+    if compression not in _COMPRESSION:
+        msg = f"unknown compression {compression!r}; choose one of {', '.join(_COMPRESSION)}"
+        raise ValueError(msg)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    chunks = _Chunks(kind, era, seed, dict(params or {}), first_event)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -195,29 +241,23 @@ def generate_file(
         level = default_level if compression_level is None else int(compression_level)
         with uproot.recreate(tmp_name, compression=codec(level)) as out:
             tree = None
-            remaining = n_events
-            while remaining > 0:
-                k = min(BLOCK, remaining)
-                columns = chunks.next(k)
+            for columns in blocks:
                 if tree is None:
                     with _uint32_counters():
                         tree = out.mktree(
                             "Events", _branch_types(columns), title="Events",
                             counter_name=lambda c: "n" + c, field_name=lambda o, i: f"{o}_{i}",
                         )
-                tree.extend(columns)
-                remaining -= k
-                if progress is not None:
-                    progress(k)
-            runs, n_written, sumw = chunks.runs()
-            out.mktree("Runs", {k: v.dtype for k, v in runs.items()}, title="Runs").extend(runs)
+                tree.extend(dict(columns))
+            branches = runs()
+            out.mktree("Runs", {k: v.dtype for k, v in branches.items()}, title="Runs").extend(dict(branches))
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
-    return GeneratedFile(path, n_written, sumw)
+    return path
 
 
 def read_runs(path: str | os.PathLike[str]) -> GeneratedFile:

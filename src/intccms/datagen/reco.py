@@ -37,7 +37,10 @@ from intccms.datagen import jec
 from intccms.datagen.eras import era_info
 from intccms.datagen.truth import FAT_QCD, FAT_TOP, FAT_W, QCD_TAG, Truth
 
-__all__ = ["SKIM_DESCRIPTION", "Reco", "passes_skim", "simulate", "to_columns"]
+__all__ = [
+    "COLLECTION_DTYPES", "EVENT_DTYPES", "MANTISSA_BITS", "SKIM_DESCRIPTION", "Reco", "passes_skim",
+    "reduce_precision", "simulate", "to_columns",
+]
 
 F = NDArray[np.float64]
 SKIM_MUON_PT = 50.0
@@ -251,7 +254,9 @@ def passes_skim(reco: Reco) -> NDArray[np.bool_]:
     return _skim_mask(reco.mu, reco.mu_ok, reco.fat, reco.fat_ok)
 
 
-_DTYPES = {
+# NanoAODv9 types of the collection fields the generator writes (also used by other writers of
+# NanoAOD-like inputs, e.g. the benchmarks').
+COLLECTION_DTYPES: dict[str, dict[str, type[np.generic]]] = {
     "Jet": {"pt": np.float32, "eta": np.float32, "phi": np.float32, "mass": np.float32,
             "rawFactor": np.float32, "area": np.float32, "jetId": np.int32,
             "hadronFlavour": np.int32, "btagDeepFlavB": np.float32, "btagDeepB": np.float32},
@@ -298,7 +303,7 @@ def _collection(name: str, fields: dict[str, F], ok: NDArray[np.bool_], idx: NDA
     ok_sorted = np.take_along_axis(ok, order, axis=1)
     counts = ok_sorted.sum(axis=1)
     columns = {}
-    for key, dtype in _DTYPES[name].items():
+    for key, dtype in COLLECTION_DTYPES[name].items():
         if key not in fields:
             continue
         values = np.take_along_axis(fields[key][idx], order, axis=1)[ok_sorted]
