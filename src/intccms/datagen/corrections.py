@@ -21,6 +21,7 @@ the same signature); only the values are synthetic and the binning coarse:
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import sys
 import tempfile
@@ -102,10 +103,10 @@ def _jes_table(index: int) -> cs.Binning:
     pt_edges = [9.0, 20.0, 30.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 6538.0]
     base = 0.001 + 0.004 * ((index * 7) % 11) / 10.0
     rows = []
-    for lo, hi in zip(eta_edges[:-1], eta_edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(eta_edges):
         aeta = abs(0.5 * (lo + hi))
         cells = []
-        for plo, phi in zip(pt_edges[:-1], pt_edges[1:], strict=True):
+        for plo, phi in itertools.pairwise(pt_edges):
             pt = np.sqrt(plo * phi)
             cells.append(round(min(0.03, base * (1 + 20.0 / pt) * (1 + 0.25 * aeta)), 6))
         rows.append(cs.Binning(nodetype="binning", input="JetPt", edges=pt_edges, content=cells,

@@ -34,8 +34,24 @@ from numpy.typing import NDArray
 from intccms.datagen import fourvec as fv
 from intccms.datagen.forcing import W_HAD, HFSlot, LeptonSlot, Slot, ZllSlot, region_probability
 from intccms.datagen.truth import (
-    B_SLOT, G_TOP, G_W, G_Z, ISR_SLOT, M_B, M_TOP, M_W, M_Z, WQ_SLOT, TruthBuilder,
-    add_resonance_fat, breit_wigner, decay_top, decay_w, fat_may_pass, finish_top, top_to_bw,
+    B_SLOT,
+    G_TOP,
+    G_W,
+    G_Z,
+    ISR_SLOT,
+    M_B,
+    M_TOP,
+    M_W,
+    M_Z,
+    WQ_SLOT,
+    TruthBuilder,
+    add_resonance_fat,
+    breit_wigner,
+    decay_top,
+    decay_w,
+    fat_may_pass,
+    finish_top,
+    top_to_bw,
 )
 
 __all__ = ["MC_KINDS", "Process", "resolve_process"]

@@ -196,7 +196,7 @@ def _run(
     metadata, meta_records = run_metadata(cfg, client, datasets, options, out, console=console,
                                           run_metrics=run_metrics)
     result.records.extend(meta_records)
-    for name, meta in metadata.items():
+    for meta in metadata.values():
         for f, fm in meta.files.items():
             if fm.error:
                 result.skipped[f] = fm.error

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -35,7 +35,7 @@ class SampleConfig:
     (``seed``) from the dataset's listing, and totals are extrapolated to the full listing.
     """
 
-    files_per_dataset: Optional[int] = None
+    files_per_dataset: int | None = None
     seed: int = 1
 
 
@@ -48,7 +48,7 @@ class ReadsConfig:
     # Expected read time at each bandwidth (Gbit/s).
     bandwidth_gbps: list[float] = field(default_factory=lambda: [1.0, 10.0])
     # A saved run report (``outputs/<name>/report/report.json``): its events/s and Gbit/s.
-    report: Optional[str] = None
+    report: str | None = None
 
 
 @dataclass
@@ -56,9 +56,9 @@ class RucioConfig:
     """File sizes from a Rucio server (optional ``rucio-clients`` package)."""
 
     enabled: bool = False
-    host: Optional[str] = None
-    auth_host: Optional[str] = None
-    account: Optional[str] = None
+    host: str | None = None
+    auth_host: str | None = None
+    account: str | None = None
     scope: str = "cms"
     timeout_s: float = 30.0
 

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - distributed is a dependency
     SchedulerPlugin = object  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
-    from distributed import Client, Scheduler  # noqa: F401
+    from distributed import Client, Scheduler
 
 __all__ = [
     "PrometheusProcess",

@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from intccms.mva.train import TrainingResult, TrainingSet  # noqa: E402
+from intccms.mva.train import TrainingResult, TrainingSet
 
 CLASS_STYLE = {1: ("signal", "tab:red"), 0: ("background", "tab:blue")}
 

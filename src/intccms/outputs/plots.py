@@ -10,9 +10,9 @@ import hist
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mplhep  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import mplhep
+import numpy as np
 
 
 def _group(processes: Sequence[str], groups: Mapping[str, Sequence[str]], signals: Sequence[str]):

@@ -39,7 +39,7 @@ class FlatCollection:
             object.__setattr__(self, "index", np.repeat(np.arange(len(self), dtype=np.int64), self.counts))
         return self.index
 
-    def with_fields(self, **fields: np.ndarray) -> "FlatCollection":
+    def with_fields(self, **fields: np.ndarray) -> FlatCollection:
         """The same objects with some fields replaced (a JES-varied copy)."""
         return FlatCollection(self.offsets, {**self.fields, **fields}, self.event_index())
 

@@ -210,7 +210,7 @@ class ChunkAnalysis:
             if name not in self.varying:
                 ns[name] = functor(ns)
         candidate = np.ones(n, dtype=bool)
-        for name, functor in plan.baseline.items():
+        for functor in plan.baseline.values():
             if not self._depends(functor):
                 candidate &= _call_mask(functor, ns, n)
         channel_fixed: dict[str, np.ndarray] = {}

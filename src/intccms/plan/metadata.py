@@ -19,7 +19,13 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from intccms.storage import StorageAuthError, StorageOptions, StorageUnreachableError, open_source, read_runs_sums
+from intccms.storage import (
+    StorageAuthError,
+    StorageOptions,
+    StorageUnreachableError,
+    open_source,
+    read_runs_sums,
+)
 
 # What a bad file raises: missing/truncated (OSError), not ROOT or empty (ValueError), corrupt
 # records or compressed blocks. Anything else is a bug or an outage, never "a bad file" that
@@ -150,7 +156,7 @@ class DatasetMetadata:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DatasetMetadata":
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetMetadata:
         return cls(
             name=data["name"],
             era=data["era"],

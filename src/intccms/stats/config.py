@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
 
 
 class DataMode(str, Enum):
@@ -46,13 +45,13 @@ class InputConfig:
     variations) before fitting.
     """
 
-    path: Optional[str] = None
+    path: str | None = None
     channels: list[str] = field(default_factory=lambda: ["CMS_WORKSHOP"])
     observable: str = "mtt"
     include_flow: bool = True
-    rebin_edges: Optional[list[float]] = None
-    expected_config_hash: Optional[str] = None
-    eras: Optional[list[str]] = None
+    rebin_edges: list[float] | None = None
+    expected_config_hash: str | None = None
+    eras: list[str] | None = None
 
 
 @dataclass
@@ -134,9 +133,9 @@ class FitConfig:
     cabinetry), used only for models the analytic likelihood does not cover.
     """
 
-    strategy: Optional[int] = None
-    maxiter: Optional[int] = None
-    tolerance: Optional[float] = 0.01
+    strategy: int | None = None
+    maxiter: int | None = None
+    tolerance: float | None = 0.01
 
 
 @dataclass

@@ -94,7 +94,7 @@ class ParquetFormat(Format):
         fileobj = backend.open_unbuffered(url)
         try:
             pq.read_metadata(fileobj)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any unreadable footer means: not a complete file
             return False
         finally:
             fileobj.close()

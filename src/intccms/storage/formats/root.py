@@ -135,6 +135,6 @@ class RootFormat(Format):
                     if hasattr(obj, "num_entries"):
                         _ = obj.num_entries
                         _ = obj.keys()
-        except Exception:
+        except Exception:  # noqa: BLE001 - any unreadable structure means: not a complete file
             return False
         return True
