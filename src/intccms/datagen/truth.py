@@ -26,6 +26,7 @@ Physics content of the helpers:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -140,9 +141,9 @@ class TruthBuilder:
         """
         idx = np.flatnonzero(mask)
         self.n = idx.size
-        self._jets = [tuple(a[idx] for a in j) for j in self._jets]  # type: ignore[misc]
-        self._mus = [tuple(a[idx] for a in m) for m in self._mus]  # type: ignore[misc]
-        self._fats = [tuple(a[idx] for a in f) for f in self._fats]  # type: ignore[misc]
+        self._jets = [(a[idx], b[idx], c[idx], d[idx]) for a, b, c, d in self._jets]
+        self._mus = [(a[idx], b[idx], c[idx], d[idx], e[idx], f[idx]) for a, b, c, d, e, f in self._mus]
+        self._fats = [(a[idx], b[idx], c[idx], d[idx]) for a, b, c, d in self._fats]
         assert self.nu_pxpy is not None and self.rows is not None
         self.nu_pxpy, self.rows = self.nu_pxpy[idx], self.rows[idx]
         if self._status is not None:
@@ -296,7 +297,7 @@ class TruthBuilder:
         )
 
 
-def _used(entries: list[tuple], idx: NDArray[np.int64], valid_at: int) -> list[tuple]:  # type: ignore[type-arg]
+def _used(entries: list[tuple[Any, ...]], idx: NDArray[np.int64], valid_at: int) -> list[tuple[Any, ...]]:
     """Entries restricted to rows ``idx``, without those whose object is absent in all."""
     out = []
     for entry in entries:

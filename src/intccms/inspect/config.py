@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -91,7 +91,7 @@ def inspect_config(cfg: DictConfig) -> InspectConfig:
     given = cfg.get("inspect")
     try:
         merged = OmegaConf.merge(base, given) if given is not None else base
-        out: InspectConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+        out = cast(InspectConfig, OmegaConf.to_object(merged))
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
         where = f"inspect.{key}" if key else "inspect"
@@ -148,4 +148,4 @@ def compose_inspect(config_name: str, overrides: Sequence[str] = ()) -> tuple[Di
 
 def as_dict(icfg: InspectConfig) -> dict[str, Any]:
     """Plain dictionary (enums as strings) for the JSON output."""
-    return OmegaConf.to_container(OmegaConf.structured(icfg), enum_to_str=True)  # type: ignore[return-value]
+    return cast("dict[str, Any]", OmegaConf.to_container(OmegaConf.structured(icfg), enum_to_str=True))

@@ -44,7 +44,7 @@ def dask_setup(worker: Worker, datasets: str, stages: str) -> None:
     prime_worker_metrics(_split(datasets), _split(stages), run=get_run_id(), worker=str(worker.address))
 
 
-class WorkerMetricsPlugin(WorkerPlugin):  # type: ignore[misc,valid-type]
+class WorkerMetricsPlugin(WorkerPlugin):
     """Sets the run id in every worker and publishes its series at zero."""
 
     name = PLUGIN_NAME

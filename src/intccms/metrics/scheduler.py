@@ -158,7 +158,7 @@ class RunMetrics:
         return out
 
 
-class RunMetricsPlugin(SchedulerPlugin):  # type: ignore[misc,valid-type]
+class RunMetricsPlugin(SchedulerPlugin):
     """Keeps the run gauges inside a remote scheduler process (served by its ``/metrics``).
 
     Workers present is tracked from the scheduler's own add/remove events; planned, completed

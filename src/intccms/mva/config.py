@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -155,7 +155,7 @@ def load_mva_config(node: Any) -> MvaConfig:
     else:
         try:
             merged = OmegaConf.merge(OmegaConf.structured(MvaConfig), node)
-            cfg = OmegaConf.to_object(merged)
+            cfg = cast(MvaConfig, OmegaConf.to_object(merged))
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None)
             where = f"mva.{key}" if key else "mva"
@@ -241,5 +241,5 @@ def to_plain(cfg: MvaConfig) -> dict[str, Any]:
     node = OmegaConf.structured(cfg)
     out = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     assert isinstance(out, dict)
-    return out
+    return cast("dict[str, Any]", out)
 

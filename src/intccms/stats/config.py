@@ -23,7 +23,8 @@ class DataMode(str, Enum):
 class ShapeMode(str, Enum):
     """How an up/down pair becomes modifiers of one nuisance parameter."""
 
-    split = "split"  # normsys (rate) + histosys on the rate-normalised shape
+    # the member shadows str.split, which mypy reports for a str mixin; Enum resolves it at runtime
+    split = "split"  # type: ignore[assignment]  # normsys (rate) + histosys on the rate-normalised shape
     full = "full"  # one histosys on the full template
 
 

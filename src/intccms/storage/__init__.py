@@ -19,6 +19,8 @@ after about ``(retries + 1) * timeout_s`` seconds.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from intccms.storage.credentials import Credentials, Secret, load_credentials
 from intccms.storage.errors import (
     IncompletePartError,
@@ -34,6 +36,9 @@ from intccms.storage.parts import WrittenPart, exists_complete, remove, write_pa
 from intccms.storage.runs import read_runs_sums
 from intccms.storage.source import ColumnSource, open_source
 from intccms.storage.urls import join, scheme_of
+
+if TYPE_CHECKING:
+    from intccms.storage.plugin import CredentialsPlugin
 
 
 def __getattr__(name: str) -> object:
