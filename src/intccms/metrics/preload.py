@@ -21,7 +21,7 @@ from intccms.metrics.worker import forget_run, get_run_id, prime_worker_metrics,
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
 except ImportError:  # pragma: no cover - distributed is a dependency
-    WorkerPlugin = object  # type: ignore[assignment,misc]
+    WorkerPlugin = object  # type: ignore[assignment,misc]  # a stand-in for the class mypy knows
 
 if TYPE_CHECKING:
     from distributed import Worker

@@ -22,7 +22,7 @@ from intccms.metrics.server import PrometheusProcess, start_local_prometheus
 try:
     from distributed.diagnostics.plugin import SchedulerPlugin
 except ImportError:  # pragma: no cover - distributed is a dependency
-    SchedulerPlugin = object  # type: ignore[assignment,misc]
+    SchedulerPlugin = object  # type: ignore[assignment,misc]  # a stand-in for the class mypy knows
 
 if TYPE_CHECKING:
     from distributed import Client, Scheduler
