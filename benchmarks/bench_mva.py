@@ -25,20 +25,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_variations import _best_of, _peak_rss_mb  # noqa: E402
+from bench_variations import _best_of, _peak_rss_mb
 
-from intccms import datagen  # noqa: E402
-from intccms.config import compose_config  # noqa: E402
-from intccms.execute.stages import build_plan, corrections_specs, era_constants  # noqa: E402
-from intccms.mva.config import ModelKind, load_mva_config  # noqa: E402
-from intccms.mva.dataset import assemble, select_channel  # noqa: E402
-from intccms.mva.features import feature_matrix, specs_from_config  # noqa: E402
-from intccms.mva.train import train  # noqa: E402
-from intccms.physics.events import branch_names  # noqa: E402
-from intccms.physics.normalisation import normalisation_factor  # noqa: E402
-from intccms.physics.pipeline import ChunkAnalysis, ChunkContext  # noqa: E402
-from intccms.plan.workitems import WorkItem, chunk_file  # noqa: E402
-from intccms.storage import open_source  # noqa: E402
+from intccms import datagen
+from intccms.config import compose_config
+from intccms.execute.stages import build_plan, corrections_specs, era_constants
+from intccms.mva.config import ModelKind, load_mva_config
+from intccms.mva.dataset import assemble, select_channel
+from intccms.mva.features import feature_matrix, specs_from_config
+from intccms.mva.train import train
+from intccms.physics.events import branch_names
+from intccms.physics.normalisation import normalisation_factor
+from intccms.physics.pipeline import ChunkAnalysis, ChunkContext
+from intccms.plan.workitems import WorkItem, chunk_file
+from intccms.storage import open_source
 
 ERA = "2018"
 ERAS = ["2016preVFP", "2017", "2018"]

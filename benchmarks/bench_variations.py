@@ -56,14 +56,14 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import hard_input  # noqa: E402
+import hard_input
 
-from intccms import datagen  # noqa: E402
-from intccms.config import compose_config  # noqa: E402
-from intccms.execute.stages import build_plan, corrections_specs, era_constants  # noqa: E402
-from intccms.physics.pipeline import ChunkAnalysis, ChunkContext  # noqa: E402
-from intccms.plan.workitems import WorkItem, chunk_file  # noqa: E402
-from intccms.storage import open_source  # noqa: E402
+from intccms import datagen
+from intccms.config import compose_config
+from intccms.execute.stages import build_plan, corrections_specs, era_constants
+from intccms.physics.pipeline import ChunkAnalysis, ChunkContext
+from intccms.plan.workitems import WorkItem, chunk_file
+from intccms.storage import open_source
 
 ERAS = ["2016preVFP", "2017", "2018"]
 GENERATED_ERA = "2018"

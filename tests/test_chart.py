@@ -159,9 +159,9 @@ def test_every_value_has_a_comment() -> None:
         key = stripped.split(":")[0]
         indent = len(line) - len(line.lstrip())
         parent_is_resources = any(
-            l.strip().startswith(("resources:", "requests:", "limits:"))
-            and len(l) - len(l.lstrip()) < indent
-            for l in lines[max(0, i - 4):i]
+            above.strip().startswith(("resources:", "requests:", "limits:"))
+            and len(above) - len(above.lstrip()) < indent
+            for above in lines[max(0, i - 4):i]
         )
         if parent_is_resources or key in ("name", "tag", "type", "runAsNonRoot", "seccompProfile"):
             continue  # quantities and subchart internals, described by their parent

@@ -57,12 +57,12 @@ def test_wrong_type_names_the_key() -> None:
 
 
 def test_bad_enum_lists_allowed_values() -> None:
-    with pytest.raises(ConfigError, match="(?s)skim_format.*parquet"):
+    with pytest.raises(ConfigError, match=r"(?s)skim_format.*parquet"):
         compose_config("demo", ["workflow.skim_format=hdf5"])
 
 
 def test_unknown_group_option_lists_available() -> None:
-    with pytest.raises(ConfigError, match="(?s)cluster/lcoal.*local"):
+    with pytest.raises(ConfigError, match=r"(?s)cluster/lcoal.*local"):
         compose_config("demo", ["cluster=lcoal"])
 
 

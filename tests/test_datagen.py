@@ -14,8 +14,14 @@ import pytest
 import uproot
 
 from intccms.datagen import (
-    OUT_OF_JSON_FRACTION, ensure_generated, expected_data_events, generate_file, golden_json,
-    skim_efficiency, write_correction_files, write_golden_json,
+    OUT_OF_JSON_FRACTION,
+    ensure_generated,
+    expected_data_events,
+    generate_file,
+    golden_json,
+    skim_efficiency,
+    write_correction_files,
+    write_golden_json,
 )
 from intccms.datagen.eras import ERAS
 
@@ -418,7 +424,13 @@ def test_forced_slots_follow_the_unconditioned_law_given_a_success() -> None:
 
 
 def test_isolated_semileptonic_muons_match_the_natural_decay() -> None:
-    from intccms.datagen.forcing import ISO_CUT, SEMI_FAIL, SEMI_PASS, iso_pass_probability, sample_semileptonic
+    from intccms.datagen.forcing import (
+        ISO_CUT,
+        SEMI_FAIL,
+        SEMI_PASS,
+        iso_pass_probability,
+        sample_semileptonic,
+    )
 
     rng = np.random.default_rng(4)
     n = 3_000_000

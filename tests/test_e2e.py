@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import pickle
@@ -11,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import uproot
-
 from fixtures.demo import SMALL_2017, SMALL_2018, small_overrides
+
 from intccms.config import compose_config
 from intccms.execute.job import run_job
 from intccms.execute.runner import BadInputError
@@ -183,7 +184,7 @@ def test_bad_file_is_named_and_skipped_on_request(dask_client, demo_data, tmp_pa
     bad = tmp_path / "corrupt.root"
     bad.write_bytes(b"root" + os.urandom(2000))
     over = [f"datasets.TTToSemiLeptonic_2017.files=[{demo_data}/2017/TTToSemiLeptonic_2017/nano_0.root,{bad}]"]
-    with pytest.raises(BadInputError, match="corrupt.root"):
+    with pytest.raises(BadInputError, match=r"corrupt\.root"):
         _run(dask_client, demo_data, tmp_path / "strict", SMALL_2017, *over)
     res = _run(dask_client, demo_data, tmp_path / "lenient", SMALL_2017, *over, "workflow.skip_bad_files=true")
     assert str(bad) in res.skipped
@@ -233,7 +234,7 @@ def test_rechunked_or_incomplete_skims_are_never_double_counted(dask_client, dem
     parts = json.loads(manifest.read_text())["parts"]
     ranges = sorted((p["source_file"], p["entry_start"], p["entry_stop"]) for p in parts)
     assert all(stop - start <= 3000 for _, start, stop in ranges)
-    for (fa, _, stop_a), (fb, start_b, _) in zip(ranges, ranges[1:], strict=False):
+    for (fa, _, stop_a), (fb, start_b, _) in itertools.pairwise(ranges):
         assert fa != fb or start_b == stop_a
     skimmed = _run(dask_client, demo_data, tmp_path, datasets, "workflow=skimmed_input",
                    f"workflow.skim_dir={skims}")
@@ -244,7 +245,7 @@ def test_rechunked_or_incomplete_skims_are_never_double_counted(dask_client, dem
     doc = json.loads(manifest.read_text())
     doc["parts"] = doc["parts"][1:]
     manifest.write_text(json.dumps(doc))
-    with pytest.raises(IncompleteSkimError, match="covers .* of .* entries"):
+    with pytest.raises(IncompleteSkimError, match=r"covers .* of .* entries"):
         _run(dask_client, demo_data, tmp_path, datasets, "workflow=skimmed_input", f"workflow.skim_dir={skims}")
 
 

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-
 from fixtures.demo import SMALL_2017
 from fixtures.facility import (
     BUCKET,
@@ -284,7 +283,7 @@ def _assert_same_histograms(a: dict[str, Any], b: dict[str, Any]) -> None:
 @pytest.mark.facility
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_project_image_is_under_the_size_target(facility_images) -> None:  # noqa: ANN001, F811
+def test_project_image_is_under_the_size_target(facility_images) -> None:  # noqa: ANN001
     """The one image for job, scheduler and workers stays under 1.5 GB (docs/facility.md)."""
     image = facility_images["image"]
     assert 0 < image.size_bytes < 1.5e9, f"{image.ref}: {image.size_bytes / 1e9:.2f} GB"
@@ -461,7 +460,6 @@ def test_file_sd_targets_pass_the_charts_pod_relabelling() -> None:
     import re
 
     import yaml
-
     from fixtures.facility import fac
 
     text = (REPO / "charts/intccms/templates/_helpers-prometheus.tpl").read_text()

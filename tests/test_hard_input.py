@@ -17,7 +17,7 @@ import uproot
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import hard_input  # noqa: E402
+import hard_input
 
 TH = hard_input.Thresholds()
 

@@ -182,7 +182,7 @@ def test_run_report_rates(tmp_path: Path) -> None:
     times = sorted(fn(1e9, 1e6) for fn in rates.values())
     assert times == pytest.approx(sorted([1e6 / 2000.0, 1e9 * 8 / 0.5e9]))
     (tmp_path / "empty.json").write_text("{}")
-    with pytest.raises(ValueError, match="empty.json"):
+    with pytest.raises(ValueError, match=r"empty\.json"):
         report_rates(tmp_path / "empty.json")
 
 
@@ -210,7 +210,7 @@ def test_rucio_optional() -> None:
 def test_config_errors_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="files_per_datset"):
         compose_inspect("demo", ["inspect.sample.files_per_datset=3"])
-    with pytest.raises(ConfigError, match="inspect.sample.files_per_dataset"):
+    with pytest.raises(ConfigError, match=r"inspect\.sample\.files_per_dataset"):
         compose_inspect("demo", ["inspect.sample.files_per_dataset=0"])
     (tmp_path / "inspect").mkdir()
     (tmp_path / "inspect" / "typo.yaml").write_text("sampel: {files_per_dataset: 2}\n")

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from intccms.physics import cuts, objects, observables
-from intccms.physics.jagged import as_flat, flat_view, from_flat, leading_fields, select_objects, take_events
+from intccms.physics.jagged import (
+    as_flat,
+    flat_view,
+    from_flat,
+    leading_fields,
+    select_objects,
+    take_events,
+)
 
 
 def _jets(seed: int = 3, n_events: int = 400) -> ak.Array:

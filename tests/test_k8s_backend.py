@@ -147,9 +147,8 @@ def test_waiting_for_the_scheduler_is_bounded_and_cleans_up(
 ) -> None:
     backend = KubernetesBackend(_config(scheduler_timeout_s=2), run_id="bounded")
     started = time.monotonic()
-    with pytest.raises(ClusterStartupError, match="scheduler_timeout_s") as info:
-        with backend:
-            pytest.fail("no scheduler can run in the emulator; entering must fail")
+    with pytest.raises(ClusterStartupError, match="scheduler_timeout_s") as info, backend:
+        pytest.fail("no scheduler can run in the emulator; entering must fail")
     assert time.monotonic() - started < 60
     assert f"dask.org/cluster-name={backend.name}" in str(info.value)
     ever = dask_operator.ever_created(f"{DASK}/daskclusters")
@@ -205,7 +204,7 @@ def test_runs_refuse_a_submit_only_cluster() -> None:
 
     cfg = {"kind": "kubernetes", "kubernetes": _config()}
     cfg["kubernetes"].wait.scheduler = False
-    with pytest.raises(ClusterError, match="wait.scheduler=false"), start_cluster(cfg, run_id="r"):
+    with pytest.raises(ClusterError, match=r"wait\.scheduler=false"), start_cluster(cfg, run_id="r"):
         pytest.fail("a run must not get a cluster without a client")
 
 

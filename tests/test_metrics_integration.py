@@ -110,7 +110,7 @@ def live_run(
         run = run_metrics_for(client, run_id, config="itest")
         run.planned(len(work), STAGE)
         run.workers(wanted=2, present=len(info))
-        wait_for(prometheus_server, f'count(up{{job=~"intccms-.*"}} == 1) == 3', "all 3 targets up")
+        wait_for(prometheus_server, 'count(up{job=~"intccms-.*"} == 1) == 3', "all 3 targets up")
         wait_for(prometheus_server, f'count({names.WORKER_INFO}{{run="{run_id}"}}) == 2', "primed workers")
         t_start = time.time()
         futures = [client.submit(process_chunk, *item, str(out_dir), pure=False) for item in work]

@@ -96,7 +96,7 @@ def test_missing_binary_is_a_message_not_a_failure(
 def test_missing_rule_file_is_named(cluster: tuple[Any, Any], tmp_path: Path) -> None:
     out, _ = console()
     with (
-        pytest.raises(FileNotFoundError, match="nope.yaml"),
+        pytest.raises(FileNotFoundError, match=r"nope\.yaml"),
         local_prometheus(settings(rule_files=[str(tmp_path / "nope.yaml")]), cluster[1], tmp_path,
                          run_id="r", console=out),
     ):

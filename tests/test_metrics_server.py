@@ -12,7 +12,11 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from intccms.metrics.scheduler import RemoteRunMetrics
-from intccms.metrics.server import PrometheusNotInstalledError, metrics_target, start_local_prometheus
+from intccms.metrics.server import (
+    PrometheusNotInstalledError,
+    metrics_target,
+    start_local_prometheus,
+)
 
 
 def test_missing_binary_names_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

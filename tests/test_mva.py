@@ -157,7 +157,7 @@ def test_model_of_another_library_version_is_refused(mlp, tmp_path) -> None:
     (url / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelMismatchError, match=r"scikit-learn 0\.0\.1.*install scikit-learn==0\.0\.1"):
         load_model(str(url))
-    with pytest.raises(FileNotFoundError, match="no trained model.*run_mva_training"):
+    with pytest.raises(FileNotFoundError, match=r"no trained model.*run_mva_training"):
         load_model(str(tmp_path / "nothing"))
 
 
@@ -190,7 +190,7 @@ def _zero_central_jes(src: Path, dst: Path, source: str) -> None:
     corr = next(c for c in doc["corrections"] if c["name"].endswith(f"_{source}_AK4PFchs"))
     edges = corr["data"]["edges"]
     for i, row in enumerate(corr["data"]["content"]):
-        if -1.3 <= edges[i] and edges[i + 1] <= 1.3:
+        if edges[i] >= -1.3 and edges[i + 1] <= 1.3:
             row["content"] = [0.0] * len(row["content"])
     path.write_bytes(gzip.compress(json.dumps(doc).encode()))
 

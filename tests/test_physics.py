@@ -8,9 +8,9 @@ import pytest
 import vector
 
 from intccms.physics import cuts, objects, observables
+from intccms.physics.functors import Functor
 from intccms.physics.normalisation import normalisation_factor
 from intccms.physics.pipeline import FILL_BLOCK, Observable, WeightColumns, _bin_index, _fill
-from intccms.physics.functors import Functor
 
 
 def _muons() -> ak.Array:

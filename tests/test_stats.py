@@ -176,7 +176,7 @@ def test_two_bin_shape_model_matches_plain_pyhf(tmp_path):
 
     # the saved workspace validates and refits to the same result with plain pyhf
     saved = json.loads((tmp_path / "workspace.json").read_text())
-    mu2, dmu2, obs2, _ = plain_pyhf_reference(saved)
+    mu2, _dmu2, obs2, _ = plain_pyhf_reference(saved)
     assert mu2 == pytest.approx(res["fit"]["poi"]["value"], abs=1e-4)
     assert obs2 == pytest.approx(res["limits"]["observed"], abs=1e-4)
 
@@ -367,7 +367,7 @@ def test_upper_limits_direct_matches_pyhf():
     model = pyhf.simplemodels.uncorrelated_background(
         signal=[12.0, 11.0], bkg=[50.0, 52.0], bkg_uncertainty=[3.0, 7.0]
     )
-    data = [51, 48] + model.config.auxdata
+    data = [51, 48, *model.config.auxdata]
     res = upper_limits(model, data, rtol=1e-8)
     pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-10))
     try:

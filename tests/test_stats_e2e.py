@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pyhf
 import pytest
-
 from fixtures.demo import SMALL_2017, small_overrides
 from fixtures.s3 import S3Server
+
 from intccms.config import ConfigError, compose_config
 from intccms.execute.job import run_job
 from intccms.stats import StatisticsInputError, run_statistics
@@ -122,7 +122,7 @@ def check_parameters(results: dict, era: str) -> None:
 
 
 def test_demo_job_produces_results_and_every_plot(job) -> None:
-    cfg, res = job
+    _cfg, res = job
     folder = res.output_dir / "statistics"
     assert res.statistics is not None
     check_results(res.statistics, folder)
@@ -202,7 +202,7 @@ def test_workflow_runs_statistics_alone_on_s3(job, dask_client, demo_data, tmp_p
     check_results(alone.statistics, tmp_path / "statistics")
     _same_limits(alone.statistics, res.statistics)
     # a missing object is named
-    with pytest.raises(StatisticsInputError, match="s3://stats-input/run1/nope.pkl"):
+    with pytest.raises(StatisticsInputError, match=r"s3://stats-input/run1/nope\.pkl"):
         run_job(alone_cfg(demo_data, tmp_path / "missing",
                           "statistics.input.path='s3://stats-input/run1/nope.pkl'"), client=dask_client)
 

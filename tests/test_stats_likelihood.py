@@ -6,9 +6,9 @@ import numpy as np
 import pyhf
 import pytest
 
+from intccms.stats.inputs import load_histograms
 from intccms.stats.likelihood import compile_model
 from intccms.stats.model import build_model
-from intccms.stats.inputs import load_histograms
 from intccms.stats.optimize import MinimizationError, Objective
 from intccms.stats.synthetic import make_histograms, synthetic_config
 

@@ -90,7 +90,7 @@ def test_rebin_edges_merge_bins_and_variances():
     stat = next(m for m in s["bkg"]["modifiers"] if m["type"] == "staterror")
     assert stat["data"] == pytest.approx(np.sqrt([5.0, 45.0]))  # variances add, not errors
     cfg.input.rebin_edges = [0.0, 1.5, 4.0]
-    with pytest.raises(StatisticsInputError, match="rebin edge 1.5 is not a bin edge"):
+    with pytest.raises(StatisticsInputError, match=r"rebin edge 1\.5 is not a bin edge"):
         build_model(load_histograms(hists), cfg)
 
 

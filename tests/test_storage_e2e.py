@@ -530,7 +530,7 @@ def test_unreachable_input_is_an_error_not_a_skippable_bad_file(silent_store_opt
 
     item = WorkItem("DY", "s3://bkt/in/part_0.parquet", 0, 0, 0, 10)
     keep_all = Functor("numpy.ones_like", ("run",))
-    with pytest.raises(StorageUnreachableError, match="part_0.parquet"):
+    with pytest.raises(StorageUnreachableError, match=r"part_0\.parquet"):
         skim_task(item, "/nowhere/out.parquet", "parquet", ("*",), frozenset(), keep_all,
                   {"run": ("run",)}, {}, silent_store_options, None)
 
@@ -540,5 +540,5 @@ def test_unreachable_input_at_the_metadata_step_is_an_error(silent_store_options
     """Metadata reports a bad file per file, but an unreachable store stops the job there too."""
     from intccms.plan.metadata import file_metadata
 
-    with pytest.raises(StorageUnreachableError, match="nano_0.root"):
+    with pytest.raises(StorageUnreachableError, match=r"nano_0\.root"):
         file_metadata("s3://bkt/in/nano_0.root", False, silent_store_options)

@@ -137,7 +137,7 @@ def test_wrong_worker_credentials_fail_once_per_chunk_with_default_retries(
 @pytest.mark.e2e
 @pytest.mark.s3
 def test_a_missing_bucket_stops_a_skim_at_once_and_is_named(
-        dask_client, demo_data: Path, s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
+        dask_client, demo_data: Path, s3_server: S3Server, tmp_path: Path) -> None:
     """No bucket, no skim: each chunk's upload is tried once, and the error names the bucket
     instead of sending the user to check the path of an object."""
     from intccms.execute.prepare import ensure_inputs, fill_generated_files

@@ -112,7 +112,7 @@ def old_staging_path(root: Path, url: str) -> Path:
 
 
 def test_planted_links_at_predictable_staging_paths_are_not_followed(
-        dask_client, demo_data: Path, s3: S3Server, tmp_path: Path,  # noqa: F811
+        dask_client, demo_data: Path, s3: S3Server, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Another local user links the old, predictable staging path to their own folder."""
     monkeypatch.chdir(tmp_path)

@@ -89,7 +89,7 @@ def _guarded(console: Console, work: Callable[[], Any], interrupted: str) -> tup
     except KeyboardInterrupt:
         console.print(f"[yellow]{escape(interrupted)}[/yellow]")
         return None, 130
-    except Exception as err:  # noqa: BLE001 - top level: one clear line, no traceback
+    except Exception as err:
         if os.environ.get("INTCCMS_DEBUG"):
             raise
         console.print(f"[red]error:[/red] {type(err).__name__}: {escape(str(err))}")

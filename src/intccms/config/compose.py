@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -125,7 +125,7 @@ def _key_hint(err: BaseException) -> str:
         return ""
     if not isinstance(level, DictConfig):
         return ""
-    allowed = sorted(str(k) for k in level.keys())
+    allowed = sorted(str(k) for k in level)
     close = difflib.get_close_matches(key, allowed, n=3)
     guess = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return f"\n{guess} Valid keys under '{parent or '<root>'}': {', '.join(allowed)}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -53,7 +53,7 @@ class ClusterConfig:
     processes: bool = True
     # Workers serve Prometheus /metrics on their dashboard port; 0 picks a free port.
     dashboard_address: str = "127.0.0.1:0"
-    address: Optional[str] = None
+    address: str | None = None
     connect_timeout_s: float = 30.0
     # Bound of the wait for workers at start (local: all n_workers; address: at least one), so a
     # cluster without workers fails with a message instead of leaving the job waiting forever.
@@ -68,7 +68,7 @@ class ClusterConfig:
 class StorageConfig:
     """Where skims go and how stores are reached (``storage`` group)."""
 
-    s3_endpoint: Optional[str] = None
+    s3_endpoint: str | None = None
     timeout_s: float = 30.0
     retries: int = 2
     writer_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -90,7 +90,7 @@ class GeneratorSpec:
     # LZMA level 1, not UL NanoAOD's 9: reading (what the analysis pays) costs the same, the
     # files are ~1% larger, and writing them is ~4x faster, which is most of a first `make run`.
     # None: the algorithm's production default (LZMA 9, ZSTD 5); benchmarks generate with it.
-    compression_level: Optional[int] = 1
+    compression_level: int | None = 1
 
 
 @dataclass
@@ -98,15 +98,15 @@ class DatasetConfig:
     """One dataset: a sample of one era, its files and its normalisation inputs."""
 
     era: str = MISSING
-    process: Optional[str] = None
+    process: str | None = None
     is_data: bool = False
-    xsec: Optional[float] = None
-    das_name: Optional[str] = None
+    xsec: float | None = None
+    das_name: str | None = None
     files: list[str] = field(default_factory=list)
     listings: list[str] = field(default_factory=list)
-    redirector: Optional[str] = None
-    max_files: Optional[int] = None
-    generate: Optional[GeneratorSpec] = None
+    redirector: str | None = None
+    max_files: int | None = None
+    generate: GeneratorSpec | None = None
 
 
 @dataclass
@@ -115,7 +115,7 @@ class EraConfig:
 
     year: str = MISSING
     luminosity: float = MISSING
-    golden_json: Optional[str] = None
+    golden_json: str | None = None
     correction_folder: str = MISSING
     jec_campaign: str = MISSING
     pileup_key: str = MISSING
@@ -207,7 +207,7 @@ class WorkflowConfig:
     # s3://bucket/prefix or root://host:port//path.
     skim_dir: str = "${output_dir}/skims"
     chunksize: int = 100000
-    max_chunks_per_file: Optional[int] = None
+    max_chunks_per_file: int | None = None
     skip_bad_files: bool = False
     regenerate_metadata: bool = False
     retries: int = 2
@@ -235,8 +235,8 @@ class CorrectionInputConfig:
     ``systematic`` (the slot receiving the nominal/up/down selector) is set.
     """
 
-    field: Optional[str] = None
-    literal: Optional[str] = None
+    field: str | None = None
+    literal: str | None = None
     systematic: bool = False
     abs: bool = False
 
@@ -255,7 +255,7 @@ class WeightSourceConfig:
     up: str = MISSING
     down: str = MISSING
     # Objects (e.g. jet flavours) for which the source applies; others keep the nominal.
-    flavours: Optional[list[int]] = None
+    flavours: list[int] | None = None
 
 
 @dataclass
@@ -276,9 +276,9 @@ class CorrectionConfig:
 
     type: str = MISSING  # "object" | "event"
     file: str = MISSING
-    key: Optional[str] = None
+    key: str | None = None
     # event: object the inputs come from (e.g. "muons", "jets"); None -> event columns.
-    object: Optional[str] = None
+    object: str | None = None
     # event: how per-object values make an event weight: "leading" | "product".
     reduction: str = "product"
     flavour_field: str = "hadronFlavour"
@@ -287,9 +287,9 @@ class CorrectionConfig:
     sources: list[WeightSourceConfig] = field(default_factory=list)
     varies_with: list[WeightSourceConfig] = field(default_factory=list)
     # object: raw collection corrected, levels applied in sequence, uncertainty sources.
-    collection: Optional[str] = None
+    collection: str | None = None
     levels: list[str] = field(default_factory=list)
-    uncertainty_key: Optional[str] = None
+    uncertainty_key: str | None = None
     jes_sources: list[JesSourceConfig] = field(default_factory=list)
     level_inputs: dict[str, str] = field(default_factory=dict)
     # object: the field corrected ("@pt" in level_inputs is its running value), the fields

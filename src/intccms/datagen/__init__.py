@@ -18,7 +18,11 @@ from intccms.datagen.corrections import write_correction_files
 from intccms.datagen.eras import ERAS
 from intccms.datagen.lumi import OUT_OF_JSON_FRACTION, golden_json, write_golden_json
 from intccms.datagen.nanoaod import (
-    PROCESS_KINDS, GeneratedFile, ensure_generated, generate_file, read_runs,
+    PROCESS_KINDS,
+    GeneratedFile,
+    ensure_generated,
+    generate_file,
+    read_runs,
 )
 from intccms.datagen.normalisation import DEFAULT_BACKGROUNDS, expected_data_events, skim_efficiency
 from intccms.datagen.reco import SKIM_DESCRIPTION

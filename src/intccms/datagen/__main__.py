@@ -20,9 +20,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from intccms.datagen.corrections import write_correction_files
 from intccms.datagen.eras import ERAS
 from intccms.datagen.lumi import write_golden_json
-from intccms.datagen.corrections import write_correction_files
 from intccms.datagen.nanoaod import PROCESS_KINDS, ensure_generated
 from intccms.datagen.normalisation import expected_data_events
 

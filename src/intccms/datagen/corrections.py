@@ -21,6 +21,7 @@ the same signature); only the values are synthetic and the binning coarse:
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import sys
 import tempfile
@@ -77,11 +78,16 @@ _JET_INPUTS = {
 }
 
 
+def _edges(values: Sequence[float]) -> cs.Edges:
+    """Bin edges typed as correctionlib's schema has them (numbers or "inf"); a new list."""
+    return list(values)
+
+
 def _jin(name: str) -> cs.Variable:
     return cs.Variable(name=name, type="real", description=_JET_INPUTS[name])
 
 
-def _jme_correction(name: str, inputs: list[str], data: object, what: str) -> cs.Correction:
+def _jme_correction(name: str, inputs: list[str], data: cs.Content, what: str) -> cs.Correction:
     return cs.Correction(
         name=name, version=1, inputs=[_jin(i) for i in inputs],
         output=cs.Variable(name="correction", type="real"), data=data,
@@ -90,9 +96,9 @@ def _jme_correction(name: str, inputs: list[str], data: object, what: str) -> cs
 
 
 def _formula_binning(expr: str, variables: list[str], params: list[list[float]]) -> cs.Binning:
-    content = [cs.Formula(nodetype="formula", expression=expr, parser="TFormula",
-                          variables=variables, parameters=p) for p in params]
-    return cs.Binning(nodetype="binning", input="JetEta", edges=jec.ETA_EDGES, content=content,
+    content: list[cs.Content] = [cs.Formula(nodetype="formula", expression=expr, parser="TFormula",
+                                            variables=variables, parameters=p) for p in params]
+    return cs.Binning(nodetype="binning", input="JetEta", edges=_edges(jec.ETA_EDGES), content=content,
                       flow="clamp")
 
 
@@ -101,16 +107,17 @@ def _jes_table(index: int) -> cs.Binning:
     eta_edges = [-5.4, -3.0, -2.5, -1.3, 0.0, 1.3, 2.5, 3.0, 5.4]
     pt_edges = [9.0, 20.0, 30.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 6538.0]
     base = 0.001 + 0.004 * ((index * 7) % 11) / 10.0
-    rows = []
-    for lo, hi in zip(eta_edges[:-1], eta_edges[1:], strict=True):
+    rows: list[cs.Content] = []
+    for lo, hi in itertools.pairwise(eta_edges):
         aeta = abs(0.5 * (lo + hi))
-        cells = []
-        for plo, phi in zip(pt_edges[:-1], pt_edges[1:], strict=True):
+        cells: list[cs.Content] = []
+        for plo, phi in itertools.pairwise(pt_edges):
             pt = np.sqrt(plo * phi)
             cells.append(round(min(0.03, base * (1 + 20.0 / pt) * (1 + 0.25 * aeta)), 6))
-        rows.append(cs.Binning(nodetype="binning", input="JetPt", edges=pt_edges, content=cells,
-                               flow="clamp"))
-    return cs.Binning(nodetype="binning", input="JetEta", edges=eta_edges, content=rows, flow="clamp")
+        rows.append(cs.Binning(nodetype="binning", input="JetPt", edges=_edges(pt_edges),
+                               content=cells, flow="clamp"))
+    return cs.Binning(nodetype="binning", input="JetEta", edges=_edges(eta_edges),
+                      content=rows, flow="clamp")
 
 
 def _jme(era: str) -> cs.CorrectionSet:
@@ -163,18 +170,18 @@ def muon_keys(era: str) -> list[str]:
 def _muon_correction(name: str, era: str, index: int) -> cs.Correction:
     trigger = "Mu50" in name or "IsoMu" in name
     if "Mu50" in name:
-        pt_edges: list[float | str] = [52.0, 56.0, 60.0, 120.0, 200.0, "inf"]
+        pt_edges: cs.Edges = [52.0, 56.0, 60.0, 120.0, 200.0, "inf"]
     elif "IsoMu27" in name:
         pt_edges = [29.0, 30.0, 40.0, 50.0, 60.0, 120.0, 200.0, "inf"]
     elif "IsoMu24" in name:
         pt_edges = [26.0, 30.0, 40.0, 50.0, 60.0, 120.0, 200.0, "inf"]
     else:
         pt_edges = [15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 120.0, "inf"]
-    eta_edges = [0.0, 0.9, 1.2, 2.1, 2.4]
+    eta_edges: cs.Edges = [0.0, 0.9, 1.2, 2.1, 2.4]
     components = ["AltSig", "massBin", "massRange", "stat", "syst"] + ([] if trigger else ["tagIso"])
-    rows = []
+    rows: list[cs.Content] = []
     for ieta in range(len(eta_edges) - 1):
-        cells = []
+        cells: list[cs.Content] = []
         for ipt in range(len(pt_edges) - 1):
             sf = 0.995 - 0.012 * ieta - (0.02 if trigger else 0.0) - 0.002 * ((index + ipt) % 3)
             unc = 0.004 + 0.002 * ieta + 0.001 * ipt
@@ -211,7 +218,7 @@ def pileup_profile(mean: float, centres: np.ndarray) -> np.ndarray:
 
 def _lum(era: str) -> cs.CorrectionSet:
     info = era_info(era)
-    edges = [float(x) for x in range(100)]
+    edges: cs.Edges = [float(x) for x in range(100)]
     centres = np.arange(99) + 0.5
     mc = np.maximum(pileup_profile(info.pileup_mean_mc, centres), 1e-12)
     items = []
@@ -251,20 +258,20 @@ def _score_fractions(flavour: int) -> tuple[float, ...]:
 
 def _shape_table(flavour: int, syst: str) -> cs.Binning:
     pt_edges = [20.0, 30.0, 50.0, 70.0, 100.0, 140.0, 10000.0]
-    d_edges = list(_SHAPE_D_EDGES)
+    d_edges = _edges(_SHAPE_D_EDGES)
     fractions = np.asarray(_score_fractions(flavour))
     direction = 1.0 if syst.startswith("up") else -1.0 if syst.startswith("down") else 0.0
     size = 0.01 + 0.002 * (sum(map(ord, syst)) % 10)
-    rows = []
+    rows: list[cs.Content] = []
     for ipt in range(len(pt_edges) - 1):
         x = (np.arange(len(d_edges) - 1) - 1) / (len(d_edges) - 3)  # 0: lowest real score bin, 1: top
         slope = {5: 0.15, 4: 0.05, 0: -0.15}[flavour]
         central = 1.0 + slope * (x - 0.3) - 0.005 * ipt
         central = central / float(np.dot(fractions, central))
-        cells = [round(float(c * (1.0 + direction * size * (0.5 + xi))), 6) for c, xi in zip(central, x, strict=True)]
+        cells: list[cs.Content] = [round(float(c * (1.0 + direction * size * (0.5 + xi))), 6) for c, xi in zip(central, x, strict=True)]
         rows.append(cs.Binning(nodetype="binning", input="discriminant", edges=d_edges, content=cells, flow="clamp"))
     return cs.Binning(nodetype="binning", input="abseta", edges=[0.0, 2.5], flow="error", content=[
-        cs.Binning(nodetype="binning", input="pt", edges=pt_edges, content=rows, flow="clamp")])
+        cs.Binning(nodetype="binning", input="pt", edges=_edges(pt_edges), content=rows, flow="clamp")])
 
 
 def _btv(era: str) -> cs.CorrectionSet:

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 F = NDArray[np.float64]
-I = NDArray[np.int64]
+Ints = NDArray[np.int64]
 
 ISO_CUT = 0.2  # mini-isolation below which miniIsoId >= 2 (loose)
 Z_A, Z_B = 1.3, 5.0  # Beta law of the muon (and neutrino) momentum fractions
@@ -89,7 +89,7 @@ def _isolation(z: F, b: F, u: F) -> tuple[F, F, F]:
     return z_nu, activity, activity * u
 
 
-def sample_semileptonic(rng: np.random.Generator, state: I) -> tuple[F, F, F, F]:
+def sample_semileptonic(rng: np.random.Generator, state: Ints) -> tuple[F, F, F, F]:
     """Momentum fractions and isolation of semileptonic decays in a given state.
 
     Args:
@@ -150,7 +150,7 @@ class HFSlot:
         return np.array(probs), np.array([False, False, False, True, False, False, True])
 
     @staticmethod
-    def decode(outcome: I) -> tuple[I, I]:
+    def decode(outcome: Ints) -> tuple[Ints, Ints]:
         """Hadron flavour and semileptonic state of each outcome index."""
         flav = np.array([0, 5, 5, 5, 4, 4, 4])[outcome]
         state = np.array([SEMI_NONE, SEMI_NONE, SEMI_FAIL, SEMI_PASS, SEMI_NONE, SEMI_FAIL, SEMI_PASS])[outcome]
@@ -171,7 +171,7 @@ class LeptonSlot:
         return probs, np.array([False, False, True, True, False, False])
 
     @staticmethod
-    def decode(outcome: I) -> I:
+    def decode(outcome: Ints) -> Ints:
         """The mode code (:data:`W_HAD`, :data:`L_E`, ...)."""
         return outcome
 
@@ -191,7 +191,7 @@ class ZllSlot:
         return np.array(probs), np.array(success)
 
     @staticmethod
-    def decode(outcome: I) -> tuple[I, I]:
+    def decode(outcome: Ints) -> tuple[Ints, Ints]:
         """Lepton mode of each of the two leptons."""
         first = np.array([L_E, L_MU] + [a for a in _TAU_MODES for _ in _TAU_MODES])
         second = np.array([L_E, L_MU] + [b for _ in _TAU_MODES for b in _TAU_MODES])
@@ -212,7 +212,7 @@ def region_probability(slots: Sequence[Slot]) -> float:
     return 1.0 - float(np.prod([1.0 - success_probability(s) for s in slots]))
 
 
-def first_success(rng: np.random.Generator, n: int, slots: Sequence[Slot]) -> I:
+def first_success(rng: np.random.Generator, n: int, slots: Sequence[Slot]) -> Ints:
     """Per event and slot: :data:`FAIL`, :data:`SUCCESS` or :data:`FREE`, given >= 1 success.
 
     Returns:
@@ -228,8 +228,8 @@ def first_success(rng: np.random.Generator, n: int, slots: Sequence[Slot]) -> I:
     return np.where(k < first[:, None], FAIL, np.where(k == first[:, None], SUCCESS, FREE))
 
 
-def conditional_choice(rng: np.random.Generator, status: I | None, probs: F, success: NDArray[np.bool_],
-                       n: int) -> I:
+def conditional_choice(rng: np.random.Generator, status: Ints | None, probs: F, success: NDArray[np.bool_],
+                       n: int) -> Ints:
     """Draw outcome indices from ``probs``, restricted to failures/successes per ``status``."""
     if status is None:
         status = np.zeros(n, dtype=np.int64)

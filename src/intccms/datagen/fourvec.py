@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["boost", "from_ptetaphim", "mass", "pt", "to_ptetaphim", "two_body_decay", "delta_r"]
+__all__ = ["boost", "delta_r", "from_ptetaphim", "mass", "pt", "to_ptetaphim", "two_body_decay"]
 
 F = NDArray[np.float64]
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import awkward as ak
 import numpy as np
 import uproot
 from uproot.writing import _cascadetree
@@ -56,17 +55,18 @@ def _uint32_counters() -> Iterator[None]:
     """Declare collection counters as uint32 (NanoAOD's type) instead of uproot's int32."""
     original = _cascadetree.Tree._branch_np
 
-    def patched(self, name, branch_type, branch_dtype, counter=None, kind="normal"):  # type: ignore[no-untyped-def]
+    def patched(self: Any, name: str, branch_type: Any, branch_dtype: Any, counter: Any = None,
+                kind: str = "normal") -> Any:
         if kind == "counter":
             branch_type = branch_dtype = np.dtype(np.uint32)
         return original(self, name, branch_type, branch_dtype, counter=counter, kind=kind)
 
     with _PATCH_LOCK:
-        _cascadetree.Tree._branch_np = patched  # type: ignore[method-assign]
+        _cascadetree.Tree._branch_np = patched
         try:
             yield
         finally:
-            _cascadetree.Tree._branch_np = original  # type: ignore[method-assign]
+            _cascadetree.Tree._branch_np = original
 
 
 def _branch_types(columns: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,7 +139,7 @@ class _Chunks:
         stream = self.streams[0]
         count = round(stream.tried / self.process.p_gen)
         sumw = stream.sumw / self.process.p_gen
-        branches = {"run": np.array([1], np.uint32), "genEventCount": np.array([count], np.int64),
+        branches: dict[str, np.ndarray] = {"run": np.array([1], np.uint32), "genEventCount": np.array([count], np.int64),
                     "genEventSumw": np.array([sumw], np.float64)}
         return branches, self.done, sumw
 

@@ -138,20 +138,21 @@ def mixture(era: str, processes: Sequence[ProcessLike] | None = None) -> list[tu
             msg = f"data are a mixture of background processes; {kind!r} cannot be one of them"
             raise ValueError(msg)
         proc = resolve_process(kind, dict(params))
-        if proc.xsec_pb is None:
+        xsec = proc.xsec_pb
+        if xsec is None:
             msg = (f"no cross-section known for {kind} {dict(params)}; use one of the sample "
                    f"bins of ANALYSIS.md (e.g. ht_min=600, ht_max=800)")
             raise ValueError(msg)
-        out.append((kind, params, proc))
+        out.append((kind, params, proc, xsec))
     # a short pilot for all, then more events for the processes with a large share
     era_info(era)
-    first = [proc.xsec_pb * _pilot(kind, params, era, _PILOT_FIRST) for kind, params, proc in out]
+    first = [xsec * _pilot(kind, params, era, _PILOT_FIRST) for kind, params, _, xsec in out]
     top = max(first, default=0.0)
     result = []
-    for (kind, params, proc), x in zip(out, first, strict=True):
+    for (kind, params, proc, xsec), x in zip(out, first, strict=True):
         share = x / top if top > 0 else 0.0
         events = max(_PILOT_FIRST, _PILOT_STEP * int(np.ceil(PILOT_EVENTS * share / _PILOT_STEP)))
-        result.append((kind, dict(proc.params), proc.xsec_pb * _pilot(kind, params, era, events)))
+        result.append((kind, dict(proc.params), xsec * _pilot(kind, params, era, events)))
     return result
 
 

@@ -34,8 +34,24 @@ from numpy.typing import NDArray
 from intccms.datagen import fourvec as fv
 from intccms.datagen.forcing import W_HAD, HFSlot, LeptonSlot, Slot, ZllSlot, region_probability
 from intccms.datagen.truth import (
-    B_SLOT, G_TOP, G_W, G_Z, ISR_SLOT, M_B, M_TOP, M_W, M_Z, WQ_SLOT, TruthBuilder,
-    add_resonance_fat, breit_wigner, decay_top, decay_w, fat_may_pass, finish_top, top_to_bw,
+    B_SLOT,
+    G_TOP,
+    G_W,
+    G_Z,
+    ISR_SLOT,
+    M_B,
+    M_TOP,
+    M_W,
+    M_Z,
+    WQ_SLOT,
+    TruthBuilder,
+    add_resonance_fat,
+    breit_wigner,
+    decay_top,
+    decay_w,
+    fat_may_pass,
+    finish_top,
+    top_to_bw,
 )
 
 __all__ = ["MC_KINDS", "Process", "resolve_process"]
@@ -344,8 +360,13 @@ def _fill_single_top(channel: str) -> Callable[[TruthBuilder], F]:
 def _fill_diboson(channel: str) -> Callable[[TruthBuilder], F]:
     def fill(tb: TruthBuilder) -> F:
         rng, n = tb.rng, tb.n
-        mw = lambda: breit_wigner(rng, M_W, G_W, n, 50.0, 120.0)  # noqa: E731
-        mz = lambda: breit_wigner(rng, M_Z, G_Z, n, 60.0, 130.0)  # noqa: E731
+
+        def mw() -> F:
+            return breit_wigner(rng, M_W, G_W, n, 50.0, 120.0)
+
+        def mz() -> F:
+            return breit_wigner(rng, M_Z, G_Z, n, 60.0, 130.0)
+
         m1, m2 = {"WW": (mw(), mw()), "WZ": (mw(), mz()), "ZZ": (mz(), mz())}[channel]
         b1, b2, pt = _pair(tb, m1, m2, 120.0, 4.0, 200.0)
         ones = np.ones(n, dtype=np.int64)
@@ -399,7 +420,7 @@ def _bin(params: Mapping[str, Any], default: tuple[float, float | None]) -> tupl
     return lo, hi
 
 
-def _lookup(table: Mapping[tuple[float, float | None], float], lo: float, hi: float | None) -> float | None:
+def _lookup(table: Mapping[tuple[int, int | None], float], lo: float, hi: float | None) -> float | None:
     return table.get((int(lo), None if hi is None else int(hi)))
 
 
@@ -441,11 +462,11 @@ def resolve_process(kind: str, params: Mapping[str, Any] | None = None) -> Proce
     if kind in ("wjets", "dyjets"):
         lo, hi = _bin(p, (600.0, 800.0))
         p.update(ht_min=lo, ht_max=hi)
-        table = WJETS_XSEC if kind == "wjets" else DYJETS_XSEC
+        xsec_table = WJETS_XSEC if kind == "wjets" else DYJETS_XSEC
         fill = _fill_vjets(lo, hi, "W" if kind == "wjets" else "Z")
         boson = (LEP, WQ_SLOT) if kind == "wjets" else (ZLL,)
         slots = (*(VQ_SLOT,) * 4, *boson, *(ISR_SLOT,) * 2)
-        return _process(kind, p, _lookup(table, lo, hi), 1.0, 1.0, 0.0, fill, slots)
+        return _process(kind, p, _lookup(xsec_table, lo, hi), 1.0, 1.0, 0.0, fill, slots)
     if kind == "qcd":
         lo, hi = _bin(p, (1000.0, 1500.0))
         p.update(ht_min=lo, ht_max=hi)

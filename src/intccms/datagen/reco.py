@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 F = NDArray[np.float64]
+# NanoAOD-named columns of a block of events: numpy arrays, or awkward arrays for collections
+Columns = dict[str, Any]
 SKIM_MUON_PT = 50.0
 SKIM_MUON_MINIISO = 2
 SKIM_FATJET_PT = 400.0
@@ -67,7 +70,7 @@ class Reco:
     fat_ok: NDArray[np.bool_]
 
 
-def _pileup(rng: np.random.Generator, n: int, mean: float) -> tuple[F, F, F]:
+def _pileup(rng: np.random.Generator, n: int, mean: float) -> tuple[F, NDArray[np.int64], F]:
     true_int = np.clip(rng.gamma(7.0, mean / 7.0, n), 0.0, 99.0)
     npu = rng.poisson(true_int)
     rho = np.maximum(0.0, 2.0 + 0.55 * npu + rng.normal(0.0, 1.5, n))
@@ -277,7 +280,7 @@ MANTISSA_BITS = {
 }
 
 
-def reduce_precision(values: NDArray[np.float32], bits: int) -> NDArray[np.float32]:
+def reduce_precision(values: NDArray[Any], bits: int) -> NDArray[np.float32]:
     """Round float32 values to ``bits`` mantissa bits, as NanoAOD's writer does (inf/nan kept)."""
     ints = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
     shift = 23 - bits
@@ -288,10 +291,10 @@ def reduce_precision(values: NDArray[np.float32], bits: int) -> NDArray[np.float
 
 def _stored(branch: str, values: NDArray[np.generic]) -> NDArray[np.generic]:
     bits = MANTISSA_BITS.get(branch)
-    return values if bits is None else reduce_precision(values, bits)  # type: ignore[arg-type]
+    return values if bits is None else reduce_precision(values, bits)
 
 
-EVENT_DTYPES = {"PuppiMET_pt": np.float32, "PuppiMET_phi": np.float32,
+EVENT_DTYPES: dict[str, type[np.generic]] = {"PuppiMET_pt": np.float32, "PuppiMET_phi": np.float32,
                 "fixedGridRhoFastjetAll": np.float32, "Pileup_nTrueInt": np.float32,
                 "HLT_Mu50": np.bool_, "HLT_TkMu50": np.bool_, "HLT_IsoMu24": np.bool_}
 
@@ -311,9 +314,9 @@ def _collection(name: str, fields: dict[str, F], ok: NDArray[np.bool_], idx: NDA
     return ak.zip(columns)
 
 
-def to_columns(reco: Reco, idx: NDArray[np.int64]) -> dict[str, object]:
+def to_columns(reco: Reco, idx: NDArray[np.int64]) -> Columns:
     """Selected events as NanoAOD-named, NanoAOD-typed columns (collections as records)."""
-    out: dict[str, object] = {k: _stored(k, v[idx].astype(EVENT_DTYPES[k])) for k, v in reco.event.items()}
+    out: Columns = {k: _stored(k, v[idx].astype(EVENT_DTYPES[k])) for k, v in reco.event.items()}
     out["Muon"] = _collection("Muon", reco.mu, reco.mu_ok, idx)
     out["Jet"] = _collection("Jet", reco.jet, reco.jet_ok, idx)
     out["FatJet"] = _collection("FatJet", reco.fat, reco.fat_ok, idx)

@@ -17,7 +17,7 @@ import awkward as ak
 import numpy as np
 
 from intccms.datagen.processes import Process
-from intccms.datagen.reco import SKIM_DESCRIPTION, simulate, to_columns
+from intccms.datagen.reco import SKIM_DESCRIPTION, Columns, simulate, to_columns
 from intccms.datagen.truth import TruthBuilder
 
 __all__ = ["BLOCK", "SkimStream", "concat_columns"]
@@ -28,22 +28,22 @@ _PRE_FAT_PT = 320.0
 _PRE_MU_PT = 40.0
 
 
-def concat_columns(parts: list[dict[str, object]]) -> dict[str, object]:
+def concat_columns(parts: list[Columns]) -> Columns:
     """Concatenate column dictionaries event-wise."""
     if len(parts) == 1:
         return parts[0]
-    out: dict[str, object] = {}
+    out: Columns = {}
     for key in parts[0]:
         values = [p[key] for p in parts]
         if isinstance(values[0], np.ndarray):
-            out[key] = np.concatenate(values)  # type: ignore[arg-type]
+            out[key] = np.concatenate(values)
         else:
             out[key] = ak.concatenate(values)
     return out
 
 
-def _take(columns: dict[str, object], sl: slice) -> dict[str, object]:
-    return {k: v[sl] for k, v in columns.items()}  # type: ignore[index]
+def _take(columns: Columns, sl: slice) -> Columns:
+    return {k: v[sl] for k, v in columns.items()}
 
 
 @dataclass
@@ -57,7 +57,7 @@ class SkimStream:
     max_tries: int = 0
     tried: int = 0  # tries up to the last event handed out
     sumw: float = 0.0
-    _buffer: list[dict[str, object]] = field(default_factory=list)
+    _buffer: list[Columns] = field(default_factory=list)
     _cum_tries: list[np.ndarray] = field(default_factory=list)
     _cum_sumw: list[np.ndarray] = field(default_factory=list)
     _drawn_tries: int = 0
@@ -98,7 +98,7 @@ class SkimStream:
                    f"a higher HT bin or fewer events")
             raise RuntimeError(msg)
 
-    def take(self, k: int) -> dict[str, object]:
+    def take(self, k: int) -> Columns:
         """Hand out the next ``k`` skimmed events (columns) and advance the bookkeeping."""
         if k <= 0:
             msg = f"take() needs a positive number of events, got {k}"

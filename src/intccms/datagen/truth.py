@@ -26,6 +26,7 @@ Physics content of the helpers:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,8 +34,23 @@ from scipy.special import betainc
 
 from intccms.datagen import fourvec as fv
 from intccms.datagen.forcing import (
-    ISO_CUT, L_MU, L_TAU_E, L_TAU_HAD, L_TAU_MU, SEMI_FAIL, SEMI_NONE, SEMI_PASS, SEMI_PROB, W_HAD, HFSlot,
-    LeptonSlot, Slot, ZllSlot, conditional_choice, first_success, iso_pass_probability,
+    ISO_CUT,
+    L_MU,
+    L_TAU_E,
+    L_TAU_HAD,
+    L_TAU_MU,
+    SEMI_FAIL,
+    SEMI_NONE,
+    SEMI_PASS,
+    SEMI_PROB,
+    W_HAD,
+    HFSlot,
+    LeptonSlot,
+    Slot,
+    ZllSlot,
+    conditional_choice,
+    first_success,
+    iso_pass_probability,
     sample_semileptonic,
 )
 
@@ -43,7 +59,7 @@ __all__ = ["B_SLOT", "FAT_QCD", "FAT_TOP", "FAT_W", "ISR_SLOT", "WQ_SLOT", "Trut
 
 F = NDArray[np.float64]
 B = NDArray[np.bool_]
-I = NDArray[np.int64]
+Ints = NDArray[np.int64]
 
 M_TOP, G_TOP = 172.5, 1.4
 M_W, G_W = 80.4, 2.1
@@ -82,18 +98,18 @@ class Truth:
 
     n: int
     jet_p4: F
-    jet_flav: I
+    jet_flav: Ints
     jet_valid: B
     jet_pileup: B
     mu_p4: F
-    mu_charge: I
+    mu_charge: Ints
     mu_valid: B
     mu_prompt: B
     mu_activity: F
     mu_mini: F
     nu_pxpy: F
     fat_p4: F
-    fat_code: I
+    fat_code: Ints
     fat_valid: B
     fat_tag_u: F
 
@@ -105,12 +121,12 @@ class TruthBuilder:
     n: int
     rng: np.random.Generator
     slots: tuple[Slot, ...] = ()
-    _jets: list[tuple[F, I, B, B]] = field(default_factory=list)
-    _mus: list[tuple[F, I, B, B, F, F]] = field(default_factory=list)
-    _fats: list[tuple[F, I, B, F]] = field(default_factory=list)
+    _jets: list[tuple[F, Ints, B, B]] = field(default_factory=list)
+    _mus: list[tuple[F, Ints, B, B, F, F]] = field(default_factory=list)
+    _fats: list[tuple[F, Ints, B, F]] = field(default_factory=list)
     nu_pxpy: F | None = None
-    rows: I | None = None
-    _status: I | None = None
+    rows: Ints | None = None
+    _status: Ints | None = None
     _cursor: int = 0
 
     def __post_init__(self) -> None:
@@ -125,9 +141,9 @@ class TruthBuilder:
         """
         idx = np.flatnonzero(mask)
         self.n = idx.size
-        self._jets = [tuple(a[idx] for a in j) for j in self._jets]  # type: ignore[misc]
-        self._mus = [tuple(a[idx] for a in m) for m in self._mus]  # type: ignore[misc]
-        self._fats = [tuple(a[idx] for a in f) for f in self._fats]  # type: ignore[misc]
+        self._jets = [(a[idx], b[idx], c[idx], d[idx]) for a, b, c, d in self._jets]
+        self._mus = [(a[idx], b[idx], c[idx], d[idx], e[idx], f[idx]) for a, b, c, d, e, f in self._mus]
+        self._fats = [(a[idx], b[idx], c[idx], d[idx]) for a, b, c, d in self._fats]
         assert self.nu_pxpy is not None and self.rows is not None
         self.nu_pxpy, self.rows = self.nu_pxpy[idx], self.rows[idx]
         if self._status is not None:
@@ -145,7 +161,7 @@ class TruthBuilder:
             mu |= valid & (prompt | (mini < ISO_CUT)) & (fv.pt(p4) > mu_pt)
         return np.flatnonzero(fat & mu)
 
-    def choose(self, slot: Slot) -> I:
+    def choose(self, slot: Slot) -> Ints:
         """Outcome indices of the next muon-source slot (see :mod:`intccms.datagen.forcing`).
 
         With ``slots`` set, slots that can give an isolated muon must come in the declared
@@ -164,11 +180,11 @@ class TruthBuilder:
             self._cursor += 1
         return conditional_choice(self.rng, status, probs, success, self.n)
 
-    def w_modes(self, slot: LeptonSlot) -> I:
+    def w_modes(self, slot: LeptonSlot) -> Ints:
         """Decay modes of a W (``W_HAD`` or a lepton mode)."""
         return LeptonSlot.decode(self.choose(slot))
 
-    def z_modes(self) -> tuple[I, I]:
+    def z_modes(self) -> tuple[Ints, Ints]:
         """Lepton modes of the two leptons of a Z -> ll decay."""
         return ZllSlot.decode(self.choose(ZllSlot()))
 
@@ -177,7 +193,7 @@ class TruthBuilder:
         assert self.nu_pxpy is not None
         self.nu_pxpy += np.where(valid[:, None], p4[:, :2], 0.0)
 
-    def add_muon(self, p4: F, charge: I, valid: B, prompt: bool, activity: F | None = None,
+    def add_muon(self, p4: F, charge: Ints, valid: B, prompt: bool, activity: F | None = None,
                  mini: F | None = None) -> None:
         """A generator muon; ``activity`` is the hadronic energy around it over its pT and
         ``mini`` its mini-isolation (non-prompt muons; prompt ones get theirs from nearby jets)."""
@@ -185,14 +201,14 @@ class TruthBuilder:
         iso = np.zeros(self.n) if mini is None else mini
         self._mus.append((p4, charge.astype(np.int64), valid, np.full(self.n, prompt), act, iso))
 
-    def add_fat(self, p4: F, code: I | int, valid: B, tag_u: F | None = None) -> None:
+    def add_fat(self, p4: F, code: Ints | int, valid: B, tag_u: F | None = None) -> None:
         """An AK8 candidate with its tagging class (see module docstring) and, for QCD-like
         ones, the quantile ``tag_u`` of its ParticleNet score (drawn here unless given)."""
         codes = np.broadcast_to(np.asarray(code, dtype=np.int64), (self.n,)).copy()
         u = self.rng.random(self.n) if tag_u is None else tag_u
         self._fats.append((p4, codes, valid & (fv.pt(p4) > 150.0), u))
 
-    def add_jet(self, p4: F, flav: HFSlot | I | int, valid: B, *, hard: bool = True,
+    def add_jet(self, p4: F, flav: HFSlot | Ints | int, valid: B, *, hard: bool = True,
                 pileup: bool = False, tag_u: F | None = None) -> None:
         """A parton that becomes an AK4 jet; heavy flavour may decay semileptonically.
 
@@ -232,7 +248,7 @@ class TruthBuilder:
         if hard:
             self.add_fat(jet_p4, FAT_QCD, valid, tag_u)
 
-    def add_lepton(self, lep: F, nu: F, mode: I, charge: I, valid: B) -> None:
+    def add_lepton(self, lep: F, nu: F, mode: Ints, charge: Ints, valid: B) -> None:
         """A W/Z decay lepton (``mode`` L_E, L_MU or a tau decay) and its neutrino (if any)."""
         rng = self.rng
         self.add_neutrino(nu, valid)
@@ -281,7 +297,7 @@ class TruthBuilder:
         )
 
 
-def _used(entries: list[tuple], idx: NDArray[np.int64], valid_at: int) -> list[tuple]:  # type: ignore[type-arg]
+def _used(entries: list[tuple[Any, ...]], idx: NDArray[np.int64], valid_at: int) -> list[tuple[Any, ...]]:
     """Entries restricted to rows ``idx``, without those whose object is absent in all."""
     out = []
     for entry in entries:
@@ -297,7 +313,7 @@ def _with_mass(p4: F, m: float) -> F:
 
 
 def decay_w(
-    tb: TruthBuilder, w: F, charge: I, mode: I, valid: B, *, hard_parent: bool = True
+    tb: TruthBuilder, w: F, charge: Ints, mode: Ints, valid: B, *, hard_parent: bool = True
 ) -> None:
     """Decay W bosons by ``mode`` (:meth:`TruthBuilder.w_modes`): leptons, or quarks.
 
@@ -316,7 +332,7 @@ def decay_w(
         add_resonance_fat(tb, w, [d1, d2], is_top=False, valid=had)
 
 
-def decay_top(tb: TruthBuilder, top: F, charge: I, mode: I, valid: B) -> None:
+def decay_top(tb: TruthBuilder, top: F, charge: Ints, mode: Ints, valid: B) -> None:
     """Decay top quarks ``t -> b W`` with a Breit-Wigner W mass; ``mode`` as in :func:`decay_w`.
 
     Slots used, in order: the b quark, the W's first quark.
@@ -331,7 +347,7 @@ def top_to_bw(tb: TruthBuilder, top: F) -> tuple[F, F]:
     return fv.two_body_decay(tb.rng, top, np.full(tb.n, M_B), m_w)
 
 
-def finish_top(tb: TruthBuilder, b: F, w: F, top: F, charge: I, mode: I, valid: B,
+def finish_top(tb: TruthBuilder, b: F, w: F, top: F, charge: Ints, mode: Ints, valid: B,
                b_tag_u: F | None = None) -> None:
     """Second step of :func:`decay_top`: the b jet, the W decay and the AK8 candidates."""
     rng, n = tb.rng, tb.n

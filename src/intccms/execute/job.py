@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from distributed import Client
 from omegaconf import DictConfig, OmegaConf
@@ -75,7 +75,7 @@ def storage_options(cfg: DictConfig) -> StorageOptions:
         timeout_s=float(cfg.storage.timeout_s),
         retries=int(cfg.storage.retries),
         credentials=load_credentials(),
-        reader_kwargs=OmegaConf.to_container(cfg.storage.reader_kwargs, resolve=True) or {},
+        reader_kwargs=cast("dict[str, Any]", OmegaConf.to_container(cfg.storage.reader_kwargs, resolve=True) or {}),
     )
 
 
@@ -115,7 +115,8 @@ def _job(cfg: DictConfig, outputs: OutputLocation, console: Console, client: Cli
 
     fill_generated_files(cfg)
     ensure_inputs(cfg, console=console)
-    chosen = select_datasets(OmegaConf.to_container(cfg.datasets, resolve=True), list(cfg.dataset_selection))
+    chosen = select_datasets(cast("dict[str, Any]", OmegaConf.to_container(cfg.datasets, resolve=True)),
+                             list(cfg.dataset_selection))
     datasets = {name: resolve_dataset(name, d, outputs.options) for name, d in chosen.items()}  # remote globs
     eras = sorted({d.era for d in datasets.values()})
     unknown = [e for e in eras if e not in cfg.eras]
@@ -196,14 +197,14 @@ def _run(
     metadata, meta_records = run_metadata(cfg, client, datasets, options, out, console=console,
                                           run_metrics=run_metrics)
     result.records.extend(meta_records)
-    for name, meta in metadata.items():
+    for meta in metadata.values():
         for f, fm in meta.files.items():
             if fm.error:
                 result.skipped[f] = fm.error
 
     skim_dir = str(cfg.workflow.skim_dir)
     if wf.save_skimmed_output:
-        outcome = skim_stage(cfg, client, datasets, metadata, constants, options, skim_dir, console=console,
+        outcome: StageOutcome = skim_stage(cfg, client, datasets, metadata, constants, options, skim_dir, console=console,
                              run_metrics=run_metrics)
         result.records.extend(outcome.records)
         result.skipped.update(outcome.skipped)
@@ -256,7 +257,7 @@ def _run(
     def on_failed(item: Any, record: ChunkRecord) -> None:
         grouped.drop(item.dataset, source_of.get(item.file, item.file))
 
-    outcome: StageOutcome = run_stage(
+    outcome = run_stage(
         client, "analysis", items, analysis_task,
         lambda item: (contexts[item.dataset], plan_future, specs.get(datasets[item.dataset].era)
                       if not datasets[item.dataset].is_data else None, options),
@@ -279,7 +280,7 @@ def _run(
     processes = sorted({ds.process for ds in datasets.values()}, key=lambda p: (p == "data", p))
     acc = grouped.normalised(norms, {n: d.process for n, d in datasets.items()}, plan.variations, axes)
     hists = acc.to_hists(processes)
-    meta = {
+    hist_meta = {
         "config_hash": config_hash(config_yaml),
         "name": str(cfg.name),
         "eras": sorted({ds.era for ds in datasets.values()}),
@@ -291,21 +292,21 @@ def _run(
         "luminosity": {e: float(cfg.eras[e].luminosity) for e in sorted({d.era for d in datasets.values()})},
     }
     hist_dir = out / "histograms"
-    result.histograms_path = save_pickle(hist_dir / "histograms.pkl", hists, meta)
+    result.histograms_path = save_pickle(hist_dir / "histograms.pkl", hists, hist_meta)
     result.root_path = save_root(hist_dir / "histograms.root", hists)
     wall = time.time() - t_start
     if wf.run_plots:
         from intccms.outputs.plots import plot_all
 
-        lumi_fb = sum(float(cfg.eras[e].luminosity) for e in meta["eras"]) / 1000.0
-        result.plots = plot_all(hists, out / "plots", groups=OmegaConf.to_container(cfg.analysis.plot.groups),
+        lumi_fb = sum(float(cfg.eras[e].luminosity) for e in hist_meta["eras"]) / 1000.0
+        result.plots = plot_all(hists, out / "plots", groups=cast("dict[str, list[str]]", OmegaConf.to_container(cfg.analysis.plot.groups)),
                                 signals=list(cfg.analysis.plot.signals), log_y=bool(cfg.analysis.plot.log_y),
                                 lumi_fb=lumi_fb)
     result.summary = summarise(result.records, datasets, wall, result.skipped, metadata)
     print_summary(result.summary, console=console)
     _report(cfg, result, out, wall, console, sampler)
     if wf.run_statistics:
-        result.statistics = _statistics(cfg, client, {"histograms": hists, "meta": meta}, plan, options, out)
+        result.statistics = _statistics(cfg, client, {"histograms": hists, "meta": hist_meta}, plan, options, out)
 
 
 def _statistics(cfg: DictConfig, client: Client, histograms: Mapping[str, Any] | None, plan: Any,

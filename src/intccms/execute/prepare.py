@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -25,7 +25,7 @@ def _under(path: str, root: str) -> bool:
 
 
 def _generated_datasets(cfg: DictConfig) -> dict[str, Any]:
-    datasets = OmegaConf.to_container(cfg.datasets, resolve=True)
+    datasets = cast("dict[str, Any]", OmegaConf.to_container(cfg.datasets, resolve=True))
     chosen = select_datasets(datasets, list(cfg.dataset_selection))
     return {n: d for n, d in chosen.items() if d.get("generate")}
 

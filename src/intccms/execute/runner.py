@@ -17,7 +17,14 @@ from typing import Any
 
 from distributed import Client, as_completed
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from intccms.execute.attempts import chunk_attempts
 from intccms.execute.records import ChunkRecord

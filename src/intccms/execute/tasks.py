@@ -51,7 +51,7 @@ class CorrectionsSpec:
 
     @classmethod
     def create(cls, era: str, era_cfg: Mapping[str, Any], definitions: Mapping[str, Any],
-               names: list[str], jsonpog_root: str) -> "CorrectionsSpec":
+               names: list[str], jsonpog_root: str) -> CorrectionsSpec:
         return cls(era, json.dumps(era_cfg, sort_keys=True), json.dumps(definitions, sort_keys=True),
                    tuple(names), jsonpog_root)
 

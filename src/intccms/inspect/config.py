@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -35,7 +35,7 @@ class SampleConfig:
     (``seed``) from the dataset's listing, and totals are extrapolated to the full listing.
     """
 
-    files_per_dataset: Optional[int] = None
+    files_per_dataset: int | None = None
     seed: int = 1
 
 
@@ -48,7 +48,7 @@ class ReadsConfig:
     # Expected read time at each bandwidth (Gbit/s).
     bandwidth_gbps: list[float] = field(default_factory=lambda: [1.0, 10.0])
     # A saved run report (``outputs/<name>/report/report.json``): its events/s and Gbit/s.
-    report: Optional[str] = None
+    report: str | None = None
 
 
 @dataclass
@@ -56,9 +56,9 @@ class RucioConfig:
     """File sizes from a Rucio server (optional ``rucio-clients`` package)."""
 
     enabled: bool = False
-    host: Optional[str] = None
-    auth_host: Optional[str] = None
-    account: Optional[str] = None
+    host: str | None = None
+    auth_host: str | None = None
+    account: str | None = None
     scope: str = "cms"
     timeout_s: float = 30.0
 
@@ -91,7 +91,7 @@ def inspect_config(cfg: DictConfig) -> InspectConfig:
     given = cfg.get("inspect")
     try:
         merged = OmegaConf.merge(base, given) if given is not None else base
-        out: InspectConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+        out = cast(InspectConfig, OmegaConf.to_object(merged))
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
         where = f"inspect.{key}" if key else "inspect"
@@ -148,4 +148,4 @@ def compose_inspect(config_name: str, overrides: Sequence[str] = ()) -> tuple[Di
 
 def as_dict(icfg: InspectConfig) -> dict[str, Any]:
     """Plain dictionary (enums as strings) for the JSON output."""
-    return OmegaConf.to_container(OmegaConf.structured(icfg), enum_to_str=True)  # type: ignore[return-value]
+    return cast("dict[str, Any]", OmegaConf.to_container(OmegaConf.structured(icfg), enum_to_str=True))

@@ -126,10 +126,10 @@ def write_outputs(result: InspectResult, out_dir: Path) -> list[Path]:
     paths.append(p)
     p = out_dir / "files.csv"
     with p.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, FILE_FIELDS)
-        writer.writeheader()
+        file_writer = csv.DictWriter(fh, FILE_FIELDS)
+        file_writer.writeheader()
         for f in result.files:
-            writer.writerow(file_row(f))
+            file_writer.writerow(file_row(f))
     paths.append(p)
     p = out_dir / "datasets.csv"
     stages = sorted({s for d in result.datasets.values() for s in d.reads})

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from intccms.inspect.run import InspectResult
+    from intccms.inspect.sample import Estimate
 
 PLOTS = ("file_sizes.png", "event_counts.png", "top_branches.png", "compression_by_group.png",
          "bytes_read.png")
@@ -82,6 +83,11 @@ def _groups(result: InspectResult, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _gb(estimate: Estimate | None) -> float:
+    """The estimated total in GB (0 without an estimate)."""
+    return estimate.total / 1e9 if estimate else 0.0
+
+
 def _bytes_read(result: InspectResult, path: Path) -> Path:
     names = list(result.datasets)[:MAX_ROWS][::-1]
     stages = sorted({s for d in result.datasets.values() for s in d.reads})
@@ -89,11 +95,10 @@ def _bytes_read(result: InspectResult, path: Path) -> Path:
     if names:
         y = np.arange(len(names))
         height = 0.8 / (1 + len(stages))
-        sizes = [result.datasets[n].size.total / 1e9 if result.datasets[n].size else 0.0 for n in names]
+        sizes = [_gb(result.datasets[n].size) for n in names]
         ax.barh(y, sizes, height=height, label="total size", color="#bbbbbb")
         for i, s in enumerate(stages, start=1):
-            vals = [(result.datasets[n].reads[s].expected_bytes_total.total / 1e9
-                     if s in result.datasets[n].reads and result.datasets[n].reads[s].expected_bytes_total else 0.0)
+            vals = [_gb(result.datasets[n].reads[s].expected_bytes_total) if s in result.datasets[n].reads else 0.0
                     for n in names]
             used = s in result.trace.input_stages
             ax.barh(y - i * height, vals, height=height,

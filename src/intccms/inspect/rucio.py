@@ -34,7 +34,7 @@ def make_client(rcfg: RucioConfig) -> Any:
         RucioUnavailable: the package is not installed or the server does not answer.
     """
     try:
-        from rucio.client import Client  # type: ignore[import-not-found]
+        from rucio.client import Client
     except ImportError:
         msg = ("inspect.rucio.enabled is set but the optional package 'rucio-clients' is not "
                "installed: `pip install rucio-clients`, or set inspect.rucio.enabled=false to "
@@ -46,7 +46,7 @@ def make_client(rcfg: RucioConfig) -> Any:
     try:
         # rucio caches the first rucio.cfg it reads for the life of the process; read the one
         # in force now (RUCIO_CONFIG may have changed, e.g. between inspections in a notebook).
-        from rucio.common.config import clean_cached_config  # type: ignore[import-not-found]
+        from rucio.common.config import clean_cached_config
 
         clean_cached_config()
         client = Client(**kwargs)

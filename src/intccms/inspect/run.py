@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -85,7 +85,8 @@ def _datasets(cfg: DictConfig, console: Console, options: StorageOptions) -> dic
 
     fill_generated_files(cfg)
     ensure_inputs(cfg, console=console)
-    chosen = select_datasets(OmegaConf.to_container(cfg.datasets, resolve=True), list(cfg.dataset_selection))
+    datasets = cast("dict[str, Any]", OmegaConf.to_container(cfg.datasets, resolve=True))
+    chosen = select_datasets(datasets, list(cfg.dataset_selection))
     # The storage group reaches remote globs (endpoint, credentials, timeouts), as in the job.
     return {name: resolve_dataset(name, d, options) for name, d in chosen.items()}
 

@@ -10,8 +10,17 @@ from the same per-chunk numbers.
 """
 
 from intccms.metrics.names import LABELS, RUN_ID_ENV
-from intccms.metrics.scheduler import RemoteRunMetrics, RunMetrics, RunMetricsPlugin, run_metrics_for
-from intccms.metrics.server import PrometheusNotInstalledError, PrometheusProcess, start_local_prometheus
+from intccms.metrics.scheduler import (
+    RemoteRunMetrics,
+    RunMetrics,
+    RunMetricsPlugin,
+    run_metrics_for,
+)
+from intccms.metrics.server import (
+    PrometheusNotInstalledError,
+    PrometheusProcess,
+    start_local_prometheus,
+)
 from intccms.metrics.worker import (
     ChunkMeter,
     chunk_metrics,

@@ -21,7 +21,7 @@ from intccms.metrics.worker import forget_run, get_run_id, prime_worker_metrics,
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
 except ImportError:  # pragma: no cover - distributed is a dependency
-    WorkerPlugin = object  # type: ignore[assignment,misc]
+    WorkerPlugin = object  # type: ignore[assignment,misc]  # a stand-in for the class mypy knows
 
 if TYPE_CHECKING:
     from distributed import Worker
@@ -44,7 +44,7 @@ def dask_setup(worker: Worker, datasets: str, stages: str) -> None:
     prime_worker_metrics(_split(datasets), _split(stages), run=get_run_id(), worker=str(worker.address))
 
 
-class WorkerMetricsPlugin(WorkerPlugin):  # type: ignore[misc,valid-type]
+class WorkerMetricsPlugin(WorkerPlugin):
     """Sets the run id in every worker and publishes its series at zero."""
 
     name = PLUGIN_NAME

@@ -42,7 +42,7 @@ def wanted_workers(cluster: Mapping[str, Any], present: int) -> int:
         if k8s is not None:
             from intccms.execute.backends.kubernetes_config import AdaptConfig
 
-            adapt = k8s.get("adapt") if hasattr(k8s, "get") else getattr(k8s, "adapt", None)
+            adapt: Any = k8s.get("adapt") if hasattr(k8s, "get") else getattr(k8s, "adapt", None)
             maximum = adapt.get("maximum") if hasattr(adapt, "get") else getattr(adapt, "maximum", None)
             # the backend fills a missing bound with the autoscaler's default, so do the same
             return int(AdaptConfig().maximum if maximum is None else maximum)

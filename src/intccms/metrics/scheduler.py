@@ -22,10 +22,10 @@ from intccms.metrics.server import PrometheusProcess, start_local_prometheus
 try:
     from distributed.diagnostics.plugin import SchedulerPlugin
 except ImportError:  # pragma: no cover - distributed is a dependency
-    SchedulerPlugin = object  # type: ignore[assignment,misc]
+    SchedulerPlugin = object  # type: ignore[assignment,misc]  # a stand-in for the class mypy knows
 
 if TYPE_CHECKING:
-    from distributed import Client, Scheduler  # noqa: F401
+    from distributed import Client, Scheduler
 
 __all__ = [
     "PrometheusProcess",
@@ -158,7 +158,7 @@ class RunMetrics:
         return out
 
 
-class RunMetricsPlugin(SchedulerPlugin):  # type: ignore[misc,valid-type]
+class RunMetricsPlugin(SchedulerPlugin):
     """Keeps the run gauges inside a remote scheduler process (served by its ``/metrics``).
 
     Workers present is tracked from the scheduler's own add/remove events; planned, completed

@@ -6,6 +6,7 @@ added while it runs (workers that join later) by calling :meth:`PrometheusProces
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -50,10 +51,8 @@ def _stop_with_parent() -> None:
     process dies without cleaning up (SIGKILL, an unhandled SIGTERM), so no server is left behind."""
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -13,6 +13,7 @@ Usage in a task::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -173,10 +174,8 @@ def prime_worker_metrics(
 def forget_run(run: str, worker: str | None = None, registry: CollectorRegistry | None = None) -> None:
     """Drop the worker info series of a finished run (long-lived workers serve many runs)."""
     metrics = worker_metrics(registry)
-    try:
+    with contextlib.suppress(KeyError):
         metrics.worker_info.remove(run, worker or current_worker_label())
-    except KeyError:
-        pass
 
 
 class ChunkMeter:

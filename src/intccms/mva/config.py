@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, cast
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -68,7 +68,7 @@ class ModelConfig:
     layers: list[LayerConfig] = field(default_factory=lambda: [LayerConfig(32), LayerConfig(32)])
     l2: float = 1.0e-4
     # bdt: tree shape and regularisation.
-    max_depth: Optional[int] = 4
+    max_depth: int | None = 4
     max_leaf_nodes: int = 31
     min_samples_leaf: int = 20
 
@@ -107,7 +107,7 @@ class TrainingConfig:
     # Scale each class to the same total weight, so the rare signal counts as much as tt.
     balance_classes: bool = True
     # Keep at most this many events per class (a random, seeded subset); None keeps all.
-    max_events_per_class: Optional[int] = None
+    max_events_per_class: int | None = None
 
 
 @dataclass
@@ -155,7 +155,7 @@ def load_mva_config(node: Any) -> MvaConfig:
     else:
         try:
             merged = OmegaConf.merge(OmegaConf.structured(MvaConfig), node)
-            cfg = OmegaConf.to_object(merged)
+            cfg = cast(MvaConfig, OmegaConf.to_object(merged))
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None)
             where = f"mva.{key}" if key else "mva"
@@ -241,5 +241,5 @@ def to_plain(cfg: MvaConfig) -> dict[str, Any]:
     node = OmegaConf.structured(cfg)
     out = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     assert isinstance(out, dict)
-    return out
+    return cast("dict[str, Any]", out)
 

@@ -174,7 +174,8 @@ class TrainedModel:
         })
         if training_data is not None:
             buffer = io.BytesIO()
-            np.savez_compressed(buffer, **training_data)
+            # numpy's stub also matches **arrays against its allow_pickle: bool keyword
+            np.savez_compressed(buffer, **training_data)  # type: ignore[arg-type]
             data = buffer.getvalue()
             meta.setdefault("data", {})["sha256"] = hashlib.sha256(data).hexdigest()
             _write(backend, join(url, DATA_NAME), data)

@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from intccms.mva.train import TrainingResult, TrainingSet  # noqa: E402
+from intccms.mva.train import TrainingResult, TrainingSet
 
 CLASS_STYLE = {1: ("signal", "tab:red"), 0: ("background", "tab:blue")}
 
@@ -83,7 +83,8 @@ def _scores(result: TrainingResult, data: TrainingSet, path: Path) -> Path:
         tr = (data.y == label) & (result.split == 0)
         te = (data.y == label) & (result.split == 2)
         p = ks_pvalue(result.scores[tr], result.scores[te])
-        ax.hist(result.scores[tr], bins=bins, weights=result.train_weight[tr], density=True, histtype="stepfilled",
+        ax.hist(result.scores[tr], bins=bins,  # type: ignore[arg-type]  # matplotlib's stub: bins may be an array
+                weights=result.train_weight[tr], density=True, histtype="stepfilled",
                 alpha=0.3, color=colour, label=f"{name} train")
         h, _ = np.histogram(result.scores[te], bins=bins, weights=result.train_weight[te], density=True)
         centres = 0.5 * (bins[1:] + bins[:-1])

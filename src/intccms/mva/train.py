@@ -67,8 +67,8 @@ def assign_split(y: np.ndarray, cfg: MvaConfig) -> np.ndarray:
     for label in (0, 1):
         idx = np.flatnonzero(y == label)
         idx = idx[rng.permutation(len(idx))]
-        n_train = int(round(split.train * len(idx)))
-        n_val = int(round(split.validation * len(idx)))
+        n_train = round(split.train * len(idx))
+        n_val = round(split.validation * len(idx))
         out[idx[:n_train]] = 0
         out[idx[n_train:n_train + n_val]] = 1
         out[idx[n_train + n_val:]] = 2

@@ -51,9 +51,9 @@ class HistogramAccumulator:
             else:
                 per_process[process] = values.copy()
 
-    def to_hists(self, processes: Sequence[str]) -> dict[str, dict[str, hist.Hist]]:
+    def to_hists(self, processes: Sequence[str]) -> dict[str, dict[str, hist.Hist[Any]]]:
         """``{channel: {observable: Hist(process, variation, observable)}}``."""
-        out: dict[str, dict[str, hist.Hist]] = {}
+        out: dict[str, dict[str, hist.Hist[Any]]] = {}
         for (channel, obs), per_process in sorted(self.contents.items()):
             spec = self.axes[obs]
             h = hist.Hist(
@@ -215,7 +215,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_pickle(path: Path, hists: Mapping[str, Mapping[str, hist.Hist]], meta: Mapping[str, Any]) -> Path:
+def save_pickle(path: Path, hists: Mapping[str, Mapping[str, hist.Hist[Any]]], meta: Mapping[str, Any]) -> Path:
     """Pickle ``{"histograms": ..., "meta": ...}`` atomically."""
     _atomic_write_bytes(path, pickle.dumps({"histograms": hists, "meta": dict(meta)}, protocol=5))
     return path
@@ -241,7 +241,7 @@ def root_key(channel: str, observable: str, process: str, variation: str = "nomi
 
 def save_root(
     path: Path,
-    hists: Mapping[str, Mapping[str, hist.Hist]],
+    hists: Mapping[str, Mapping[str, hist.Hist[Any]]],
     data_processes: Sequence[str] = ("data",),
 ) -> Path:
     """Write every (process, variation) slice as a TH1 with Σw² (data: nominal only)."""

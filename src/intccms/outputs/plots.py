@@ -5,17 +5,31 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import hist
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mplhep  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import mplhep
+import numpy as np
 
 
-def _group(processes: Sequence[str], groups: Mapping[str, Sequence[str]], signals: Sequence[str]):
+def _process(h: hist.Hist[Any], process: str) -> hist.Hist[Any]:
+    """One process of a histogram (selecting a category value keeps the other axes)."""
+    return cast(hist.Hist[Any], h[{"process": process}])
+
+
+def _variances(h: hist.Hist[Any]) -> np.ndarray:
+    """Sums of squared weights (present: the histograms have Weight storage)."""
+    var = h.variances()
+    assert var is not None
+    return var
+
+
+def _group(processes: Sequence[str], groups: Mapping[str, Sequence[str]],
+           signals: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
     signal = [p for p in processes if any(fnmatch.fnmatchcase(p, s) for s in signals)]
     background = [p for p in processes if p != "data" and p not in signal]
     out: dict[str, list[str]] = {}
@@ -33,7 +47,7 @@ def _group(processes: Sequence[str], groups: Mapping[str, Sequence[str]], signal
 
 
 def stacked_plot(
-    h: hist.Hist,
+    h: hist.Hist[Any],
     path: Path,
     *,
     channel: str,
@@ -53,7 +67,7 @@ def stacked_plot(
 
 
 def _stacked_plot(
-    h: hist.Hist,
+    h: hist.Hist[Any],
     path: Path,
     *,
     channel: str,
@@ -63,26 +77,27 @@ def _stacked_plot(
     lumi_fb: float | None,
 ) -> Path:
     processes = list(h.axes["process"])
-    nominal = h[{"variation": "nominal"}]
+    nominal = cast(hist.Hist[Any], h[{"variation": "nominal"}])
     stack_groups, signal = _group(processes, groups, signals)
     axis = h.axes[-1]
     edges = axis.edges
-    stacks = {label: sum(nominal[{"process": p}].values() for p in members)
+    zeros = np.zeros(len(edges) - 1)
+    stacks = {label: sum((_process(nominal, p).values() for p in members), zeros)
               for label, members in stack_groups.items()}
-    stack_vars = sum(nominal[{"process": p}].variances() for members in stack_groups.values() for p in members) \
-        if stack_groups else np.zeros(len(edges) - 1)
+    stack_vars = sum((_variances(_process(nominal, p)) for members in stack_groups.values() for p in members),
+                     zeros)
     order = sorted(stacks, key=lambda k: stacks[k].sum())
     fig, (ax, rax) = plt.subplots(2, 1, figsize=(10, 10), gridspec_kw={"height_ratios": (3, 1)}, sharex=True)
     if order:
         mplhep.histplot([stacks[k] for k in order], edges, stack=True, histtype="fill", label=order, ax=ax)
-    total = sum(stacks.values()) if stacks else np.zeros(len(edges) - 1)
+    total = sum(stacks.values(), zeros)
     ax.stairs(total + np.sqrt(stack_vars), edges, baseline=total - np.sqrt(stack_vars),
               fill=True, alpha=0.3, hatch="///", color="grey", label="MC stat. unc.", linewidth=0)
     for p in signal:
-        mplhep.histplot(nominal[{"process": p}].values(), edges, histtype="step", label=p, ax=ax, linewidth=2)
+        mplhep.histplot(_process(nominal, p).values(), edges, histtype="step", label=p, ax=ax, linewidth=2)
     has_data = "data" in processes
     if has_data:
-        data = nominal[{"process": "data"}].values()
+        data = _process(nominal, "data").values()
         mplhep.histplot(data, edges, histtype="errorbar", yerr=np.sqrt(data), color="black", label="Data", ax=ax)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(total > 0, data / total, np.nan)
@@ -110,7 +125,7 @@ def _stacked_plot(
 
 
 def plot_all(
-    hists: Mapping[str, Mapping[str, hist.Hist]],
+    hists: Mapping[str, Mapping[str, hist.Hist[Any]]],
     directory: Path,
     *,
     groups: Mapping[str, Sequence[str]],

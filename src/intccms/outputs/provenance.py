@@ -8,6 +8,7 @@ import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 PACKAGES = ("intccms", "awkward", "uproot", "coffea", "hist", "correctionlib", "numpy", "dask",
             "distributed", "hydra-core", "omegaconf", "pyarrow", "fsspec", "s3fs", "fsspec-xrootd",
@@ -30,7 +31,7 @@ def config_hash(config_yaml: str) -> str:
     return hashlib.sha256(config_yaml.encode()).hexdigest()[:16]
 
 
-def provenance_files(config_yaml: str, extra: dict | None = None) -> dict[str, bytes]:
+def provenance_files(config_yaml: str, extra: dict[str, Any] | None = None) -> dict[str, bytes]:
     """The provenance files by name: ``config.yaml`` and ``versions.json`` (with the config hash).
 
     One function builds them, so the job's outputs and the skims (wherever they are stored)
@@ -42,7 +43,7 @@ def provenance_files(config_yaml: str, extra: dict | None = None) -> dict[str, b
             "versions.json": json.dumps(info, indent=1, sort_keys=True).encode()}
 
 
-def write_provenance(directory: Path, config_yaml: str, extra: dict | None = None) -> list[Path]:
+def write_provenance(directory: Path, config_yaml: str, extra: dict[str, Any] | None = None) -> list[Path]:
     """Write the provenance files into a local ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []

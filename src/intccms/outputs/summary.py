@@ -28,7 +28,7 @@ def skipped_costs(skipped: Mapping[str, str], metadata: Mapping[str, Any] | None
     for file, error in skipped.items():
         name, fm = where.get(file, (None, None))
         known = fm is not None and getattr(fm, "counted", True)
-        out[file] = {"dataset": name, "error": error, "entries": int(fm.num_entries) if known else "unknown"}
+        out[file] = {"dataset": name, "error": error, "entries": int(fm.num_entries) if fm is not None and known else "unknown"}
     return out
 
 

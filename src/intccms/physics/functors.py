@@ -80,7 +80,7 @@ class Functor:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "Functor":
+    def from_config(cls, cfg: Mapping[str, Any]) -> Functor:
         return cls(
             function=str(cfg["function"]),
             inputs=tuple(cfg.get("inputs", ())),

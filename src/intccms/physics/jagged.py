@@ -35,11 +35,13 @@ class FlatCollection:
 
     def event_index(self) -> np.ndarray:
         """Event number of every object (computed once; collections sharing offsets share it)."""
-        if self.index is None:
-            object.__setattr__(self, "index", np.repeat(np.arange(len(self), dtype=np.int64), self.counts))
-        return self.index
+        index = self.index
+        if index is None:
+            index = np.repeat(np.arange(len(self), dtype=np.int64), self.counts)
+            object.__setattr__(self, "index", index)
+        return index
 
-    def with_fields(self, **fields: np.ndarray) -> "FlatCollection":
+    def with_fields(self, **fields: np.ndarray) -> FlatCollection:
         """The same objects with some fields replaced (a JES-varied copy)."""
         return FlatCollection(self.offsets, {**self.fields, **fields}, self.event_index())
 

@@ -210,7 +210,7 @@ class ChunkAnalysis:
             if name not in self.varying:
                 ns[name] = functor(ns)
         candidate = np.ones(n, dtype=bool)
-        for name, functor in plan.baseline.items():
+        for functor in plan.baseline.values():
             if not self._depends(functor):
                 candidate &= _call_mask(functor, ns, n)
         channel_fixed: dict[str, np.ndarray] = {}
@@ -284,10 +284,10 @@ class ChunkAnalysis:
         weight_cols = [nominal_factor]
         for wname, by_variation in shifted.items():
             others = _product((f for k, f in factors.items() if k != wname), n)
-            for name, values in by_variation.items():
+            for name, shift in by_variation.items():
                 if name in self.var_index:
                     columns.append(self.var_index[name])
-                    weight_cols.append(others * values)
+                    weight_cols.append(others * shift)
         produced = set(corr.variation_names())
         for name, index in self.var_index.items():
             if index and name not in produced:
@@ -309,13 +309,13 @@ class ChunkAnalysis:
                     var_ns = self._varying_objects(var_ns)
                     row = np.asarray([self.var_index[name]])
 
-                    def weights(chosen: np.ndarray, var_ns: dict[str, Any] = var_ns,
+                    def varied_weights(chosen: np.ndarray, var_ns: dict[str, Any] = var_ns,
                                 variation: str = variation, direction: str = direction,
                                 row: np.ndarray = row) -> WeightColumns:
                         factor = self._varied_factor(var_ns, chosen, factors, variation, direction)
                         return WeightColumns(base, [factor], row)
 
-                    self._fill_once(var_ns, channel_fixed, n, hists, weights, None)
+                    self._fill_once(var_ns, channel_fixed, n, hists, varied_weights, None)
         return selected
 
     def _varied_factor(self, var_ns: Mapping[str, Any], chosen: np.ndarray,

@@ -150,7 +150,7 @@ class DatasetMetadata:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DatasetMetadata":
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetMetadata:
         return cls(
             name=data["name"],
             era=data["era"],

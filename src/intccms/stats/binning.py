@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from intccms.stats.errors import StatisticsInputError
@@ -33,11 +35,11 @@ def merge_matrix(
             )
             raise StatisticsInputError(msg)
         idx.append(int(hit[0]))
-    if len(idx) < 2 or any(b <= a for a, b in zip(idx, idx[1:], strict=False)):
+    if len(idx) < 2 or any(b <= a for a, b in itertools.pairwise(idx)):
         msg = f"rebin edges {new_edges.tolist()} for {where} must be increasing, at least two"
         raise StatisticsInputError(msg)
     m = np.zeros((len(idx) - 1, nb + 2))
-    for k, (a, b) in enumerate(zip(idx, idx[1:], strict=False)):
+    for k, (a, b) in enumerate(itertools.pairwise(idx)):
         m[k, 1 + a : 1 + b] = 1.0  # +1: column 0 is the underflow
     if include_flow:
         m[0, : 1 + idx[0]] = 1.0  # underflow and any bins below the first new edge

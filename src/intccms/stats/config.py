@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
 
 
 class DataMode(str, Enum):
@@ -24,7 +23,8 @@ class DataMode(str, Enum):
 class ShapeMode(str, Enum):
     """How an up/down pair becomes modifiers of one nuisance parameter."""
 
-    split = "split"  # normsys (rate) + histosys on the rate-normalised shape
+    # the member shadows str.split, which mypy reports for a str mixin; Enum resolves it at runtime
+    split = "split"  # type: ignore[assignment]  # normsys (rate) + histosys on the rate-normalised shape
     full = "full"  # one histosys on the full template
 
 
@@ -46,13 +46,13 @@ class InputConfig:
     variations) before fitting.
     """
 
-    path: Optional[str] = None
+    path: str | None = None
     channels: list[str] = field(default_factory=lambda: ["CMS_WORKSHOP"])
     observable: str = "mtt"
     include_flow: bool = True
-    rebin_edges: Optional[list[float]] = None
-    expected_config_hash: Optional[str] = None
-    eras: Optional[list[str]] = None
+    rebin_edges: list[float] | None = None
+    expected_config_hash: str | None = None
+    eras: list[str] | None = None
 
 
 @dataclass
@@ -134,9 +134,9 @@ class FitConfig:
     cabinetry), used only for models the analytic likelihood does not cover.
     """
 
-    strategy: Optional[int] = None
-    maxiter: Optional[int] = None
-    tolerance: Optional[float] = 0.01
+    strategy: int | None = None
+    maxiter: int | None = None
+    tolerance: float | None = 0.01
 
 
 @dataclass

@@ -8,7 +8,7 @@ through cabinetry (iminuit, MIGRAD + HESSE) otherwise; both return cabinetry's
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal, cast
 
 import cabinetry
 import numpy as np
@@ -112,7 +112,7 @@ def mle_fit(
         return cabinetry.fit.fit(
             model,
             data,
-            strategy=cfg.fit.strategy,
+            strategy=cast("Literal[0, 1, 2] | None", cfg.fit.strategy),  # MINUIT checks the value
             maxiter=cfg.fit.maxiter,
             tolerance=cfg.fit.tolerance,
         )

@@ -192,10 +192,7 @@ def load_histograms(source: str | Mapping[str, Any] | HistogramSet,
             msg = f"histogram file {url} not found; check statistics.input.path"
             raise StatisticsInputError(msg) from err
     try:
-        if remote:
-            raw = _read_remote(url, options)
-        else:
-            raw = Path(local_path(url)).read_bytes()
+        raw = _read_remote(url, options) if remote else Path(local_path(url)).read_bytes()
     except FileNotFoundError as err:
         msg = f"histogram file {url} not found; check the path or URL (statistics.input.path)"
         raise StatisticsInputError(msg) from err

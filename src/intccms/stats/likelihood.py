@@ -275,31 +275,30 @@ def compile_model(model: pyhf.pdf.Model) -> FastLikelihood | None:
     hi = np.array([x[2] for x in ns], dtype=float)
     lo = np.array([x[3] for x in ns], dtype=float)
     sig = np.asarray(c_sigma, dtype=float)
-    ints = dict(dtype=np.intp)
     up_d = np.array([x[2] for x in hs]).reshape(len(hs), nbins)
     dn_d = np.array([x[3] for x in hs]).reshape(len(hs), nbins)
-    hs_samp = np.array([x[1] for x in hs], **ints)
+    hs_samp = np.array([x[1] for x in hs], dtype=np.intp)
     fast = FastLikelihood(
         npars=int(cfg.npars),
         nmain=int(cfg.nmaindata),
         nominal=nominal,
-        hs_par=np.array([x[0] for x in hs], **ints),
+        hs_par=np.array([x[0] for x in hs], dtype=np.intp),
         hs_samp=hs_samp,
         hs_sym=0.5 * (up_d + dn_d),
         hs_asym=0.0625 * (up_d - dn_d),
         hs_onehot=(np.arange(len(rows))[:, None] == hs_samp[None, :]).astype(float),
-        ns_par=np.array([x[0] for x in ns], **ints),
-        ns_samp=np.array([x[1] for x in ns], **ints),
+        ns_par=np.array([x[0] for x in ns], dtype=np.intp),
+        ns_samp=np.array([x[1] for x in ns], dtype=np.intp),
         ns_loghi=np.log(hi),
         ns_loglo=np.log(lo),
         ns_coef=_code4_coefficients(hi, lo).reshape(len(ns), 6),
-        nf_par=np.array([x[0] for x in nf], **ints),
-        nf_samp=np.array([x[1] for x in nf], **ints),
-        se_par=np.array([x[0] for x in se], **ints),
-        se_samp=np.array([x[1] for x in se], **ints),
-        se_bin=np.array([x[2] for x in se], **ints),
-        c_par=np.array(c_par, **ints),
-        c_aux=np.array(c_aux, **ints),
+        nf_par=np.array([x[0] for x in nf], dtype=np.intp),
+        nf_samp=np.array([x[1] for x in nf], dtype=np.intp),
+        se_par=np.array([x[0] for x in se], dtype=np.intp),
+        se_samp=np.array([x[1] for x in se], dtype=np.intp),
+        se_bin=np.array([x[2] for x in se], dtype=np.intp),
+        c_par=np.array(c_par, dtype=np.intp),
+        c_aux=np.array(c_aux, dtype=np.intp),
         c_sigma=sig,
         c_const=float(np.sum(2.0 * np.log(sig)) + len(sig) * math.log(2.0 * math.pi)),
     )

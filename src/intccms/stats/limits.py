@@ -52,7 +52,7 @@ class LimitResult:
 class _Cls:
     """Cached test-statistic evaluations for one model and dataset."""
 
-    def __init__(self, objective: Objective, data: list[float], bounds: list, init: list | None
+    def __init__(self, objective: Objective, data: list[float], bounds: list[Any], init: list[Any] | None
                  ) -> None:
         self.obj, self.model, self.bounds = objective, objective.model, bounds
         self.poi = self.model.config.poi_index

@@ -175,7 +175,8 @@ def histogram_eras(meta: dict[str, Any], cfg: StatisticsConfig) -> list[str]:
             or list(cfg.luminosity.eras))
 
 
-def _summed(obsh: ObservableHistograms, procs: list[str], var: str, m: np.ndarray):
+def _summed(obsh: ObservableHistograms, procs: list[str], var: str, m: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
     vals = sum(m @ obsh.contents[p][var].values for p in procs)
     vars_ = sum(m @ obsh.contents[p][var].variances for p in procs)
     return np.asarray(vals, dtype=float), np.asarray(vars_, dtype=float)
@@ -352,18 +353,18 @@ def build_model(
                     for t, eff in spruned
                 )
             samples_spec.append({"name": sample, "data": nom.tolist(), "modifiers": mods})
-        total = sum(nominals.values())
-        empty = np.flatnonzero(total <= 0)
-        if empty.size:
+        total = np.asarray(sum(nominals.values()))
+        empty_bins = np.flatnonzero(total <= 0)
+        if empty_bins.size:
             msg = (
-                f"fitted bins {empty.tolist()} of {where} have no MC prediction; merge them "
+                f"fitted bins {empty_bins.tolist()} of {where} have no MC prediction; merge them "
                 "with statistics.input.rebin_edges"
             )
             raise StatisticsInputError(msg)
         observed = None
         data_procs = [p for p in procs if _is_data(p, meta)]
         if data_procs:
-            observed = sum(m @ obsh.contents[p][NOMINAL].values for p in data_procs)
+            observed = np.asarray(sum(m @ obsh.contents[p][NOMINAL].values for p in data_procs))
         channels_spec.append({"name": ch, "samples": samples_spec})
         observations.append(
             {"name": ch, "data": (observed if observed is not None else total).tolist()}

@@ -12,13 +12,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyhf
 from scipy.optimize import minimize
 
 from intccms.stats.likelihood import FastLikelihood, compile_model
+
+if TYPE_CHECKING:
+    from scipy.optimize._minimize import _MinimizeOptions
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,11 @@ class Objective:
             self.prior[self.fast.c_par] = self.fast.c_sigma
             self.scale = self._expected_sigmas()
 
+    def _compiled(self) -> FastLikelihood:
+        """The analytic likelihood: the ``*_fast`` paths are taken only when there is one."""
+        assert self.fast is not None
+        return self.fast
+
     def _expected_sigmas(self) -> np.ndarray:
         """Uncertainties from the diagonal of the expected (Fisher) information at the
         initial point, capped at the prior widths.
@@ -84,7 +92,7 @@ class Objective:
         converged. In these units the Hessian is ~2 on the diagonal and the first step
         stays near the minimum.
         """
-        fast, x0 = self.fast, self.init
+        fast, x0 = self._compiled(), self.init
         with np.errstate(all="ignore"):
             nu0 = fast.expected_main(x0)
             info = np.zeros(x0.size)
@@ -140,28 +148,29 @@ class Objective:
 
     def _minimize_fast(self, data: np.ndarray, x0: np.ndarray, bnds: np.ndarray,
                        hold: dict[int, float]) -> tuple[np.ndarray, float]:
+        fast = self._compiled()
         free = np.array([i not in hold for i in range(x0.size)])
         full = x0.copy()
         if not free.any():
             # nothing to minimise (e.g. the background-only fit of a model whose only
             # parameter is the POI): L-BFGS-B rejects an empty parameter vector
             self.n_evaluations += 1
-            return full, float(self.fast.twice_nll(full, data))
+            return full, float(fast.twice_nll(full, data))
         full[free] = np.clip(x0[free], bnds[free, 0], bnds[free, 1])
         unit = self.scale[free]
         z0 = full[free] / unit
         # minimise relative to the start: L-BFGS-B's ftol is relative to |f|
-        offset = self.fast.twice_nll(full, data)
+        offset = fast.twice_nll(full, data)
         if not np.isfinite(offset):
             offset = 0.0
 
         def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
             full[free] = z * unit
             self.n_evaluations += 1
-            val, grad = self.fast.value_and_grad(full, data)
+            val, grad = fast.value_and_grad(full, data)
             return val - offset, grad[free] * unit
 
-        opts: dict[str, Any] = {"ftol": 1e-13, "gtol": 1e-7, "maxls": 50}
+        opts: _MinimizeOptions = {"ftol": 1e-13, "gtol": 1e-7, "maxls": 50}
         if self.maxiter is not None:
             opts["maxiter"] = int(self.maxiter)
         z = z0
@@ -214,6 +223,7 @@ class Objective:
         return cov
 
     def _hessian_fast(self, pars: np.ndarray, data: np.ndarray, free: np.ndarray) -> np.ndarray:
+        fast = self._compiled()
         idx = np.flatnonzero(free)
         h = np.empty((idx.size, idx.size))
         for row, i in enumerate(idx):
@@ -221,8 +231,8 @@ class Objective:
             up, dn = pars.copy(), pars.copy()
             up[i] += step
             dn[i] -= step
-            gu = self.fast.value_and_grad(up, data)[1]
-            gd = self.fast.value_and_grad(dn, data)[1]
+            gu = fast.value_and_grad(up, data)[1]
+            gd = fast.value_and_grad(dn, data)[1]
             h[row] = (gu[idx] - gd[idx]) / (2 * step)
         return 0.5 * (h + h.T)
 

@@ -12,9 +12,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # batch jobs and workers have no display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import mplhep as hep  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import mplhep as hep
+import numpy as np
 
 
 @contextmanager

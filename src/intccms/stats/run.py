@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cabinetry
 import numpy as np
@@ -36,7 +36,7 @@ def as_config(cfg: Any) -> StatisticsConfig:
     if OmegaConf.is_config(cfg):  # resolved where it sits (e.g. ${eras.2017.luminosity})
         cfg = OmegaConf.to_container(cfg, resolve=True)
     node = OmegaConf.merge(OmegaConf.structured(StatisticsConfig), cfg)
-    return OmegaConf.to_object(node)  # type: ignore[return-value]
+    return cast(StatisticsConfig, OmegaConf.to_object(node))
 
 
 def make_workspace(build: ModelBuild, validate: bool = True) -> pyhf.Workspace:
@@ -55,7 +55,7 @@ def make_model(workspace: pyhf.Workspace) -> pyhf.pdf.Model:
     return workspace.model(validate=False)
 
 
-def _with_observations(spec: dict[str, Any], model: pyhf.pdf.Model, data: list[float]) -> dict:
+def _with_observations(spec: dict[str, Any], model: pyhf.pdf.Model, data: list[float]) -> dict[str, Any]:
     """The spec with the fitted main data as observations, so that the saved workspace
     refits to the same result with plain pyhf."""
     main = model.config.nmaindata

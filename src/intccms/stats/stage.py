@@ -12,7 +12,7 @@ carry no metadata: binning and variation names are in the histograms themselves.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def statistics_config(cfg: Any) -> StatisticsConfig:
         raise ConfigError(msg)
     try:
         node = OmegaConf.merge(OmegaConf.structured(StatisticsConfig), cfg.statistics)
-        return OmegaConf.to_object(node)  # type: ignore[return-value]
+        return cast(StatisticsConfig, OmegaConf.to_object(node))
     except OmegaConfBaseException as err:
         msg = f"statistics: {err}".splitlines()[0]
         raise ConfigError(msg) from None

@@ -20,6 +20,8 @@ ROOT, damaged compressed data, inconsistent records) raises :class:`CorruptFileE
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from intccms.storage.credentials import Credentials, Secret, load_credentials
 from intccms.storage.errors import (
     FATAL_STORAGE_ERRORS,
@@ -38,6 +40,9 @@ from intccms.storage.parts import WrittenPart, exists_complete, remove, write_pa
 from intccms.storage.runs import read_runs_sums
 from intccms.storage.source import ColumnSource, open_source
 from intccms.storage.urls import join, scheme_of
+
+if TYPE_CHECKING:
+    from intccms.storage.plugin import CredentialsPlugin
 
 
 def __getattr__(name: str) -> object:

@@ -26,7 +26,10 @@ import distributed
 import httpx
 import kr8s
 from dask_kubernetes.operator import KubeCluster
-from dask_kubernetes.operator._objects import DaskAutoscaler, DaskCluster  # the operator's kr8s kinds
+from dask_kubernetes.operator._objects import (  # the operator's kr8s kinds
+    DaskAutoscaler,
+    DaskCluster,
+)
 from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
 from kr8s.asyncio.objects import Pod
 

@@ -322,7 +322,8 @@ def _keys_at(path: str) -> list[str]:
         hints = {f.name: f for f in fields(cls)}
         if part not in hints:
             return []
-        default = hints[part].default_factory() if callable(hints[part].default_factory) else None
+        factory = hints[part].default_factory
+        default = factory() if callable(factory) else None
         if not is_dataclass(default):
             return []
         cls = type(default)

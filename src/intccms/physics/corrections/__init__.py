@@ -6,7 +6,7 @@ event-weight correction (pileup, muon SFs, b-tag shape) with up/down sources and
 move with an object variation (``varies_with``). Nothing is special-cased per correction.
 """
 
-from intccms.physics.corrections.era import EraCorrections, CorrectionConfigError
+from intccms.physics.corrections.era import CorrectionConfigError, EraCorrections
 from intccms.physics.corrections.loading import CorrectionFileError
 
 __all__ = ["CorrectionConfigError", "CorrectionFileError", "EraCorrections"]

@@ -54,7 +54,7 @@ class EraCorrections:
         definitions: Mapping[str, Mapping[str, Any]],
         names: Sequence[str],
         jsonpog_root: str,
-    ) -> "EraCorrections":
+    ) -> EraCorrections:
         """Build (and thereby validate) the corrections ``names`` for ``era``.
 
         Every file is opened and every key, input and selector checked, so a missing file or

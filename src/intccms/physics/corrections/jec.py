@@ -93,7 +93,7 @@ class JetEnergyCorrection:
                 values[name] = np.asarray(resolve_field(jets.fields, source), dtype=np.float64)
         return values
 
-    def apply(self, events: Mapping[str, Any], wanted: Collection[str] | None = None) -> "CorrectedJets":
+    def apply(self, events: Mapping[str, Any], wanted: Collection[str] | None = None) -> CorrectedJets:
         """Corrected jets of ``events[collection]``, ready to be varied by the sources in ``wanted``.
 
         ``wanted`` (variation base names; all when ``None``) limits the sources to those whose

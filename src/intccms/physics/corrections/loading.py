@@ -6,7 +6,7 @@ import gzip
 import json
 import math
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import correctionlib._core
 
@@ -71,10 +71,10 @@ def systematic_slice(path: str, key: str, selector: str) -> tuple[str, correctio
     data = _load_json(path)
     corr = next((c for c in data.get("corrections", []) if c.get("name") == key), None)
     node = corr.get("data") if corr else None
-    if not isinstance(node, dict) or node.get("nodetype") != "category":
+    if corr is None or not isinstance(node, dict) or node.get("nodetype") != "category":
         return None
     inputs = corr.get("inputs", [])
-    dropped = node.get("input")
+    dropped = cast(str, node.get("input"))  # checked below: a string input of that name
     if not any(i.get("name") == dropped and i.get("type") == "string" for i in inputs):
         return None
     value = next((item["value"] for item in node.get("content", []) if item.get("key") == selector),

@@ -63,6 +63,7 @@ class WeightCorrection:
 
     def _objects(self, namespace: Mapping[str, Any]) -> FlatCollection:
         """The objects the SFs apply to: all of them, or the leading one of each event."""
+        assert self.object is not None  # only per-object corrections get here
         names = [spec.field for spec in self.specs if spec.field] + [self.flavour_field]
         flat = as_flat(namespace[self.object], names)
         if self.reduction != "leading":
@@ -114,6 +115,7 @@ class WeightCorrection:
         results = []
         for req in requests:
             if req is None:
+                assert nominal is not None  # evaluated above: None is among the requests
                 values = nominal
             else:
                 src, sel = req[0], getattr(req[0], req[1])

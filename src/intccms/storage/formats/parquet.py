@@ -51,6 +51,7 @@ class ParquetReader(Reader):
             table = self._pf.schema_arrow.empty_table().select(list(columns))
             first = entry_start
         else:
+            assert first is not None  # the offset of the first group read
             table = self._pf.read_row_groups(groups, columns=list(columns))
         table = table.slice(entry_start - first, entry_stop - entry_start)
         record = ak.from_arrow(table)
@@ -94,7 +95,7 @@ class ParquetFormat(Format):
         fileobj = backend.open_unbuffered(url)
         try:
             pq.read_metadata(fileobj)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any unreadable footer means: not a complete file
             return False
         finally:
             fileobj.close()

@@ -63,6 +63,10 @@ def not_a_root_file(backend: Backend, url: str) -> CorruptFileError | None:
     return CorruptFileError(f"{url} is not a ROOT file: {what}")
 
 
+# Errors open_root passes on as they are: the job stops on them, they are not "not ROOT".
+_PASSED_THROUGH: tuple[type[Exception], ...] = (*FATAL_STORAGE_ERRORS, StorageNotFoundError)
+
+
 def open_root(backend: Backend, url: str, reader_kwargs: Mapping[str, Any] | None = None
               ) -> tuple[Any, Any]:
     """Open a ROOT file through the backend's filesystem with a byte-counting source.
@@ -81,7 +85,7 @@ def open_root(backend: Backend, url: str, reader_kwargs: Mapping[str, Any] | Non
     try:
         with backend.errors(url), decoding(url):
             handle = _open_handle(backend, url, extra)
-    except (*FATAL_STORAGE_ERRORS, StorageNotFoundError):
+    except _PASSED_THROUGH:
         raise
     except Exception as exc:
         # A text file named .root fails as "too short" or "corrupt": say what it is instead.
@@ -191,6 +195,6 @@ class RootFormat(Format):
                     if hasattr(obj, "num_entries"):
                         _ = obj.num_entries
                         _ = obj.keys()
-        except Exception:
+        except Exception:  # noqa: BLE001 - any unreadable structure means: not a complete file
             return False
         return True
