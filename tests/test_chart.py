@@ -466,11 +466,32 @@ def test_job_and_workers_share_the_demo_inputs(helm: str, tmp_path: Path,
     spec = make_cluster_spec(k8s, "r1")
     validate_custom_resource(spec)
     worker = spec["spec"]["worker"]["spec"]
-    (wvol,) = worker["volumes"]
+    (wvol,) = [v for v in worker["volumes"] if "persistentVolumeClaim" in v]
     assert wvol["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"]}
-    (wmount,) = worker["containers"][0]["volumeMounts"]
-    assert (wmount["name"], wmount["mountPath"], wmount["readOnly"]) == (wvol["name"], mount["mountPath"], False)
-    assert "volumes" not in spec["spec"]["scheduler"]["spec"]
+    (wmount,) = [m for m in worker["containers"][0]["volumeMounts"] if m["name"] == wvol["name"]]
+    assert (wmount["mountPath"], wmount["readOnly"]) == (mount["mountPath"], False)
+    scheduler_volumes = spec["spec"]["scheduler"]["spec"]["volumes"]
+    assert not [v for v in scheduler_volumes if "persistentVolumeClaim" in v]
+
+
+def test_scratch_size_limits_reach_the_dask_pods(helm: str) -> None:
+    """dask.*.scratchSizeLimit bound the emptyDirs the read-only scheduler and workers write to."""
+    from omegaconf import OmegaConf
+
+    from intccms.execute.backends.k8s_specs import SCRATCH_PATH, make_cluster_spec
+    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
+
+    objs = render(helm, "--set", "dask.worker.scratchSizeLimit=50Gi",
+                  "--set", "dask.scheduler.scratchSizeLimit=2Gi")
+    k8s = yaml.safe_load(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])["cluster"]["kubernetes"]
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(KubernetesClusterConfig), k8s))
+    spec = make_cluster_spec(cfg, "r1")
+    for role, size in (("worker", "50Gi"), ("scheduler", "2Gi")):
+        pod = spec["spec"][role]["spec"]
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == SCRATCH_PATH]
+        assert {v["name"]: v for v in pod["volumes"]}[mount["name"]]["emptyDir"] == {"sizeLimit": size}
+    with pytest.raises(RenderError, match="scratchSizeLimit"):
+        render(helm, "--set", "dask.worker.scratchSizeLimit=lots")
 
 
 def test_shared_volume_existing_claim_and_off(helm: str) -> None:

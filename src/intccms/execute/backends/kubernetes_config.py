@@ -169,7 +169,16 @@ class WaitConfig:
 
 @dataclass
 class SchedulerConfig:
-    """The scheduler pod: resources and the ports it serves."""
+    """The scheduler pod: resources, the ports it serves and its scratch volume.
+
+    Attributes:
+        resources: Container requests and limits.
+        comm_port: Dask comm port (clients and workers connect here).
+        dashboard_port: HTTP port of the dashboard, ``/health`` and ``/metrics``.
+        service_type: Type of the scheduler's Service.
+        scratch_size_limit: Size limit of the emptyDir mounted at ``/tmp`` (the root
+            filesystem is read-only, so this is the only writable place).
+    """
 
     resources: PodResources = field(
         default_factory=lambda: PodResources(
@@ -180,6 +189,7 @@ class SchedulerConfig:
     comm_port: int = 8786
     dashboard_port: int = 8787
     service_type: str = "ClusterIP"
+    scratch_size_limit: str = "1Gi"
 
 
 @dataclass
@@ -194,6 +204,9 @@ class WorkerConfig:
             memory limit so Dask spills and pauses before the kernel kills the pod.
         dashboard_port: HTTP port of the worker dashboard, which also serves ``/metrics``.
         preload: Modules given to ``dask worker --preload`` (the metrics exporter).
+        scratch_size_limit: Size limit of the emptyDir mounted at ``/tmp``: Dask's local
+            directory (spilled data), staged skims and library caches; Dask stops spilling
+            at 80 % of it so the kubelet never evicts a worker for filling it.
     """
 
     resources: PodResources = field(
@@ -206,6 +219,7 @@ class WorkerConfig:
     memory_limit: str = ""
     dashboard_port: int = 8788
     preload: list[str] = field(default_factory=lambda: ["intccms.metrics.preload"])
+    scratch_size_limit: str = "10Gi"
 
 
 @dataclass
