@@ -186,12 +186,15 @@ def test_worker_metrics_port_and_prometheus_discovery() -> None:
     spec = make_cluster_spec(_full_config(), "run-1")
     worker = spec["spec"]["worker"]
     (container,) = worker["spec"]["containers"]
-    assert container["ports"] == [
-        {"name": "http-dashboard", "containerPort": 8788, "protocol": "TCP"}
-    ]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"tcp-comm": 8789, "tcp-nanny": 8790, "http-dashboard": 8788}
     args = container["args"]
     assert args[0] == "worker"
     assert args[args.index("--dashboard-address") + 1] == ":8788"
+    # Fixed worker and nanny ports under their own names: a NetworkPolicy admits the scheduler
+    # and the other workers there and Prometheus on the metrics port only.
+    assert args[args.index("--worker-port") + 1] == "8789"
+    assert args[args.index("--nanny-port") + 1] == "8790"
     assert args[args.index("--preload") + 1] == "intccms.metrics.preload"
     ann = worker["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true"

@@ -305,6 +305,10 @@ def _worker(cfg: KubernetesClusterConfig, name: str) -> dict[str, Any]:
         "1",
         "--memory-limit",
         _worker_memory_limit(cfg),
+        "--worker-port",
+        str(wrk.comm_port),
+        "--nanny-port",
+        str(wrk.nanny_port),
         "--dashboard",
         "--dashboard-address",
         f":{port}",
@@ -315,7 +319,12 @@ def _worker(cfg: KubernetesClusterConfig, name: str) -> dict[str, Any]:
         "name": "worker",
         "command": ["intccms-entrypoint"],
         "args": args,
-        "ports": [{"name": "http-dashboard", "containerPort": port, "protocol": "TCP"}],
+        # Named, so the chart's NetworkPolicies admit peers per port without knowing numbers.
+        "ports": [
+            {"name": "tcp-comm", "containerPort": wrk.comm_port, "protocol": "TCP"},
+            {"name": "tcp-nanny", "containerPort": wrk.nanny_port, "protocol": "TCP"},
+            {"name": "http-dashboard", "containerPort": port, "protocol": "TCP"},
+        ],
         "resources": _resources(wrk.resources, "worker"),
     }
     scratch = _scratch_bytes(wrk.scratch_size_limit, "worker")

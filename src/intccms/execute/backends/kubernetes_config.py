@@ -203,6 +203,9 @@ class WorkerConfig:
         memory_limit: Dask's memory limit ("3.5GiB"); empty derives it from the container
             memory limit so Dask spills and pauses before the kernel kills the pod.
         dashboard_port: HTTP port of the worker dashboard, which also serves ``/metrics``.
+        comm_port: Fixed port of the worker process (the scheduler and other workers
+            connect here); fixed so a NetworkPolicy can name it apart from the metrics port.
+        nanny_port: Fixed port of the nanny process (the scheduler restarts workers there).
         preload: Modules given to ``dask worker --preload`` (the metrics exporter).
         scratch_size_limit: Size limit of the emptyDir mounted at ``/tmp``: Dask's local
             directory (spilled data), staged skims and library caches; Dask stops spilling
@@ -218,6 +221,8 @@ class WorkerConfig:
     threads: int = 1
     memory_limit: str = ""
     dashboard_port: int = 8788
+    comm_port: int = 8789
+    nanny_port: int = 8790
     preload: list[str] = field(default_factory=lambda: ["intccms.metrics.preload"])
     scratch_size_limit: str = "10Gi"
 
