@@ -669,13 +669,18 @@ TOGGLES = {
     "serviceAccount.create": ("ServiceAccount", "analysis"),
     "rbac.create": ("Role", "-job"),
     "sharedVolume.enabled": ("PersistentVolumeClaim", "-shared"),
+    "networkPolicy.enabled": ("NetworkPolicy", "-default-deny"),
 }
+# The peers the NetworkPolicies need once a monitor or an external operator is switched on.
+PEERS = '[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]'
 
 
 @pytest.mark.parametrize("toggle", sorted(TOGGLES))
 def test_each_toggle_renders_its_objects(helm: str, toggle: str) -> None:
     kind, name = TOGGLES[toggle]
-    extra = ["--set", "grafana.datasourceUrl=http://prometheus.monitoring:9090"]
+    extra = ["--set", "grafana.datasourceUrl=http://prometheus.monitoring:9090",
+             "--set-json", f"networkPolicy.metricsFrom={PEERS}",
+             "--set-json", f"networkPolicy.operatorFrom={PEERS}"]
     if toggle == "serviceAccount.create":
         extra += ["--set", "serviceAccount.name=analysis"]
     on = render(helm, "--set", f"{toggle}=true", *extra)
@@ -690,7 +695,8 @@ def test_each_toggle_renders_its_objects(helm: str, toggle: str) -> None:
 
 
 def test_pod_monitor_targets_the_metrics_port(helm: str) -> None:
-    objs = render(helm, "--set", "prometheus.podMonitor.enabled=true")
+    objs = render(helm, "--set", "prometheus.podMonitor.enabled=true",
+                  "--set-json", f"networkPolicy.metricsFrom={PEERS}")
     monitor = _one(objs, "PodMonitor")
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http-dashboard"
     assert "dask.org/cluster-name" in monitor["spec"]["podTargetLabels"]
