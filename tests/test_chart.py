@@ -732,6 +732,38 @@ def test_default_image_tag_is_the_project_version(helm: str) -> None:
     assert job["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f":{project}")
 
 
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_images_can_be_pinned_by_digest(helm: str) -> None:
+    """image.digest pins the Job and, through the facility configuration, every Dask pod;
+    the Prometheus and Grafana digests pin theirs."""
+    from omegaconf import OmegaConf
+
+    from intccms.execute.backends.k8s_specs import make_cluster_spec
+    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
+
+    objs = render(helm, "--set", f"image.digest={DIGEST}", "--set", f"prometheus.image.digest={DIGEST}",
+                  "--set", f"grafana.image.digest={DIGEST}")
+    pinned = f"ghcr.io/intccms/intccms@{DIGEST}"
+    (container,) = _one(objs, "Job")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == pinned
+    assert {e["name"]: e.get("value") for e in container["env"]}["INTCCMS_IMAGE"] == pinned
+    k8s = yaml.safe_load(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])["cluster"]["kubernetes"]
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(KubernetesClusterConfig), k8s))
+    spec = make_cluster_spec(cfg, "r1")
+    for role in ("scheduler", "worker"):
+        assert spec["spec"][role]["spec"]["containers"][0]["image"] == pinned, role
+    for name, repository in (("prometheus", "quay.io/prometheus/prometheus"), ("grafana", "docker.io/grafana/grafana")):
+        pod = _one(objs, "Deployment", name)["spec"]["template"]["spec"]
+        assert pod["containers"][0]["image"] == f"{repository}@{DIGEST}"
+    # Without a digest, the tags as before.
+    plain = _one(render(helm), "Deployment", "prometheus")["spec"]["template"]["spec"]
+    assert plain["containers"][0]["image"] == "quay.io/prometheus/prometheus:v2.55.1"
+    with pytest.raises(RenderError, match="digest"):
+        render(helm, "--set", "image.digest=sha256:short")
+
+
 def test_package_builds_offline(helm: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [helm, "package", str(CHART), "--destination", str(tmp_path)],
