@@ -353,9 +353,19 @@ def test_grafana_password_is_generated_not_default(helm: str) -> None:
 def test_existing_grafana_secret_is_used(helm: str) -> None:
     objs = render(helm, "--set", "grafana.admin.existingSecret=mine")
     assert not [o for o in _by_kind(objs, "Secret") if "grafana" in o["metadata"]["name"]]
-    dep = _one(objs, "Deployment", "grafana")
-    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["GF_SECURITY_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+    pod = _one(objs, "Deployment", "grafana")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    # The admin account is read from files of the mounted Secret, never from the environment.
+    assert not [e for e in container["env"] if "valueFrom" in e]
+    admin = {v["name"]: v for v in pod["volumes"]}["admin"]["secret"]
+    assert admin["secretName"] == "mine"
+    files = {i["key"]: i["path"] for i in admin["items"]}
+    mount = {m["name"]: m for m in container["volumeMounts"]}["admin"]
+    assert mount["readOnly"] is True
+    assert env["GF_SECURITY_ADMIN_USER__FILE"]["value"] == f"{mount['mountPath']}/{files['admin-user']}"
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"]["value"] == f"{mount['mountPath']}/{files['admin-password']}"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/api/health"
 
 
 # -- the job and its configuration ---------------------------------------------------------------
