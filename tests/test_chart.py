@@ -354,9 +354,19 @@ def test_grafana_password_is_generated_not_default(helm: str) -> None:
 def test_existing_grafana_secret_is_used(helm: str) -> None:
     objs = render(helm, "--set", "grafana.admin.existingSecret=mine")
     assert not [o for o in _by_kind(objs, "Secret") if "grafana" in o["metadata"]["name"]]
-    dep = _one(objs, "Deployment", "grafana")
-    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["GF_SECURITY_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+    pod = _one(objs, "Deployment", "grafana")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    # The admin account is read from files of the mounted Secret, never from the environment.
+    assert not [e for e in container["env"] if "valueFrom" in e]
+    admin = {v["name"]: v for v in pod["volumes"]}["admin"]["secret"]
+    assert admin["secretName"] == "mine"
+    files = {i["key"]: i["path"] for i in admin["items"]}
+    mount = {m["name"]: m for m in container["volumeMounts"]}["admin"]
+    assert mount["readOnly"] is True
+    assert env["GF_SECURITY_ADMIN_USER__FILE"]["value"] == f"{mount['mountPath']}/{files['admin-user']}"
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"]["value"] == f"{mount['mountPath']}/{files['admin-password']}"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/api/health"
 
 
 # -- the job and its configuration ---------------------------------------------------------------
@@ -467,11 +477,32 @@ def test_job_and_workers_share_the_demo_inputs(helm: str, tmp_path: Path,
     spec = make_cluster_spec(k8s, "r1")
     validate_custom_resource(spec)
     worker = spec["spec"]["worker"]["spec"]
-    (wvol,) = worker["volumes"]
+    (wvol,) = [v for v in worker["volumes"] if "persistentVolumeClaim" in v]
     assert wvol["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"]}
-    (wmount,) = worker["containers"][0]["volumeMounts"]
-    assert (wmount["name"], wmount["mountPath"], wmount["readOnly"]) == (wvol["name"], mount["mountPath"], False)
-    assert "volumes" not in spec["spec"]["scheduler"]["spec"]
+    (wmount,) = [m for m in worker["containers"][0]["volumeMounts"] if m["name"] == wvol["name"]]
+    assert (wmount["mountPath"], wmount["readOnly"]) == (mount["mountPath"], False)
+    scheduler_volumes = spec["spec"]["scheduler"]["spec"]["volumes"]
+    assert not [v for v in scheduler_volumes if "persistentVolumeClaim" in v]
+
+
+def test_scratch_size_limits_reach_the_dask_pods(helm: str) -> None:
+    """dask.*.scratchSizeLimit bound the emptyDirs the read-only scheduler and workers write to."""
+    from omegaconf import OmegaConf
+
+    from intccms.execute.backends.k8s_specs import SCRATCH_PATH, make_cluster_spec
+    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
+
+    objs = render(helm, "--set", "dask.worker.scratchSizeLimit=50Gi",
+                  "--set", "dask.scheduler.scratchSizeLimit=2Gi")
+    k8s = yaml.safe_load(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])["cluster"]["kubernetes"]
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(KubernetesClusterConfig), k8s))
+    spec = make_cluster_spec(cfg, "r1")
+    for role, size in (("worker", "50Gi"), ("scheduler", "2Gi")):
+        pod = spec["spec"][role]["spec"]
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == SCRATCH_PATH]
+        assert {v["name"]: v for v in pod["volumes"]}[mount["name"]]["emptyDir"] == {"sizeLimit": size}
+    with pytest.raises(RenderError, match="scratchSizeLimit"):
+        render(helm, "--set", "dask.worker.scratchSizeLimit=lots")
 
 
 def test_shared_volume_existing_claim_and_off(helm: str) -> None:
@@ -649,13 +680,18 @@ TOGGLES = {
     "serviceAccount.create": ("ServiceAccount", "analysis"),
     "rbac.create": ("Role", "-job"),
     "sharedVolume.enabled": ("PersistentVolumeClaim", "-shared"),
+    "networkPolicy.enabled": ("NetworkPolicy", "-default-deny"),
 }
+# The peers the NetworkPolicies need once a monitor or an external operator is switched on.
+PEERS = '[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]'
 
 
 @pytest.mark.parametrize("toggle", sorted(TOGGLES))
 def test_each_toggle_renders_its_objects(helm: str, toggle: str) -> None:
     kind, name = TOGGLES[toggle]
-    extra = ["--set", "grafana.datasourceUrl=http://prometheus.monitoring:9090"]
+    extra = ["--set", "grafana.datasourceUrl=http://prometheus.monitoring:9090",
+             "--set-json", f"networkPolicy.metricsFrom={PEERS}",
+             "--set-json", f"networkPolicy.operatorFrom={PEERS}"]
     if toggle == "serviceAccount.create":
         extra += ["--set", "serviceAccount.name=analysis"]
     on = render(helm, "--set", f"{toggle}=true", *extra)
@@ -670,7 +706,8 @@ def test_each_toggle_renders_its_objects(helm: str, toggle: str) -> None:
 
 
 def test_pod_monitor_targets_the_metrics_port(helm: str) -> None:
-    objs = render(helm, "--set", "prometheus.podMonitor.enabled=true")
+    objs = render(helm, "--set", "prometheus.podMonitor.enabled=true",
+                  "--set-json", f"networkPolicy.metricsFrom={PEERS}")
     monitor = _one(objs, "PodMonitor")
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http-dashboard"
     assert "dask.org/cluster-name" in monitor["spec"]["podTargetLabels"]
@@ -774,6 +811,38 @@ def test_default_image_tag_is_the_project_version(helm: str) -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     job = _one(render(helm), "Job")
     assert job["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f":{project}")
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_images_can_be_pinned_by_digest(helm: str) -> None:
+    """image.digest pins the Job and, through the facility configuration, every Dask pod;
+    the Prometheus and Grafana digests pin theirs."""
+    from omegaconf import OmegaConf
+
+    from intccms.execute.backends.k8s_specs import make_cluster_spec
+    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
+
+    objs = render(helm, "--set", f"image.digest={DIGEST}", "--set", f"prometheus.image.digest={DIGEST}",
+                  "--set", f"grafana.image.digest={DIGEST}")
+    pinned = f"ghcr.io/intccms/intccms@{DIGEST}"
+    (container,) = _one(objs, "Job")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == pinned
+    assert {e["name"]: e.get("value") for e in container["env"]}["INTCCMS_IMAGE"] == pinned
+    k8s = yaml.safe_load(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])["cluster"]["kubernetes"]
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(KubernetesClusterConfig), k8s))
+    spec = make_cluster_spec(cfg, "r1")
+    for role in ("scheduler", "worker"):
+        assert spec["spec"][role]["spec"]["containers"][0]["image"] == pinned, role
+    for name, repository in (("prometheus", "quay.io/prometheus/prometheus"), ("grafana", "docker.io/grafana/grafana")):
+        pod = _one(objs, "Deployment", name)["spec"]["template"]["spec"]
+        assert pod["containers"][0]["image"] == f"{repository}@{DIGEST}"
+    # Without a digest, the tags as before.
+    plain = _one(render(helm), "Deployment", "prometheus")["spec"]["template"]["spec"]
+    assert plain["containers"][0]["image"] == "quay.io/prometheus/prometheus:v2.55.1"
+    with pytest.raises(RenderError, match="digest"):
+        render(helm, "--set", "image.digest=sha256:short")
 
 
 def test_package_builds_offline(helm: str, tmp_path: Path) -> None:

@@ -373,6 +373,9 @@ def test_every_container_ran_as_the_non_root_user_without_privilege_escalation(r
         assert data["Config"]["User"].split(":")[0] == "1000", name
         assert "no-new-privileges" in " ".join(data["HostConfig"].get("SecurityOpt") or []), name
         assert "CAP_SYS_ADMIN" not in (data["HostConfig"].get("CapAdd") or []), name
+    # The scheduler and the workers ran (and the runs passed) with a read-only root filesystem.
+    for name in (runs.handle.scheduler, *runs.handle.workers):
+        assert runs.inspected[name]["HostConfig"]["ReadonlyRootfs"] is True, name
 
 
 @pytest.mark.facility
@@ -440,6 +443,26 @@ def test_pod_spec_becomes_podman_arguments_without_secrets_on_the_command_line(t
     image_at = args.index("localhost/intccms:x")
     assert args[image_at + 1:] == ["worker", "--name", "c1-default-worker-abc", "--dashboard-address", ":8788"]
     assert args[args.index("--entrypoint") + 1] == '["intccms-entrypoint"]'
+
+
+@pytest.mark.parametrize("role", ["scheduler", "worker"])
+def test_read_only_dask_pods_write_to_their_scratch_emptydir(tmp_path: Path, role: str) -> None:
+    """The backend's read-only scheduler and worker pods become read-only containers whose
+    scratch emptyDir is a writable host folder owned by the pod's user."""
+    from fixtures.facility import fac
+
+    from intccms.execute.backends.k8s_specs import SCRATCH_PATH, make_cluster_spec
+    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
+
+    if os.geteuid() != 0:
+        pytest.skip("emptyDir folders are chowned to the pod's uid, which needs root")
+    pod = make_cluster_spec(KubernetesClusterConfig(), "r1")["spec"][role]
+    ctx = fac.pods.PodContext(name=f"c-{role}", namespace="ns", network="net", state_dir=tmp_path)
+    args = fac.pods.run_args(pod, ctx, image="localhost/intccms:x")
+    assert "--read-only" in args and "--read-only-tmpfs=false" in args
+    volumes = [args[i + 1].split(":") for i, a in enumerate(args) if a == "--volume"]
+    (host,) = [Path(v[0]) for v in volumes if v[1] == SCRATCH_PATH and len(v) == 2]
+    assert host.is_dir() and host.stat().st_uid == 1000 and host.stat().st_mode & 0o700 == 0o700
 
 
 def test_missing_secret_and_root_user_are_refused(tmp_path: Path) -> None:

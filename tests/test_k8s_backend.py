@@ -128,6 +128,17 @@ def test_operator_builds_the_cluster_and_teardown_deletes_it(
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8788"
     assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "dask-worker"
     assert pod["metadata"]["labels"]["team"] == "cms"
+    # What the chart's NetworkPolicies select on (tests/test_chart_netpol.py builds the same pods
+    # with the operator's builders): the configured labels and the operator's component label
+    # on both pod templates, and the named Dask ports.
+    assert pod["metadata"]["labels"]["dask.org/component"] == "worker"
+    sched_labels = scheduler["spec"]["template"]["metadata"]["labels"]
+    assert (sched_labels["team"], sched_labels["dask.org/component"]) == ("cms", "scheduler")
+    assert {p["name"] for p in container["ports"]} == {"tcp-comm", "tcp-nanny", "http-dashboard"}
+    # The read-only root and the scratch emptyDir pass through the operator unchanged.
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert "emptyDir" in {v["name"]: v for v in pod["spec"]["volumes"]}["scratch"]
 
     (sched_container,) = scheduler["spec"]["template"]["spec"]["containers"]
     assert sched_container["image"] == IMAGE

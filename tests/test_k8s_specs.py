@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from intccms.execute.backends.k8s_specs import (
     MAX_CLUSTER_NAME_LEN,
+    SCRATCH_PATH,
     SpecError,
     cluster_name,
     make_autoscaler_spec,
@@ -116,6 +117,66 @@ def test_pods_are_hardened_and_resourced() -> None:
         assert container["resources"]["requests"]["cpu"]
 
 
+def _env_values(container: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+@pytest.mark.parametrize(("role", "size"), [("scheduler", "1Gi"), ("worker", "10Gi")])
+def test_root_filesystem_is_read_only_with_an_emptydir_for_scratch(role: str, size: str) -> None:
+    """Scheduler and workers write only to their scratch emptyDir, where Dask's local
+    directory and the library caches point."""
+    pod = make_cluster_spec(_full_config(), "run-1")["spec"][role]["spec"]
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsNonRoot"] is True and pod["securityContext"]["runAsNonRoot"] is True
+    assert sc["privileged"] is False
+    scratch = [m for m in container["volumeMounts"] if m["mountPath"] == SCRATCH_PATH]
+    assert len(scratch) == 1 and not scratch[0].get("readOnly")
+    volume = {v["name"]: v for v in pod["volumes"]}[scratch[0]["name"]]
+    assert volume["emptyDir"] == {"sizeLimit": size}
+    env = _env_values(container)
+    assert env["DASK_TEMPORARY_DIRECTORY"] == SCRATCH_PATH
+    for key in ("MPLCONFIGDIR", "NUMBA_CACHE_DIR"):
+        assert env[key].startswith(SCRATCH_PATH + "/"), key
+
+
+def test_dask_reads_its_local_directory_and_spill_bound_from_the_pod_env() -> None:
+    """The variable names are the ones Dask's config really reads (a typo would leave the
+    local directory on the read-only root)."""
+    import dask.config
+
+    (container,) = make_cluster_spec(KubernetesClusterConfig(), "run-1")["spec"]["worker"]["spec"]["containers"]
+    env = {k: v for k, v in _env_values(container).items() if k.startswith("DASK_")}
+    config = dask.config.collect(paths=[], env=env)
+    assert dask.config.get("temporary-directory", config=config) == SCRATCH_PATH
+    # Dask stops spilling before the 10Gi emptyDir is full (a full one gets the pod evicted).
+    max_spill = dask.config.get("distributed.worker.memory.max-spill", config=config)
+    assert max_spill == int(10 * 2**30 * 0.8)
+
+
+def test_scratch_settings_can_be_overridden_and_are_checked() -> None:
+    cfg = KubernetesClusterConfig(env={"DASK_TEMPORARY_DIRECTORY": "/tmp/dask"})
+    cfg.worker.scratch_size_limit = "50Gi"
+    worker = make_cluster_spec(cfg, "run-1")["spec"]["worker"]["spec"]
+    names = [e["name"] for e in worker["containers"][0]["env"]]
+    assert names.count("DASK_TEMPORARY_DIRECTORY") == 1
+    assert _env_values(worker["containers"][0])["DASK_TEMPORARY_DIRECTORY"] == "/tmp/dask"
+    assert worker["volumes"][0]["emptyDir"] == {"sizeLimit": "50Gi"}
+    cfg.scheduler.scratch_size_limit = "lots"
+    with pytest.raises(SpecError, match=r"scheduler\.scratch_size_limit='lots'"):
+        make_cluster_spec(cfg, "run-1")
+
+
+@pytest.mark.parametrize(("name", "path"), [("scratch", "/data"), ("data", "/tmp")])
+def test_a_claim_cannot_take_the_scratch_volume(name: str, path: str) -> None:
+    from intccms.execute.backends.kubernetes_config import VolumeClaimMount
+
+    cfg = KubernetesClusterConfig(volumes=[VolumeClaimMount(name=name, claim_name="c", mount_path=path)])
+    with pytest.raises(SpecError, match=r"volumes\[0\]: .*scratch volume"):
+        make_cluster_spec(cfg, "run-1")
+
+
 def test_root_user_is_refused() -> None:
     with pytest.raises(SpecError, match="non-root"):
         make_cluster_spec(KubernetesClusterConfig(run_as_user=0), "run-1")
@@ -125,12 +186,15 @@ def test_worker_metrics_port_and_prometheus_discovery() -> None:
     spec = make_cluster_spec(_full_config(), "run-1")
     worker = spec["spec"]["worker"]
     (container,) = worker["spec"]["containers"]
-    assert container["ports"] == [
-        {"name": "http-dashboard", "containerPort": 8788, "protocol": "TCP"}
-    ]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"tcp-comm": 8789, "tcp-nanny": 8790, "http-dashboard": 8788}
     args = container["args"]
     assert args[0] == "worker"
     assert args[args.index("--dashboard-address") + 1] == ":8788"
+    # Fixed worker and nanny ports under their own names: a NetworkPolicy admits the scheduler
+    # and the other workers there and Prometheus on the metrics port only.
+    assert args[args.index("--worker-port") + 1] == "8789"
+    assert args[args.index("--nanny-port") + 1] == "8790"
     assert args[args.index("--preload") + 1] == "intccms.metrics.preload"
     ann = worker["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true"
@@ -224,15 +288,16 @@ def test_claims_are_mounted_into_workers_only() -> None:
     spec = make_cluster_spec(cfg, "run-1")
     validate_custom_resource(spec)
     worker = spec["spec"]["worker"]["spec"]
-    assert worker["volumes"] == [
+    assert worker["volumes"][1:] == [
         {"name": "shared", "persistentVolumeClaim": {"claimName": "data"}},
         {"name": "ref", "persistentVolumeClaim": {"claimName": "refs", "readOnly": True}},
     ]
-    assert _containers(spec, "worker")[0]["volumeMounts"] == [
+    assert _containers(spec, "worker")[0]["volumeMounts"][1:] == [
         {"name": "shared", "mountPath": "/shared", "readOnly": False},
         {"name": "ref", "mountPath": "/ref", "readOnly": True},
     ]
-    assert "volumes" not in spec["spec"]["scheduler"]["spec"]
+    scheduler = spec["spec"]["scheduler"]["spec"]
+    assert [v["name"] for v in scheduler["volumes"]] == ["scratch"]
 
 
 @pytest.mark.parametrize(("name", "claim", "path", "message"), [

@@ -20,6 +20,14 @@ ConfigMap so `helm template` fails as early as `helm install`.
 {{- if and (hasPrefix "s3://" .Values.output.dir) (not (include "intccms.storageSecretName" .)) -}}
 {{- fail (printf "output.dir=%s needs object-store credentials: set storage.existingSecret (or storage.credentials.*)" .Values.output.dir) -}}
 {{- end -}}
+{{- if .Values.networkPolicy.enabled -}}
+{{- if and (or .Values.prometheus.podMonitor.enabled .Values.prometheus.serviceMonitor.enabled) (not .Values.networkPolicy.metricsFrom) -}}
+{{- fail "prometheus.podMonitor/serviceMonitor scrape the Dask pods, whose metrics ports the NetworkPolicies open to the built-in Prometheus only: set networkPolicy.metricsFrom to your Prometheus, e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}, podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}}]" -}}
+{{- end -}}
+{{- if and (not (index .Values "dask-kubernetes-operator" "enabled")) (not .Values.networkPolicy.operatorFrom) -}}
+{{- fail "dask-kubernetes-operator.enabled is false, so the NetworkPolicies cannot know where your Dask operator runs, and it must reach each scheduler to scale and retire workers: set networkPolicy.operatorFrom, e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: dask-operator}}, podSelector: {matchLabels: {app.kubernetes.io/name: dask-kubernetes-operator}}}]" -}}
+{{- end -}}
+{{- end -}}
 {{- if hasKey .Values.job "configName" -}}
 {{- fail "job.configName was renamed to job.config in chart 0.1.0: move the value" -}}
 {{- end -}}

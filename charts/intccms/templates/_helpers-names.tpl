@@ -46,8 +46,17 @@ Names of objects. Kept in one place because several components refer to each oth
 {{- default (include "intccms.componentName" (dict "root" . "component" "grafana-admin")) .Values.grafana.admin.existingSecret -}}
 {{- end -}}
 
+{{- /* An image reference: repository@digest when a digest pins it, else repository:tag. */ -}}
+{{- define "intccms.imageRef" -}}
+{{- if .digest -}}
+{{- printf "%s@%s" .repository .digest -}}
+{{- else -}}
+{{- printf "%s:%s" .repository .tag -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "intccms.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- include "intccms.imageRef" (dict "repository" .Values.image.repository "tag" (default .Chart.AppVersion .Values.image.tag) "digest" .Values.image.digest) -}}
 {{- end -}}
 
 {{- define "intccms.prometheusUrl" -}}

@@ -21,6 +21,7 @@ __all__ = [
     "API_VERSION",
     "COMPONENT_LABEL",
     "MAX_CLUSTER_NAME_LEN",
+    "SCRATCH_PATH",
     "SpecError",
     "cluster_name",
     "make_autoscaler_spec",
@@ -33,6 +34,12 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 # Worker Deployments are named "<cluster>-default-worker-<10 hex>" and must stay a valid
 # 63-character label value, which leaves 37 characters for the cluster name.
 MAX_CLUSTER_NAME_LEN = 37
+# The root filesystem of scheduler and workers is read-only; this emptyDir is where they write
+# (Dask's local directory, tempfile, library caches), as the chart's own pods do at /tmp.
+SCRATCH_PATH = "/tmp"
+SCRATCH_VOLUME = "scratch"
+# Dask stops spilling at this share of the scratch volume: a full emptyDir gets the pod evicted.
+_SPILL_SHARE = 0.8
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Names that look like credentials must come from a Secret, never from plain env values.
 _SECRET_LIKE = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL)", re.I)
@@ -172,9 +179,37 @@ def _security_context(cfg: KubernetesClusterConfig) -> dict[str, Any]:
         "runAsNonRoot": True,
         "runAsUser": cfg.run_as_user,
         "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def _scratch_bytes(size_limit: str, where: str) -> int:
+    try:
+        return memory_bytes(size_limit)
+    except SpecError:
+        msg = (
+            f"cluster.kubernetes.{where}.scratch_size_limit={size_limit!r} is not a Kubernetes"
+            " quantity; write e.g. '10Gi'"
+        )
+        raise SpecError(msg) from None
+
+
+def _scratch_env(cfg: KubernetesClusterConfig, extra: dict[str, str]) -> list[dict[str, Any]]:
+    """Writable places for Dask and the libraries it loads, all on the scratch volume.
+
+    Without them matplotlib and numba try the read-only home directory; values set in
+    ``cluster.kubernetes.env`` win.
+    """
+    defaults = {
+        "DASK_TEMPORARY_DIRECTORY": SCRATCH_PATH,
+        "MPLCONFIGDIR": f"{SCRATCH_PATH}/matplotlib",
+        "NUMBA_CACHE_DIR": f"{SCRATCH_PATH}/numba",
+        **extra,
+    }
+    return [{"name": k, "value": v} for k, v in sorted(defaults.items()) if k not in cfg.env]
 
 
 def _volumes(cfg: KubernetesClusterConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -189,6 +224,12 @@ def _volumes(cfg: KubernetesClusterConfig) -> tuple[list[dict[str, Any]], list[d
                 f" name={vol.name!r} claim_name={vol.claim_name!r} mount_path={vol.mount_path!r}"
             )
             raise SpecError(msg)
+        if vol.name == SCRATCH_VOLUME or vol.mount_path.rstrip("/") == SCRATCH_PATH:
+            msg = (
+                f"{where}: the name {SCRATCH_VOLUME!r} and the path {SCRATCH_PATH} belong to the"
+                " pods' scratch volume; choose another name and mount_path"
+            )
+            raise SpecError(msg)
         if any(v["name"] == vol.name for v in volumes):
             msg = f"{where}: volume name {vol.name!r} is used twice"
             raise SpecError(msg)
@@ -200,20 +241,28 @@ def _volumes(cfg: KubernetesClusterConfig) -> tuple[list[dict[str, Any]], list[d
     return volumes, mounts
 
 
-def _pod_spec(cfg: KubernetesClusterConfig, container: dict[str, Any]) -> dict[str, Any]:
+def _pod_spec(
+    cfg: KubernetesClusterConfig,
+    container: dict[str, Any],
+    scratch: dict[str, Any],
+    claims: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], []),
+    scratch_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Pod spec around one container: read-only root, scratch emptyDir, Secret refs only."""
+    volumes, mounts = claims
     container = {
         "image": cfg.image,
         "imagePullPolicy": cfg.image_pull_policy,
         **container,
+        "env": _scratch_env(cfg, scratch_env or {}) + _env(cfg),
+        "volumeMounts": [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_PATH}, *mounts],
         "securityContext": _security_context(cfg),
     }
-    env = _env(cfg)
-    if env:
-        container["env"] = env
     if cfg.env_from_secret_names:
         container["envFrom"] = [{"secretRef": {"name": s}} for s in cfg.env_from_secret_names]
     spec: dict[str, Any] = {
         "containers": [container],
+        "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": scratch}, *volumes],
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": cfg.run_as_user,
@@ -244,37 +293,44 @@ def _worker_memory_limit(cfg: KubernetesClusterConfig) -> str:
 
 
 def _worker(cfg: KubernetesClusterConfig, name: str) -> dict[str, Any]:
-    port = cfg.worker.dashboard_port
+    wrk = cfg.worker
+    port = wrk.dashboard_port
     args = [
         "worker",
         "--name",
         "$(DASK_WORKER_NAME)",
         "--nthreads",
-        str(cfg.worker.threads),
+        str(wrk.threads),
         "--nworkers",
         "1",
         "--memory-limit",
         _worker_memory_limit(cfg),
+        "--worker-port",
+        str(wrk.comm_port),
+        "--nanny-port",
+        str(wrk.nanny_port),
         "--dashboard",
         "--dashboard-address",
         f":{port}",
     ]
-    for module in cfg.worker.preload:
+    for module in wrk.preload:
         args += ["--preload", module]
     container: dict[str, Any] = {
         "name": "worker",
         "command": ["intccms-entrypoint"],
         "args": args,
-        "ports": [{"name": "http-dashboard", "containerPort": port, "protocol": "TCP"}],
-        "resources": _resources(cfg.worker.resources, "worker"),
+        # Named, so the chart's NetworkPolicies admit peers per port without knowing numbers.
+        "ports": [
+            {"name": "tcp-comm", "containerPort": wrk.comm_port, "protocol": "TCP"},
+            {"name": "tcp-nanny", "containerPort": wrk.nanny_port, "protocol": "TCP"},
+            {"name": "http-dashboard", "containerPort": port, "protocol": "TCP"},
+        ],
+        "resources": _resources(wrk.resources, "worker"),
     }
+    scratch = _scratch_bytes(wrk.scratch_size_limit, "worker")
+    max_spill = {"DASK_DISTRIBUTED__WORKER__MEMORY__MAX_SPILL": str(int(scratch * _SPILL_SHARE))}
     # Only workers open input files and write skims; the scheduler needs no shared volume.
-    volumes, mounts = _volumes(cfg)
-    if mounts:
-        container["volumeMounts"] = mounts
-    spec = _pod_spec(cfg, container)
-    if volumes:
-        spec["volumes"] = volumes
+    spec = _pod_spec(cfg, container, {"sizeLimit": wrk.scratch_size_limit}, _volumes(cfg), max_spill)
     return {
         "replicas": max(cfg.adapt.minimum, 0),
         "metadata": {
@@ -308,12 +364,13 @@ def _scheduler(cfg: KubernetesClusterConfig, name: str) -> dict[str, Any]:
         "readinessProbe": {**probe, "initialDelaySeconds": 0, "periodSeconds": 1},
         "livenessProbe": {**probe, "initialDelaySeconds": 15, "periodSeconds": 20},
     }
+    _scratch_bytes(sch.scratch_size_limit, "scheduler")
     return {
         "metadata": {
             "labels": _labels(cfg, name, "dask-scheduler"),
             "annotations": _annotations(cfg, sch.dashboard_port),
         },
-        "spec": _pod_spec(cfg, container),
+        "spec": _pod_spec(cfg, container, {"sizeLimit": sch.scratch_size_limit}),
         "service": {
             "type": sch.service_type,
             "selector": {"dask.org/cluster-name": name, "dask.org/component": "scheduler"},

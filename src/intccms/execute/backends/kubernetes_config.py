@@ -169,7 +169,16 @@ class WaitConfig:
 
 @dataclass
 class SchedulerConfig:
-    """The scheduler pod: resources and the ports it serves."""
+    """The scheduler pod: resources, the ports it serves and its scratch volume.
+
+    Attributes:
+        resources: Container requests and limits.
+        comm_port: Dask comm port (clients and workers connect here).
+        dashboard_port: HTTP port of the dashboard, ``/health`` and ``/metrics``.
+        service_type: Type of the scheduler's Service.
+        scratch_size_limit: Size limit of the emptyDir mounted at ``/tmp`` (the root
+            filesystem is read-only, so this is the only writable place).
+    """
 
     resources: PodResources = field(
         default_factory=lambda: PodResources(
@@ -180,6 +189,7 @@ class SchedulerConfig:
     comm_port: int = 8786
     dashboard_port: int = 8787
     service_type: str = "ClusterIP"
+    scratch_size_limit: str = "1Gi"
 
 
 @dataclass
@@ -193,7 +203,13 @@ class WorkerConfig:
         memory_limit: Dask's memory limit ("3.5GiB"); empty derives it from the container
             memory limit so Dask spills and pauses before the kernel kills the pod.
         dashboard_port: HTTP port of the worker dashboard, which also serves ``/metrics``.
+        comm_port: Fixed port of the worker process (the scheduler and other workers
+            connect here); fixed so a NetworkPolicy can name it apart from the metrics port.
+        nanny_port: Fixed port of the nanny process (the scheduler restarts workers there).
         preload: Modules given to ``dask worker --preload`` (the metrics exporter).
+        scratch_size_limit: Size limit of the emptyDir mounted at ``/tmp``: Dask's local
+            directory (spilled data), staged skims and library caches; Dask stops spilling
+            at 80 % of it so the kubelet never evicts a worker for filling it.
     """
 
     resources: PodResources = field(
@@ -205,7 +221,10 @@ class WorkerConfig:
     threads: int = 1
     memory_limit: str = ""
     dashboard_port: int = 8788
+    comm_port: int = 8789
+    nanny_port: int = 8790
     preload: list[str] = field(default_factory=lambda: ["intccms.metrics.preload"])
+    scratch_size_limit: str = "10Gi"
 
 
 @dataclass
