@@ -401,8 +401,8 @@ def test_facility_config_fits_the_cluster_schema(helm: str) -> None:
     from fixtures.k8s import validate_custom_resource
     from omegaconf import OmegaConf
 
+    from intccms.config.kubernetes import KubernetesClusterConfig
     from intccms.execute.backends.k8s_specs import make_autoscaler_spec, make_cluster_spec
-    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
 
     for values in VALUE_SETS:
         objs = render(helm, *_values_args(values))
@@ -451,8 +451,8 @@ def test_job_and_workers_share_the_demo_inputs(helm: str, tmp_path: Path,
     from fixtures.k8s import validate_custom_resource
     from omegaconf import OmegaConf
 
+    from intccms.config.kubernetes import KubernetesClusterConfig
     from intccms.execute.backends.k8s_specs import make_cluster_spec
-    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
 
     objs = render(helm)
     claim = _one(objs, "PersistentVolumeClaim", "-shared")
@@ -489,8 +489,8 @@ def test_scratch_size_limits_reach_the_dask_pods(helm: str) -> None:
     """dask.*.scratchSizeLimit bound the emptyDirs the read-only scheduler and workers write to."""
     from omegaconf import OmegaConf
 
+    from intccms.config.kubernetes import KubernetesClusterConfig
     from intccms.execute.backends.k8s_specs import SCRATCH_PATH, make_cluster_spec
-    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
 
     objs = render(helm, "--set", "dask.worker.scratchSizeLimit=50Gi",
                   "--set", "dask.scheduler.scratchSizeLimit=2Gi")
@@ -552,8 +552,8 @@ def test_dask_cluster_is_owned_by_the_job_and_times_out_idle(
     from fixtures.k8s import validate_custom_resource
     from omegaconf import OmegaConf
 
+    from intccms.config.kubernetes import KubernetesClusterConfig
     from intccms.execute.backends.k8s_specs import make_cluster_spec
-    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
 
     objs = render(helm)
     job = _one(objs, "Job")
@@ -802,7 +802,7 @@ def test_versions_agree_with_the_project() -> None:
     assert dep["version"] == importlib.metadata.version("dask-kubernetes")
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["dask-kubernetes-operator"]["image"]["tag"] == dep["version"]
-    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
+    from intccms.config.kubernetes import KubernetesClusterConfig
 
     assert KubernetesClusterConfig().image.endswith(f":{project}")
 
@@ -821,8 +821,8 @@ def test_images_can_be_pinned_by_digest(helm: str) -> None:
     the Prometheus and Grafana digests pin theirs."""
     from omegaconf import OmegaConf
 
+    from intccms.config.kubernetes import KubernetesClusterConfig
     from intccms.execute.backends.k8s_specs import make_cluster_spec
-    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
 
     objs = render(helm, "--set", f"image.digest={DIGEST}", "--set", f"prometheus.image.digest={DIGEST}",
                   "--set", f"grafana.image.digest={DIGEST}")

@@ -23,12 +23,12 @@ from fixtures.k8s import (
     validate_custom_resource,
 )
 
-from intccms.execute.backends.kubernetes import ClusterStartupError, KubernetesBackend
-from intccms.execute.backends.kubernetes_config import (
+from intccms.config.kubernetes import (
     KubernetesClusterConfig,
     OwnerReference,
     SecretEnvVar,
 )
+from intccms.execute.backends.kubernetes import ClusterStartupError, KubernetesBackend
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -16,6 +16,11 @@ import yaml
 from fixtures.k8s import validate_custom_resource
 from omegaconf import OmegaConf
 
+from intccms.config.kubernetes import (
+    KubernetesClusterConfig,
+    SecretEnvVar,
+    Toleration,
+)
 from intccms.execute.backends.k8s_specs import (
     MAX_CLUSTER_NAME_LEN,
     SCRATCH_PATH,
@@ -24,11 +29,6 @@ from intccms.execute.backends.k8s_specs import (
     make_autoscaler_spec,
     make_cluster_spec,
     memory_bytes,
-)
-from intccms.execute.backends.kubernetes_config import (
-    KubernetesClusterConfig,
-    SecretEnvVar,
-    Toleration,
 )
 
 pytestmark = pytest.mark.k8s
@@ -170,7 +170,7 @@ def test_scratch_settings_can_be_overridden_and_are_checked() -> None:
 
 @pytest.mark.parametrize(("name", "path"), [("scratch", "/data"), ("data", "/tmp")])
 def test_a_claim_cannot_take_the_scratch_volume(name: str, path: str) -> None:
-    from intccms.execute.backends.kubernetes_config import VolumeClaimMount
+    from intccms.config.kubernetes import VolumeClaimMount
 
     cfg = KubernetesClusterConfig(volumes=[VolumeClaimMount(name=name, claim_name="c", mount_path=path)])
     with pytest.raises(SpecError, match=r"volumes\[0\]: .*scratch volume"):
@@ -280,7 +280,7 @@ def test_group_file_fills_the_schema() -> None:
 
 
 def test_claims_are_mounted_into_workers_only() -> None:
-    from intccms.execute.backends.kubernetes_config import VolumeClaimMount
+    from intccms.config.kubernetes import VolumeClaimMount
 
     cfg = _full_config()
     cfg.volumes = [VolumeClaimMount(name="shared", claim_name="data", mount_path="/shared"),
@@ -306,7 +306,7 @@ def test_claims_are_mounted_into_workers_only() -> None:
     ("shared", "data", "shared", "absolute mount_path"),
 ])
 def test_incomplete_claim_mount_is_refused(name: str, claim: str, path: str, message: str) -> None:
-    from intccms.execute.backends.kubernetes_config import VolumeClaimMount
+    from intccms.config.kubernetes import VolumeClaimMount
 
     cfg = _full_config()
     cfg.volumes = [VolumeClaimMount(name=name, claim_name=claim, mount_path=path)]
@@ -315,7 +315,7 @@ def test_incomplete_claim_mount_is_refused(name: str, claim: str, path: str, mes
 
 
 def test_owner_reference_and_idle_timeout_reach_the_cluster() -> None:
-    from intccms.execute.backends.kubernetes_config import OwnerReference
+    from intccms.config.kubernetes import OwnerReference
 
     cfg = _full_config()
     cfg.idle_timeout_s = 1800
@@ -332,7 +332,7 @@ def test_owner_reference_and_idle_timeout_reach_the_cluster() -> None:
 
 @pytest.mark.parametrize(("name", "uid"), [("intccms-run-3", ""), ("", "0b6f5e4c")])
 def test_half_an_owner_is_refused(name: str, uid: str) -> None:
-    from intccms.execute.backends.kubernetes_config import OwnerReference
+    from intccms.config.kubernetes import OwnerReference
 
     cfg = _full_config()
     cfg.owner = OwnerReference(name=name, uid=uid)
@@ -349,7 +349,7 @@ def test_negative_idle_timeout_is_refused() -> None:
 
 def test_run2_skim_composes_with_the_kubernetes_cluster() -> None:
     from intccms.config import compose_config
-    from intccms.execute.backends.kubernetes_config import parse_kubernetes_config
+    from intccms.config.kubernetes import parse_kubernetes_config
 
     cfg = compose_config("run2_skim", ["cluster=kubernetes", "cluster.kubernetes.adapt.maximum=40"])
     assert cfg.cluster.kind == "kubernetes"

@@ -15,7 +15,7 @@ import cloudpickle
 import pytest
 from fixtures.prometheus import dashboards, panel_expressions, set_chart_targets, substitute
 
-from intccms.execute.records import ChunkRecord
+from intccms.core.records import ChunkRecord
 from intccms.metrics import names, worker
 from intccms.metrics.scheduler import run_metrics_for
 from intccms.metrics.server import PrometheusProcess

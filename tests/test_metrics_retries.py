@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 from rich.console import Console
 
-from intccms.execute.records import ChunkRecord
+from intccms.core.records import ChunkRecord
 from intccms.execute.runner import run_stage
 from intccms.metrics.worker import chunk_metrics, current_worker_label
 from intccms.outputs.report import build_report

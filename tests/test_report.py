@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from intccms.execute.records import ChunkRecord
+from intccms.core.records import ChunkRecord
 from intccms.outputs.report import SUMMARY, build_report, print_report, write_report
 from intccms.outputs.report_plots import PLOTS
 

@@ -1,4 +1,5 @@
-"""Static checks: ruff (the rule set in pyproject.toml) and mypy (its strictness there) find nothing.
+"""Static checks: ruff (the rule set in pyproject.toml) and mypy (its strictness there) find
+nothing, and the import contract (layers) holds.
 
 Both run as the environment's own executables from the repository root, so they read the
 project's configuration, not a user-level one. mypy keeps its cache in ``.cache/mypy``: a
@@ -35,3 +36,10 @@ def test_mypy_finds_nothing() -> None:
     proc = _run("mypy")  # files, strictness and cache directory: [tool.mypy] in pyproject.toml
     assert proc.returncode == 0, f"mypy findings:\n{proc.stdout}{proc.stderr}"
     assert "Success: no issues found" in proc.stdout, proc.stdout
+
+
+def test_layers_hold() -> None:
+    """The import contract of pyproject.toml ([tool.importlinter]): each layer imports only the
+    layers below it, apart from the listed debts."""
+    proc = _run("lint-imports", "--no-cache")
+    assert proc.returncode == 0, f"import contract broken:\n{proc.stdout}{proc.stderr}"

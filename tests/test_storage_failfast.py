@@ -13,8 +13,8 @@ from fixtures.s3 import S3Server
 from rich.console import Console
 
 from intccms.config import compose_config
+from intccms.core.records import ChunkRecord
 from intccms.execute.job import run_job
-from intccms.execute.records import ChunkRecord
 from intccms.execute.runner import run_stage
 from intccms.plan.workitems import WorkItem
 from intccms.storage import StorageAuthError, StorageUnreachableError

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from intccms.config.compose import ConfigError
 
 if TYPE_CHECKING:
-    from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig, PodResources
+    from intccms.config.kubernetes import KubernetesClusterConfig, PodResources
 
 # Kubernetes CPU quantities: cores ("2", "0.5") or millicores ("250m").
 _CPU_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)m?$")
@@ -78,11 +78,11 @@ def _check_cluster_kubernetes(cfg: DictConfig) -> None:
     block = cfg.cluster.get("kubernetes")
     if block is None:
         return
-    from intccms.execute.backends.k8s_specs import SpecError, make_cluster_spec
-    from intccms.execute.backends.kubernetes_config import (
+    from intccms.config.kubernetes import (
         KubernetesConfigError,
         parse_kubernetes_config,
     )
+    from intccms.execute.backends.k8s_specs import SpecError, make_cluster_spec
 
     try:
         k8s = parse_kubernetes_config(block)

@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from intccms.config.compose import to_yaml
+from intccms.core.records import ChunkRecord
 from intccms.execute.backends import start_cluster
 from intccms.execute.prepare import ensure_inputs, fill_generated_files
-from intccms.execute.records import ChunkRecord
 from intccms.execute.runner import StageOutcome, run_stage
 from intccms.execute.stages import (
     analysis_items,

@@ -26,8 +26,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from intccms.core.records import ChunkRecord
 from intccms.execute.attempts import chunk_attempts
-from intccms.execute.records import ChunkRecord
 from intccms.plan.workitems import WorkItem
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import Progress
 
-from intccms.execute.records import ChunkRecord
+from intccms.core.records import ChunkRecord
 from intccms.execute.runner import BadInputError, StageOutcome, run_stage
 from intccms.execute.tasks import CorrectionsSpec, metadata_task, skim_task
 from intccms.physics.corrections.era import era_values

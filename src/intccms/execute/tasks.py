@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from intccms.execute.records import ChunkRecord
+from intccms.core.records import ChunkRecord
 from intccms.physics.corrections import EraCorrections
 from intccms.physics.events import branch_names, build_events, excluded, resolve_fields
 from intccms.physics.functors import Functor

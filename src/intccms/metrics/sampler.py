@@ -40,7 +40,7 @@ def wanted_workers(cluster: Mapping[str, Any], present: int) -> int:
     if kind == "kubernetes":
         k8s = cluster.get("kubernetes")
         if k8s is not None:
-            from intccms.execute.backends.kubernetes_config import AdaptConfig
+            from intccms.config.kubernetes import AdaptConfig
 
             adapt: Any = k8s.get("adapt") if hasattr(k8s, "get") else getattr(k8s, "adapt", None)
             maximum = adapt.get("maximum") if hasattr(adapt, "get") else getattr(adapt, "maximum", None)

@@ -17,7 +17,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from intccms.execute.records import ChunkRecord
+from intccms.core.records import ChunkRecord
 from intccms.execute.tasks import INPUT_ERRORS, CorrectionsSpec, raise_if_not_input
 from intccms.mva.features import FeatureSpec, feature_matrix
 from intccms.mva.train import TrainingSet

@@ -1,6 +1,6 @@
 """The run report: throughput, data rates, core efficiency and failures from the per-chunk records.
 
-It is computed from the same :class:`~intccms.execute.records.ChunkRecord` numbers the workers
+It is computed from the same :class:`~intccms.core.records.ChunkRecord` numbers the workers
 export to Prometheus, so the report and the dashboards agree. Rates follow the idap-200gbps
 conventions: events/s and Gbit/s over the run's wall time, and core efficiency as the summed chunk
 time over wall time x cores.
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from intccms.execute.records import ChunkRecord
+from intccms.core.records import ChunkRecord
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from intccms.execute.records import ChunkRecord
+from intccms.core.records import ChunkRecord
 
 
 def skipped_costs(skipped: Mapping[str, str], metadata: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:

@@ -95,8 +95,8 @@ def start_cluster(cfg: Mapping[str, Any], *, run_id: str = "run") -> Iterator[Cl
         with address_cluster(cfg) as client:
             yield client
     elif kind == "kubernetes":
+        from intccms.config.kubernetes import parse_kubernetes_config
         from intccms.execute.backends.kubernetes import KubernetesBackend
-        from intccms.execute.backends.kubernetes_config import parse_kubernetes_config
 
         block = cfg.get("kubernetes")
         if block is None:

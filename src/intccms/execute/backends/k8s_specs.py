@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from intccms.execute.backends.kubernetes_config import (
+from intccms.config.kubernetes import (
     KubernetesClusterConfig,
     PodResources,
     ResourceQuantities,

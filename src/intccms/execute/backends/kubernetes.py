@@ -33,12 +33,12 @@ from dask_kubernetes.operator._objects import (  # the operator's kr8s kinds
 from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
 from kr8s.asyncio.objects import Pod
 
+from intccms.config.kubernetes import KubernetesClusterConfig
 from intccms.execute.backends.k8s_specs import (
     cluster_name,
     make_autoscaler_spec,
     make_cluster_spec,
 )
-from intccms.execute.backends.kubernetes_config import KubernetesClusterConfig
 
 __all__ = ["ClusterStartupError", "KubernetesBackend"]
 

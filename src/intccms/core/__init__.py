@@ -1,0 +1,1 @@
+"""Data types shared by every layer (records of work done); they import nothing of intccms."""
