@@ -61,14 +61,16 @@ class JobResult:
 
 
 def storage_options(cfg: DictConfig) -> StorageOptions:
-    """Storage options from the ``storage`` group; credentials stay as env-var references."""
+    """Storage options from the ``storage`` group; credentials stay as env-var references and
+    grid credential files (the ``credentials`` group) as paths."""
     from intccms.storage import load_credentials
+    from intccms.storage.grid import GridSettings
 
     return StorageOptions(
         s3_endpoint=cfg.storage.s3_endpoint,
         timeout_s=float(cfg.storage.timeout_s),
         retries=int(cfg.storage.retries),
-        credentials=load_credentials(),
+        credentials=load_credentials(grid=GridSettings.from_config(cfg.get("credentials"))),
         reader_kwargs=OmegaConf.to_container(cfg.storage.reader_kwargs, resolve=True) or {},
     )
 
