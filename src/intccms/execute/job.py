@@ -85,7 +85,11 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
     """
     console = console or Console(stderr=True)
     t0 = time.time()
+    from intccms.execute.preflight import check_grid_credentials, resolved_xrootd_urls
     from intccms.storage.outputs import OutputLocation
+
+    # Grid credentials for root:// URLs, before anything touches a store or starts a cluster.
+    grid_checked = check_grid_credentials(cfg, console) is not None
 
     # s3:// and root:// outputs are staged locally and published file by file (rerun: cache read back).
     outputs = OutputLocation(str(cfg.output_dir), storage_options(cfg))
@@ -100,6 +104,8 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
     ensure_inputs(cfg, console=console)
     chosen = select_datasets(OmegaConf.to_container(cfg.datasets, resolve=True), list(cfg.dataset_selection))
     datasets = {name: resolve_dataset(name, d, outputs.options) for name, d in chosen.items()}  # remote globs
+    if not grid_checked:  # listings may name root:// files the configuration alone does not show
+        check_grid_credentials(cfg, console, resolved_xrootd_urls(datasets))
     eras = sorted({d.era for d in datasets.values()})
     unknown = [e for e in eras if e not in cfg.eras]
     if unknown:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from intccms.storage.credentials import Credentials, Secret, load_credentials
 from intccms.storage.errors import (
+    GridCredentialError,
     IncompletePartError,
     MissingColumnError,
     StorageAuthError,
@@ -50,6 +51,7 @@ __all__ = [
     "ColumnSource",
     "Credentials",
     "CredentialsPlugin",
+    "GridCredentialError",
     "IncompletePartError",
     "Manifest",
     "MissingColumnError",
