@@ -14,7 +14,8 @@ from intccms.storage import Credentials, Secret, load_credentials
 from intccms.storage.grid import GridSettings, client_environ, locate
 
 GRID_VARS = ("X509_USER_PROXY", "X509_CERT_DIR", "BEARER_TOKEN", "BEARER_TOKEN_FILE",
-             "INTCCMS_XROOTD_TOKEN", "XDG_RUNTIME_DIR")
+             "INTCCMS_XROOTD_TOKEN", "XDG_RUNTIME_DIR", "INTCCMS_S3_ACCESS_KEY_ID",
+             "INTCCMS_S3_SECRET_ACCESS_KEY", "INTCCMS_S3_ENDPOINT")
 TOKEN_VALUE = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJl-never-shown"
 
 

@@ -107,15 +107,19 @@ def _dn(name: Any) -> str:
     return "/" + "/".join(attr.rfc4514_string() for attr in name)
 
 
-def read_proxy(path: str) -> ProxyInfo:
+def read_proxy(path: str, label: str | None = None) -> ProxyInfo:
     """Parse a proxy file: certificates and a private key (the key is only looked for).
+
+    Args:
+        path: The proxy file.
+        label: How messages name it (default: the path).
 
     Raises:
         GridCredentialError: missing, unreadable, or not a proxy.
     """
     from cryptography import x509
 
-    where = f"X509 proxy {path}"
+    where = f"X509 proxy {label or path}"
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -177,7 +181,7 @@ def proxy_status(location: Location, cert_dir: Location, margin_s: float,
         return Status("x509", location, False, f"no X509 proxy: X509_USER_PROXY is not set and "
                                                 f"{location.path} does not exist")
     try:
-        info = read_proxy(str(location.path))
+        info = read_proxy(str(location.path), location.describe())
     except GridCredentialError as err:
         return Status("x509", location, os.path.exists(str(location.path)), str(err))
     detail = f"{info.subject}, {_left(info.not_after, now)}"
@@ -338,11 +342,12 @@ def diagnose(locations: GridLocations) -> str:
     if bad:
         return "; ".join(str(b) for b in bad)
     shown = [s.line() for s in found]
+    if proxy.present:
+        shown.append(f"its CA is in {locations.cert_dir.describe()}")
     if token is None:
         shown.append("no bearer token")
-    trusted = f"CA directory {locations.cert_dir.describe()}"
-    return ("the credentials look valid here (" + "; ".join(shown) + f"; {trusted}); the server "
-            "may not trust this CA, map this DN, or accept this token's issuer or audience")
+    return ("the credentials look valid here (" + "; ".join(shown) + "); the server may not "
+            "trust this CA, map this DN, or accept this token's issuer, audience or scope")
 
 
 __all__ = [
