@@ -82,7 +82,7 @@ def test_worker_that_cannot_use_the_file_stops_the_job(grid_pki: GridPKI, token_
         expected = "expired"
     else:
         token = token_issuer.token_file(tmp_path / "token", "storage.read:/")
-        token.chmod(0o640)
+        token.chmod(0o644)
         creds = Credentials(x509_cert_dir=str(grid_pki.ca.certdir), bearer_token_file=str(token))
         expected = "chmod 600"
     plugin = CredentialsPlugin(creds, require_worker_env=True)
@@ -99,3 +99,24 @@ def test_value_token_still_travels_as_before(worker_env: pytest.MonkeyPatch) -> 
     assert "BEARER_TOKEN" in repr(remote)  # the worker must have its own BEARER_TOKEN
     CredentialsPlugin(creds).setup(None)
     assert os.environ["BEARER_TOKEN"] == "tok-VALUE-x"
+
+
+def test_group_readable_token_is_handed_over_as_a_private_copy(
+        grid_pki: GridPKI, token_issuer: TokenIssuer, tmp_path: Path, worker_env: pytest.MonkeyPatch) -> None:
+    """A Secret volume under fsGroup is 0440 whatever its defaultMode; the XRootD client refuses
+    group-readable token files, so the worker uses a private 0600 copy that follows renewals."""
+    from intccms.storage.grid import refresh_token_copy
+
+    mounted = token_issuer.token_file(tmp_path / "token", "storage.read:/")
+    mounted.chmod(0o440)
+    worker_env.setenv("BEARER_TOKEN_FILE", str(mounted))  # the chart's mount
+    plugin = CredentialsPlugin(Credentials(x509_cert_dir=str(grid_pki.ca.certdir),
+                                           bearer_token_file=str(mounted)), require_worker_env=True)
+    plugin.setup(FakeWorker())
+    copy = Path(os.environ["BEARER_TOKEN_FILE"])
+    assert copy != mounted and (copy.stat().st_mode & 0o777) == 0o600
+    assert copy.read_text() == mounted.read_text()
+    mounted.chmod(0o640)
+    mounted.write_text(token_issuer.token("storage.read:/ storage.modify:/") + "\n")  # renewed
+    refresh_token_copy()
+    assert copy.read_text() == mounted.read_text()

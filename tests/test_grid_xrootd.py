@@ -77,6 +77,9 @@ def test_token_with_the_right_scopes_writes_and_reads(token_server: GridServer, 
     url = token_server.url("tok", "part.parquet")
     assert storage_scenario(url, "write", SRC, **token_env(token, grid_pki))["entries"] == 7
     assert storage_scenario(url, "read", SRC, **token_env(token, grid_pki))["entries"] == 7
+    # A Kubernetes Secret volume under fsGroup is 0440; the client alone would refuse it.
+    token.chmod(0o440)
+    assert storage_scenario(url, "read", SRC, **token_env(token, grid_pki))["entries"] == 7
     if token_server.keys_from == "https":  # the server fetched the issuer's keys itself
         assert {"/.well-known/openid-configuration", "/jwks"} <= set(token_issuer.requests)
 

@@ -9,7 +9,6 @@ worker) at exactly the files it checked.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from intccms.storage.credentials import grid_locations
-from intccms.storage.grid import GridLocations, GridSettings, client_environ
+from intccms.storage.grid import GridLocations, GridSettings, client_environ, export_client_environ
 from intccms.storage.grid_check import GridReport, check_grid
 from intccms.storage.urls import root_endpoint, scheme_of
 
@@ -59,10 +58,7 @@ def xrootd_urls(cfg: DictConfig) -> list[str]:
 
 def activate(locations: GridLocations) -> None:
     """Point this process's XRootD client at the checked files (paths only, no contents)."""
-    env, unset = client_environ(locations)
-    os.environ.update(env)
-    for var in unset:
-        os.environ.pop(var, None)
+    export_client_environ(*client_environ(locations))
 
 
 def check_grid_credentials(cfg: DictConfig, console: Console, urls: Iterable[str] | None = None

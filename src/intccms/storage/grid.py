@@ -18,7 +18,10 @@ job. One found only at its default place is used when it is good and only warned
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -192,6 +195,73 @@ def client_environ(locations: GridLocations) -> tuple[dict[str, str], tuple[str,
     return env, unset
 
 
+# Private copies of token files that group or others can read: copy -> source.
+_TOKEN_COPIES: dict[str, str] = {}
+
+
+def usable_token_file(path: str) -> str:
+    """A token file the XRootD client accepts for ``path``.
+
+    The client refuses a token file that group or others can read, and a Kubernetes Secret
+    volume under the pods' ``fsGroup`` is always group-readable (0440, whatever its
+    ``defaultMode``). Such a file is copied to a private 0600 file in this process's temporary
+    folder and the copy is used; :func:`refresh_token_copy` follows a renewed source.
+    An owner-only file, one that everyone can read (a leak the check reports) or one that
+    cannot be read is used as it is.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return path
+    if not mode & stat.S_IRWXG or mode & stat.S_IRWXO:
+        return path  # owner-only: usable; readable by everyone: refused, and reported as such
+    folder = os.path.join(tempfile.gettempdir(), f"intccms-bt-{os.geteuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    copy = os.path.join(folder, hashlib.sha256(path.encode()).hexdigest()[:16])
+    _TOKEN_COPIES[copy] = path
+    _copy_if_changed(path, copy)
+    return copy
+
+
+def _copy_if_changed(source: str, copy: str) -> None:
+    try:
+        with open(source, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return  # the source went away or became unreadable: keep the last good copy
+    try:
+        with open(copy, "rb") as handle:
+            if handle.read() == data:
+                return
+    except OSError:
+        pass
+    partial = f"{copy}.partial"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(partial, copy)
+
+
+def refresh_token_copy() -> None:
+    """Bring the private copy the client uses up to date with its (renewed) source."""
+    current = os.environ.get(ENV_TOKEN_FILE, "")
+    if current in _TOKEN_COPIES:
+        _copy_if_changed(_TOKEN_COPIES[current], current)
+
+
+def export_client_environ(env: Mapping[str, str], unset: tuple[str, ...] = (), *,
+                          keep_own: bool = False) -> None:
+    """Set the grid variables for this process's XRootD client (a group-readable token file is
+    replaced by its private copy); ``keep_own`` leaves variables this process already has."""
+    for var, value in env.items():
+        if keep_own and os.environ.get(var):
+            value = os.environ[var]
+        os.environ[var] = usable_token_file(value) if var == ENV_TOKEN_FILE else value
+    for var in unset:
+        os.environ.pop(var, None)
+
+
 __all__ = [
     "DEFAULT_CERT_DIR",
     "ENV_CERT_DIR",
@@ -204,5 +274,8 @@ __all__ = [
     "GridSettings",
     "Location",
     "client_environ",
+    "export_client_environ",
     "locate",
+    "refresh_token_copy",
+    "usable_token_file",
 ]

@@ -230,9 +230,11 @@ def _read_token(location: Location) -> str:
         raise GridCredentialError(f"{where} is not readable by this user (uid {os.geteuid()})") from None
     except OSError as err:
         raise GridCredentialError(f"{where} cannot be read: {err.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        msg = (f"{where} is accessible to group or others (mode {stat.S_IMODE(mode):04o}); the "
-               "XRootD client refuses such token files: chmod 600 it")
+    if mode & stat.S_IRWXO:
+        # Group access is what a Kubernetes Secret volume has under fsGroup: the job hands the
+        # client a private copy (grid.usable_token_file). Access for everyone is a leak.
+        msg = (f"{where} is accessible to others (mode {stat.S_IMODE(mode):04o}); the XRootD "
+               "client refuses such token files: chmod 600 it")
         raise GridCredentialError(msg)
     return text
 

@@ -36,7 +36,13 @@ from intccms.storage.credentials import (
     MissingCredentialError,
 )
 from intccms.storage.errors import GridCredentialError
-from intccms.storage.grid import ENV_CERT_DIR, ENV_PROXY, ENV_TOKEN_FILE, Location
+from intccms.storage.grid import (
+    ENV_CERT_DIR,
+    ENV_PROXY,
+    ENV_TOKEN_FILE,
+    Location,
+    export_client_environ,
+)
 
 # Cluster kinds whose workers get the credential variables from their own deployment.
 WORKER_ENV_KINDS = frozenset({"kubernetes", "address"})
@@ -86,13 +92,10 @@ class CredentialsPlugin(WorkerPlugin):
                 msg = (f"worker lacks credential variables {missing}; mount the storage Secret "
                        "as environment variables in the worker pod spec")
                 raise MissingCredentialError(msg)
-            for var, path in self._paths.items():
-                os.environ.setdefault(var, path)  # the deployment's own path wins
+            export_client_environ(self._paths, keep_own=True)  # the deployment's own path wins
         else:
             os.environ.update(self._environ)
-            os.environ.update(self._paths)
-            for var in self._unset:
-                os.environ.pop(var, None)
+            export_client_environ(self._paths, self._unset)
         if self._paths:
             check_worker_files(getattr(worker, "address", "this worker"))
 

@@ -10,6 +10,7 @@ import fsspec
 
 from intccms.storage.credentials import XROOTD_CLIENT_TOKEN_VAR
 from intccms.storage.errors import GridCredentialError, StorageAuthError, StorageError
+from intccms.storage.grid import export_client_environ, refresh_token_copy
 from intccms.storage.options import StorageOptions
 from intccms.storage.schemes.base import COPY_CHUNK, Backend, temporary_name
 from intccms.storage.urls import root_endpoint, root_path
@@ -69,10 +70,10 @@ class XRootDBackend(Backend):
         if token is not None and token.is_set():
             # The XRootD client's token plugin reads the bearer token from the environment.
             os.environ[XROOTD_CLIENT_TOKEN_VAR] = token.reveal()
-        for var, path in creds.grid_environ().items():
-            # Proxy, CA directory and token file: the client reads the files where it runs.
-            # A worker's own deployment (or the driver's start-up check) has set them already.
-            os.environ.setdefault(var, path)
+        # Proxy, CA directory and token file: the client reads the files where it runs. A
+        # worker's own deployment (or the driver's start-up check) has set them already.
+        export_client_environ(creds.grid_environ(), keep_own=True)
+        refresh_token_copy()
         kwargs = self.options.fsspec_kwargs("root")
         host = root_endpoint(url).split("://", 1)[1]
         # The listings cache goes stale after writes (see ENVIRONMENT.md).
