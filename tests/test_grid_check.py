@@ -143,6 +143,9 @@ def test_tokens(grid_pki: GridPKI, token_issuer: TokenIssuer, tmp_path: Path) ->
     assert "expired 10 min ago" in str(status(expired)) and str(expired) in str(status(expired))
     short = token_issuer.token_file(tmp_path / "short", "storage.read:/", lifetime_s=1200)
     assert "expires in 19 min" in str(status(short)) or "expires in 20 min" in str(status(short))
+    assert "credentials.token_min_lifetime_h=2 h" in str(status(short))
+    default = GridSettings().token_min_lifetime_s  # tokens live minutes to hours
+    assert token_status(Location(str(short), "BEARER_TOKEN_FILE", True), (), default).usable
     forever = token_issuer.token_file(tmp_path / "forever", "storage.read:/", expires=False)
     assert "has no expiry" in str(status(forever))
     opaque = tmp_path / "opaque"

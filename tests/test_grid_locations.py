@@ -106,6 +106,8 @@ def test_credentials_group_is_typed_and_checked() -> None:
     assert TOKEN_VALUE not in str(info.value)
     with pytest.raises(ConfigError, match="min_lifetime_h"):
         compose_config("demo", ["credentials.min_lifetime_h=-1"])
+    with pytest.raises(ConfigError, match="token_min_lifetime_h"):
+        compose_config("demo", ["credentials.token_min_lifetime_h=-1"])
 
 
 def test_grid_settings_reject_unknown_requirement() -> None:

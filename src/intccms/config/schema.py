@@ -84,8 +84,11 @@ class CredentialsConfig:
     # None: INTCCMS_XROOTD_TOKEN, then WLCG discovery (BEARER_TOKEN, BEARER_TOKEN_FILE,
     # $XDG_RUNTIME_DIR/bt_u<uid>, /tmp/bt_u<uid>).
     bearer_token_file: Optional[str] = None
-    # A proxy or token that expires sooner than this (hours) stops the job at start-up.
+    # A proxy that expires sooner than this (hours) stops the job at start-up.
     min_lifetime_h: float = 2.0
+    # Likewise for a bearer token: WLCG access tokens live minutes to hours and are renewed
+    # continuously (a refreshed file or Secret), so their margin is shorter.
+    token_min_lifetime_h: float = 0.25
 
 
 @dataclass

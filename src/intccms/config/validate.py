@@ -96,6 +96,7 @@ def _check_credentials(cfg: DictConfig) -> None:
             msg = (f"credentials.{key} must be a path, and this looks like credential contents "
                    "(not shown); put the proxy or token in a file and give its path")
             raise ConfigError(msg)
-    if float(creds.min_lifetime_h) < 0:
-        msg = f"credentials.min_lifetime_h must be >= 0 hours, got {creds.min_lifetime_h}"
-        raise ConfigError(msg)
+    for key in ("min_lifetime_h", "token_min_lifetime_h"):
+        if float(creds.get(key, 0.0)) < 0:
+            msg = f"credentials.{key} must be >= 0 hours, got {creds.get(key)}"
+            raise ConfigError(msg)

@@ -70,7 +70,8 @@ def check_grid_credentials(cfg: DictConfig, console: Console, urls: Iterable[str
 
     Raises:
         GridCredentialError: a required or named credential is missing, unreadable, expired,
-            expires within ``credentials.min_lifetime_h`` or comes from an untrusted CA.
+            expires within ``credentials.min_lifetime_h`` (tokens: ``token_min_lifetime_h``)
+            or comes from an untrusted CA.
     """
     targets = [u for u in (xrootd_urls(cfg) if urls is None else urls) if _is_root(u)]
     if not targets:

@@ -47,7 +47,8 @@ class GridSettings:
         x509_proxy: Proxy file; ``None`` discovers it.
         x509_cert_dir: CA directory; ``None`` discovers it.
         bearer_token_file: Token file; ``None`` discovers the token.
-        min_lifetime_s: A credential expiring sooner than this stops the job.
+        min_lifetime_s: A proxy expiring sooner than this stops the job.
+        token_min_lifetime_s: Likewise for a bearer token (tokens live minutes to hours).
     """
 
     require: str = "none"
@@ -55,6 +56,7 @@ class GridSettings:
     x509_cert_dir: str | None = None
     bearer_token_file: str | None = None
     min_lifetime_s: float = 2 * 3600.0
+    token_min_lifetime_s: float = 0.25 * 3600.0
 
     def __post_init__(self) -> None:
         if self.require not in REQUIRE_CHOICES:
@@ -74,6 +76,7 @@ class GridSettings:
             x509_cert_dir=_opt(get("x509_cert_dir")),
             bearer_token_file=_opt(get("bearer_token_file")),
             min_lifetime_s=float(get("min_lifetime_h", 2.0)) * 3600.0,
+            token_min_lifetime_s=float(get("token_min_lifetime_h", 0.25)) * 3600.0,
         )
 
 

@@ -51,14 +51,16 @@ def _left(not_after: datetime, now: datetime) -> str:
     return f"{format_duration(left)} left (until {_when(not_after)})"
 
 
-def _lifetime(name: str, not_after: datetime, now: datetime, margin_s: float) -> str | None:
-    """The problem with a lifetime (expired, or shorter than the margin), else ``None``."""
+def _lifetime(name: str, not_after: datetime, now: datetime, margin_s: float,
+              key: str = "min_lifetime_h") -> str | None:
+    """The problem with a lifetime (expired, or shorter than the margin ``credentials.<key>``),
+    else ``None``."""
     left = (not_after - now).total_seconds()
     if left <= 0:
         return f"{name} expired {format_duration(left)} ago (at {_when(not_after)})"
     if left < margin_s:
         return (f"{name} expires in {format_duration(left)} (at {_when(not_after)}), less than "
-                f"credentials.min_lifetime_h={margin_s / 3600:g} h")
+                f"credentials.{key}={margin_s / 3600:g} h")
     return None
 
 
@@ -263,7 +265,8 @@ def token_status(location: Location | None, candidates: tuple[str, ...], margin_
                                                "require one", ", ".join(parts))
     not_after = datetime.fromtimestamp(float(exp), UTC)
     parts.append(_left(not_after, now))
-    return Status("token", location, True, _lifetime(where, not_after, now, margin_s), ", ".join(parts))
+    problem = _lifetime(where, not_after, now, margin_s, "token_min_lifetime_h")
+    return Status("token", location, True, problem, ", ".join(parts))
 
 
 def token_scope(location: Location | None) -> str | None:
@@ -305,10 +308,10 @@ def check_grid(locations: GridLocations, settings: GridSettings,
     default place goes to ``warnings``.
     """
     now = now or datetime.now(UTC)
-    margin = settings.min_lifetime_s
     report = GridReport()
-    proxy = proxy_status(locations.proxy, locations.cert_dir, margin, now)
-    token = token_status(locations.token, locations.token_candidates, margin, now)
+    proxy = proxy_status(locations.proxy, locations.cert_dir, settings.min_lifetime_s, now)
+    token = token_status(locations.token, locations.token_candidates,
+                         settings.token_min_lifetime_s, now)
     report.statuses = [proxy] + ([token] if token else [])
     no_token = ("no bearer token: looked at " + ", ".join(locations.token_candidates)
                 if token is None else None)
@@ -333,7 +336,7 @@ def check_grid(locations: GridLocations, settings: GridSettings,
 def diagnose(locations: GridLocations) -> str:
     """Why a server may have refused this process's credentials: the local problem when there
     is one, else what was presented (for the error message of a refused request)."""
-    report = check_grid(locations, GridSettings(min_lifetime_s=0.0))
+    report = check_grid(locations, GridSettings(min_lifetime_s=0.0, token_min_lifetime_s=0.0))
     proxy, *rest = report.statuses
     token = rest[0] if rest else None
     found = [s for s in report.statuses if s.present]
