@@ -4,6 +4,7 @@ left, and a job or an inspection that reads root:// stops before any work."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -194,18 +195,30 @@ def test_only_root_urls_trigger_the_check(tmp_path: Path, no_grid_env: pytest.Mo
     assert "root://cmsxrootd.fnal.gov/" in xrootd_urls(run2)
 
 
-def test_job_stops_before_any_work(tmp_path: Path, proxies: dict[str, Path],
-                                   no_grid_env: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("case", "expected"), [
+    ("expired", r"X509 proxy \S+check-expired \(credentials.x509_proxy\) of .*CN=Test User expired .* ago \(at "),
+    ("untrusted", (r"X509 proxy \S+check-untrusted \(X509_USER_PROXY\) of .*CN=Rogue User was issued by CA "
+                   r"/DC=org/DC=elsewhere/CN=Untrusted Test CA, which is not in the CA directory")),
+    ("none", r"no X509 proxy: X509_USER_PROXY is not set and /tmp/x509up_u\d+ does not exist"),
+])
+def test_job_stops_before_any_work(tmp_path: Path, grid_pki: GridPKI, proxies: dict[str, Path],
+                                   no_grid_env: pytest.MonkeyPatch, case: str, expected: str) -> None:
     from intccms.execute.job import run_job
 
-    cfg = compose_config("demo", job_overrides(tmp_path, "credentials.require=x509",
-                                               f"credentials.x509_proxy={proxies['expired']}"))
+    extra = ["credentials.require=x509", f"credentials.x509_cert_dir={grid_pki.ca.certdir}"]
+    if case == "expired":
+        extra.append(f"credentials.x509_proxy={proxies['expired']}")
+    elif case == "untrusted":
+        no_grid_env.setenv("X509_USER_PROXY", str(proxies["untrusted"]))
+    elif Path(f"/tmp/x509up_u{os.geteuid()}").exists():
+        pytest.skip("this machine has a proxy at the default place")
+    cfg = compose_config("demo", job_overrides(tmp_path, *extra))
     start = time.monotonic()
     with pytest.raises(GridCredentialError) as info:
         run_job(cfg, console=Console(quiet=True))  # no client: it would start a cluster
     assert time.monotonic() - start < 5
     text = str(info.value)
-    assert str(proxies["expired"]) in text and "expired" in text and "ago (at " in text
+    assert re.search(expected, text), text
     assert "needed for root://localhost:1 (credentials.require=x509)" in text
     assert not (tmp_path / "out").exists() and not (tmp_path / "gen").exists()  # nothing done
 
