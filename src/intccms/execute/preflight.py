@@ -38,7 +38,7 @@ def xrootd_urls(cfg: DictConfig) -> list[str]:
     urls = [str(cfg.output_dir)]
     if wf.save_skimmed_output or wf.use_skimmed_input:
         urls.append(str(wf.skim_dir))
-    datasets = OmegaConf.to_container(cfg.datasets, resolve=True) or {}
+    datasets: dict[str, Any] = OmegaConf.to_container(cfg.datasets, resolve=True) or {}  # type: ignore[assignment]
     reads_inputs = not (wf.use_skimmed_input and not wf.save_skimmed_output)
     chosen = select_datasets(datasets, list(cfg.dataset_selection)) if reads_inputs else {}
     for name, ds in chosen.items():
