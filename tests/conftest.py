@@ -20,6 +20,7 @@ pytest_plugins = [
     "fixtures.demo",
     "fixtures.s3",
     "fixtures.xrootd",
+    "fixtures.grid",
     "fixtures.prometheus",
     "fixtures.k8s",
     "fixtures.facility",

@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "AdaptConfig",
+    "FileVolume",
     "KubernetesClusterConfig",
     "KubernetesConfigError",
     "OwnerReference",
@@ -96,6 +97,36 @@ class VolumeClaimMount:
     claim_name: str = ""
     mount_path: str = ""
     read_only: bool = False
+
+
+@dataclass
+class FileVolume:
+    """Read-only files mounted into the scheduler and every worker: grid credentials.
+
+    A Secret (an X509 proxy, a bearer token) is mounted as files, not exported as variables,
+    so a renewed Secret reaches running pods; the CA certificates come from a ConfigMap, a
+    node directory (``host_path``, e.g. CVMFS) or any other volume source (``source``, e.g. a
+    CVMFS CSI claim). Set exactly one of ``secret_name``, ``config_map_name``, ``host_path``
+    and ``source``.
+
+    Attributes:
+        name: Volume name inside the pod (a DNS-1123 label).
+        mount_path: Absolute folder the files appear in.
+        secret_name: A Secret in the cluster's namespace (files mode 0400; 0440 under fsGroup).
+        config_map_name: A ConfigMap in the cluster's namespace.
+        host_path: A directory on the node.
+        source: Any other Kubernetes volume source, as in the API (``{"csi": {...}}``).
+        env: Variables pointing into the mount: name -> file below ``mount_path`` (``""``:
+            the folder itself), e.g. ``{"X509_USER_PROXY": "x509up"}``. Paths, not contents.
+    """
+
+    name: str = ""
+    mount_path: str = ""
+    secret_name: str = ""
+    config_map_name: str = ""
+    host_path: str = ""
+    source: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -251,6 +282,8 @@ class KubernetesClusterConfig:
         labels: Extra labels on the DaskCluster and all its pods.
         annotations: Extra annotations on the DaskCluster and all its pods.
         volumes: Claims mounted into every worker (shared inputs and outputs).
+        file_volumes: Read-only files (grid proxy, token, CA certificates) mounted into the
+            scheduler and every worker, with the variables that point at them.
         prometheus: Prometheus pod-discovery annotations.
         run_as_user: Non-root uid of every container (the image's user).
         idle_timeout_s: The operator deletes a cluster whose scheduler has had no work this
@@ -279,6 +312,7 @@ class KubernetesClusterConfig:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     volumes: list[VolumeClaimMount] = field(default_factory=list)
+    file_volumes: list[FileVolume] = field(default_factory=list)
     prometheus: PrometheusDiscovery = field(default_factory=PrometheusDiscovery)
     run_as_user: int = 1000
     idle_timeout_s: int = 0

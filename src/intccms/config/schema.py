@@ -40,6 +40,15 @@ class SkimFormat(str, Enum):
     rntuple = "rntuple"
 
 
+class GridAuth(str, Enum):
+    """Which grid credential a job that reads or writes ``root://`` URLs must hold."""
+
+    none = "none"  # anonymous servers work; credentials found are still checked and used
+    x509 = "x509"
+    token = "token"
+    any = "any"  # a valid X509 proxy or a valid bearer token
+
+
 @dataclass
 class ClusterConfig:
     """Dask cluster backend (``cluster`` group)."""
@@ -73,6 +82,28 @@ class StorageConfig:
     retries: int = 2
     writer_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     reader_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class CredentialsConfig:
+    """Where the grid credentials are (``credentials`` group): paths only, never contents.
+
+    ``None`` discovers each the way the XRootD client does (:mod:`intccms.storage.grid`).
+    """
+
+    require: GridAuth = GridAuth.none
+    # None: $X509_USER_PROXY, else /tmp/x509up_u<uid>.
+    x509_proxy: str | None = None
+    # None: $X509_CERT_DIR, else /etc/grid-security/certificates.
+    x509_cert_dir: str | None = None
+    # None: INTCCMS_XROOTD_TOKEN, then WLCG discovery (BEARER_TOKEN, BEARER_TOKEN_FILE,
+    # $XDG_RUNTIME_DIR/bt_u<uid>, /tmp/bt_u<uid>).
+    bearer_token_file: str | None = None
+    # A proxy that expires sooner than this (hours) stops the job at start-up.
+    min_lifetime_h: float = 2.0
+    # Likewise for a bearer token: WLCG access tokens live minutes to hours and are renewed
+    # continuously (a refreshed file or Secret), so their margin is shorter.
+    token_min_lifetime_h: float = 0.25
 
 
 @dataclass
@@ -346,6 +377,7 @@ class RootConfig:
     log_level: LogLevel = LogLevel.INFO
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     datasets: dict[str, DatasetConfig] = field(default_factory=dict)
     # Restrict the run to these datasets (fnmatch patterns); empty = all.
     dataset_selection: list[str] = field(default_factory=list)

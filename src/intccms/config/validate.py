@@ -67,6 +67,7 @@ def validate_config(cfg: DictConfig) -> None:
                 raise ConfigError(msg)
     _check_cluster(cfg.cluster)
     _check_cluster_kubernetes(cfg)
+    _check_credentials(cfg)
     if cfg.workflow.chunksize <= 0:
         msg = f"workflow.chunksize must be positive, got {cfg.workflow.chunksize}"
         raise ConfigError(msg)
@@ -171,3 +172,27 @@ def _check_resources(key: str, resources: PodResources) -> None:
             except SpecError:
                 raise ConfigError(f"{key}.{kind}.memory={q.memory!r} is not a memory quantity; "
                                   "write e.g. '4Gi' or '512Mi'") from None
+
+
+def _looks_like_content(value: str) -> bool:
+    """A PEM block or a JWT pasted where a path belongs."""
+    parts = value.split(".")
+    return "-----BEGIN" in value or "\n" in value or (
+        len(parts) == 3 and value.startswith("eyJ") and "/" not in value)
+
+
+def _check_credentials(cfg: DictConfig) -> None:
+    """The credentials group holds locations: a pasted proxy or token is refused, unshown."""
+    creds = cfg.get("credentials")
+    if creds is None:
+        return
+    for key in ("x509_proxy", "x509_cert_dir", "bearer_token_file"):
+        value = creds.get(key)
+        if value is not None and _looks_like_content(str(value)):
+            msg = (f"credentials.{key} must be a path, and this looks like credential contents "
+                   "(not shown); put the proxy or token in a file and give its path")
+            raise ConfigError(msg)
+    for key in ("min_lifetime_h", "token_min_lifetime_h"):
+        if float(creds.get(key, 0.0)) < 0:
+            msg = f"credentials.{key} must be >= 0 hours, got {creds.get(key)}"
+            raise ConfigError(msg)

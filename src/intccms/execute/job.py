@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from distributed import Client
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +18,7 @@ from rich.console import Console
 from intccms.config.compose import to_yaml
 from intccms.core.records import ChunkRecord
 from intccms.execute.backends import start_cluster
+from intccms.execute.preflight import check_grid_credentials, resolved_xrootd_urls
 from intccms.execute.prepare import ensure_inputs, fill_generated_files
 from intccms.execute.runner import StageOutcome, run_stage
 from intccms.execute.stages import (
@@ -39,9 +40,7 @@ from intccms.physics.normalisation import normalisation_factor
 from intccms.physics.pipeline import ChunkContext
 from intccms.plan.datasets import Dataset, resolve_dataset, select_datasets
 from intccms.storage import StorageOptions
-
-if TYPE_CHECKING:
-    from intccms.storage.outputs import OutputLocation
+from intccms.storage.outputs import OutputLocation
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +66,16 @@ class JobResult:
 
 
 def storage_options(cfg: DictConfig) -> StorageOptions:
-    """Storage options from the ``storage`` group; credentials stay as env-var references."""
+    """Storage options from the ``storage`` group; credentials stay as env-var references and
+    grid credential files (the ``credentials`` group) as paths."""
     from intccms.storage import load_credentials
+    from intccms.storage.grid import GridSettings
 
     return StorageOptions(
         s3_endpoint=cfg.storage.s3_endpoint,
         timeout_s=float(cfg.storage.timeout_s),
         retries=int(cfg.storage.retries),
-        credentials=load_credentials(),
+        credentials=load_credentials(grid=GridSettings.from_config(cfg.get("credentials"))),
         reader_kwargs=cast("dict[str, Any]", OmegaConf.to_container(cfg.storage.reader_kwargs, resolve=True) or {}),
     )
 
@@ -89,13 +90,14 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
     """
     console = console or Console(stderr=True)
     t0 = time.time()
-    from intccms.storage.outputs import OutputLocation
+    # Grid credentials for root:// URLs, before anything touches a store or starts a cluster.
+    grid_checked = check_grid_credentials(cfg, console) is not None
 
     # s3:// and root:// outputs are staged in a private folder, published file by file and the
     # folder removed at the end (a rerun reads the metadata cache back from the store).
     with OutputLocation(str(cfg.output_dir), storage_options(cfg)) as outputs:
         try:
-            result = _job(cfg, outputs, console, client)
+            result = _job(cfg, outputs, console, client, grid_checked=grid_checked)
         except BaseException:
             outputs.publish(best_effort=True)  # what was written (e.g. the metadata cache) is kept
             raise
@@ -104,7 +106,8 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
     return result
 
 
-def _job(cfg: DictConfig, outputs: OutputLocation, console: Console, client: Client | None) -> JobResult:
+def _job(cfg: DictConfig, outputs: OutputLocation, console: Console, client: Client | None, *,
+         grid_checked: bool) -> JobResult:
     """Everything the job does between opening its output location and publishing it."""
     out = outputs.local
     run_id = os.environ.get("INTCCMS_RUN_ID") or f"{cfg.name}-{uuid.uuid4().hex[:8]}"
@@ -118,6 +121,8 @@ def _job(cfg: DictConfig, outputs: OutputLocation, console: Console, client: Cli
     chosen = select_datasets(cast("dict[str, Any]", OmegaConf.to_container(cfg.datasets, resolve=True)),
                              list(cfg.dataset_selection))
     datasets = {name: resolve_dataset(name, d, outputs.options) for name, d in chosen.items()}  # remote globs
+    if not grid_checked:  # listings may name root:// files the configuration alone does not show
+        check_grid_credentials(cfg, console, resolved_xrootd_urls(datasets))
     eras = sorted({d.era for d in datasets.values()})
     unknown = [e for e in eras if e not in cfg.eras]
     if unknown:

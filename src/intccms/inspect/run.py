@@ -217,8 +217,13 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
     t0 = time.time()
     result = InspectResult(config=icfg)
     rates = rate_functions(icfg.reads.bandwidth_gbps, _run_report(cfg, icfg, result.notes))
+    from intccms.execute.preflight import check_grid_credentials, resolved_xrootd_urls
+
+    grid_checked = check_grid_credentials(cfg, console) is not None  # as the job does
     options = storage_options(cfg)
     datasets = _datasets(cfg, console, options)
+    if not grid_checked:
+        check_grid_credentials(cfg, console, resolved_xrootd_urls(datasets))
     chosen = {name: choose_files(ds.files, icfg.sample.files_per_dataset, icfg.sample.seed)
               for name, ds in datasets.items()}
     rucio = _rucio_sizes(icfg, datasets, result.notes, console)

@@ -7,6 +7,10 @@ dump or a log line without carrying the value: it resolves again from the enviro
 the process that unpickles it (a deferred, worker-evaluated value). Workers therefore need
 the variables set, either by the deployment (a mounted Kubernetes Secret exported as env
 vars, the recommended route) or by :class:`CredentialsPlugin`.
+
+Grid credentials (an X509 proxy, the CA directory, a bearer token in a file) are carried as
+*paths* (:mod:`.grid` finds them): a proxy or token file is read by the XRootD client where it
+is used, so a renewed file reaches every process that points at it and no content travels.
 """
 
 from __future__ import annotations
@@ -15,6 +19,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from intccms.storage.grid import (
+    ENV_CERT_DIR,
+    ENV_PROXY,
+    ENV_TOKEN_FILE,
+    GridLocations,
+    GridSettings,
+    client_environ,
+    locate,
+)
 
 ENV_S3_ACCESS_KEY_ID = "INTCCMS_S3_ACCESS_KEY_ID"
 ENV_S3_SECRET_ACCESS_KEY = "INTCCMS_S3_SECRET_ACCESS_KEY"
@@ -89,28 +103,40 @@ class Credentials:
         s3_access_key_id: S3 access key id (treated as sensitive too).
         s3_secret_access_key: S3 secret access key.
         s3_endpoint: S3 endpoint URL (not secret), e.g. ``http://minio:9000``.
-        xrootd_token: Bearer token for XRootD servers that require one.
+        xrootd_token: Bearer token given as a value (``INTCCMS_XROOTD_TOKEN`` or
+            ``BEARER_TOKEN``) for XRootD servers that require one.
+        x509_proxy: Path of the X509 proxy file (not secret; the file is).
+        x509_cert_dir: Path of the CA directory.
+        bearer_token_file: Path of the bearer-token file, when the token comes from a file.
     """
 
     s3_access_key_id: Secret | None = None
     s3_secret_access_key: Secret | None = None
     s3_endpoint: str | None = None
     xrootd_token: Secret | None = None
+    x509_proxy: str | None = None
+    x509_cert_dir: str | None = None
+    bearer_token_file: str | None = None
 
     @classmethod
     def from_environ(cls) -> Credentials:
-        """Reference the ``INTCCMS_*`` variables, resolved lazily where they are used."""
+        """Reference the ``INTCCMS_*`` variables, resolved lazily where they are used, and the
+        grid credential files this process finds (:func:`intccms.storage.grid.locate`)."""
+        grid = locate()
+        token_var = grid.token.env_var if grid.token is not None else None
         return cls(
             s3_access_key_id=Secret(ENV_S3_ACCESS_KEY_ID),
             s3_secret_access_key=Secret(ENV_S3_SECRET_ACCESS_KEY),
             s3_endpoint=os.environ.get(ENV_S3_ENDPOINT) or None,
-            xrootd_token=Secret(ENV_XROOTD_TOKEN),
+            xrootd_token=Secret(token_var or ENV_XROOTD_TOKEN),
+            **_grid_paths(grid),
         )
 
     def environ(self) -> dict[str, str]:
         """Return the variables (with plain values) that recreate these credentials.
 
-        Used to hand credentials to workers; never log the result.
+        Used to hand credentials to workers; never log the result. Grid credentials appear as
+        their paths (``X509_USER_PROXY``, ``X509_CERT_DIR``, ``BEARER_TOKEN_FILE``).
         """
         env: dict[str, str] = {}
         for secret in (self.s3_access_key_id, self.s3_secret_access_key, self.xrootd_token):
@@ -120,7 +146,28 @@ class Credentials:
             env[ENV_S3_ENDPOINT] = self.s3_endpoint
         if ENV_XROOTD_TOKEN in env:
             env[XROOTD_CLIENT_TOKEN_VAR] = env[ENV_XROOTD_TOKEN]
+        env.update(self.grid_environ())
         return env
+
+    def grid_environ(self) -> dict[str, str]:
+        """The grid credential paths as the XRootD client's variables (no contents)."""
+        paths = {ENV_PROXY: self.x509_proxy, ENV_CERT_DIR: self.x509_cert_dir,
+                 ENV_TOKEN_FILE: self.bearer_token_file}
+        return {var: path for var, path in paths.items() if path}
+
+    def shadowing_vars(self) -> tuple[str, ...]:
+        """Variables to remove so the client uses these credentials: a ``BEARER_TOKEN`` value
+        would win over the chosen token file."""
+        if self.bearer_token_file and self.xrootd_token is None:
+            return (XROOTD_CLIENT_TOKEN_VAR,)
+        return ()
+
+
+def _grid_paths(grid: GridLocations) -> dict[str, str | None]:
+    """Credentials fields of the grid files the client will use."""
+    env, _ = client_environ(grid)
+    return {"x509_proxy": env.get(ENV_PROXY), "x509_cert_dir": env.get(ENV_CERT_DIR),
+            "bearer_token_file": env.get(ENV_TOKEN_FILE)}
 
 
 def parse_dotenv(path: Path) -> dict[str, str]:
@@ -142,7 +189,8 @@ def _default_repo_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
-def load_credentials(repo_root: str | Path | None = None) -> Credentials:
+def load_credentials(repo_root: str | Path | None = None,
+                     grid: GridSettings | None = None) -> Credentials:
     """Load credentials from the process environment, then an untracked ``.env``.
 
     The environment wins over ``.env`` so that deployments (Kubernetes Secrets exported as
@@ -151,9 +199,11 @@ def load_credentials(repo_root: str | Path | None = None) -> Credentials:
     Args:
         repo_root: Directory holding ``.env``; defaults to the repository root of this source
             tree (``.env`` is gitignored; ``.env.example`` lists the variables).
+        grid: The ``credentials`` group (where the proxy, CA directory and token file are);
+            ``None`` discovers them from the environment.
 
     Returns:
-        Credentials: Secrets bound to their variable names.
+        Credentials: Secrets bound to their variable names; grid files as paths.
     """
     root = Path(repo_root) if repo_root is not None else _default_repo_root()
     dotenv = root / ".env"
@@ -166,12 +216,27 @@ def load_credentials(repo_root: str | Path | None = None) -> Credentials:
         value = pick(var)
         return Secret(var, value) if value is not None else None
 
+    located = grid_locations(repo_root, grid)
+    token_var = located.token.env_var if located.token is not None else None
     return Credentials(
         s3_access_key_id=secret(ENV_S3_ACCESS_KEY_ID),
         s3_secret_access_key=secret(ENV_S3_SECRET_ACCESS_KEY),
         s3_endpoint=pick(ENV_S3_ENDPOINT),
-        xrootd_token=secret(ENV_XROOTD_TOKEN),
+        xrootd_token=secret(token_var) if token_var else None,
+        **_grid_paths(located),
     )
+
+
+def grid_locations(repo_root: str | Path | None = None,
+                   grid: GridSettings | None = None) -> GridLocations:
+    """Where the grid credentials are, with ``INTCCMS_XROOTD_TOKEN`` also taken from ``.env``."""
+    root = Path(repo_root) if repo_root is not None else _default_repo_root()
+    dotenv = root / ".env"
+    file_values = parse_dotenv(dotenv) if dotenv.is_file() else {}
+    env = dict(os.environ)
+    if not env.get(ENV_XROOTD_TOKEN) and file_values.get(ENV_XROOTD_TOKEN):
+        env[ENV_XROOTD_TOKEN] = file_values[ENV_XROOTD_TOKEN]
+    return locate(grid, env)
 
 
 __all__ = [
@@ -179,6 +244,7 @@ __all__ = [
     "Credentials",
     "MissingCredentialError",
     "Secret",
+    "grid_locations",
     "load_credentials",
     "parse_dotenv",
 ]

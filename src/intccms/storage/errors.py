@@ -14,6 +14,11 @@ class StorageAuthError(StorageError, PermissionError):
     """The storage endpoint rejected the credentials (wrong key, secret or token)."""
 
 
+class GridCredentialError(StorageAuthError):
+    """A grid credential (X509 proxy, bearer token) is missing, unreadable, expired, about to
+    expire, untrusted, or was refused by an XRootD server; the message says which."""
+
+
 class StorageUnreachableError(StorageError, ConnectionError):
     """The storage server did not answer within the configured timeout and retries."""
 
@@ -66,6 +71,7 @@ __all__ = [
     "FATAL_STORAGE_ERRORS",
     "BucketNotFoundError",
     "CorruptFileError",
+    "GridCredentialError",
     "IncompletePartError",
     "MissingColumnError",
     "StorageAuthError",

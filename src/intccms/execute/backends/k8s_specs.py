@@ -241,6 +241,43 @@ def _volumes(cfg: KubernetesClusterConfig) -> tuple[list[dict[str, Any]], list[d
     return volumes, mounts
 
 
+def _file_volumes(cfg: KubernetesClusterConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                          list[dict[str, Any]]]:
+    """Pod volumes, read-only mounts and path variables of ``cluster.kubernetes.file_volumes``."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env: list[dict[str, Any]] = []
+    for i, vol in enumerate(cfg.file_volumes):
+        where = f"cluster.kubernetes.file_volumes[{i}]"
+        sources = {"secret_name": vol.secret_name, "config_map_name": vol.config_map_name,
+                   "host_path": vol.host_path, "source": vol.source}
+        chosen = [k for k, v in sources.items() if v]
+        if not (_DNS_LABEL.match(vol.name) and vol.mount_path.startswith("/")) or len(chosen) != 1:
+            msg = (f"{where} needs a DNS-label name, an absolute mount_path and exactly one of "
+                   f"{sorted(sources)}; got name={vol.name!r} mount_path={vol.mount_path!r} "
+                   f"sources={chosen}")
+            raise SpecError(msg)
+        if (any(v["name"] == vol.name for v in volumes) or vol.name in {c.name for c in cfg.volumes}
+                or vol.name == SCRATCH_VOLUME):
+            msg = f"{where}: volume name {vol.name!r} is used twice"
+            raise SpecError(msg)
+        volume: dict[str, Any] = {"name": vol.name}
+        if vol.secret_name:
+            volume["secret"] = {"secretName": vol.secret_name, "defaultMode": 0o400}
+        elif vol.config_map_name:
+            volume["configMap"] = {"name": vol.config_map_name}
+        elif vol.host_path:
+            volume["hostPath"] = {"path": vol.host_path, "type": "Directory"}
+        else:
+            volume.update(dict(vol.source))
+        volumes.append(volume)
+        mounts.append({"name": vol.name, "mountPath": vol.mount_path, "readOnly": True})
+        for var, file in sorted(vol.env.items()):
+            path = vol.mount_path.rstrip("/") + (f"/{file}" if file else "")
+            env.append({"name": var, "value": path or "/"})
+    return volumes, mounts, env
+
+
 def _pod_spec(
     cfg: KubernetesClusterConfig,
     container: dict[str, Any],
@@ -250,19 +287,21 @@ def _pod_spec(
 ) -> dict[str, Any]:
     """Pod spec around one container: read-only root, scratch emptyDir, Secret refs only."""
     volumes, mounts = claims
+    file_volumes, file_mounts, file_env = _file_volumes(cfg)
     container = {
         "image": cfg.image,
         "imagePullPolicy": cfg.image_pull_policy,
         **container,
-        "env": _scratch_env(cfg, scratch_env or {}) + _env(cfg),
-        "volumeMounts": [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_PATH}, *mounts],
+        # Grid credential paths are file locations, not secrets: set directly (no Secret check).
+        "env": _scratch_env(cfg, scratch_env or {}) + _env(cfg) + file_env,
+        "volumeMounts": [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_PATH}, *mounts, *file_mounts],
         "securityContext": _security_context(cfg),
     }
     if cfg.env_from_secret_names:
         container["envFrom"] = [{"secretRef": {"name": s}} for s in cfg.env_from_secret_names]
     spec: dict[str, Any] = {
         "containers": [container],
-        "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": scratch}, *volumes],
+        "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": scratch}, *volumes, *file_volumes],
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": cfg.run_as_user,

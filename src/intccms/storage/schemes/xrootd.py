@@ -9,6 +9,8 @@ import os
 import fsspec
 
 from intccms.storage.credentials import XROOTD_CLIENT_TOKEN_VAR
+from intccms.storage.errors import GridCredentialError, StorageAuthError, StorageError
+from intccms.storage.grid import export_client_environ, refresh_token_copy
 from intccms.storage.options import StorageOptions
 from intccms.storage.schemes.base import COPY_CHUNK, Backend, temporary_name
 from intccms.storage.urls import root_endpoint, root_path
@@ -29,6 +31,33 @@ def configure_xrootd_client(options: StorageOptions) -> None:
     EnvPutInt("StreamErrorWindow", window)
 
 
+_NOT_ALLOWED = ("[3010]", "permission denied", "not authorized", "unable to create",
+                "unable to remove", "unable to rename")
+
+
+def refusal_message(where: str, url: str, text: str) -> str:
+    """Why an XRootD server refused ``url``, from this process's own grid credentials.
+
+    A login refused ("Auth failed") is the credential itself: missing, expired, untrusted, or
+    not accepted by the server; a request refused after login is authorisation: for a token,
+    its scope.
+    """
+    from intccms.storage.grid import locate
+    from intccms.storage.grid_check import diagnose, token_scope
+
+    server = " ".join(text.split())[:300]
+    locations = locate()
+    lowered = text.lower()
+    if "auth failed" not in lowered and any(t in lowered for t in _NOT_ALLOWED):
+        scope = token_scope(locations.token)
+        hint = (f"the bearer token ({locations.token.describe()}) has scope '{scope}'; reading "
+                "needs storage.read, writing storage.create or storage.modify on the path"
+                if scope and locations.token is not None else
+                "the server does not authorise these credentials for this operation")
+        return f"XRootD server {where} refused {url} ({server}): {hint}"
+    return f"XRootD server {where} rejected the login for {url} ({server}): {diagnose(locations)}"
+
+
 class XRootDBackend(Backend):
     """XRootD via fsspec-xrootd; commits by uploading to a temporary name then ``mv``."""
 
@@ -36,10 +65,15 @@ class XRootDBackend(Backend):
 
     def _make_filesystem(self, url: str) -> fsspec.AbstractFileSystem:
         configure_xrootd_client(self.options)
-        token = self.options.resolved_credentials().xrootd_token
+        creds = self.options.resolved_credentials()
+        token = creds.xrootd_token
         if token is not None and token.is_set():
             # The XRootD client's token plugin reads the bearer token from the environment.
             os.environ[XROOTD_CLIENT_TOKEN_VAR] = token.reveal()
+        # Proxy, CA directory and token file: the client reads the files where it runs. A
+        # worker's own deployment (or the driver's start-up check) has set them already.
+        export_client_environ(creds.grid_environ(), keep_own=True)
+        refresh_token_copy()
         kwargs = self.options.fsspec_kwargs("root")
         host = root_endpoint(url).split("://", 1)[1]
         # The listings cache goes stale after writes (see ENVIRONMENT.md).
@@ -73,6 +107,14 @@ class XRootDBackend(Backend):
                 raise
             finally:
                 self._forget(fs, final)
+
+    def translate(self, exc: BaseException, url: str) -> StorageError | None:
+        """A refused login or request says which grid credential was at fault (the client
+        itself only says "Auth failed: No protocols left to try")."""
+        translated = super().translate(exc, url)
+        if isinstance(translated, StorageAuthError):
+            return GridCredentialError(refusal_message(self.endpoint(url), url, str(exc)))
+        return translated
 
     def read_bytes(self, url: str, start: int | None = None, end: int | None = None) -> bytes:
         """Read through a freshly opened handle (manifests are replaced in place)."""
