@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 from fixtures.k8s import validate_custom_resource
-from intccms.execute.backends.kubernetes_config import FileVolume, KubernetesClusterConfig
 from omegaconf import OmegaConf
 
+from intccms.config.kubernetes import FileVolume, KubernetesClusterConfig
 from intccms.execute.backends.k8s_specs import SpecError, make_cluster_spec
 
 pytestmark = pytest.mark.k8s
