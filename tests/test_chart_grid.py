@@ -96,8 +96,9 @@ def test_job_scheduler_and_workers_mount_the_same_files(helm_binary: str) -> Non
             "grid-proxy": (os.path.dirname(PROXY), True, False),
             "grid-token": (os.path.dirname(TOKEN), True, False),
             "grid-certificates": (CADIR, True, False)}, where
-    # The workers keep the shared volume beside the grid files.
-    assert {v["name"] for v in worker["volumes"]} == {"shared", "grid-proxy", "grid-token", "grid-certificates"}
+    # The workers keep their scratch and shared volumes beside the grid files.
+    assert {v["name"] for v in worker["volumes"]} == {"scratch", "shared", "grid-proxy", "grid-token",
+                                                      "grid-certificates"}
 
 
 @pytest.mark.parametrize(("args", "source"), [
@@ -128,7 +129,7 @@ def test_nothing_without_grid_values(helm_binary: str) -> None:
     scheduler, worker = dask_pods(objs)
     for pod in (job_pod(objs), scheduler, worker):
         assert grid_view(pod) == ({}, {}, {})
-    assert "volumes" not in scheduler
+    assert [v["name"] for v in scheduler["volumes"]] == ["scratch"]  # its scratch emptyDir only
 
 
 def test_schema_rejects_a_relative_mount_path(helm_binary: str) -> None:
