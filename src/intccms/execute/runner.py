@@ -6,6 +6,10 @@ rejected credentials and unreachable storage, which stop the job at once; a chun
 whose input is bad comes back as a failed record and is either skipped (``skip_bad_files``)
 or stops the run with the file named. A skipped chunk is reported to ``on_failed``, so the
 caller can leave out the whole file, including its chunks that did succeed.
+
+With ``payload_on_workers`` a chunk's payload stays on the worker that made it: the driver
+fetches only the chunk's record and hands ``on_result`` the payload's future, to be merged on
+the cluster (coffea processor outputs, which may be large).
 """
 
 from __future__ import annotations
@@ -17,13 +21,22 @@ from typing import Any
 
 from distributed import Client, as_completed
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from intccms.execute.attempts import chunk_attempts
 from intccms.execute.records import ChunkRecord
 from intccms.plan.workitems import WorkItem
 
 log = logging.getLogger(__name__)
+# payload_on_workers: chunks whose futures are held until their retry counts are read.
+HELD_CHUNKS = 16
 
 
 class BadInputError(RuntimeError):
@@ -37,11 +50,12 @@ class NotRetried:
     multiplies the time to fail (wrong credentials never get better)."""
 
     error: BaseException
+    reason: str = "storage errors are not retried by Dask"
 
     def stop(self, stage: str, item: WorkItem) -> BaseException:
         """The error that stops the job: the same type, with the chunk named."""
         msg = (f"{stage} of {item.file} entries [{item.entry_start}, {item.entry_stop}) failed and "
-               f"was not retried (storage errors are not retried by Dask): {self.error}")
+               f"was not retried ({self.reason}): {self.error}")
         try:
             return type(self.error)(msg)
         except TypeError:  # an exception class with another signature: keep it as it is
@@ -57,6 +71,25 @@ def fail_fast(task: Callable[..., Any], *args: Any) -> Any:
         return task(*args)
     except (StorageAuthError, StorageUnreachableError) as err:
         return NotRetried(err)
+
+
+def record_only(result: Any) -> Any:
+    """Runs on a worker: a chunk's ``(payload, record)`` without the payload (or a NotRetried)."""
+    return result if isinstance(result, NotRetried) else (None, result[1])
+
+
+def _count_and_release(client: Client, held: dict[str, tuple[Any, ChunkRecord]], retries: int) -> None:
+    """Read the attempts of chunks whose payload stays on the workers, then drop their futures.
+
+    The caller keeps what it needs of a payload (a future of its own); releasing the chunk's
+    future lets its worker free the payload once merged, so only ``HELD_CHUNKS`` are kept alive
+    for the scheduler's retry counts.
+    """
+    for key, attempts in chunk_attempts(client, {k: r for k, (_, r) in held.items()}, retries).items():
+        held[key][1].attempts = max(held[key][1].attempts, attempts)
+    for future, _ in held.values():
+        future.release()
+    held.clear()
 
 
 @dataclass
@@ -81,11 +114,14 @@ def run_stage(
     on_progress: Callable[[int, int], None] | None = None,
     run_metrics: Any = None,
     on_failed: Callable[[WorkItem, ChunkRecord], None] | None = None,
+    payload_on_workers: bool = False,
 ) -> StageOutcome:
     """Submit ``task(item, *args_for(item))`` for every item and collect as they finish.
 
     ``on_result(item, payload)`` gets every successful chunk, ``on_failed(item, record)`` every
-    chunk skipped as bad input (``skip_bad_files``), each exactly once per item.
+    chunk skipped as bad input (``skip_bad_files``), each exactly once per item. With
+    ``payload_on_workers`` the payload is not fetched: ``on_result`` gets the future of the
+    task's ``(payload, record)`` result, which the caller holds as long as it needs it.
 
     Raises:
         BadInputError: a chunk failed on bad input and ``skip_bad_files`` is false.
@@ -96,9 +132,14 @@ def run_stage(
     if run_metrics is not None:
         run_metrics.planned(len(items), name)
     futures = {}
+    heavy: dict[Any, Any] = {}  # record future -> the chunk's own future (payload_on_workers)
     for item in items:
-        fut = client.submit(fail_fast, task, item, *args_for(item), retries=retries, pure=False,
-                            key=f"{name}-{item.dataset}-{item.file_index}-{item.chunk_index}-{id(items)}")
+        key = f"{name}-{item.dataset}-{item.file_index}-{item.chunk_index}-{id(items)}"
+        fut = client.submit(fail_fast, task, item, *args_for(item), retries=retries, pure=False, key=key)
+        if payload_on_workers:
+            light = client.submit(record_only, fut, pure=False, key=f"{key}-record")
+            heavy[light] = fut
+            fut = light
         futures[fut] = item
     progress = Progress(
         TextColumn(f"[bold]{name}[/bold]"), BarColumn(), MofNCompleteColumn(),
@@ -108,6 +149,7 @@ def run_stage(
     )
     done = 0
     by_key: dict[str, ChunkRecord] = {}
+    held: dict[str, tuple[Any, ChunkRecord]] = {}  # payload_on_workers: chunks whose attempts are unread
     with progress:
         bar = progress.add_task(name, total=len(items), events=0)
         events = 0
@@ -117,21 +159,27 @@ def run_stage(
                 try:
                     result = fut.result()
                 except Exception as err:
-                    for other in futures:
+                    for other in [*futures, *heavy.values()]:
                         other.cancel()
                     msg = (f"{name} of {item.file} entries [{item.entry_start}, {item.entry_stop}) "
                            f"failed after {retries} retries: {type(err).__name__}: {err}")
                     raise RuntimeError(msg) from err
                 if isinstance(result, NotRetried):
-                    for other in futures:
+                    for other in [*futures, *heavy.values()]:
                         other.cancel()
                     raise result.stop(name, item) from result.error
                 payload, record = result
                 outcome.records.append(record)
-                by_key[fut.key] = record
+                if payload_on_workers:
+                    payload = heavy.pop(fut)
+                    held[payload.key] = (payload, record)
+                    if len(held) >= HELD_CHUNKS:
+                        _count_and_release(client, held, retries)
+                else:
+                    by_key[fut.key] = record
                 if record.failed:
                     if not skip_bad_files:
-                        for other in futures:
+                        for other in [*futures, *heavy.values()]:
                             other.cancel()
                         msg = (f"bad input in dataset {item.dataset} at the {name} stage: "
                                f"{record.error or item.file + ' is unreadable'} "
@@ -153,6 +201,7 @@ def run_stage(
             # Chunks run again after an error or a lost worker (asked while futures are held).
             for key, attempts in chunk_attempts(client, by_key, retries).items():
                 by_key[key].attempts = max(by_key[key].attempts, attempts)
+            _count_and_release(client, held, retries)
         finally:
             for fut in futures:
                 fut.release()
