@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import hist
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from coffea.util import load
 from distributed import Client
 from fixtures.badfiles import rewrite_in_baskets, truncate_last_basket
 from fixtures.demo import SMALL_2017, small_overrides
+from fixtures.s3 import S3Server
 from omegaconf import OmegaConf
 from prometheus_client import REGISTRY
 
@@ -36,6 +38,12 @@ from intccms.processor.config import parse_processor_config
 from intccms.processor.job import dataset_metadata
 from intccms.processor.loader import load_processor
 from intccms.processor.task import ProcessorError
+from intccms.storage.credentials import (
+    CREDENTIAL_VARS,
+    ENV_S3_ACCESS_KEY_ID,
+    ENV_S3_ENDPOINT,
+    ENV_S3_SECRET_ACCESS_KEY,
+)
 
 # coffea's NanoAOD schema warns about cross-references the generated files do not carry.
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore:Missing cross-reference index:RuntimeWarning")]
@@ -72,12 +80,12 @@ USER_PROCESSORS = '''
 '''
 
 
-def _overrides(data: Path, out: Path, datasets: list[str], *extra: str) -> list[str]:
+def _overrides(data: Path, out: Path | str, datasets: list[str], *extra: str) -> list[str]:
     return small_overrides(data, out, datasets, f"processor.python_path=[{EXAMPLES}]",
                            f"workflow.chunksize={CHUNK}", *extra)
 
 
-def _run(client: Client, data: Path, out: Path, datasets: list[str], *extra: str) -> JobResult:
+def _run(client: Client, data: Path, out: Path | str, datasets: list[str], *extra: str) -> JobResult:
     return run_job(compose_config("processor", _overrides(data, out, datasets, *extra)), client=client)
 
 
@@ -218,3 +226,36 @@ def test_skipped_bad_files_leave_the_output_of_a_run_without_them(dask_client, d
     for field in ("value", "variance"):
         assert np.array_equal(got["mass"].view(flow=True)[field], want["mass"].view(flow=True)[field])
     assert lenient.coffea_path.read_bytes() == clean.coffea_path.read_bytes()
+
+
+@pytest.mark.s3
+def test_inputs_and_outputs_on_s3_give_the_local_result(dask_client, demo_data, tmp_path, s3_server: S3Server,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    local = _run(dask_client, demo_data, tmp_path / "local", [TT], "processor=zprime_ttbar")
+    fs = fsspec.filesystem("s3", key=s3_server.key, secret=s3_server.secret, skip_instance_cache=True,
+                           client_kwargs={"endpoint_url": s3_server.endpoint})
+    bucket = f"processor-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(bucket)
+    fs.put_file(str(demo_data / "2017" / TT / "nano_0.root"), f"{bucket}/in/tt.root")
+    for var in CREDENTIAL_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(ENV_S3_ACCESS_KEY_ID, s3_server.key)
+    monkeypatch.setenv(ENV_S3_SECRET_ACCESS_KEY, s3_server.secret)
+    monkeypatch.setenv(ENV_S3_ENDPOINT, s3_server.endpoint)
+    over = ("processor=zprime_ttbar", f"datasets.{TT}.files=[s3://{bucket}/in/tt.root]")
+    first = _run(dask_client, demo_data, f"s3://{bucket}/out", [TT], *over)
+    s3_server.reset_records()
+    remote = _run(dask_client, demo_data, f"s3://{bucket}/out", [TT], *over)  # counts from the stored cache
+    assert [r.stage for r in first.records].count("metadata") == 1
+    assert {r.stage for r in remote.records} == {"processor"}
+    # Every byte the chunks report was served by S3 for that object, and nothing else was.
+    assert sum(r.bytes_read for r in remote.records) == s3_server.bytes_sent(f"{bucket}/in/tt.root") > 0
+    got, want = remote.processor_output, local.processor_output
+    assert got["cutflow"] == want["cutflow"] and got["sumw"] == want["sumw"]
+    for field in ("value", "variance"):
+        assert np.array_equal(got["CMS_WORKSHOP"]["mtt"].view(flow=True)[field],
+                              want["CMS_WORKSHOP"]["mtt"].view(flow=True)[field])
+    with fs.open(f"{bucket}/out/processor/output.coffea", "rb") as handle:
+        stored = handle.read()
+    assert stored == remote.coffea_path.read_bytes()
+    assert fs.exists(f"{bucket}/out/processor/histograms.root") and fs.exists(f"{bucket}/out/report/report.json")
