@@ -7,9 +7,12 @@ agree exactly and weighted sums to 1e-12 relative. Bad input and broken processo
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import textwrap
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +29,7 @@ from coffea.nanoevents import NanoAODSchema
 from coffea.util import load
 from distributed import Client
 from fixtures.badfiles import rewrite_in_baskets, truncate_last_basket
-from fixtures.demo import SMALL_2017, small_overrides
+from fixtures.demo import SMALL_2017, small_overrides, two_worker_cluster
 from fixtures.s3 import S3Server
 from omegaconf import OmegaConf
 from prometheus_client import REGISTRY
@@ -56,8 +59,17 @@ CHUNK = 2000
 TT = "TTToSemiLeptonic_2017"
 
 USER_PROCESSORS = '''
+    import time
+
     import numpy as np
     from coffea import processor
+    from dimuon import DimuonProcessor
+
+    class SlowDimuon(DimuonProcessor):
+        """The dimuon example, 0.3 s slower per chunk: time to kill a worker mid-run."""
+        def process(self, events):
+            time.sleep(0.3)
+            return super().process(events)
 
     class Metadata(processor.ProcessorABC):
         """events.metadata of every chunk, as a set."""
@@ -170,12 +182,16 @@ def user_module(tmp_path: Path) -> tuple[Path, str]:
     return folder, name
 
 
+def _python_path(folder: Path) -> str:
+    return f"processor.python_path=[{folder},{EXAMPLES}]"
+
+
 def test_events_metadata_is_what_coffea_passes(dask_client, demo_data: Path, tmp_path: Path, user_module) -> None:
     folder, name = user_module
     datasets = [TT, "SingleMuon_2017"]
     cfg = compose_config("processor", _overrides(demo_data, tmp_path / "out", datasets,
                                                  f"processor.class={name}.Metadata",
-                                                 f"processor.python_path=[{folder}]"))
+                                                 _python_path(folder)))
     result = run_job(cfg, client=dask_client)
     want, _ = coffea_reference(cfg, datasets)
     assert result.processor_output == want
@@ -191,7 +207,7 @@ def test_an_exception_in_process_names_the_file_and_entries(dask_client, demo_da
     tt = demo_data / "2017" / TT / "nano_0.root"
     with pytest.raises(ProcessorError) as caught:
         _run(dask_client, demo_data, tmp_path / "out", [TT], f"processor.class={name}.Raising",
-             f"processor.python_path=[{folder}]")
+             _python_path(folder))
     text = str(caught.value)
     assert f"{name}.Raising.process() raised ZeroDivisionError: division by zero" in text
     assert f"dataset {TT}, file {tt}, entries [" in text and "entries [0, 2000)" not in text
@@ -204,7 +220,7 @@ def test_an_output_that_is_not_an_accumulator_is_a_clear_error(dask_client, demo
     with pytest.raises(ProcessorError, match=rf"{name}\.ReturnsColumns\.process\(\) output\['muon_pt'\] is an "
                                              r"awkward Array.*column_accumulator.*entries \["):
         _run(dask_client, demo_data, tmp_path / "out", [TT], f"processor.class={name}.ReturnsColumns",
-             f"processor.python_path=[{folder}]")
+             _python_path(folder))
 
 
 def test_skipped_bad_files_leave_the_output_of_a_run_without_them(dask_client, demo_data, tmp_path) -> None:
@@ -300,7 +316,7 @@ def test_large_outputs_merge_on_the_workers_not_in_the_driver(dask_client, demo_
     folder, name = user_module
     size = 12_500_000 * 8  # 100 MB per chunk, 12 chunks
     cfg = compose_config("processor", _overrides(demo_data, tmp_path / "out", [TT], "workflow.chunksize=1000",
-                                                 f"processor.class={name}.Heavy", f"processor.python_path=[{folder}]"))
+                                                 f"processor.class={name}.Heavy", _python_path(folder)))
     with PeakRss() as rss:
         result = run_job(cfg, client=dask_client)
     big = result.processor_output["big"]
@@ -309,3 +325,38 @@ def test_large_outputs_merge_on_the_workers_not_in_the_driver(dask_client, demo_
     # grows by less than 2.5 outputs (measured: 1.9; merging the same outputs on the driver as
     # they arrive: 3.0; gathering them first: 12).
     assert rss.growth < 2.5 * size, f"driver grew by {rss.growth / 1e6:.0f} MB"
+
+
+def _kill_a_worker_after(client: Client, done_chunks: int) -> threading.Thread:
+    """Kill one worker process (SIGKILL, as the OOM killer would) once ``done_chunks`` chunks
+    are in memory; its nanny starts a new one."""
+    def chunks_done(dask_scheduler: Any) -> int:
+        return sum(1 for key, ts in dask_scheduler.tasks.items()
+                   if str(key).startswith("processor-TT") and ts.state == "memory")
+
+    def kill() -> None:
+        deadline = time.time() + 60
+        while client.run_on_scheduler(chunks_done) < done_chunks and time.time() < deadline:
+            time.sleep(0.05)
+        pid = next(iter(client.run(os.getpid).values()))
+        os.kill(pid, signal.SIGKILL)
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_worker_killed_mid_run_changes_nothing(demo_data, tmp_path, user_module) -> None:
+    folder, name = user_module
+    over = (f"processor.class={name}.SlowDimuon", _python_path(folder), "workflow.chunksize=1000")
+    with two_worker_cluster() as client:  # its own workers: one of them is killed
+        clean = _run(client, demo_data, tmp_path / "clean", [TT], *over)
+        killer = _kill_a_worker_after(client, 3)
+        killed = _run(client, demo_data, tmp_path / "killed", [TT], *over)
+        killer.join()
+    assert max(r.attempts for r in killed.records) >= 2  # the chunk running on the killed worker
+    assert killed.processor_output["cutflow"] == clean.processor_output["cutflow"]
+    for field in ("value", "variance"):
+        assert np.array_equal(killed.processor_output["mass"].view(flow=True)[field],
+                              clean.processor_output["mass"].view(flow=True)[field])
+    assert killed.coffea_path.read_bytes() == clean.coffea_path.read_bytes()

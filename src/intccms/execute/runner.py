@@ -35,8 +35,6 @@ from intccms.execute.records import ChunkRecord
 from intccms.plan.workitems import WorkItem
 
 log = logging.getLogger(__name__)
-# payload_on_workers: chunks whose futures are held until their retry counts are read.
-HELD_CHUNKS = 16
 
 
 class BadInputError(RuntimeError):
@@ -82,8 +80,8 @@ def _count_and_release(client: Client, held: dict[str, tuple[Any, ChunkRecord]],
     """Read the attempts of chunks whose payload stays on the workers, then drop their futures.
 
     The caller keeps what it needs of a payload (a future of its own); releasing the chunk's
-    future lets its worker free the payload once merged, so only ``HELD_CHUNKS`` are kept alive
-    for the scheduler's retry counts.
+    future lets its worker free the payload once merged, so only about one payload per worker
+    thread is kept alive for the scheduler's retry counts.
     """
     for key, attempts in chunk_attempts(client, {k: r for k, (_, r) in held.items()}, retries).items():
         held[key][1].attempts = max(held[key][1].attempts, attempts)
@@ -150,6 +148,7 @@ def run_stage(
     done = 0
     by_key: dict[str, ChunkRecord] = {}
     held: dict[str, tuple[Any, ChunkRecord]] = {}  # payload_on_workers: chunks whose attempts are unread
+    hold = max(2, sum(client.nthreads().values())) if payload_on_workers else 0
     with progress:
         bar = progress.add_task(name, total=len(items), events=0)
         events = 0
@@ -173,7 +172,7 @@ def run_stage(
                 if payload_on_workers:
                     payload = heavy.pop(fut)
                     held[payload.key] = (payload, record)
-                    if len(held) >= HELD_CHUNKS:
+                    if len(held) >= hold:
                         _count_and_release(client, held, retries)
                 else:
                     by_key[fut.key] = record
