@@ -102,7 +102,7 @@ def run_stage(
     client: Client,
     name: str,
     items: Sequence[WorkItem],
-    task: Callable[..., tuple[Any, ChunkRecord]],
+    task: Callable[..., tuple[Any, ChunkRecord] | NotRetried],
     args_for: Callable[[WorkItem], tuple[Any, ...]],
     on_result: Callable[[WorkItem, Any], None],
     *,

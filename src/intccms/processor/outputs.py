@@ -54,6 +54,7 @@ def split_categories(name: str, h: hist.Hist) -> Iterator[tuple[str, hist.Hist]]
     choices = [[(h.axes[i].name or f"axis{i}", v) for v in h.axes[i]] for i in cats]
     for combo in itertools.product(*choices):
         sliced = h[{axis: hist.loc(value) for axis, value in combo}]
+        assert isinstance(sliced, hist.Hist)  # dense axes remain: a histogram, not a bin
         yield "__".join([name, *(_safe(value) for _, value in combo)]), sliced
 
 

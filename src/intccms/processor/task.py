@@ -43,7 +43,7 @@ from intccms.storage.uproot_file import open_uproot
 
 STAGE = "processor"
 # Frames in these packages mean "raised while reading the file", not by the user's code.
-_READER_ROOTS = tuple(str(Path(m.__file__).parent) for m in (uproot, fsspec, intccms.storage))
+_READER_ROOTS = tuple(str(Path(str(m.__file__)).parent) for m in (uproot, fsspec, intccms.storage))
 _TRACEBACK_FRAMES = 8
 _instances: dict[str, tuple[ProcessorABC, type[BaseSchema]]] = {}
 
