@@ -13,11 +13,11 @@ import re
 import struct
 from pathlib import Path
 
-import awkward as ak
 import cramjam
 import numpy as np
 import pytest
 import uproot
+from fixtures.badfiles import rewrite_in_baskets, truncate_last_basket
 from fixtures.demo import small_overrides
 
 from intccms.config import compose_config
@@ -50,29 +50,7 @@ def _mtt(result):
 
 def _rewrite(src: Path, dst: Path, *, drop: tuple[str, ...] = (), stop: int | None = None) -> None:
     """Copy a generated file's ``Events`` (one basket per ``CHUNK`` entries) and ``Runs``."""
-    from intccms.datagen.nanoaod import _branch_types, _uint32_counters
-
-    collections = ("Muon", "Jet", "FatJet")
-    with uproot.open(src) as f:
-        names = [k for k in f["Events"].keys() if k not in drop and k.removeprefix("n") not in collections]  # noqa: SIM118
-        arrays = f["Events"].arrays(names, entry_stop=stop)
-        runs = f["Runs"].arrays(library="np")
-    columns: dict[str, object] = {}
-    fields: dict[str, dict[str, ak.Array]] = {}
-    for name in names:
-        prefix, _, rest = name.partition("_")
-        if prefix in collections:
-            fields.setdefault(prefix, {})[rest] = arrays[name]
-        else:
-            columns[name] = ak.to_numpy(arrays[name])
-    columns.update({c: ak.zip(v) for c, v in fields.items()})
-    with uproot.recreate(dst, compression=uproot.LZMA(9)) as out:
-        with _uint32_counters():
-            tree = out.mktree("Events", _branch_types(columns), counter_name=lambda c: "n" + c,
-                              field_name=lambda o, i: f"{o}_{i}")
-        for start in range(0, max(len(arrays), 1), CHUNK):
-            tree.extend({k: v[start:start + CHUNK] for k, v in columns.items()})
-        out.mktree("Runs", {k: v.dtype for k, v in runs.items()}).extend(runs)
+    rewrite_in_baskets(src, dst, CHUNK, drop=drop, stop=stop)
 
 
 def _overwrite_compressed_data(path: Path, size: int = 64 * 1024, seed: int = 19) -> str:
@@ -88,20 +66,6 @@ def _overwrite_compressed_data(path: Path, size: int = 64 * 1024, seed: int = 19
     raw[start:start + size] = np.random.default_rng(seed).bytes(size)
     path.write_bytes(bytes(raw))
     return branch
-
-
-def _truncate_last_basket(path: Path, branch: str) -> None:
-    """Make the last basket of ``branch`` promise more bytes than its data holds: the metadata
-    (entries, ``Runs``) still reads, the first chunks analyse, the last one fails."""
-    with uproot.open(path) as f:
-        b = f["Events"][branch]
-        seek = int(b.member("fBasketSeek")[b.num_baskets - 1])
-    raw = bytearray(path.read_bytes())
-    header = seek + struct.unpack(">h", raw[seek + 14:seek + 16])[0]  # TKey fKeylen
-    assert bytes(raw[header:header + 2]) == b"XZ"
-    size = int.from_bytes(raw[header + 6:header + 9], "little") + 4096
-    raw[header + 6:header + 9] = size.to_bytes(3, "little")
-    path.write_bytes(bytes(raw))
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +97,7 @@ def inputs(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     _rewrite(good, files["no_branch"], drop=(DROPPED_BRANCH,))
     files["bad_basket"] = folder / "bad_basket.root"
     _rewrite(good, files["bad_basket"])
-    _truncate_last_basket(files["bad_basket"], "Jet_pt")
+    truncate_last_basket(files["bad_basket"], "Jet_pt")
     files["corrupt"] = folder / "corrupt.root"
     files["corrupt"].write_bytes(data)
     branch = _overwrite_compressed_data(files["corrupt"])

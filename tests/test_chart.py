@@ -445,6 +445,33 @@ def _compose_facility(objs: list[dict[str, Any]], tmp_path: Path, monkeypatch: p
     return compose_config("facility", validate=False)
 
 
+def test_processor_job_composes_and_imports_the_example_as_in_the_image(
+        helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`helm install --set job.config=processor`: the Job's configuration composes on top of
+    processor.yaml and, at start-up, imports the example processor from the image's
+    INTCCMS_EXAMPLES_DIR (the Job's working directory has no examples/ folder)."""
+    from intccms.config import ConfigError, compose_config
+
+    objs = render(helm, "--set", "job.config=processor",
+                  "--set-json", 'job.overrides=["processor=zprime_ttbar"]')
+    (container,) = _one(objs, "Job")["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["job", "facility", "processor=zprime_ttbar"]
+    facility = yaml.safe_load(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])
+    assert facility["defaults"][0] == "processor"
+    conf = tmp_path / "extra"
+    conf.mkdir()
+    (conf / "facility.yaml").write_text(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])
+    monkeypatch.setenv("INTCCMS_EXTRA_CONF_DIR", str(conf))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("INTCCMS_EXAMPLES_DIR", raising=False)
+    with pytest.raises(ConfigError, match=r"processor\.python_path: examples is not a directory"):
+        compose_config("facility", container["args"][2:])
+    monkeypatch.setenv("INTCCMS_EXAMPLES_DIR", str(REPO / "examples"))
+    cfg = compose_config("facility", container["args"][2:])  # validated: the class is imported and built
+    assert cfg.processor["class"] == "zprime_ttbar.ZPrimeTTbarProcessor"
+    assert cfg.cluster.kind == "kubernetes" and cfg.output_dir.startswith("/shared/outputs/")
+
+
 def test_job_and_workers_share_the_demo_inputs(helm: str, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo job writes inputs and corrections where every worker opens them by path."""

@@ -27,6 +27,9 @@ def test_dockerfile_contract() -> None:
     }
     assert "INTCCMS_CONF_DIR=/opt/intccms/conf" in DOCKERFILE
     assert "COPY conf /opt/intccms/conf" in DOCKERFILE
+    # conf/processor/*.yaml import the example processors from INTCCMS_EXAMPLES_DIR
+    assert "INTCCMS_EXAMPLES_DIR=/opt/intccms/examples" in DOCKERFILE
+    assert "COPY examples /opt/intccms/examples" in DOCKERFILE
     assert re.search(r"pip install -c /opt/intccms/src/constraints\.txt /opt/intccms/src\b", DOCKERFILE), (
         "install the pinned project with the locked closure")
     assert 'ENTRYPOINT ["intccms-entrypoint"]' in DOCKERFILE

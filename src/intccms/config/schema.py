@@ -393,3 +393,7 @@ class RootConfig:
     statistics: Any = None
     mva: Any = None
     inspect: Any = None
+    # conf/processor group: a coffea processor run instead of the analysis (conf/processor.yaml).
+    # Typed by intccms.config.processor.ProcessorConfig at start-up (validate_config): its YAML
+    # key ``class`` is a Python keyword, which no dataclass field can be.
+    processor: Any = None

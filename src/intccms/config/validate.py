@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from intccms.config.compose import ConfigError
+from intccms.config.processor import ProcessorConfigError, parse_processor_config
 
 if TYPE_CHECKING:
     from intccms.config.kubernetes import KubernetesClusterConfig, PodResources
+    from intccms.processor.loader import LoadedProcessor
 
 # Kubernetes CPU quantities: cores ("2", "0.5") or millicores ("250m").
 _CPU_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)m?$")
@@ -21,8 +23,42 @@ def validate_config(cfg: DictConfig) -> None:
     """Fail at start-up, naming the key, on references that do not resolve.
 
     Checks import paths of every functor, observables named by channels, eras of datasets,
-    cross-sections of simulation, and corrections named per era.
+    cross-sections of simulation, and corrections named per era; with a ``processor`` group,
+    the processor (keys, class, constructor arguments, schema) instead of the analysis.
     """
+    if cfg.get("processor") is not None:
+        check_processor(cfg)
+    else:
+        _check_analysis(cfg)
+    _check_datasets(cfg)
+    _check_cluster(cfg.cluster)
+    _check_cluster_kubernetes(cfg)
+    _check_credentials(cfg)
+    if cfg.workflow.chunksize <= 0:
+        msg = f"workflow.chunksize must be positive, got {cfg.workflow.chunksize}"
+        raise ConfigError(msg)
+
+
+def check_processor(cfg: DictConfig) -> LoadedProcessor:
+    """The ``processor`` group typed, its class imported, checked and built (at start-up)."""
+    # coffea takes ~2 s to import: only configurations with a processor pay for it.
+    from intccms.processor.loader import ProcessorLoadError, load_processor
+
+    try:
+        loaded = load_processor(parse_processor_config(cfg.processor))
+    except (ProcessorConfigError, ProcessorLoadError) as err:
+        raise ConfigError(str(err)) from None
+    wf = cfg.workflow
+    if wf.use_skimmed_input or wf.save_skimmed_output or wf.run_statistics or wf.run_mva_training:
+        msg = ("workflow: a processor run reads NanoAOD and runs the processor only; set "
+               "workflow.use_skimmed_input, save_skimmed_output, run_statistics and "
+               "run_mva_training to false (or use workflow=analysis)")
+        raise ConfigError(msg)
+    return loaded
+
+
+def _check_analysis(cfg: DictConfig) -> None:
+    """Functors import, channels name defined observables, corrections exist per era."""
     from intccms.physics.functors import FunctorError, import_function
 
     a = cfg.analysis
@@ -42,6 +78,19 @@ def validate_config(cfg: DictConfig) -> None:
             import_function(str(functor.function))
         except FunctorError as err:
             raise ConfigError(f"{key}.function: {err}") from None
+    for era, names in cfg.corrections.by_era.items():
+        if era not in cfg.eras:
+            msg = f"corrections.by_era.{era}: '{era}' is not one of the configured eras {sorted(cfg.eras)}"
+            raise ConfigError(msg)
+        for name in names:
+            if name not in cfg.corrections.definitions:
+                msg = (f"corrections.by_era.{era}: correction '{name}' is not defined under "
+                       f"corrections.definitions (known: {sorted(cfg.corrections.definitions)})")
+                raise ConfigError(msg)
+
+
+def _check_datasets(cfg: DictConfig) -> None:
+    """Every dataset has a configured era, data is process 'data', simulation a cross-section."""
     for name, ds in cfg.datasets.items():
         if ds.era not in cfg.eras:
             msg = f"datasets.{name}.era: '{ds.era}' is not one of the configured eras {sorted(cfg.eras)}"
@@ -56,21 +105,6 @@ def validate_config(cfg: DictConfig) -> None:
         if not ds.is_data and ds.xsec is None:
             msg = f"datasets.{name}.xsec: simulation needs a cross-section in pb"
             raise ConfigError(msg)
-    for era, names in cfg.corrections.by_era.items():
-        if era not in cfg.eras:
-            msg = f"corrections.by_era.{era}: '{era}' is not one of the configured eras {sorted(cfg.eras)}"
-            raise ConfigError(msg)
-        for name in names:
-            if name not in cfg.corrections.definitions:
-                msg = (f"corrections.by_era.{era}: correction '{name}' is not defined under "
-                       f"corrections.definitions (known: {sorted(cfg.corrections.definitions)})")
-                raise ConfigError(msg)
-    _check_cluster(cfg.cluster)
-    _check_cluster_kubernetes(cfg)
-    _check_credentials(cfg)
-    if cfg.workflow.chunksize <= 0:
-        msg = f"workflow.chunksize must be positive, got {cfg.workflow.chunksize}"
-        raise ConfigError(msg)
 
 
 def _check_cluster_kubernetes(cfg: DictConfig) -> None:

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from intccms.config.compose import to_yaml
+from intccms.config.validate import check_processor
 from intccms.core.records import ChunkRecord
 from intccms.execute.backends import start_cluster
 from intccms.execute.preflight import check_grid_credentials, resolved_xrootd_urls
@@ -62,6 +63,8 @@ class JobResult:
     summary: dict[str, Any] = field(default_factory=dict)
     statistics: dict[str, Any] | None = None
     mva: dict[str, Any] | None = None
+    processor_output: Any = None  # the merged, post-processed output of a processor run
+    coffea_path: Path | None = None
     wall_time_s: float = 0.0
 
 
@@ -133,38 +136,51 @@ def _job(cfg: DictConfig, outputs: OutputLocation, console: Console, client: Cli
     for warning in unmatched_eras(datasets):
         console.print(f"[yellow]warning: {warning}; data/simulation comparisons and fits over "
                       "these eras are biased (choose datasets with dataset_selection)[/yellow]")
-    constants = era_constants(cfg, eras)
-    specs = corrections_specs(cfg, eras)  # validates every file and key now, at start-up
-    plan = build_plan(cfg, specs)
     options = storage_options(cfg)
-    from intccms.mva.stage import check_mva
-
-    check_mva(cfg, plan, constants, options)  # the mva group and score observables, at start-up
-    if cfg.workflow.run_statistics:
-        from intccms.stats.stage import check_statistics
-
-        check_statistics(cfg)  # the statistics group; statistics.input.path when it runs alone
     result = JobResult(output_dir=out, output_url=outputs.url, remote=outputs.remote)
+    work: Callable[[Client, WorkerSampler], None]
+    if cfg.get("processor") is not None:
+        # coffea takes ~2 s to import: only processor runs pay for it.
+        from intccms.processor.job import run_processor
+
+        loaded = check_processor(cfg)  # imported, checked and built before any cluster is asked for
+
+        def work(c: Client, sampler: WorkerSampler) -> None:
+            run_processor(cfg, c, datasets, loaded, options, out, result, console, sampler)
+    else:
+        constants = era_constants(cfg, eras)
+        specs = corrections_specs(cfg, eras)  # validates every file and key now, at start-up
+        plan = build_plan(cfg, specs)
+        from intccms.mva.stage import check_mva
+
+        check_mva(cfg, plan, constants, options)  # the mva group and score observables, at start-up
+        if cfg.workflow.run_statistics:
+            from intccms.stats.stage import check_statistics
+
+            check_statistics(cfg)  # the statistics group; statistics.input.path when it runs alone
+
+        def work(c: Client, sampler: WorkerSampler) -> None:
+            _run(cfg, c, datasets, constants, specs, plan, options, out, result, console, config_yaml, sampler)
 
     if client is None:
         with (start_cluster(cfg.cluster, run_id=run_id) as new_client,
               local_prometheus(cfg.prometheus, new_client, out, run_id=run_id, console=console),
               WorkerSampler(new_client) as sampler):
-            _run(cfg, new_client, datasets, constants, specs, plan, options, out, result, console,
-                 config_yaml, sampler)
+            work(new_client, sampler)
     else:
         with (local_prometheus(cfg.prometheus, client, out, run_id=run_id, console=console),
               WorkerSampler(client) as sampler):
-            _run(cfg, client, datasets, constants, specs, plan, options, out, result, console,
-                 config_yaml, sampler)
+            work(client, sampler)
     return result
 
 
-def _register_plugins(client: Client, options: StorageOptions, run_id: str, datasets: list[str],
-                      cluster_kind: Any = "local") -> None:
+def register_plugins(client: Client, options: StorageOptions, run_id: str, datasets: list[str],
+                     cluster_kind: Any = "local", stages: Sequence[str] = ("metadata", "skim", "analysis"),
+                     ) -> None:
+    """Metrics (series of ``stages`` primed at zero) and storage credentials on every worker."""
     from intccms.metrics.preload import WorkerMetricsPlugin
 
-    client.register_plugin(WorkerMetricsPlugin(run_id, datasets, ["metadata", "skim", "analysis"]))
+    client.register_plugin(WorkerMetricsPlugin(run_id, datasets, list(stages)))
     from intccms.storage.plugin import credentials_plugin
 
     # kubernetes/address workers have their own environment (a mounted Secret): names only.
@@ -191,7 +207,7 @@ def _run(
 
     wf = cfg.workflow
     run_id = os.environ["INTCCMS_RUN_ID"]
-    _register_plugins(client, options, run_id, sorted(datasets), cfg.cluster.kind)
+    register_plugins(client, options, run_id, sorted(datasets), cfg.cluster.kind)
     run_metrics = run_metrics_for(client, run_id, config=str(cfg.name))
     # Workers wanted and present, the report's cores and worker timeline: sampled during the stages.
     sampler.start(run_metrics, wanted_workers(cfg.cluster, len(client.nthreads())))
@@ -226,7 +242,7 @@ def _run(
     if not wf.run_analysis:
         result.summary = summarise(result.records, datasets, time.time() - t_start, result.skipped, metadata)
         print_summary(result.summary, console=console)
-        _report(cfg, result, out, time.time() - t_start, console, sampler)
+        write_run_report(cfg, result, out, time.time() - t_start, console, sampler)
         if wf.run_statistics:
             result.statistics = _statistics(cfg, client, None, plan, options, out)
         return
@@ -309,7 +325,7 @@ def _run(
                                 lumi_fb=lumi_fb)
     result.summary = summarise(result.records, datasets, wall, result.skipped, metadata)
     print_summary(result.summary, console=console)
-    _report(cfg, result, out, wall, console, sampler)
+    write_run_report(cfg, result, out, wall, console, sampler)
     if wf.run_statistics:
         result.statistics = _statistics(cfg, client, {"histograms": hists, "meta": hist_meta}, plan, options, out)
 
@@ -324,8 +340,8 @@ def _statistics(cfg: DictConfig, client: Client, histograms: Mapping[str, Any] |
                      client=client)
 
 
-def _report(cfg: DictConfig, result: JobResult, out: Path, wall: float, console: Console,
-            sampler: WorkerSampler) -> None:
+def write_run_report(cfg: DictConfig, result: JobResult, out: Path, wall: float, console: Console,
+                     sampler: WorkerSampler) -> None:
     """The run report (terminal table, JSON and plots) from the measured chunk records; cores and
     the worker timeline are what the scheduler had during the stages, not what was configured."""
     from intccms.outputs.report import build_report, print_report, write_report

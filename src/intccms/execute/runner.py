@@ -6,6 +6,10 @@ rejected credentials and unreachable storage, which stop the job at once; a chun
 whose input is bad comes back as a failed record and is either skipped (``skip_bad_files``)
 or stops the run with the file named. A skipped chunk is reported to ``on_failed``, so the
 caller can leave out the whole file, including its chunks that did succeed.
+
+With ``payload_on_workers`` a chunk's payload stays on the worker that made it: the driver
+fetches only the chunk's record and hands ``on_result`` the payload's future, to be merged on
+the cluster (coffea processor outputs, which may be large).
 """
 
 from __future__ import annotations
@@ -44,11 +48,12 @@ class NotRetried:
     Dask retry multiplies the time to fail (wrong credentials or a bucket never get better)."""
 
     error: BaseException
+    reason: str = "storage errors are not retried by Dask"
 
     def stop(self, stage: str, item: WorkItem) -> BaseException:
         """The error that stops the job: the same type, with the chunk named."""
         msg = (f"{stage} of {item.file} entries [{item.entry_start}, {item.entry_stop}) failed and "
-               f"was not retried (storage errors are not retried by Dask): {self.error}")
+               f"was not retried ({self.reason}): {self.error}")
         try:
             return type(self.error)(msg)
         except TypeError:  # an exception class with another signature: keep it as it is
@@ -66,6 +71,25 @@ def fail_fast(task: Callable[..., Any], *args: Any) -> Any:
         return NotRetried(err)
 
 
+def record_only(result: Any) -> Any:
+    """Runs on a worker: a chunk's ``(payload, record)`` without the payload (or a NotRetried)."""
+    return result if isinstance(result, NotRetried) else (None, result[1])
+
+
+def _count_and_release(client: Client, held: dict[str, tuple[Any, ChunkRecord]], retries: int) -> None:
+    """Read the attempts of chunks whose payload stays on the workers, then drop their futures.
+
+    The caller keeps what it needs of a payload (a future of its own); releasing the chunk's
+    future lets its worker free the payload once merged, so only about one payload per worker
+    thread is kept alive for the scheduler's retry counts.
+    """
+    for key, attempts in chunk_attempts(client, {k: r for k, (_, r) in held.items()}, retries).items():
+        held[key][1].attempts = max(held[key][1].attempts, attempts)
+    for future, _ in held.values():
+        future.release()
+    held.clear()
+
+
 @dataclass
 class StageOutcome:
     """Records of a stage and the files it skipped."""
@@ -78,7 +102,7 @@ def run_stage(
     client: Client,
     name: str,
     items: Sequence[WorkItem],
-    task: Callable[..., tuple[Any, ChunkRecord]],
+    task: Callable[..., tuple[Any, ChunkRecord] | NotRetried],
     args_for: Callable[[WorkItem], tuple[Any, ...]],
     on_result: Callable[[WorkItem, Any], None],
     *,
@@ -88,11 +112,14 @@ def run_stage(
     on_progress: Callable[[int, int], None] | None = None,
     run_metrics: Any = None,
     on_failed: Callable[[WorkItem, ChunkRecord], None] | None = None,
+    payload_on_workers: bool = False,
 ) -> StageOutcome:
     """Submit ``task(item, *args_for(item))`` for every item and collect as they finish.
 
     ``on_result(item, payload)`` gets every successful chunk, ``on_failed(item, record)`` every
-    chunk skipped as bad input (``skip_bad_files``), each exactly once per item.
+    chunk skipped as bad input (``skip_bad_files``), each exactly once per item. With
+    ``payload_on_workers`` the payload is not fetched: ``on_result`` gets the future of the
+    task's ``(payload, record)`` result, which the caller holds as long as it needs it.
 
     Raises:
         BadInputError: a chunk failed on bad input and ``skip_bad_files`` is false.
@@ -103,9 +130,14 @@ def run_stage(
     if run_metrics is not None:
         run_metrics.planned(len(items), name)
     futures = {}
+    heavy: dict[Any, Any] = {}  # record future -> the chunk's own future (payload_on_workers)
     for item in items:
-        fut = client.submit(fail_fast, task, item, *args_for(item), retries=retries, pure=False,
-                            key=f"{name}-{item.dataset}-{item.file_index}-{item.chunk_index}-{id(items)}")
+        key = f"{name}-{item.dataset}-{item.file_index}-{item.chunk_index}-{id(items)}"
+        fut = client.submit(fail_fast, task, item, *args_for(item), retries=retries, pure=False, key=key)
+        if payload_on_workers:
+            light = client.submit(record_only, fut, pure=False, key=f"{key}-record")
+            heavy[light] = fut
+            fut = light
         futures[fut] = item
     progress = Progress(
         TextColumn(f"[bold]{name}[/bold]"), BarColumn(), MofNCompleteColumn(),
@@ -115,6 +147,8 @@ def run_stage(
     )
     done = 0
     by_key: dict[str, ChunkRecord] = {}
+    held: dict[str, tuple[Any, ChunkRecord]] = {}  # payload_on_workers: chunks whose attempts are unread
+    hold = max(2, sum(client.nthreads().values())) if payload_on_workers else 0
     with progress:
         bar = progress.add_task(name, total=len(items), events=0)
         events = 0
@@ -124,21 +158,27 @@ def run_stage(
                 try:
                     result = fut.result()
                 except Exception as err:
-                    for other in futures:
+                    for other in [*futures, *heavy.values()]:
                         other.cancel()
                     msg = (f"{name} of {item.file} entries [{item.entry_start}, {item.entry_stop}) "
                            f"failed after {retries} retries: {type(err).__name__}: {err}")
                     raise RuntimeError(msg) from err
                 if isinstance(result, NotRetried):
-                    for other in futures:
+                    for other in [*futures, *heavy.values()]:
                         other.cancel()
                     raise result.stop(name, item) from result.error
                 payload, record = result
                 outcome.records.append(record)
-                by_key[fut.key] = record
+                if payload_on_workers:
+                    payload = heavy.pop(fut)
+                    held[payload.key] = (payload, record)
+                    if len(held) >= hold:
+                        _count_and_release(client, held, retries)
+                else:
+                    by_key[fut.key] = record
                 if record.failed:
                     if not skip_bad_files:
-                        for other in futures:
+                        for other in [*futures, *heavy.values()]:
                             other.cancel()
                         msg = (f"bad input in dataset {item.dataset} at the {name} stage: "
                                f"{record.error or item.file + ' is unreadable'} "
@@ -160,6 +200,7 @@ def run_stage(
             # Chunks run again after an error or a lost worker (asked while futures are held).
             for key, attempts in chunk_attempts(client, by_key, retries).items():
                 by_key[key].attempts = max(by_key[key].attempts, attempts)
+            _count_and_release(client, held, retries)
         finally:
             for fut in futures:
                 fut.release()

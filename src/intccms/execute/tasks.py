@@ -74,7 +74,7 @@ def _worker_name() -> str:
     return current_worker_label()
 
 
-def _rss() -> int:
+def peak_rss() -> int:
     """Peak resident memory of this worker process so far, in bytes (not the RSS right now:
     a chunk's arrays are freed before it returns). ``ru_maxrss`` is KiB on Linux, bytes on macOS."""
     import resource
@@ -133,7 +133,7 @@ def analysis_task(
         meter.add(events_read=record.events_read, events_selected=record.events_selected,
                   bytes_read=record.bytes_read)
     record.t_end = time.time()
-    record.peak_rss = _rss()
+    record.peak_rss = peak_rss()
     return result, record
 
 
@@ -150,7 +150,7 @@ def metadata_task(dataset: str, url: str, is_data: bool, options: StorageOptions
         if record.failed:
             meter.fail()
     record.t_end = time.time()
-    record.peak_rss = _rss()
+    record.peak_rss = peak_rss()
     return meta, record
 
 
@@ -214,7 +214,7 @@ def skim_task(
         meter.add(events_read=record.events_read, events_selected=record.events_selected,
                   bytes_read=record.bytes_read, bytes_written=record.bytes_written)
     record.t_end = time.time()
-    record.peak_rss = _rss()
+    record.peak_rss = peak_rss()
     part = {"url": written.url, "entries": written.entries, "bytes": written.bytes,
             "source_file": item.file, "entry_start": item.entry_start,
             "entry_stop": item.entry_stop, "fmt": fmt, "chunk": item.chunk_index,

@@ -36,13 +36,14 @@ def summarise(
     records: Sequence[ChunkRecord], datasets: Mapping[str, Any], wall_s: float,
     skipped: Mapping[str, str], metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Per-dataset and total counts of the analysis (or skim) stage, and what skipping cost.
+    """Per-dataset and total counts of the analysis (or processor, or skim) stage, and what skipping cost.
 
     ``skipped_files`` maps each skipped file to its dataset, error and entries (see
     :func:`skipped_costs`); ``skipped_events`` is the sum of the known entries and
     ``skipped_files_unknown_entries`` the number of files whose entries could not be counted.
     """
-    stage = "analysis" if any(r.stage == "analysis" for r in records) else "skim"
+    stages = {r.stage for r in records}
+    stage = next((s for s in ("analysis", "processor") if s in stages), "skim")
     per: dict[str, dict[str, float]] = {}
     for r in records:
         if r.stage != stage:
