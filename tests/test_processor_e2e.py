@@ -27,6 +27,7 @@ import uproot
 from coffea import processor
 from coffea.nanoevents import NanoAODSchema
 from coffea.util import load
+from coffea.util import load as coffea_load
 from distributed import Client
 from fixtures.badfiles import rewrite_in_baskets, truncate_last_basket
 from fixtures.demo import SMALL_2017, small_overrides, two_worker_cluster
@@ -280,9 +281,12 @@ def test_inputs_and_outputs_on_s3_give_the_local_result(dask_client, demo_data, 
     for field in ("value", "variance"):
         assert np.array_equal(got["CMS_WORKSHOP"]["mtt"].view(flow=True)[field],
                               want["CMS_WORKSHOP"]["mtt"].view(flow=True)[field])
-    with fs.open(f"{bucket}/out/processor/output.coffea", "rb") as handle:
-        stored = handle.read()
-    assert stored == remote.coffea_path.read_bytes()
+    assert not remote.coffea_path.exists()  # the private staging folder is gone after the run
+    fs.get_file(f"{bucket}/out/processor/output.coffea", str(tmp_path / "stored.coffea"))
+    stored = coffea_load(str(tmp_path / "stored.coffea"))
+    assert stored["cutflow"] == got["cutflow"]
+    assert np.array_equal(stored["CMS_WORKSHOP"]["mtt"].view(flow=True)["value"],
+                          got["CMS_WORKSHOP"]["mtt"].view(flow=True)["value"])
     assert fs.exists(f"{bucket}/out/processor/histograms.root") and fs.exists(f"{bucket}/out/report/report.json")
 
 
