@@ -46,7 +46,10 @@ STAGES = ("metadata", "skim", "analysis")
 SI = parse_duration(SCRAPE_INTERVAL)
 # Two datasets of the small demo, nominal only: every stage runs several chunks on both workers.
 DATASETS = [SMALL_2017[1], SMALL_2017[3]]
-JOB_ARGS = ("workflow=skim_and_analysis", "workflow.variations=[]", "workflow.run_plots=false")
+# Chunks of 1000 events: every stage lasts several scrape intervals, so Prometheus sees the run
+# with chunks planned but not yet completed (the remaining-chunks series above 0).
+JOB_ARGS = ("workflow=skim_and_analysis", "workflow.variations=[]", "workflow.run_plots=false",
+            "workflow.chunksize=1000")
 
 
 @pytest.fixture(scope="module")

@@ -251,21 +251,24 @@ def test_s3_skims_give_identical_histograms_and_no_secret_anywhere(
         capfd: pytest.CaptureFixture[str]) -> None:
     secret, key = s3.secret.encode(), s3.key.encode()
     skim_dir = f"s3://{BUCKET}/run1"
-    env.client.register_plugin(GraphRecorder())
     console_text = io.StringIO()
     caplog.set_level(logging.DEBUG)
-    env.client.forward_logging(level=logging.DEBUG)  # worker log records reach caplog
-    with s3_env(s3):
-        res = job(env.data, env.client, tmp_path / "s3", "storage=s3", f"workflow.skim_dir={skim_dir}",
+    # Fresh worker processes: their loggers are as a new worker's (DEBUG records of the S3
+    # client are forwarded), whatever earlier tests did to the session's workers.
+    with s3_env(s3), two_worker_cluster() as client:
+        client.register_plugin(GraphRecorder())
+        client.forward_logging(level=logging.DEBUG)  # worker log records reach caplog
+        res = job(env.data, client, tmp_path / "s3", "storage=s3", f"workflow.skim_dir={skim_dir}",
                   console=Console(file=console_text, force_terminal=False, width=200))
-        exported_before = exported_bytes_read(env.client, "analysis")
+        exported_before = exported_bytes_read(client, "analysis")
         s3.reset_records()
-        again = job(env.data, env.client, tmp_path / "s3-skimmed", "storage=s3",
+        again = job(env.data, client, tmp_path / "s3-skimmed", "storage=s3",
                     f"workflow.skim_dir={skim_dir}", workflow="skimmed_input")
         served = s3.records()
-        exported = exported_bytes_read(env.client, "analysis") - exported_before
+        exported = exported_bytes_read(client, "analysis") - exported_before
+        client.unforward_logging()
+        blobs = client.run_on_scheduler(_recorded)
     assert skim_records(res) == N_PARTS
-    env.client.unforward_logging()
     check_bytes_read_against_server(again, served, exported)
     assert_identical(res, env.reference)
     assert_identical(again, env.reference)
@@ -274,8 +277,6 @@ def test_s3_skims_give_identical_histograms_and_no_secret_anywhere(
     assert len([o for o in objects if "/part_" in o]) == N_PARTS
     assert not [o for o in objects if ".intccms-tmp-" in o]
     # Where the secret must not be: task graph, outputs, manifests, logs, console.
-    blobs = env.client.run_on_scheduler(_recorded)
-    env.client.unregister_scheduler_plugin(GraphRecorder.name)
     assert len(blobs) >= N_PARTS
     # The tasks carry the storage options, their credentials as variable names only.
     assert any(b"StorageOptions" in b and ENV_S3_SECRET_ACCESS_KEY.encode() in b for b in blobs)

@@ -38,16 +38,20 @@ class _OwnInfoOnly(logging.Filter):
         return record.levelno >= logging.WARNING or record.name.split(".")[0] == "intccms"
 
 
-def _quiet_third_party() -> None:
-    """Above DEBUG only intccms speaks at INFO: pyhf logs ~80 "adding modifier" lines per model
-    and distributed its join/leave lines, which drown the progress bars. At DEBUG the other
-    libraries' lines are shown (distributed's own handlers stay at WARNING)."""
+def _configure_logging(level: str) -> None:
+    """Log at ``level``; above DEBUG only intccms speaks at INFO: pyhf logs ~80 "adding
+    modifier" lines per model and distributed its join/leave lines, which drown the progress
+    bars. At DEBUG the other libraries' lines are shown (distributed's own handlers stay at
+    WARNING). Only the handler made here is filtered: a caller that configured logging itself
+    (a notebook, a test runner calling ``main``) keeps its handlers as they are."""
     import distributed  # noqa: F401 - its loggers must exist before they are quietened
 
     root = logging.getLogger()
+    before = list(root.handlers)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if root.getEffectiveLevel() > logging.DEBUG:
         for handler in root.handlers:  # libraries imported later log through these too
-            if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
+            if handler not in before:
                 handler.addFilter(_OwnInfoOnly())
     quiet = max(logging.WARNING, root.level)
     for logger_name in list(logging.root.manager.loggerDict):
@@ -65,10 +69,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         console.print(f"[red]configuration error:[/red] {escape(str(err))}")
         return 2
-    logging.basicConfig(level=cfg.log_level.value, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(cfg.log_level.value)
     from intccms.execute.job import run_job
-
-    _quiet_third_party()
 
     result, code = _guarded(console, lambda: run_job(cfg, console=console),
                             "interrupted; finished parts are kept and a rerun resumes")
@@ -122,8 +124,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     except ConfigError as err:
         console.print(f"[red]configuration error:[/red] {escape(str(err))}")
         return 2
-    logging.basicConfig(level=cfg.log_level.value, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_third_party()
+    _configure_logging(cfg.log_level.value)
     result, code = _guarded(console, lambda: run_inspect(cfg, icfg, console=console), "interrupted")
     if result is None:
         return code
