@@ -15,6 +15,7 @@ import awkward as ak
 import numpy as np
 
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, resolve_field
+from intccms.physics.corrections.jes_table import Evaluate, JesSourceTable, compile_sources
 from intccms.physics.corrections.loading import get_correction
 from intccms.physics.jagged import FlatCollection, as_flat, flat_view
 
@@ -62,6 +63,10 @@ class JetEnergyCorrection:
         self.sources = list(sources)
         self._levels = [self._evaluator(key) for key in levels]
         self._uncertainties = {s.variation: self._evaluator(s.key) for s in self.sources}
+        # All sources through one bin lookup where their corrections allow it (same numbers);
+        # built at the first chunk, so that a driver checking the configuration never pays it.
+        self._table: JesSourceTable | None = None
+        self._table_built = False
 
     def _evaluator(self, key: str) -> FlatEvaluator:
         correction = get_correction(self.path, key, era=self.era)
@@ -75,6 +80,12 @@ class JetEnergyCorrection:
                 raise KeyError(msg)
             specs.append(InputSpec(name=inp.name))
         return FlatEvaluator(self.path, key, specs, era=self.era)
+
+    def _source_table(self) -> JesSourceTable | None:
+        if not self._table_built:
+            self._table = compile_sources(self.path, [s.key for s in self.sources])
+            self._table_built = True
+        return self._table
 
     @property
     def variation_bases(self) -> list[str]:
@@ -115,7 +126,13 @@ class JetEnergyCorrection:
         corrected = {f: v * total for f, v in raw.items()}
         for name in self._running:  # the JES sources see the fully corrected target
             fields[name] = corrected[self.target]
-        sources = {var: ev for var, ev in self._uncertainties.items() if wanted is None or var in wanted}
+        sources: dict[str, Evaluate] = {
+            var: ev for var, ev in self._uncertainties.items() if wanted is None or var in wanted}
+        table = self._source_table() if sources else None
+        lookup = table.lookup(fields) if table is not None else None
+        if lookup is not None:
+            keys = {s.variation: s.key for s in self.sources}
+            sources = {var: lookup.source(keys[var], sources[var]) for var in sources}
         return CorrectedJets(jets=jets, counts=flat.counts, values=corrected, target=self.target,
                              sources=sources, inputs=fields, flat=view)
 
@@ -132,7 +149,7 @@ class CorrectedJets:
     counts: np.ndarray
     values: Mapping[str, np.ndarray]  # corrected target (pt) and the fields scaled with it
     target: str
-    sources: Mapping[str, FlatEvaluator]
+    sources: Mapping[str, Evaluate]
     inputs: Mapping[str, np.ndarray]
     flat: FlatCollection | None = None
     _last: tuple[str, np.ndarray] | None = None
