@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from podman_cli import LABEL, image_exists, image_label, podman, podman_env  # noqa: E402
+from podman_cli import LABEL, image_exists, image_label, podman, podman_env
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("INTCCMS_FACILITY_DIR", REPO / ".facility"))
@@ -42,8 +42,8 @@ S3_REPO = "localhost/intccms-facility-s3"
 HASH_LABEL = "io.intccms.content-hash"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 # What goes into the project image's build context (and its cache key).
-CONTEXT_PATHS = ("pyproject.toml", "images/constraints.txt", "README.md", "src", "conf", "images/Dockerfile",
-                 "images/entrypoint.sh")
+CONTEXT_PATHS = ("pyproject.toml", "images/constraints.txt", "README.md", "src", "conf", "examples",
+                 "images/Dockerfile", "images/entrypoint.sh")
 
 
 class BuildError(RuntimeError):
