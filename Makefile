@@ -92,7 +92,7 @@ image: env
 
 facility-test: env
 	@for script in tests/setup/install_podman.sh tests/setup/install_helm.sh tests/setup/install_prometheus.sh; do bash "$$script"; done
-	$(PY) -m pytest -m facility tests/test_facility.py $(PYTEST_ARGS)
+	$(PY) -m pytest -m facility tests/test_facility.py tests/test_facility_grid.py $(PYTEST_ARGS)
 
 facility-down:
 	@command -v podman >/dev/null 2>&1 || exit 0; $(PYTHON) images/facility/facility.py down

@@ -499,3 +499,36 @@ def test_file_sd_targets_pass_the_charts_pod_relabelling() -> None:
         if rule.get("action") == "keep":
             value = ";".join(labels.get(src, "") for src in rule["source_labels"])
             assert re.fullmatch(rule["regex"], value), rule
+
+
+def test_secret_volume_becomes_read_only_files_owned_by_the_pod_user(tmp_path: Path) -> None:
+    """The chart's grid volumes: the proxy Secret as a 0400 file of the pod's user in a
+    read-only mount, the CA directory's hostPath as a read-only bind mount; the proxy's
+    content never on the command line."""
+    from fixtures.facility import fac
+
+    if os.geteuid() != 0:
+        pytest.skip("Secret files are chowned to the pod's uid, which needs root")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    pod = {**WORKER_POD, "spec": {**WORKER_POD["spec"], "volumes": [
+        {"name": "grid-proxy", "secret": {"secretName": "proxy", "defaultMode": 0o400}},
+        {"name": "grid-certificates", "hostPath": {"path": str(certs), "type": "Directory"}}]}}
+    (container,) = pod["spec"]["containers"]
+    pod["spec"]["containers"] = [{**container, "volumeMounts": [
+        {"name": "grid-proxy", "mountPath": "/etc/grid-security/intccms-proxy", "readOnly": True},
+        {"name": "grid-certificates", "mountPath": "/etc/grid-security/certificates", "readOnly": True}]}]
+    ctx = fac.pods.PodContext(name="w1", namespace="ns", network="net", state_dir=tmp_path / "state",
+                              secrets={"storage": {}, "proxy": {"x509up": "PROXY-CONTENT"}})
+    args = fac.pods.run_args(pod, ctx, image="localhost/intccms:x")
+    assert "PROXY-CONTENT" not in " ".join(args)
+    volumes = dict(args[i + 1].split(":", 1)[::-1] for i, a in enumerate(args) if a == "--volume")
+    folder = Path(volumes["/etc/grid-security/intccms-proxy:ro"])
+    proxy = folder / "x509up"
+    assert proxy.read_text() == "PROXY-CONTENT"
+    assert (proxy.stat().st_mode & 0o777, proxy.stat().st_uid, proxy.stat().st_gid) == (0o400, 1000, 1000)
+    assert folder.stat().st_uid == 1000 and folder.stat().st_mode & 0o007 == 0
+    assert volumes["/etc/grid-security/certificates:ro"] == str(certs)
+    ctx.secrets = {"storage": {}}
+    with pytest.raises(fac.pods.PodSpecError, match="Secret 'proxy'"):
+        fac.pods.run_args(pod, ctx)

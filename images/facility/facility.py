@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pod_specs as pods  # noqa: E402
-from podman_cli import LABEL, PodmanError, inspect, podman, remove_all, run_args  # noqa: E402
+import pod_specs as pods
+from podman_cli import LABEL, PodmanError, inspect, podman, remove_all, run_args
 
 PROMETHEUS_BINARY = Path("/usr/bin/prometheus")
 S3_PORT = 5000
@@ -132,6 +132,16 @@ class Facility:
     def create_network(self) -> None:
         """The private network (bridge, with name resolution between containers)."""
         podman("network", "create", "--label", f"{LABEL}={self.name}", self.network)
+
+    def gateway(self) -> str:
+        """The host's address on the facility network: a server on the host that listens on
+        all interfaces is reachable from the containers there."""
+        data = inspect("network", self.network) or {}
+        gateways = [s.get("gateway") for s in data.get("subnets") or [] if s.get("gateway")]
+        if not gateways:
+            msg = f"network {self.network} has no gateway address: {json.dumps(data)[:500]}"
+            raise FacilityError(msg)
+        return str(gateways[0])
 
     def ip(self, container: str) -> str:
         """IP address of a running container on the facility network."""

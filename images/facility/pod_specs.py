@@ -14,11 +14,18 @@ container per Kubernetes container, honouring what a single host can honour:
   ``--security-opt no-new-privileges``, capabilities.drop/add, readOnlyRootFilesystem ->
   ``--read-only``, seccompProfile RuntimeDefault (podman's default profile);
 - volumes: configMap -> a read-only bind mount of a folder holding its keys, emptyDir -> a
-  bind mount of a fresh host folder owned by the pod's user (so the test can read outputs).
+  bind mount of a fresh host folder owned by the pod's user (so the test can read outputs),
+  secret -> a read-only bind mount of a folder holding the Secret's keys (or its ``items``) as
+  files with the volume's ``defaultMode``/item ``mode`` (Kubernetes' 0644 when unset), owned
+  by the pod's runAsUser and fsGroup (runAsGroup when there is none), so a proxy mounted with
+  0400 is readable by the container user alone, as the XRootD client demands; hostPath -> a
+  bind mount of that host folder (read-only when the mount says so; ``type: Directory`` or
+  ``File`` must already exist).
 
 Not honoured (no Kubernetes API here): Services (the caller adds ``--add-host`` entries for
-their DNS names), probes (the caller polls them), serviceAccount/RBAC, fsGroup,
-imagePullPolicy/imagePullSecrets (images are local), nodeSelector and tolerations.
+their DNS names), probes (the caller polls them), serviceAccount/RBAC, fsGroup (except as
+the group of Secret files), imagePullPolicy/imagePullSecrets (images are local), nodeSelector
+and tolerations.
 """
 
 from __future__ import annotations
@@ -183,8 +190,39 @@ def _resources(container: Mapping[str, Any]) -> list[str]:
     return args
 
 
+def _secret_files(vol: Mapping[str, Any], host: Path, ctx: PodContext, uid: int, gid: int) -> None:
+    """Write a Secret volume's files into ``host`` (emptied first) as the kubelet would."""
+    src = vol["secret"]
+    data = ctx.secrets.get(src["secretName"])
+    if data is None:
+        if not src.get("optional"):
+            msg = f"pod {ctx.name}: Secret {src['secretName']!r} (volume {vol['name']!r}) was not provided"
+            raise PodSpecError(msg)
+        data = {}
+    mode = int(src.get("defaultMode", 0o644))
+    items = src.get("items") or [{"key": k, "path": k} for k in sorted(data)]
+    for old in host.iterdir():
+        old.unlink()
+    for item in items:
+        if item["key"] not in data:
+            msg = f"pod {ctx.name}: Secret {src['secretName']!r} has no key {item['key']!r}"
+            raise PodSpecError(msg)
+        path = host / item["path"]
+        if path.parent != host:
+            msg = f"pod {ctx.name}: Secret item path {item['path']!r} must be a plain file name here"
+            raise PodSpecError(msg)
+        file_mode = int(item.get("mode", mode))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(data[item["key"]])
+        os.chown(path, uid, gid)
+        path.chmod(file_mode)
+    os.chown(host, uid, gid)
+    host.chmod(0o550)
+
+
 def _volumes(container: Mapping[str, Any], pod_spec: Mapping[str, Any], ctx: PodContext,
-             uid: int) -> list[str]:
+             uid: int, gid: int) -> list[str]:
     volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
     args: list[str] = []
     for mount in container.get("volumeMounts") or []:
@@ -210,6 +248,21 @@ def _volumes(container: Mapping[str, Any], pod_spec: Mapping[str, Any], ctx: Pod
             host.chmod(0o700)
             ro = ":ro" if mount.get("readOnly") else ""
             args += ["--volume", f"{host}:{mount['mountPath']}{ro}"]
+        elif "secret" in vol:
+            _secret_files(vol, host, ctx, uid, gid)
+            source = host / mount["subPath"] if mount.get("subPath") else host
+            # Kubernetes mounts Secret volumes read-only whatever the mount says.
+            args += ["--volume", f"{source}:{mount['mountPath']}:ro"]
+        elif "hostPath" in vol:
+            host.rmdir()
+            path = Path(vol["hostPath"]["path"])
+            kind = vol["hostPath"].get("type", "")
+            if (kind == "Directory" and not path.is_dir()) or (kind == "File" and not path.is_file()):
+                msg = f"pod {ctx.name}: hostPath {path} of volume {mount['name']!r} is not a {kind}"
+                raise PodSpecError(msg)
+            source = path / mount["subPath"] if mount.get("subPath") else path
+            ro = ":ro" if mount.get("readOnly") else ""
+            args += ["--volume", f"{source}:{mount['mountPath']}{ro}"]
         else:
             msg = (f"pod {ctx.name}: volume {mount['name']!r} of kind"
                    f" {sorted(set(vol) - {'name'})} cannot be stood in for here")
@@ -244,6 +297,7 @@ def run_args(pod: Mapping[str, Any], ctx: PodContext, image: str | None = None,
     plain, secret = _env(container, pod, ctx)
     sc = {**(spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
     uid = int(sc.get("runAsUser", 0))
+    gid = int((spec.get("securityContext") or {}).get("fsGroup", sc.get("runAsGroup", uid)))
     labels = {**(pod.get("metadata", {}).get("labels") or {}), **ctx.labels}
     args = ["--name", ctx.name, "--hostname", ctx.name, "--network", ctx.network]
     for key, value in sorted(labels.items()):
@@ -252,7 +306,7 @@ def run_args(pod: Mapping[str, Any], ctx: PodContext, image: str | None = None,
         args += ["--add-host", f"{host}:{ip}"]
     args += _security(container, spec, ctx.name)
     args += _resources(container)
-    args += _volumes(container, spec, ctx, uid)
+    args += _volumes(container, spec, ctx, uid, gid)
     args += [arg for mount in ctx.extra_mounts for arg in ("--volume", mount)]
     if container.get("workingDir"):
         args += ["--workdir", container["workingDir"]]
