@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pwd
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ from fixtures.facility import (
     start_facility,
     wait_for_workers,
 )
-from fixtures.grid import GridPKI, GridServer, issue, start_gsi_server
+from fixtures.grid import GridPKI, GridServer, issue, publish_inputs, start_gsi_server
 from rich.console import Console
 from test_facility import _assert_same_histograms, _hists
 from test_grid_jobs import secret_markers
@@ -94,18 +92,10 @@ def facility_gsi(grid_pki: GridPKI) -> Iterator[GridServer]:
 
 def _publish(cfg: Any, server: GridServer) -> tuple[list[str], list[str]]:  # noqa: ANN401
     """Copy the generated inputs into the server's export; their URLs and the overrides."""
-    account = pwd.getpwnam("xrootd") if os.geteuid() == 0 else None
     over, urls = [], []
     for name in DATASETS:
-        dataset_urls = []
-        for i, src in enumerate(cfg.datasets[name].files):
-            dest = server.export / "inputs" / name / f"nano_{i}.root"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, dest)
-            if account is not None:
-                for path in (dest.parent.parent, dest.parent, dest):
-                    os.chown(path, account.pw_uid, account.pw_gid)
-            dataset_urls.append(f"root://{GSI_HOST}:{server.port}/{dest}")
+        dataset_urls = [f"root://{GSI_HOST}:{server.port}/{dest}"
+                        for dest in publish_inputs(server, name, list(cfg.datasets[name].files))]
         over.append(f"datasets.{name}.files=[{','.join(dataset_urls)}]")
         urls += dataset_urls
     return over, urls

@@ -19,8 +19,6 @@ import json
 import logging
 import os
 import pickle
-import pwd
-import shutil
 import subprocess
 import sys
 import time
@@ -29,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import pytest
 from distributed import Client
-from distributed.diagnostics.plugin import SchedulerPlugin
 from fixtures.demo import small_overrides, two_worker_cluster
-from fixtures.grid import GRID_VARS, GridPKI, GridServer, TokenIssuer
+from fixtures.graphs import GraphRecorder, recorded
+from fixtures.grid import GRID_VARS, GridPKI, GridServer, TokenIssuer, publish_inputs
 from rich.console import Console
 
 from intccms.config import compose_config
@@ -84,25 +81,6 @@ def restored_environ() -> Iterator[None]:
     os.environ.update(saved)
 
 
-class GraphRecorder(SchedulerPlugin):
-    """Keeps the pickled run spec of every task the scheduler is given."""
-
-    name = "intccms-test-grid-graph-recorder"
-
-    def __init__(self) -> None:
-        self.blobs: list[bytes] = []
-
-    def update_graph(self, scheduler: Any, *, keys: Any, tasks: Any = (), **kwargs: Any) -> None:
-        for key in {*keys, *tasks}:
-            ts = scheduler.tasks.get(key)
-            if ts is not None and ts.run_spec is not None:
-                self.blobs.append(cloudpickle.dumps(ts.run_spec))
-
-
-def _recorded(dask_scheduler: Any) -> list[bytes]:
-    return dask_scheduler.plugins[GraphRecorder.name].blobs
-
-
 def _worker_grid_env() -> dict[str, str | None]:
     return {v: os.environ.get(v) for v in ("X509_USER_PROXY", "X509_CERT_DIR", "BEARER_TOKEN_FILE")}
 
@@ -129,7 +107,7 @@ def run_recorded(client: Client, cfg: Any, console_text: io.StringIO) -> tuple[J
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(client, "register_plugin", capture)
         result = run_job(cfg, client=client, console=Console(file=console_text, width=300))
-    blobs = client.run_on_scheduler(_recorded)
+    blobs = client.run_on_scheduler(recorded)
     client.unregister_scheduler_plugin(GraphRecorder.name)
     return result, blobs, shipped
 
@@ -150,20 +128,11 @@ def assert_nowhere(markers: list[str], result: JobResult, blobs: list[bytes], sh
             assert marker not in text
 
 
-def publish_inputs(env: Env, server: GridServer) -> list[str]:
+def dataset_overrides(env: Env, server: GridServer) -> list[str]:
     """Copy the generated inputs into the server's export; overrides pointing the datasets at them."""
-    account = pwd.getpwnam("xrootd") if os.geteuid() == 0 else None
     over = []
     for name, files in env.inputs.items():
-        urls = []
-        for i, src in enumerate(files):
-            dest = server.export / "inputs" / name / f"nano_{i}.root"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, dest)
-            if account is not None:
-                for path in (dest.parent.parent, dest.parent, dest):
-                    os.chown(path, account.pw_uid, account.pw_gid)
-            urls.append(server.url("inputs", name, dest.name))
+        urls = [server.url("inputs", name, dest.name) for dest in publish_inputs(server, name, files)]
         over.append(f"datasets.{name}.files=[{','.join(urls)}]")
     return over
 
@@ -174,7 +143,7 @@ def test_gsi_job_reads_inputs_and_skims_with_the_proxy(
     proxy = grid_pki.proxy("job-gsi")
     skim_dir = gsi_server.url("skims")
     cfg = compose_config("demo", overrides(
-        env.data, tmp_path / "out", *publish_inputs(env, gsi_server), f"workflow.skim_dir={skim_dir}",
+        env.data, tmp_path / "out", *dataset_overrides(env, gsi_server), f"workflow.skim_dir={skim_dir}",
         "credentials.require=x509", f"credentials.x509_proxy={proxy}",
         f"credentials.x509_cert_dir={grid_pki.ca.certdir}"))
     caplog.set_level(logging.INFO)

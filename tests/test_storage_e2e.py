@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import fsspec
 import numpy as np
 import pytest
 from distributed import Client
-from distributed.diagnostics.plugin import SchedulerPlugin
 from fixtures.demo import two_worker_cluster
+from fixtures.graphs import GraphRecorder, recorded
 from fixtures.s3 import S3Server, start_s3_server
 from fixtures.xrootd import XRootDServer, start_xrootd_server, xrootd_missing_reason
 from rich.console import Console
@@ -178,25 +177,6 @@ def test_reference_run_has_every_part(env: Env) -> None:
 
 
 # -- S3 ---------------------------------------------------------------------------------------
-class GraphRecorder(SchedulerPlugin):
-    """Keeps the pickled run spec of every task the scheduler is given."""
-
-    name = "intccms-test-graph-recorder"
-
-    def __init__(self) -> None:
-        self.blobs: list[bytes] = []
-
-    def update_graph(self, scheduler: Any, *, keys: Any, tasks: Any = (), **kwargs: Any) -> None:
-        for key in {*keys, *tasks}:
-            ts = scheduler.tasks.get(key)
-            if ts is not None and ts.run_spec is not None:
-                self.blobs.append(cloudpickle.dumps(ts.run_spec))
-
-
-def _recorded(dask_scheduler: Any) -> list[bytes]:
-    return dask_scheduler.plugins[GraphRecorder.name].blobs
-
-
 def output_files(root: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
@@ -267,7 +247,7 @@ def test_s3_skims_give_identical_histograms_and_no_secret_anywhere(
         served = s3.records()
         exported = exported_bytes_read(client, "analysis") - exported_before
         client.unforward_logging()
-        blobs = client.run_on_scheduler(_recorded)
+        blobs = client.run_on_scheduler(recorded)
     assert skim_records(res) == N_PARTS
     check_bytes_read_against_server(again, served, exported)
     assert_identical(res, env.reference)

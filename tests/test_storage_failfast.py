@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 
 import pytest
+from fixtures.credentials import s3_env
 from fixtures.demo import small_overrides
 from fixtures.s3 import S3Server
 from rich.console import Console
@@ -19,9 +20,7 @@ from intccms.execute.runner import run_stage
 from intccms.plan.workitems import WorkItem
 from intccms.storage import StorageAuthError, StorageUnreachableError
 from intccms.storage.credentials import (
-    CREDENTIAL_VARS,
     ENV_S3_ACCESS_KEY_ID,
-    ENV_S3_ENDPOINT,
     ENV_S3_SECRET_ACCESS_KEY,
 )
 
@@ -104,12 +103,7 @@ def test_wrong_worker_credentials_fail_once_per_chunk_with_default_retries(
         demo_data, tmp_path / "out", ["TTToSemiLeptonic_2017"], "workflow=skim",
         f"workflow.skim_dir=s3://{bucket}/skims", "storage=s3", "storage.timeout_s=5", "storage.retries=1"))
     assert int(cfg.workflow.retries) == DEFAULT_RETRIES
-    with pytest.MonkeyPatch.context() as mp:
-        for var in CREDENTIAL_VARS:
-            mp.delenv(var, raising=False)
-        mp.setenv(ENV_S3_ACCESS_KEY_ID, s3_server.key)
-        mp.setenv(ENV_S3_SECRET_ACCESS_KEY, s3_server.secret)
-        mp.setenv(ENV_S3_ENDPOINT, s3_server.endpoint)
+    with s3_env(s3_server) as mp:
         mp.setattr(dask_client, "register_plugin",
                    lambda plugin, *a, **k: register(CredentialsPlugin(bad), *a, **k)
                    if isinstance(plugin, CredentialsPlugin) else register(plugin, *a, **k))
@@ -148,12 +142,7 @@ def test_a_missing_bucket_stops_a_skim_at_once_and_is_named(
         demo_data, tmp_path / "out", ["TTToSemiLeptonic_2017"], "workflow=skim",
         f"workflow.skim_dir=s3://{bucket}/skims", "storage=s3", "storage.timeout_s=5"))
     assert int(cfg.workflow.retries) == DEFAULT_RETRIES >= 1
-    with pytest.MonkeyPatch.context() as mp:
-        for var in CREDENTIAL_VARS:
-            mp.delenv(var, raising=False)
-        mp.setenv(ENV_S3_ACCESS_KEY_ID, s3_server.key)
-        mp.setenv(ENV_S3_SECRET_ACCESS_KEY, s3_server.secret)
-        mp.setenv(ENV_S3_ENDPOINT, s3_server.endpoint)
+    with s3_env(s3_server):
         fill_generated_files(cfg)
         ensure_inputs(cfg, console=Console(quiet=True))
         s3_server.reset_records()

@@ -4,20 +4,19 @@ folder is private to the run and removed at its end; links another user planted 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import pickle
 import stat
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
 import numpy as np
 import pytest
 import uproot
+from fixtures.credentials import s3_env
 from fixtures.demo import small_overrides
 from fixtures.s3 import S3Server
 from rich.console import Console
@@ -25,12 +24,6 @@ from rich.console import Console
 from intccms.config import compose_config
 from intccms.execute.job import JobResult, run_job
 from intccms.storage import StorageOptions
-from intccms.storage.credentials import (
-    CREDENTIAL_VARS,
-    ENV_S3_ACCESS_KEY_ID,
-    ENV_S3_ENDPOINT,
-    ENV_S3_SECRET_ACCESS_KEY,
-)
 from intccms.storage.outputs import STAGING_ENV, STAGING_PREFIX, OutputLocation
 
 pytestmark = [pytest.mark.e2e, pytest.mark.s3]
@@ -38,16 +31,6 @@ BUCKET = "intccms-outputs"
 DATASETS = ["TTToSemiLeptonic_2017", "SingleMuon_2017"]
 
 
-@contextlib.contextmanager
-def s3_env(server: S3Server) -> Iterator[None]:
-    """The driver's INTCCMS_* variables for the server (the job ships them to the workers)."""
-    with pytest.MonkeyPatch.context() as mp:
-        for var in CREDENTIAL_VARS:
-            mp.delenv(var, raising=False)
-        mp.setenv(ENV_S3_ACCESS_KEY_ID, server.key)
-        mp.setenv(ENV_S3_SECRET_ACCESS_KEY, server.secret)
-        mp.setenv(ENV_S3_ENDPOINT, server.endpoint)
-        yield
 
 
 def s3_fs(server: S3Server) -> fsspec.AbstractFileSystem:
