@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +29,19 @@ from intccms.storage.grid import GridLocations, GridSettings, Location
 # Certificate file names in a CA directory (IGTF layout: <hash>.0 and friends; also *.pem).
 _CA_SUFFIXES = (*(f".{i}" for i in range(10)), ".pem", ".crt")
 
+
+
+@contextlib.contextmanager
+def _reading(where: str) -> Iterator[None]:
+    """Turn a failed read of a credential file into an error saying which file and why."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise GridCredentialError(f"{where} does not exist") from None
+    except PermissionError:
+        raise GridCredentialError(f"{where} is not readable by this user (uid {os.geteuid()})") from None
+    except OSError as err:
+        raise GridCredentialError(f"{where} cannot be read: {err.strerror}") from None
 
 def format_duration(seconds: float) -> str:
     """``2 h 05 min`` / ``45 min`` / ``30 s``: how long, for people."""
@@ -122,14 +137,8 @@ def read_proxy(path: str, label: str | None = None) -> ProxyInfo:
     from cryptography import x509
 
     where = f"X509 proxy {label or path}"
-    try:
+    with _reading(where):
         data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise GridCredentialError(f"{where} does not exist") from None
-    except PermissionError:
-        raise GridCredentialError(f"{where} is not readable by this user (uid {os.geteuid()})") from None
-    except OSError as err:
-        raise GridCredentialError(f"{where} cannot be read: {err.strerror}") from None
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -223,15 +232,9 @@ def _read_token(location: Location) -> str:
         return os.environ.get(str(location.env_var), "")
     where = f"bearer token file {location.describe()}"
     path = Path(location.path)
-    try:
+    with _reading(where):
         mode = path.stat().st_mode
         text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise GridCredentialError(f"{where} does not exist") from None
-    except PermissionError:
-        raise GridCredentialError(f"{where} is not readable by this user (uid {os.geteuid()})") from None
-    except OSError as err:
-        raise GridCredentialError(f"{where} cannot be read: {err.strerror}") from None
     if mode & stat.S_IRWXO:
         # Group access is what a Kubernetes Secret volume has under fsGroup: the job hands the
         # client a private copy (grid.usable_token_file). Access for everyone is a leak.
