@@ -97,7 +97,7 @@ def test_credentials_group_is_typed_and_checked() -> None:
     cfg = compose_config("demo", ["credentials.x509_proxy=/p", "credentials.min_lifetime_h=6"])
     settings = GridSettings.from_config(cfg.credentials)
     assert (settings.x509_proxy, settings.min_lifetime_s) == ("/p", 6 * 3600)
-    with pytest.raises(ConfigError, match="Did you mean 'x509_proxy'"):
+    with pytest.raises(ConfigError, match="did you mean 'x509_proxy'"):
         compose_config("demo", ["credentials.x509_prox=/p"])
     with pytest.raises(ConfigError, match=r"credentials\.require"):
         compose_config("demo", ["credentials.require=kerberos"])

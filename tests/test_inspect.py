@@ -21,8 +21,8 @@ from fixtures.s3 import S3Server
 from fixtures.xrootd import XRootDServer
 
 from intccms.config import ConfigError
+from intccms.config.inspect import Executor
 from intccms.inspect import compose_inspect, run_inspect, scan_file
-from intccms.inspect.config import Executor
 from intccms.inspect.rucio import RucioUnavailable, make_client, sizes_for_listing
 from intccms.inspect.sample import choose_files, extrapolate
 from intccms.inspect.scan import FileReport
@@ -187,7 +187,7 @@ def test_run_report_rates(tmp_path: Path) -> None:
 
 
 def test_rucio_optional() -> None:
-    from intccms.inspect.config import RucioConfig
+    from intccms.config.inspect import RucioConfig
 
     try:
         import rucio  # type: ignore[import-not-found]  # noqa: F401
@@ -625,7 +625,7 @@ def test_unreachable_rucio_server_is_named_and_not_fatal(tmp_path: Path, monkeyp
     import socket
     import time
 
-    from intccms.inspect.config import RucioConfig
+    from intccms.config.inspect import RucioConfig
     from intccms.inspect.rucio import RucioUnavailable, make_client
 
     with socket.socket() as sock:  # a free port nobody listens on

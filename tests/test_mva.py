@@ -25,6 +25,7 @@ from fixtures.mva import (
 from omegaconf import OmegaConf
 
 from intccms.config import compose_config
+from intccms.config.mva import ModelKind, to_plain
 from intccms.execute.stages import build_plan
 from intccms.mva import (
     EmptyClassError,
@@ -38,7 +39,6 @@ from intccms.mva import (
     load_mva_config,
     train,
 )
-from intccms.mva.config import ModelKind, to_plain
 from intccms.mva.features import specs_from_config
 from intccms.mva.observable import score
 from intccms.mva.stage import check_mva, run_training
@@ -428,8 +428,9 @@ def test_model_with_a_feature_defined_differently_is_refused(setup, mlp, tmp_pat
     check_mva(ok, plan, prepared["constants"])
     drifted = ok.copy()
     definitions["ht"]["params"] = {"field_name": "eta"}
-    OmegaConf.update(drifted, "analysis.observables.mva_score.params.features", definitions, merge=False,
-                     force_add=True)
+    params = OmegaConf.to_container(drifted.analysis.observables.mva_score.params)
+    OmegaConf.update(drifted, "analysis.observables.mva_score.params", {**params, "features": definitions},
+                     merge=False)
     with pytest.raises(MvaConfigError, match=r"mva_score\.params\.features: the definitions differ from mva\.features"):
         check_mva(drifted, build_plan(drifted, prepared["specs"]), prepared["constants"])
 

@@ -71,7 +71,7 @@ def test_processor_yaml_composes_with_the_dimuon_example_and_typed_defaults() ->
 
 
 def test_an_unknown_processor_key_fails_at_startup_naming_it() -> None:
-    with pytest.raises(ConfigError, match=r"processor\.kwargz is not a known key \(did you mean 'kwargs'"):
+    with pytest.raises(ConfigError, match=r"processor\.kwargz is not a known key; did you mean 'kwargs'"):
         _compose("+processor.kwargz={scale: 2}")
     with pytest.raises(ConfigError, match=r"processor\.clas"):
         _compose("processor.clas=dimuon.DimuonProcessor")

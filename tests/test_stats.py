@@ -10,6 +10,7 @@ import numpy as np
 import pyhf
 import pytest
 
+from intccms.config.statistics import DataMode, LuminosityConfig
 from intccms.stats import (
     FitConvergenceError,
     StatisticsConfig,
@@ -19,7 +20,6 @@ from intccms.stats import (
     run_statistics,
     upper_limits,
 )
-from intccms.stats.config import DataMode, LuminosityConfig
 
 EDGES = [0.0, 1.0, 2.0]
 

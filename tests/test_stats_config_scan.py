@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from intccms.config.statistics import DataMode
 from intccms.stats import StatisticsConfig, run_limit_scan
-from intccms.stats.config import DataMode
 from intccms.stats.plots import signal_mass
 from intccms.stats.run import as_config
 from intccms.stats.synthetic import SIGNALS, make_histograms, synthetic_config

@@ -10,9 +10,9 @@ import pyhf
 import pytest
 from test_stats import make_hists, simple_cfg
 
+from intccms.config.statistics import DataMode, ShapeMode
 from intccms.stats import StatisticsInputError, build_model, load_histograms, run_statistics
 from intccms.stats import plots as stats_plots
-from intccms.stats.config import DataMode, ShapeMode
 from intccms.stats.fit import fit_dataset
 from intccms.stats.run import make_model, make_workspace
 

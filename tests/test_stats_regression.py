@@ -14,7 +14,7 @@ import numpy as np
 import pyhf
 import pytest
 
-from intccms.stats.config import StatisticsConfig
+from intccms.config.statistics import StatisticsConfig
 from intccms.stats.fit import mle_fit
 from intccms.stats.likelihood import FastLikelihood, _agrees, compile_model
 from intccms.stats.optimize import Objective

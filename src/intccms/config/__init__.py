@@ -5,7 +5,8 @@ Every option has one home in a dataclass of :mod:`intccms.config.schema`; the YA
 that names the key.
 """
 
-from intccms.config.compose import ConfigError, compose_config, conf_dir
+from intccms.config.compose import compose_config, conf_dir
 from intccms.config.schema import RootConfig
+from intccms.core.errors import ConfigError
 
 __all__ = ["ConfigError", "RootConfig", "compose_config", "conf_dir"]

@@ -8,9 +8,10 @@ Credentials never appear here as values: only the names of the Secrets that hold
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from intccms.config.keys import did_you_mean
 
 __all__ = [
     "AdaptConfig",
@@ -352,32 +353,12 @@ def parse_kubernetes_config(block: Any) -> KubernetesClusterConfig:
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         key = str(getattr(err, "full_key", "") or "")
-        where = f"cluster.kubernetes.{key}" if key else "cluster.kubernetes"
-        hint = ""
-        if isinstance(err, ConfigKeyError) and key:
-            parent, _, leaf = key.rpartition(".")
-            allowed = _keys_at(parent)
-            close = difflib.get_close_matches(leaf, allowed, n=3)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            hint += f" (keys of cluster.kubernetes{'.' + parent if parent else ''}: {allowed})"
-            msg = f"{where} is not a known key{hint}"
+        unknown = did_you_mean(key, KubernetesClusterConfig, "cluster.kubernetes.") if key else None
+        if isinstance(err, ConfigKeyError) and unknown is not None:
+            msg = unknown
         else:
+            where = f"cluster.kubernetes.{key}" if key else "cluster.kubernetes"
             msg = f"{where}: {str(err).splitlines()[0]}"
         raise KubernetesConfigError(msg) from None
     assert isinstance(cfg, KubernetesClusterConfig)
     return cfg
-
-
-def _keys_at(path: str) -> list[str]:
-    """Field names of the dataclass at a dotted path below KubernetesClusterConfig."""
-    cls: Any = KubernetesClusterConfig
-    for part in filter(None, path.split(".")):
-        hints = {f.name: f for f in fields(cls)}
-        if part not in hints:
-            return []
-        factory = hints[part].default_factory
-        default = factory() if callable(factory) else None
-        if not is_dataclass(default):
-            return []
-        cls = type(default)
-    return sorted(f.name for f in fields(cls))

@@ -8,13 +8,14 @@ start-up (from :func:`intccms.config.validate.validate_config`), naming a wrong 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from intccms.config.keys import unknown_key_message
 
 CLASS_KEY = "class"
 _CLASS_FIELD = "class_path"
@@ -74,10 +75,7 @@ def parse_processor_config(node: Any) -> ProcessorConfig:
     for key, value in plain.items():
         name = str(key)
         if name == _CLASS_FIELD or name not in yaml_keys():
-            close = difflib.get_close_matches(name, yaml_keys(), n=2)
-            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-            msg = f"processor.{name} is not a known key{hint}; keys of processor: {yaml_keys()}"
-            raise ProcessorConfigError(msg)
+            raise ProcessorConfigError(unknown_key_message(f"processor.{name}", yaml_keys()))
         values[_CLASS_FIELD if name == CLASS_KEY else name] = value
     try:
         merged = OmegaConf.merge(OmegaConf.structured(ProcessorConfig), values)

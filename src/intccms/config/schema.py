@@ -13,6 +13,11 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from intccms.config.inspect import InspectConfig
+from intccms.config.kubernetes import KubernetesClusterConfig
+from intccms.config.mva import MvaConfig
+from intccms.config.statistics import StatisticsConfig
+
 
 class ClusterKind(str, Enum):
     """Where the Dask cluster comes from."""
@@ -70,7 +75,8 @@ class ClusterConfig:
     # Dask's statistical profiler samples every task's stack from a thread that takes the GIL;
     # it slows Python-heavy tasks severalfold, so it is off unless asked for (dashboard "Profile").
     worker_profile: bool = False
-    kubernetes: Any = None
+    # The ``kubernetes`` backend's cluster (conf/cluster/kubernetes.yaml); None for the others.
+    kubernetes: KubernetesClusterConfig | None = None
 
 
 @dataclass
@@ -387,12 +393,11 @@ class RootConfig:
     workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
-    # conf/statistics group; schema intccms.stats.config.StatisticsConfig (typed and checked at
-    # start-up by intccms.stats.stage.check_statistics, e.g. statistics.input.path when the
-    # stage runs alone; not imported here: intccms.stats pulls in pyhf and matplotlib).
-    statistics: Any = None
-    mva: Any = None
-    inspect: Any = None
+    # Optional groups: None unless the configuration selects them (conf/statistics, conf/mva,
+    # conf/inspect); each is typed by its own schema module under intccms.config.
+    statistics: StatisticsConfig | None = None
+    mva: MvaConfig | None = None
+    inspect: InspectConfig | None = None
     # conf/processor group: a coffea processor run instead of the analysis (conf/processor.yaml).
     # Typed by intccms.config.processor.ProcessorConfig at start-up (validate_config): its YAML
     # key ``class`` is a Python keyword, which no dataclass field can be.

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from intccms.config.compose import ConfigError
 from intccms.config.processor import ProcessorConfigError, parse_processor_config
+from intccms.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from intccms.config.kubernetes import KubernetesClusterConfig, PodResources

@@ -14,7 +14,8 @@ Modules: :mod:`.config` (schema), :mod:`.scan` (one file), :mod:`.tracing` and :
 CSV), :mod:`.plots`, :mod:`.run` (the orchestration).
 """
 
-from intccms.inspect.config import InspectConfig, compose_inspect, inspect_config
+from intccms.config.compose import compose_inspect
+from intccms.config.inspect import InspectConfig, inspect_config
 from intccms.inspect.run import InspectResult, run_inspect
 from intccms.inspect.scan import BranchInfo, FileReport, scan_file
 

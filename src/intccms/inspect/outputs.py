@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from intccms.inspect.config import as_dict
+from intccms.config.inspect import as_dict
 from intccms.inspect.sample import Estimate
 from intccms.inspect.scan import FileReport
 

@@ -94,7 +94,7 @@ def training_datasets(cfg: DictConfig, datasets: Mapping[str, Dataset]) -> list[
     """
     if not _training(cfg):
         return []
-    from intccms.mva.config import load_mva_config
+    from intccms.config.mva import load_mva_config
     from intccms.mva.dataset import class_of
 
     classes = load_mva_config(cfg.get("mva")).classes
@@ -119,7 +119,7 @@ class StageRunner:
         self.plan = build_plan(cfg, self.specs)
         self.mva = None
         if _training(cfg):
-            from intccms.mva.config import load_mva_config
+            from intccms.config.mva import load_mva_config
 
             self.mva = load_mva_config(cfg.get("mva"))
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from intccms.inspect.config import RucioConfig
+from intccms.config.inspect import RucioConfig
 
 
 class RucioUnavailable(RuntimeError):

@@ -29,7 +29,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from intccms.inspect.config import Executor, InspectConfig
+from intccms.config.inspect import Executor, InspectConfig
 from intccms.inspect.reads import ReadsTrace, input_stages, trace_reads, training_datasets
 from intccms.inspect.sample import choose_files
 from intccms.inspect.scan import FileReport, scan_file
@@ -203,7 +203,7 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
 
     Args:
         cfg: the composed job configuration (datasets, storage, cluster, analysis, workflow).
-        icfg: its typed ``inspect`` section (:func:`intccms.inspect.config.inspect_config`).
+        icfg: its typed ``inspect`` section (:func:`intccms.config.inspect.inspect_config`).
         console: where tables and progress go (stderr by default).
         client: an existing Dask client; otherwise the configured cluster is started.
 

@@ -9,7 +9,7 @@ reproduce its inputs (:mod:`intccms.mva.model`). :func:`intccms.mva.observable.s
 the model's score an observable usable in any channel and every variation.
 """
 
-from intccms.mva.config import MvaConfig, MvaConfigError, load_mva_config
+from intccms.config.mva import MvaConfig, MvaConfigError, load_mva_config
 from intccms.mva.features import FeatureError, FeatureSpec, feature_matrix
 from intccms.mva.model import ModelMismatchError, TrainedModel, load_model, read_meta
 from intccms.mva.train import EmptyClassError, TrainingSet, train

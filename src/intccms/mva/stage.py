@@ -19,7 +19,7 @@ from distributed import Client
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from intccms.mva.config import ModelKind, MvaConfig, MvaConfigError, load_mva_config, to_plain
+from intccms.config.mva import ModelKind, MvaConfig, MvaConfigError, load_mva_config, to_plain
 from intccms.mva.dataset import assemble, class_of, training_chunk_task
 from intccms.mva.features import FeatureSpec, input_names, specs_from_config
 from intccms.mva.model import ModelMismatchError, check_versions, compare_features, read_meta

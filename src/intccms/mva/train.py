@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from intccms.mva.config import ModelKind, MvaConfig, NegativeWeights, Scaling
+from intccms.config.mva import ModelKind, MvaConfig, NegativeWeights, Scaling
 from intccms.mva.features import FeatureSpec
 from intccms.mva.model import Scaler, TrainedModel, library_versions
 

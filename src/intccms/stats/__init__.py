@@ -9,7 +9,7 @@ ranking and limits minimise the model's analytic likelihood (:mod:`.likelihood`,
 gradient, checked against pyhf) through one :class:`~.optimize.Objective` per model.
 """
 
-from intccms.stats.config import DataMode, ShapeMode, StatisticsConfig
+from intccms.config.statistics import DataMode, ShapeMode, StatisticsConfig
 from intccms.stats.errors import FitConvergenceError, StatisticsError, StatisticsInputError
 from intccms.stats.inputs import HistogramSet, load_histograms
 from intccms.stats.limits import LimitResult, upper_limits

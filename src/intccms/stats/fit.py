@@ -14,7 +14,7 @@ import cabinetry
 import numpy as np
 import pyhf
 
-from intccms.stats.config import DataMode, StatisticsConfig
+from intccms.config.statistics import DataMode, StatisticsConfig
 from intccms.stats.errors import FitConvergenceError, StatisticsInputError
 from intccms.stats.optimize import MinimizationError, Objective
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from intccms.config.statistics import ShapeMode, StatisticsConfig
 from intccms.stats.binning import merge_matrix
-from intccms.stats.config import ShapeMode, StatisticsConfig
 from intccms.stats.errors import StatisticsInputError
 from intccms.stats.inputs import NOMINAL, HistogramSet, ObservableHistograms
 

@@ -13,8 +13,8 @@ import cabinetry
 import numpy as np
 import pyhf
 
+from intccms.config.statistics import StatisticsConfig
 from intccms.stats import plots
-from intccms.stats.config import StatisticsConfig
 from intccms.stats.errors import StatisticsInputError
 from intccms.stats.fit import fit_dataset, mle_fit, pars_at_bounds, pulls
 from intccms.stats.inputs import HistogramSet, load_histograms

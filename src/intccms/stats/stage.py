@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from intccms.stats.config import StatisticsConfig
+from intccms.config.keys import schema_error
+from intccms.config.statistics import StatisticsConfig
+from intccms.core.errors import ConfigError
 from intccms.stats.errors import StatisticsInputError
 from intccms.stats.inputs import NOMINAL, HistogramSet
 
@@ -28,11 +32,6 @@ def statistics_config(cfg: Any) -> StatisticsConfig:
         ConfigError: no statistics group is selected, or a key or value is wrong (the
             message names the key).
     """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from intccms.config.compose import ConfigError
-
     if cfg.get("statistics") is None:
         msg = ("workflow.run_statistics is true but no statistics group is selected; add "
                "'statistics=demo' (or run2) to the overrides")
@@ -41,8 +40,7 @@ def statistics_config(cfg: Any) -> StatisticsConfig:
         node = OmegaConf.merge(OmegaConf.structured(StatisticsConfig), cfg.statistics)
         return cast(StatisticsConfig, OmegaConf.to_object(node))
     except OmegaConfBaseException as err:
-        msg = f"statistics: {err}".splitlines()[0]
-        raise ConfigError(msg) from None
+        raise ConfigError(schema_error("statistics.", StatisticsConfig, err)) from None
 
 
 def check_statistics(cfg: Any) -> StatisticsConfig | None:
@@ -52,8 +50,6 @@ def check_statistics(cfg: Any) -> StatisticsConfig | None:
         ConfigError: the stage runs alone (``workflow.run_analysis=false``) without
             ``statistics.input.path``, or fits a channel/observable the analysis does not make.
     """
-    from intccms.config.compose import ConfigError
-
     if not cfg.workflow.run_statistics:
         return None
     scfg = statistics_config(cfg)

@@ -15,7 +15,7 @@ from typing import Any
 import hist
 import numpy as np
 
-from intccms.stats.config import DataMode, StatisticsConfig
+from intccms.config.statistics import DataMode, StatisticsConfig
 
 ERAS = {"2016preVFP": 19520.0, "2017": 41480.0, "2018": 59830.0}
 _JES_CORR = [

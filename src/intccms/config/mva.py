@@ -15,6 +15,8 @@ from typing import Any, cast
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from intccms.config.keys import schema_error
+
 
 class MvaConfigError(ValueError):
     """The ``mva`` configuration is invalid; the message names the key."""
@@ -157,26 +159,10 @@ def load_mva_config(node: Any) -> MvaConfig:
             merged = OmegaConf.merge(OmegaConf.structured(MvaConfig), node)
             cfg = cast(MvaConfig, OmegaConf.to_object(merged))
         except OmegaConfBaseException as err:
-            key = getattr(err, "full_key", None)
-            where = f"mva.{key}" if key else "mva"
-            msg = f"{where}: {str(getattr(err, 'msg', err)).splitlines()[0]}{_suggest(err)}"
-            raise MvaConfigError(msg) from None
+            raise MvaConfigError(schema_error("mva.", MvaConfig, err)) from None
     assert isinstance(cfg, MvaConfig)
     _check(cfg)
     return cfg
-
-
-def _suggest(err: OmegaConfBaseException) -> str:
-    """" (did you mean 'epochs'?)" for a misspelt key, from the fields of its dataclass."""
-    import dataclasses
-    import difflib
-
-    key = str(getattr(err, "key", "") or "")
-    obj_type = getattr(err, "object_type", None)
-    if not key or obj_type is None or not dataclasses.is_dataclass(obj_type):
-        return ""
-    close = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(obj_type)], n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _check(cfg: MvaConfig) -> None:

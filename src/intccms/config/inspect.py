@@ -7,7 +7,6 @@ a wrong type fails before any file is opened, naming the key (``inspect.sample.f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, cast
@@ -15,9 +14,8 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from intccms.config import ConfigError, compose_config
-
-GROUP_DEFAULT = "default"
+from intccms.config.keys import schema_error
+from intccms.core.errors import ConfigError
 
 
 class Executor(str, Enum):
@@ -93,10 +91,7 @@ def inspect_config(cfg: DictConfig) -> InspectConfig:
         merged = OmegaConf.merge(base, given) if given is not None else base
         out = cast(InspectConfig, OmegaConf.to_object(merged))
     except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        where = f"inspect.{key}" if key else "inspect"
-        msg = f"{where}: {err}".splitlines()[0] + " (see conf/inspect/default.yaml for the keys)"
-        raise ConfigError(msg) from None
+        raise ConfigError(schema_error("inspect.", InspectConfig, err)) from None
     _check(out)
     return out
 
@@ -116,34 +111,6 @@ def _check(icfg: InspectConfig) -> None:
     if icfg.top_branches <= 0:
         msg = f"inspect.top_branches must be positive, got {icfg.top_branches}"
         raise ConfigError(msg)
-
-
-def compose_inspect(config_name: str, overrides: Sequence[str] = ()) -> tuple[DictConfig, InspectConfig]:
-    """Compose a top-level configuration with the ``inspect`` group and type it.
-
-    Top-level configurations need not list the group: ``+inspect=default`` is appended unless an
-    override picks one, or the configuration already has it in its defaults.
-
-    Returns:
-        The job configuration and its typed ``inspect`` section.
-    """
-    chosen = any(o.lstrip("+~").startswith("inspect=") for o in overrides)
-    attempts: list[list[str]] = [list(overrides)]
-    if not chosen:
-        attempts.insert(0, [f"+inspect={GROUP_DEFAULT}", *overrides])
-    error: ConfigError | None = None
-    for attempt in attempts:
-        try:
-            cfg = compose_config(config_name, attempt)
-        except ConfigError as err:
-            # The configuration lists the group itself: compose without appending it.
-            if "already at 'inspect'" in str(err) or "Multiple values for inspect" in str(err):
-                error = err
-                continue
-            raise
-        return cfg, inspect_config(cfg)
-    assert error is not None
-    raise error
 
 
 def as_dict(icfg: InspectConfig) -> dict[str, Any]:
