@@ -27,10 +27,10 @@ import numpy as np
 
 from intccms import datagen
 from intccms.config import compose_config
-from intccms.execute.stages import corrections_specs
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec
 from intccms.physics.corrections.jec import JetEnergyCorrection
 from intccms.physics.corrections.jes_table import compile_sources
+from intccms.plan.analysis import corrections_specs
 
 
 def source_keys(root: str, era: str) -> list[str]:

@@ -30,13 +30,13 @@ from bench_variations import _best_of, _peak_rss_mb
 from intccms import datagen
 from intccms.config import compose_config
 from intccms.config.mva import ModelKind, load_mva_config
-from intccms.execute.stages import build_plan, corrections_specs, era_constants
 from intccms.mva.dataset import assemble, select_channel
 from intccms.mva.features import feature_matrix, specs_from_config
 from intccms.mva.train import train
 from intccms.physics.events import branch_names
 from intccms.physics.normalisation import normalisation_factor
 from intccms.physics.pipeline import ChunkAnalysis, ChunkContext
+from intccms.plan.analysis import build_plan, corrections_specs, era_constants
 from intccms.plan.workitems import WorkItem, chunk_file
 from intccms.storage import open_source
 

@@ -60,8 +60,8 @@ import hard_input
 
 from intccms import datagen
 from intccms.config import compose_config
-from intccms.execute.stages import build_plan, corrections_specs, era_constants
 from intccms.physics.pipeline import ChunkAnalysis, ChunkContext
+from intccms.plan.analysis import build_plan, corrections_specs, era_constants
 from intccms.plan.workitems import WorkItem, chunk_file
 from intccms.storage import open_source
 

@@ -73,11 +73,12 @@ def inputs(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     """The generated good file and one bad file of each kind."""
     from rich.console import Console
 
-    from intccms.execute.prepare import ensure_inputs, fill_generated_files
+    from intccms.execute.prepare import ensure_inputs
+    from intccms.plan.run import with_generated_files
 
     folder = tmp_path_factory.mktemp("bad_input")
     cfg = compose_config("demo", _overrides(demo_data, folder / "unused", []))
-    fill_generated_files(cfg)
+    cfg = with_generated_files(cfg)
     ensure_inputs(cfg, console=Console(quiet=True))
     good = demo_data / "2017" / DATASET / "nano_0.root"
     with uproot.open(good) as f:

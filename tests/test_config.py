@@ -132,7 +132,7 @@ def test_data_is_known_by_its_flag_and_process(override: str, message: str) -> N
 
 
 def test_variation_pattern_matching_nothing_fails_at_start_up() -> None:
-    from intccms.execute.stages import variation_names
+    from intccms.plan.analysis import variation_names
 
     class _Spec:  # the one method variation_names asks of an era's corrections
         def build(self):  # noqa: ANN202

@@ -25,12 +25,12 @@ from omegaconf import OmegaConf
 
 from intccms.config import compose_config
 from intccms.datagen import write_correction_files
-from intccms.execute.stages import build_plan, corrections_specs, era_constants, variation_names
 from intccms.physics.corrections import CorrectionConfigError, EraCorrections
 from intccms.physics.corrections.era import linked_source
 from intccms.physics.functors import Functor
 from intccms.physics.observables import leading_pt
 from intccms.physics.pipeline import AnalysisPlan, ChunkAnalysis, ChunkContext, Observable
+from intccms.plan.analysis import build_plan, corrections_specs, era_constants, variation_names
 
 SHARED = Path(os.environ.get("INTCCMS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 JSONPOG = SHARED / "jsonpog-integration"

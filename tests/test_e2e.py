@@ -195,13 +195,14 @@ def test_demo_data_count_follows_the_simulated_prediction(tmp_path) -> None:
     from rich.console import Console
 
     from intccms import datagen
-    from intccms.execute.prepare import ensure_inputs, fill_generated_files
+    from intccms.execute.prepare import ensure_inputs
+    from intccms.plan.run import with_generated_files
     from intccms.storage import open_source
 
     for lumi in (200, 300):  # a changed luminosity resizes the data file on the next run
         cfg = compose_config("demo", [f"paths.generated_data={tmp_path}", "dataset_selection=[SingleMuon_2017]",
                                       f"eras.2017.luminosity={lumi}", "paths.generate_corrections=false"])
-        fill_generated_files(cfg)
+        cfg = with_generated_files(cfg)
         ensure_inputs(cfg, console=Console(quiet=True))
         processes = [dict(p) for p in cfg.datasets.SingleMuon_2017.generate.params.processes]
         expected = datagen.expected_data_events("2017", float(lumi), processes)
@@ -222,7 +223,7 @@ def test_metadata_cache_notices_a_rewritten_file(dask_client, tmp_path) -> None:
 def test_rechunked_or_incomplete_skims_are_never_double_counted(dask_client, demo_data, tmp_path, analysis_run) -> None:
     import json
 
-    from intccms.execute.stages import IncompleteSkimError
+    from intccms.plan.items import IncompleteSkimError
 
     datasets = SMALL_2017
     skims = tmp_path / "skims"

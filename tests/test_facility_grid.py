@@ -38,7 +38,8 @@ from test_grid_jobs import secret_markers
 
 from intccms.config import compose_config
 from intccms.execute.job import run_job
-from intccms.execute.prepare import ensure_inputs, fill_generated_files
+from intccms.execute.prepare import ensure_inputs
+from intccms.plan.run import with_generated_files
 
 pytestmark = [pytest.mark.facility, pytest.mark.slow, pytest.mark.xrootd, pytest.mark.timeout(1500)]
 
@@ -125,7 +126,7 @@ def grid_run(facility_images: dict[str, Any], dask_operator: Any, facility_state
     demo_data = tmp_path_factory.mktemp("facility-grid-data")
     local_out = tmp_path_factory.mktemp("facility-grid-local")
     cfg = compose_config("demo", analysis_overrides(str(demo_data), str(local_out)))
-    fill_generated_files(cfg)
+    cfg = with_generated_files(cfg)
     ensure_inputs(cfg, console=Console(quiet=True))
     local = run_job(cfg, client=dask_client, console=Console(quiet=True))
     assert local.histograms_path is not None

@@ -36,7 +36,8 @@ from rich.console import Console
 
 from intccms.config import compose_config
 from intccms.execute.job import JobResult, run_job
-from intccms.execute.prepare import ensure_inputs, fill_generated_files
+from intccms.execute.prepare import ensure_inputs
+from intccms.plan.run import with_generated_files
 from intccms.storage import CredentialsPlugin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xrootd]
@@ -63,7 +64,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, grid_pki: GridPKI, demo_data: 
     """The session's demo inputs and two fresh worker processes for this module's jobs."""
     data = demo_data
     cfg = compose_config("demo", overrides(data, tmp_path_factory.mktemp("unused")))
-    fill_generated_files(cfg)
+    cfg = with_generated_files(cfg)
     ensure_inputs(cfg, console=Console(quiet=True))
     inputs = {name: [Path(f) for f in cfg.datasets[name].files] for name in DATASETS}
     with two_worker_cluster() as client:

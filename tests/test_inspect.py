@@ -282,7 +282,7 @@ def test_inspect_traces_reads_and_matches_a_real_run(generated: dict[str, Path],
     assert not result.bad_files and len(result.files) == 2
     assert result.trace.input_stages == ["analysis"]
     # The traced branches are the ones the analysis stage requests for each kind.
-    from intccms.execute.stages import build_plan, era_constants
+    from intccms.plan.analysis import build_plan, era_constants
 
     plan = build_plan(cfg, {})
     constants = era_constants(cfg, ["2017"])["2017"]  # the era's trigger paths are among the branches
@@ -597,8 +597,8 @@ def test_real_nanoaod_analysis_reads(tmp_path: Path, monkeypatch: pytest.MonkeyP
         pytest.skip(f"real NanoAOD {NANO_DY} or the real correction files are absent (INTCCMS_SHARED_DATA)")
     from test_realdata import ANALYSIS_YAML, DATASETS_YAML, OVERRIDES
 
-    from intccms.execute.stages import build_plan, era_constants
     from intccms.physics.pipeline import ChunkAnalysis, ChunkContext
+    from intccms.plan.analysis import build_plan, era_constants
 
     for group, text in (("datasets/realdy.yaml", DATASETS_YAML), ("analysis/dy_check.yaml", ANALYSIS_YAML)):
         (tmp_path / group).parent.mkdir(exist_ok=True)
@@ -649,9 +649,9 @@ def test_unreachable_rucio_server_is_named_and_not_fatal(tmp_path: Path, monkeyp
 def test_mva_training_reads_counted(generated: dict[str, Path], extra_conf: Path) -> None:
     """With ``workflow.run_mva_training`` the training stage reads the NanoAOD of the datasets in
     ``mva.classes``: traced on simulation, counted for those datasets only, marked as an input stage."""
-    from intccms.execute.stages import build_plan, era_constants
     from intccms.inspect.reads import input_stages
     from intccms.physics.events import branch_names
+    from intccms.plan.analysis import build_plan, era_constants
 
     (extra_conf / "conf" / "datasets" / "inspecttest.yaml").write_text(
         DATASETS_YAML.format(tt=json.dumps([str(generated["tt"])]), data=json.dumps([str(generated["data"])]))

@@ -26,7 +26,6 @@ from omegaconf import OmegaConf
 
 from intccms.config import compose_config
 from intccms.config.mva import ModelKind, to_plain
-from intccms.execute.stages import build_plan
 from intccms.mva import (
     EmptyClassError,
     FeatureError,
@@ -44,12 +43,18 @@ from intccms.mva.observable import score
 from intccms.mva.stage import check_mva, run_training
 from intccms.mva.train import weighted_auc
 from intccms.physics.pipeline import ChunkAnalysis
+from intccms.plan.analysis import build_plan
+from intccms.plan.run import build_run_plan
 from intccms.storage import open_source
 
 pytest.importorskip("sklearn")
 
 DATASETS = SMALL_2017[:3]  # Z' signal, semileptonic tt, W+jets (HT 600-800), era 2017
 SIGNAL, TTBAR = DATASETS[0], DATASETS[1]
+
+
+def _run_plan(cfg):
+    return build_run_plan(cfg, run_id="test")
 
 
 def _compose(data: Path, out: Path, *extra: str):
@@ -133,7 +138,7 @@ def test_save_load_round_trip_gives_identical_scores(setup, mlp) -> None:
 
 
 def test_model_trained_on_other_features_is_refused(setup, tmp_path) -> None:
-    cfg, prepared, data = setup
+    cfg, _, data = setup
     full = _mva(cfg, epochs=3)
     fewer = dataclasses.replace(full, features={k: v for k, v in full.features.items() if k != "max_btag"})
     url = str(tmp_path / "fewer")
@@ -146,7 +151,7 @@ def test_model_trained_on_other_features_is_refused(setup, tmp_path) -> None:
     cfg2 = _compose(Path(cfg.paths.generated_data), tmp_path / "out", "workflow.run_mva_training=false",
                     f"analysis.observables.mva_score.params.model={url}")
     with pytest.raises(MvaConfigError, match=r"analysis\.observables\.mva_score\.params\.features"):
-        check_mva(cfg2, build_plan(cfg2, prepared["specs"]), prepared["constants"])
+        check_mva(_run_plan(cfg2))
 
 
 def test_model_of_another_library_version_is_refused(mlp, tmp_path) -> None:
@@ -162,7 +167,7 @@ def test_model_of_another_library_version_is_refused(mlp, tmp_path) -> None:
 
 
 def test_bad_input_is_named(setup) -> None:
-    cfg, prepared, data = setup
+    cfg, _, data = setup
     spec = FeatureSpec("n_electrons", "intccms.mva.features.count", ("Electron",))
     with pytest.raises(FeatureError, match=r"mva feature 'n_electrons'.*\['Electron'\]"):
         feature_matrix([spec], {"jets": None}, 3)
@@ -175,7 +180,7 @@ def test_bad_input_is_named(setup) -> None:
     with pytest.raises(MvaConfigError, match=r"mva\.features\.bad\.inputs: \['Electron'\]"):
         bad = _compose(Path(cfg.paths.generated_data), Path(cfg.output_dir),
                        "+mva.features.bad={function: intccms.mva.features.count, inputs: [Electron]}")
-        check_mva(bad, build_plan(bad, prepared["specs"]), prepared["constants"])
+        check_mva(_run_plan(bad))
     mva = _mva(cfg, epochs=2)
     only_bkg = TrainingSet(data.x[data.y == 0], data.y[data.y == 0], data.weight[data.y == 0])
     with pytest.raises(EmptyClassError, match=r"mva class 'signal' \(mva\.classes\.signal: \['ZPrime\*'\]\) has 0"):
@@ -378,13 +383,13 @@ def test_negative_weights_and_class_balance(setup) -> None:
 
 
 def test_score_observable_without_a_model_fails_at_start_up(setup, tmp_path) -> None:
-    cfg, prepared, _ = setup
+    cfg, _, _ = setup
     cfg2 = _compose(Path(cfg.paths.generated_data), tmp_path, "workflow.run_mva_training=false")
     with pytest.raises(MvaConfigError, match=r"analysis\.observables\.mva_score\.params\.model: no trained model"):
-        check_mva(cfg2, build_plan(cfg2, prepared["specs"]), prepared["constants"])
+        check_mva(_run_plan(cfg2))
     cfg3 = _compose(Path(cfg.paths.generated_data), tmp_path, "analysis.observables.mva_score.inputs=[jets,muons]")
     with pytest.raises(MvaConfigError, match=r"mva_score\.inputs: \['jets', 'muons'\] must be exactly"):
-        check_mva(cfg3, build_plan(cfg3, prepared["specs"]), prepared["constants"])
+        check_mva(_run_plan(cfg3))
 
 
 def _inputs(cfg, prepared) -> list:
@@ -412,7 +417,7 @@ def test_model_with_a_feature_defined_differently_is_refused(setup, mlp, tmp_pat
         bad = _compose(Path(cfg.paths.generated_data), tmp_path / "out", f"workflow.run_mva_training={training}",
                        f"analysis.observables.mva_score.params.model={url}")
         with pytest.raises(MvaConfigError, match=rf"mva_score\.params\.model: .*{detail}.*compared with mva\.features"):
-            check_mva(bad, build_plan(bad, prepared["specs"]), prepared["constants"])
+            check_mva(_run_plan(bad))
     # run time: the observable carries the full definitions (features: ${mva.features})
     definitions = OmegaConf.to_container(cfg.mva.features, resolve=True)
     inputs = _inputs(cfg, prepared)
@@ -425,14 +430,14 @@ def test_model_with_a_feature_defined_differently_is_refused(setup, mlp, tmp_pat
                   "analysis.observables.mva_score.params.features=${mva.features}")
     plan = build_plan(ok, prepared["specs"])
     assert plan.observables["mva_score"].functor.params["features"] == definitions
-    check_mva(ok, plan, prepared["constants"])
+    check_mva(_run_plan(ok))
     drifted = ok.copy()
     definitions["ht"]["params"] = {"field_name": "eta"}
     params = OmegaConf.to_container(drifted.analysis.observables.mva_score.params)
     OmegaConf.update(drifted, "analysis.observables.mva_score.params", {**params, "features": definitions},
                      merge=False)
     with pytest.raises(MvaConfigError, match=r"mva_score\.params\.features: the definitions differ from mva\.features"):
-        check_mva(drifted, build_plan(drifted, prepared["specs"]), prepared["constants"])
+        check_mva(_run_plan(drifted))
 
 
 def test_class_without_usable_weight_is_refused(setup) -> None:
@@ -462,8 +467,7 @@ def test_class_matching_no_dataset_is_named(setup, tmp_path, cls) -> None:
     with pytest.raises(MvaConfigError, match=rf"mva class '{cls}' \(mva\.classes\.{cls}: \['NoSuchProcess\*'\]\) "
                        r"matches no simulated dataset of this run \(processes: \[.*'TTToSemiLeptonic'"):
         # fails before the cluster is used
-        run_training(odd, None, prepared["datasets"], metadata, prepared["constants"], prepared["specs"],
-                     prepared["plan"], None, tmp_path)
+        run_training(_run_plan(odd), None, metadata, tmp_path)
 
 
 @pytest.mark.xrootd

@@ -41,7 +41,6 @@ from intccms.execute.job import JobResult, run_job
 from intccms.execute.runner import BadInputError
 from intccms.metrics import names
 from intccms.plan.datasets import resolve_dataset
-from intccms.processor.job import dataset_metadata
 from intccms.processor.loader import load_processor
 from intccms.processor.task import ProcessorError
 from intccms.storage.credentials import (
@@ -140,7 +139,8 @@ def assert_same_output(got: Any, want: Any, where: str = "output") -> None:
 def coffea_reference(cfg: Any, datasets: list[str]) -> tuple[Any, list[tuple[str, int, int]]]:
     """coffea's Runner (IterativeExecutor) on the same files, chunk size and dataset metadata."""
     resolved = {n: resolve_dataset(n, OmegaConf.to_container(cfg.datasets[n], resolve=True)) for n in datasets}
-    meta = dataset_metadata(cfg, resolved)
+    meta = {n: {"era": ds.era, "process": ds.process, "xsec": ds.xsec, "is_data": ds.is_data,
+                "luminosity": float(cfg.eras[ds.era].luminosity)} for n, ds in resolved.items()}
     fileset = {n: {"files": {f: "Events" for f in ds.files}, "metadata": meta[n]} for n, ds in resolved.items()}
     runner = processor.Runner(executor=processor.IterativeExecutor(), schema=NanoAODSchema, chunksize=CHUNK)
     chunks = sorted((c.filename, c.entrystart, c.entrystop) for c in runner.preprocess(fileset, treename="Events"))

@@ -121,9 +121,9 @@ def test_all_variations_on_real_file_and_real_corrections(dask_client, tmp_path:
 def test_reference_skim_reads_only_the_eras_triggers(tmp_path: Path) -> None:
     """The default analysis on a real 2017 file: HLT_TkMu50 exists only in 2016 NanoAOD, so
     the 2017 skim must read HLT_Mu50 alone and select what an independent uproot cut gives."""
-    from intccms.execute.stages import era_constants
     from intccms.execute.tasks import skim_task
     from intccms.physics.functors import Functor
+    from intccms.plan.analysis import era_constants
     from intccms.plan.workitems import WorkItem
 
     cfg = compose_config("demo", [f"paths.jsonpog={SHARED / 'jsonpog-integration'}",

@@ -3,6 +3,7 @@ histograms with the configuration, and what a run prints (no cluster, no analysi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -11,11 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from intccms.config import ConfigError, compose_config
+from intccms.config.schema import ClusterConfig, PrometheusConfig
+from intccms.plan.analysis import build_plan
+from intccms.plan.run import RunPlan, observable_axes
 from intccms.stats import StatisticsInputError
 from intccms.stats.inputs import HistogramSet, ObservableHistograms, Template
-from intccms.stats.stage import check_compatible, check_statistics, statistics_config
+from intccms.stats.stage import check_compatible, check_statistics
+from intccms.storage import StorageOptions
 
 VARIATIONS = ["nominal", "jesFlavorQCD_up", "jesFlavorQCD_down"]
 
@@ -34,32 +40,44 @@ def cfg():
     return compose_config("demo", validate=False)
 
 
+def _plan(cfg, **workflow) -> RunPlan:
+    """The run plan's parts the statistics stage reads: workflow, channels, binning, variations."""
+    analysis = dataclasses.replace(build_plan(cfg, {}), variations=tuple(VARIATIONS))
+    return RunPlan(name="demo", run_id="test", output_url="out", datasets={}, eras={}, storage=StorageOptions(),
+                   workflow=dataclasses.replace(OmegaConf.to_object(cfg.workflow), **workflow),
+                   cluster=ClusterConfig(), prometheus=PrometheusConfig(), analysis=analysis,
+                   observables=observable_axes(cfg), statistics=OmegaConf.to_object(cfg.statistics))
+
+
 def test_alone_without_input_fails_at_start_up_naming_the_key(cfg):
-    cfg = cfg.copy()
-    cfg.workflow.run_analysis = False
+    plan = _plan(cfg, run_analysis=False)
     with pytest.raises(ConfigError, match=r"statistics\.input\.path"):
-        check_statistics(cfg)
-    cfg.statistics.input.path = "outputs/demo/histograms/histograms.pkl"
-    assert check_statistics(cfg).input.path == "outputs/demo/histograms/histograms.pkl"
-    cfg.statistics.input.observable = "ht"
+        check_statistics(plan)
+    scfg = dataclasses.replace(plan.statistics, input=dataclasses.replace(
+        plan.statistics.input, path="outputs/demo/histograms/histograms.pkl"))
+    plan = dataclasses.replace(plan, statistics=scfg)
+    assert check_statistics(plan).input.path == "outputs/demo/histograms/histograms.pkl"
+    scfg.input.observable = "ht"
     with pytest.raises(ConfigError, match=r"statistics\.input\.observable: 'ht'"):
-        check_statistics(cfg)
+        check_statistics(plan)
+    with pytest.raises(ConfigError, match=r"no statistics group is selected"):
+        check_statistics(dataclasses.replace(plan, statistics=None))
 
 
 def test_compatible_histograms_pass_and_others_are_named(cfg):
-    scfg = statistics_config(cfg)
+    plan = _plan(cfg)
     b = cfg.analysis.observables.mtt.binning
     edges = np.linspace(b.start, b.stop, b.bins + 1)
-    check_compatible(_hset(edges, VARIATIONS), cfg, scfg, VARIATIONS)  # no error
+    check_compatible(_hset(edges, VARIATIONS), plan)  # no error
     other = np.linspace(b.start, b.stop, b.bins // 2 + 1)
     with pytest.raises(StatisticsInputError,
                        match=r"s3://bucket/old/histograms\.pkl were made by another configuration.*binning"):
-        check_compatible(_hset(other, VARIATIONS), cfg, scfg, VARIATIONS)
+        check_compatible(_hset(other, VARIATIONS), plan)
     with pytest.raises(StatisticsInputError,
                        match=r"histograms\.pkl were made by another.*lacks variations \['jesFlavorQCD_down'"):
-        check_compatible(_hset(edges, VARIATIONS[:2]), cfg, scfg, VARIATIONS)
+        check_compatible(_hset(edges, VARIATIONS[:2]), plan)
     with pytest.raises(StatisticsInputError, match=r"unexpected ones \['pileup_2017_up'\]"):
-        check_compatible(_hset(edges, [*VARIATIONS, "pileup_2017_up"]), cfg, scfg, VARIATIONS)
+        check_compatible(_hset(edges, [*VARIATIONS, "pileup_2017_up"]), plan)
 
 
 TESTS = Path(__file__).resolve().parent

@@ -89,7 +89,8 @@ def test_wrong_worker_credentials_fail_once_per_chunk_with_default_retries(
     the default ``workflow.retries`` no chunk's upload is tried more than once."""
     import fsspec
 
-    from intccms.execute.prepare import ensure_inputs, fill_generated_files
+    from intccms.execute.prepare import ensure_inputs
+    from intccms.plan.run import with_generated_files
     from intccms.storage import CredentialsPlugin
     from intccms.storage.credentials import Credentials, Secret
 
@@ -107,7 +108,7 @@ def test_wrong_worker_credentials_fail_once_per_chunk_with_default_retries(
         mp.setattr(dask_client, "register_plugin",
                    lambda plugin, *a, **k: register(CredentialsPlugin(bad), *a, **k)
                    if isinstance(plugin, CredentialsPlugin) else register(plugin, *a, **k))
-        fill_generated_files(cfg)  # generate the inputs first: the time to fail is measured
+        cfg = with_generated_files(cfg)  # generate the inputs first: the time to fail is measured
         ensure_inputs(cfg, console=Console(quiet=True))
         s3_server.reset_records()
         start = time.monotonic()
@@ -134,7 +135,8 @@ def test_a_missing_bucket_stops_a_skim_at_once_and_is_named(
         dask_client, demo_data: Path, s3_server: S3Server, tmp_path: Path) -> None:
     """No bucket, no skim: each chunk's upload is tried once, and the error names the bucket
     instead of sending the user to check the path of an object."""
-    from intccms.execute.prepare import ensure_inputs, fill_generated_files
+    from intccms.execute.prepare import ensure_inputs
+    from intccms.plan.run import with_generated_files
     from intccms.storage import BucketNotFoundError
 
     bucket = "intccms-no-such-bucket"
@@ -143,7 +145,7 @@ def test_a_missing_bucket_stops_a_skim_at_once_and_is_named(
         f"workflow.skim_dir=s3://{bucket}/skims", "storage=s3", "storage.timeout_s=5"))
     assert int(cfg.workflow.retries) == DEFAULT_RETRIES >= 1
     with s3_env(s3_server):
-        fill_generated_files(cfg)
+        cfg = with_generated_files(cfg)
         ensure_inputs(cfg, console=Console(quiet=True))
         s3_server.reset_records()
         with pytest.raises(BucketNotFoundError) as info:

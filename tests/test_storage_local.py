@@ -313,7 +313,7 @@ def test_parquet_reader_kwargs_reach_pyarrow(tmp_path: Path) -> None:
 
 def test_reader_kwargs_from_the_storage_group(tmp_path: Path) -> None:
     from intccms.config import compose_config
-    from intccms.execute.job import storage_options
+    from intccms.plan.run import storage_options
 
     cfg = compose_config("demo", ["+storage.reader_kwargs.root.begin_chunk_size=2097152"])
     options = storage_options(cfg)

@@ -30,14 +30,6 @@ def _generated_datasets(cfg: DictConfig) -> dict[str, Any]:
     return {n: d for n, d in chosen.items() if d.get("generate")}
 
 
-def fill_generated_files(cfg: DictConfig) -> None:
-    """Point generated datasets without explicit ``files`` at the generator's output paths."""
-    root = str(cfg.paths.generated_data)
-    for name, ds in cfg.datasets.items():
-        if ds.generate is not None and not ds.files:
-            ds.files = generated_file_paths(root, name, ds.era, int(ds.generate.n_files))
-
-
 def ensure_inputs(cfg: DictConfig, *, console: Console) -> None:
     """Generate the missing demo inputs the configuration asks for."""
     root = str(cfg.paths.generated_data)

@@ -9,18 +9,15 @@ runner's ``fail_fast`` wrapper hands back so the job stops at their first occurr
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from intccms.core.records import ChunkRecord
-from intccms.physics.corrections import EraCorrections
+from intccms.physics.corrections.spec import CorrectionsSpec
 from intccms.physics.events import branch_names, build_events, excluded, resolve_fields
 from intccms.physics.functors import Functor
 from intccms.physics.pipeline import AnalysisPlan, ChunkAnalysis, ChunkContext, ChunkResult
@@ -37,34 +34,6 @@ from intccms.storage import (
 # Storage names a file whose bytes cannot be decoded (CorruptFileError), a missing one and an
 # outage as OSErrors; raise_if_not_input sorts the outages (and programming errors) back out.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, EOFError)
-
-
-@dataclass(frozen=True)
-class CorrectionsSpec:
-    """Hashable description of one era's corrections, built once per worker process."""
-
-    era: str
-    era_json: str
-    definitions_json: str
-    names: tuple[str, ...]
-    jsonpog_root: str
-
-    @classmethod
-    def create(cls, era: str, era_cfg: Mapping[str, Any], definitions: Mapping[str, Any],
-               names: list[str], jsonpog_root: str) -> CorrectionsSpec:
-        return cls(era, json.dumps(era_cfg, sort_keys=True), json.dumps(definitions, sort_keys=True),
-                   tuple(names), jsonpog_root)
-
-    def build(self) -> EraCorrections:
-        return _build_corrections(self)
-
-
-@lru_cache(maxsize=16)
-def _build_corrections(spec: CorrectionsSpec) -> EraCorrections:
-    return EraCorrections.from_config(
-        spec.era, json.loads(spec.era_json), json.loads(spec.definitions_json), spec.names,
-        spec.jsonpog_root,
-    )
 
 
 def _worker_name() -> str:

@@ -16,19 +16,22 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
+from intccms.config.schema import WorkflowConfig
+from intccms.execute.tasks import analysis_task, skim_task
+from intccms.mva.dataset import class_of, training_chunk_task
+from intccms.mva.features import specs_from_config
+from intccms.physics.events import branch_names
+from intccms.physics.pipeline import ChunkContext
 from intccms.plan.datasets import Dataset
+from intccms.plan.run import RunPlan
 from intccms.plan.workitems import WorkItem
-from intccms.storage import StorageOptions, open_source
+from intccms.storage import open_source
 from intccms.storage.formats.root import open_root
 from intccms.storage.schemes import backend_for
 
 STAGES = ("skim", "analysis")
 TRAINING = "mva_training"
-SKIM_EXTENSIONS = {"parquet": "parquet", "ttree": "root", "rntuple": "root"}
 
 
 class TraceError(RuntimeError):
@@ -70,58 +73,39 @@ class ReadsTrace:
                 if stage != TRAINING or ds.name in self.training_datasets}
 
 
-def _training(cfg: DictConfig) -> bool:
-    return bool(OmegaConf.select(cfg, "workflow.run_mva_training", default=False))
-
-
-def input_stages(cfg: DictConfig) -> list[str]:
+def input_stages(wf: WorkflowConfig) -> list[str]:
     """Stages that read the original inputs in the configured workflow."""
-    wf = cfg.workflow
     stages = []
     if wf.save_skimmed_output:
         stages.append("skim")
     if wf.run_analysis and not wf.use_skimmed_input:
         stages.append("analysis")
-    if _training(cfg) and not wf.use_skimmed_input:
+    if wf.run_mva_training and not wf.use_skimmed_input:
         stages.append(TRAINING)
     return stages
 
 
-def training_datasets(cfg: DictConfig, datasets: Mapping[str, Dataset]) -> list[str]:
+def training_datasets(plan: RunPlan) -> list[str]:
     """Datasets the training stage reads: simulation whose process is in ``mva.classes``.
 
     Empty when ``workflow.run_mva_training`` is off (then no ``mva`` group is needed).
     """
-    if not _training(cfg):
+    if not plan.workflow.run_mva_training or plan.mva is None:
         return []
-    from intccms.config.mva import load_mva_config
-    from intccms.mva.dataset import class_of
-
-    classes = load_mva_config(cfg.get("mva")).classes
-    return sorted(name for name, ds in datasets.items()
+    classes = plan.mva.classes
+    return sorted(name for name, ds in plan.datasets.items()
                   if not ds.is_data and class_of(ds.process, classes.signal, classes.background) is not None)
 
 
-def _container(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True, enum_to_str=True) if node is not None else None
-
-
 class StageRunner:
-    """Runs the real stage tasks on one chunk, with the job's plan, constants and corrections."""
+    """Runs the real stage tasks on one chunk, with the run plan's constants and corrections."""
 
-    def __init__(self, cfg: DictConfig, eras: Sequence[str], options: StorageOptions) -> None:
-        from intccms.execute.stages import build_plan, corrections_specs, era_constants
-
-        self.cfg = cfg
-        self.options = options
-        self.constants = era_constants(cfg, list(eras))
-        self.specs = corrections_specs(cfg, list(eras))
-        self.plan = build_plan(cfg, self.specs)
-        self.mva = None
-        if _training(cfg):
-            from intccms.config.mva import load_mva_config
-
-            self.mva = load_mva_config(cfg.get("mva"))
+    def __init__(self, plan: RunPlan) -> None:
+        assert plan.analysis is not None and plan.skim is not None
+        self.run = plan
+        self.options = plan.storage
+        self.plan = plan.analysis
+        self.mva = plan.mva if plan.workflow.run_mva_training else None
 
     def stages(self, ds: Dataset) -> tuple[str, ...]:
         """The stages traced on a dataset of this kind (training: simulation, when it is on)."""
@@ -129,15 +113,11 @@ class StageRunner:
 
     def mva_training(self, item: WorkItem, ds: Dataset) -> int:
         """Run the training stage's chunk task; return the bytes it counted."""
-        from intccms.mva.dataset import training_chunk_task
-        from intccms.mva.features import specs_from_config
-        from intccms.physics.pipeline import ChunkContext
-
         assert self.mva is not None  # stages() offers this stage only with training on
         ctx = ChunkContext(process=ds.process, era=ds.era, is_data=False, norm=1.0,
-                           constants=self.constants[ds.era])
+                           constants=self.run.eras[ds.era].constants)
         _, record = training_chunk_task(item, ctx, self.plan, self.mva.channel,
-                                        specs_from_config(self.mva.features), self.specs.get(ds.era),
+                                        specs_from_config(self.mva.features), self.run.corrections_for(ds.name),
                                         self.options)
         if record.failed:
             raise TraceError(f"mva_training stage on {item.file}: {record.error}")
@@ -145,38 +125,26 @@ class StageRunner:
 
     def analysis(self, item: WorkItem, ds: Dataset) -> int:
         """Run the analysis task; return the bytes it counted."""
-        from intccms.execute.tasks import analysis_task
-        from intccms.physics.pipeline import ChunkContext
-
-        era_cfg = self.cfg.eras[ds.era]
-        golden = str(era_cfg.golden_json) if ds.is_data and era_cfg.golden_json else None
+        era = self.run.eras[ds.era]
         ctx = ChunkContext(process=ds.process, era=ds.era, is_data=ds.is_data, norm=1.0,
-                           golden_json=golden, constants=self.constants[ds.era])
-        spec = None if ds.is_data else self.specs.get(ds.era)
-        _, record = analysis_task(item, ctx, self.plan, spec, self.options)
+                           golden_json=era.golden_json if ds.is_data else None, constants=era.constants)
+        _, record = analysis_task(item, ctx, self.plan, self.run.corrections_for(ds.name), self.options)
         if record.failed:
             raise TraceError(f"analysis stage on {item.file}: {record.error}")
         return record.bytes_read
 
     def skim(self, item: WorkItem, ds: Dataset) -> int:
         """Run the skim task (writing to a temporary folder); return the bytes it counted."""
-        from intccms.execute.tasks import skim_task
-        from intccms.physics.events import branch_names
-        from intccms.physics.functors import Functor
-
         # The arguments skim_stage builds for its tasks, for one chunk.
-        a, wf = self.cfg.analysis, self.cfg.workflow
-        fmt = str(wf.skim_format.value if hasattr(wf.skim_format, "value") else wf.skim_format)
-        skim = Functor.from_config(_container(a.skim))
-        collections = {k: tuple(v) for k, v in a.collections.items()}
-        skim_inputs = {c: collections[c] for c in skim.inputs if c in collections}
-        keep = tuple(a.skim_keep) + tuple(branch_names(skim_inputs, ()))
-        writer_kwargs = (_container(self.cfg.storage.writer_kwargs) or {}).get(fmt, {})
-        drop = frozenset(a.mc_only) if ds.is_data else frozenset()
+        sp = self.run.skim
+        assert sp is not None
+        skim_inputs = {c: sp.collections[c] for c in sp.skim.inputs if c in sp.collections}
+        keep = sp.keep + tuple(branch_names(skim_inputs, ()))
+        drop = sp.mc_only if ds.is_data else frozenset()
         with tempfile.TemporaryDirectory(prefix="intccms-inspect-") as tmp:
-            target = str(Path(tmp) / f"part.{SKIM_EXTENSIONS[fmt]}")
-            _, record = skim_task(item, target, fmt, keep, drop, skim, collections,
-                                  self.constants[ds.era], self.options, writer_kwargs)
+            target = str(Path(tmp) / f"part.{sp.extension}")
+            _, record = skim_task(item, target, sp.fmt, keep, drop, sp.skim, sp.collections,
+                                  self.run.eras[ds.era].constants, self.options, sp.writer_kwargs)
         if record.failed:
             raise TraceError(f"skim stage on {item.file}: {record.error}")
         return record.bytes_read
@@ -209,13 +177,12 @@ def trace_file(runner: StageRunner, ds: Dataset, url: str, entries: int, tree: s
     return out
 
 
-def trace_reads(cfg: DictConfig, datasets: Mapping[str, Dataset], files: Mapping[str, Sequence[str]],
-                options: StorageOptions, *, entries: int, tree: str = "Events",
+def trace_reads(plan: RunPlan, files: Mapping[str, Sequence[str]], *, entries: int, tree: str = "Events",
                 max_attempts: int = 3) -> ReadsTrace:
     """Trace the stages once per kind (simulation, data) on the first readable file.
 
     Args:
-        datasets: the selected datasets.
+        plan: the run plan (its datasets are the selected ones).
         files: dataset -> files to try, in order (the inspected ones).
         entries: entries of the traced chunk.
         max_attempts: files tried per kind before giving up (bad files are skipped).
@@ -223,17 +190,11 @@ def trace_reads(cfg: DictConfig, datasets: Mapping[str, Dataset], files: Mapping
     Returns:
         The traces; a kind whose files all fail has a note instead.
     """
-    result = ReadsTrace(input_stages=input_stages(cfg))
-    eras = sorted({d.era for d in datasets.values()})
-    try:
-        result.training_datasets = training_datasets(cfg, datasets)
-        runner = StageRunner(cfg, eras, options)
-    except Exception as err:  # noqa: BLE001 - reads are optional: say why they are missing
-        result.notes.append(f"analysis reads not traced: cannot set up the stages: {type(err).__name__}: {err}")
-        return result
+    result = ReadsTrace(input_stages=input_stages(plan.workflow), training_datasets=training_datasets(plan))
+    runner = StageRunner(plan)
     for is_data in (False, True):
         kind = "data" if is_data else "mc"
-        candidates = [(ds, f) for name, ds in datasets.items() if ds.is_data == is_data
+        candidates = [(ds, f) for name, ds in plan.datasets.items() if ds.is_data == is_data
                       for f in files.get(name, ())]
         errors: list[str] = []
         for ds, url in candidates[:max_attempts]:

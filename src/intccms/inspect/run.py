@@ -30,6 +30,12 @@ from rich.progress import (
 )
 
 from intccms.config.inspect import Executor, InspectConfig
+from intccms.config.schema import WorkflowConfig
+from intccms.core.errors import ConfigError
+from intccms.execute.backends import start_cluster
+from intccms.execute.preflight import check_grid_credentials, resolved_xrootd_urls
+from intccms.execute.prepare import ensure_inputs
+from intccms.inspect.outputs import BranchRowWriter, print_summary, write_outputs
 from intccms.inspect.reads import ReadsTrace, input_stages, trace_reads, training_datasets
 from intccms.inspect.sample import choose_files
 from intccms.inspect.scan import FileReport, scan_file
@@ -41,8 +47,9 @@ from intccms.inspect.summary import (
     group_summary,
 )
 from intccms.inspect.timing import rate_functions
-from intccms.plan.datasets import Dataset, resolve_dataset, select_datasets
-from intccms.storage import StorageOptions
+from intccms.plan.datasets import Dataset
+from intccms.plan.run import build_run_plan, resolve_datasets, storage_options
+from intccms.storage import CredentialsPlugin, StorageOptions
 
 
 @dataclass
@@ -80,17 +87,6 @@ class InspectResult:
         return {b for tr in self.trace.traces.values() for st in tr.values() for b in st.branches}
 
 
-def _datasets(cfg: DictConfig, console: Console, options: StorageOptions) -> dict[str, Dataset]:
-    from intccms.execute.prepare import ensure_inputs, fill_generated_files
-
-    fill_generated_files(cfg)
-    ensure_inputs(cfg, console=console)
-    datasets = cast("dict[str, Any]", OmegaConf.to_container(cfg.datasets, resolve=True))
-    chosen = select_datasets(datasets, list(cfg.dataset_selection))
-    # The storage group reaches remote globs (endpoint, credentials, timeouts), as in the job.
-    return {name: resolve_dataset(name, d, options) for name, d in chosen.items()}
-
-
 def _rucio_sizes(icfg: InspectConfig, datasets: Mapping[str, Dataset], notes: list[str],
                  console: Console) -> dict[str, dict[str, int]]:
     if not icfg.rucio.enabled:
@@ -124,8 +120,6 @@ def _register_credentials(client: Any, options: StorageOptions) -> None:
     """Workers get the storage credentials as the job's do (never inside the task graph)."""
     creds = options.credentials
     if creds is not None and creds.environ():
-        from intccms.storage import CredentialsPlugin
-
         client.register_plugin(CredentialsPlugin(creds))
 
 
@@ -135,8 +129,6 @@ def _client(cfg: DictConfig, options: StorageOptions, given: Any) -> Iterator[An
         _register_credentials(given, options)
         yield given
         return
-    from intccms.execute.backends import start_cluster
-
     run_id = os.environ.get("INTCCMS_RUN_ID") or f"{cfg.name}-inspect-{uuid.uuid4().hex[:8]}"
     with start_cluster(cfg.cluster, run_id=run_id) as client:
         _register_credentials(client, options)
@@ -210,31 +202,37 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
     Returns:
         The result; bad files are in it with their errors, never raised.
     """
-    from intccms.execute.job import storage_options
-    from intccms.inspect.outputs import print_summary, write_outputs
-
     console = console or Console(stderr=True)
     t0 = time.time()
     result = InspectResult(config=icfg)
     rates = rate_functions(icfg.reads.bandwidth_gbps, _run_report(cfg, icfg, result.notes))
-    from intccms.execute.preflight import check_grid_credentials, resolved_xrootd_urls
-
     grid_checked = check_grid_credentials(cfg, console) is not None  # as the job does
     options = storage_options(cfg)
-    datasets = _datasets(cfg, console, options)
+    ensure_inputs(cfg, console=console)
+    run_id = os.environ.get("INTCCMS_RUN_ID") or f"{cfg.name}-inspect-{uuid.uuid4().hex[:8]}"
+    plan, plan_error = None, ""
+    try:
+        plan = build_run_plan(cfg, run_id=run_id)
+    except (ConfigError, ValueError, OSError, KeyError) as err:
+        # Files can be inspected without the analysis: only the traced reads need its plan.
+        plan_error = f"{type(err).__name__}: {err}"
+    datasets = dict(plan.datasets) if plan is not None else resolve_datasets(cfg, options)
     if not grid_checked:
         check_grid_credentials(cfg, console, resolved_xrootd_urls(datasets))
     chosen = {name: choose_files(ds.files, icfg.sample.files_per_dataset, icfg.sample.seed)
               for name, ds in datasets.items()}
     rucio = _rucio_sizes(icfg, datasets, result.notes, console)
-    if icfg.reads.enabled:
+    wf = cast(WorkflowConfig, OmegaConf.to_object(cfg.workflow))
+    if plan is None:
+        result.trace = ReadsTrace(input_stages=input_stages(wf),
+                                  notes=[f"analysis reads not traced: cannot set up the stages: {plan_error}"])
+    elif icfg.reads.enabled:
         with console.status("tracing the reading stages on one chunk"):
-            result.trace = trace_reads(cfg, datasets, chosen, options, entries=icfg.reads.entries, tree=icfg.tree)
+            result.trace = trace_reads(plan, chosen, entries=icfg.reads.entries, tree=icfg.tree)
     else:
-        result.trace = ReadsTrace(input_stages=input_stages(cfg), notes=["inspect.reads.enabled=false"],
-                                  training_datasets=training_datasets(cfg, datasets))
+        result.trace = ReadsTrace(input_stages=input_stages(wf), notes=["inspect.reads.enabled=false"],
+                                  training_datasets=training_datasets(plan))
     result.notes.extend(result.trace.notes)
-    wf = cfg.workflow
 
     def kwargs_for(ds: Dataset) -> dict[str, Any]:
         return {"tree": icfg.tree, "reads": result.trace.branches_for(ds), "chunksize": int(wf.chunksize),
@@ -245,8 +243,6 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
         accs[name].listing_sizes = sizes
     out_dir = Path(icfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from intccms.inspect.outputs import BranchRowWriter
-
     with BranchRowWriter(out_dir / "branches.csv") as rows:
         def on_report(report: FileReport) -> None:
             listed = rucio.get(report.dataset, {}).get(report.url)

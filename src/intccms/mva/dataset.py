@@ -18,10 +18,11 @@ import awkward as ak
 import numpy as np
 
 from intccms.core.records import ChunkRecord
-from intccms.execute.tasks import INPUT_ERRORS, CorrectionsSpec, raise_if_not_input
+from intccms.execute.tasks import INPUT_ERRORS, raise_if_not_input
 from intccms.mva.features import FeatureSpec, feature_matrix
 from intccms.mva.train import TrainingSet
 from intccms.physics.corrections import EraCorrections
+from intccms.physics.corrections.spec import CorrectionsSpec
 from intccms.physics.events import branch_names, build_events, filter_events, num_events
 from intccms.physics.pipeline import AnalysisPlan, ChunkContext
 from intccms.plan.workitems import WorkItem

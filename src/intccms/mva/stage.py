@@ -16,23 +16,21 @@ from typing import Any
 
 import numpy as np
 from distributed import Client
-from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from intccms.config.mva import ModelKind, MvaConfig, MvaConfigError, load_mva_config, to_plain
+from intccms.config.mva import ModelKind, MvaConfig, MvaConfigError, to_plain
 from intccms.mva.dataset import assemble, class_of, training_chunk_task
 from intccms.mva.features import FeatureSpec, input_names, specs_from_config
 from intccms.mva.model import ModelMismatchError, check_versions, compare_features, read_meta
 from intccms.mva.train import limit_per_class, train
+from intccms.physics.normalisation import normalisation_factor
 from intccms.physics.pipeline import AnalysisPlan, ChunkContext
+from intccms.plan.items import analysis_items
+from intccms.plan.run import RunPlan
 
 log = logging.getLogger(__name__)
 
 SCORE_FUNCTION = "intccms.mva.observable.score"
-
-
-def _enabled(cfg: DictConfig) -> bool:
-    return bool(OmegaConf.select(cfg, "workflow.run_mva_training", default=False))
 
 
 def _known_inputs(plan: AnalysisPlan, constants: Mapping[str, Mapping[str, Any]]) -> set[str]:
@@ -42,17 +40,20 @@ def _known_inputs(plan: AnalysisPlan, constants: Mapping[str, Mapping[str, Any]]
     return names
 
 
-def check_mva(cfg: DictConfig, plan: AnalysisPlan, constants: Mapping[str, Mapping[str, Any]],
-              options: Any = None) -> MvaConfig | None:
+def check_mva(run: RunPlan) -> MvaConfig | None:
     """Start-up checks: the ``mva`` group (when present or training is on) and every score
     observable (its model must exist unless this job trains it, and match the features).
 
     Raises:
         MvaConfigError: the message names the key under ``mva.`` or ``analysis.observables.``.
     """
-    mva = None
-    if cfg.get("mva") is not None or _enabled(cfg):
-        mva = load_mva_config(cfg.get("mva"))
+    assert run.analysis is not None
+    plan, constants, options = run.analysis, run.constants(), run.storage
+    training = run.workflow.run_mva_training
+    mva = run.mva
+    if training and mva is None:
+        raise MvaConfigError("mva: no configuration; add 'mva: <name>' (a file in conf/mva/) to the defaults")
+    if mva is not None:
         if mva.channel not in plan.channels:
             msg = f"mva.channel: '{mva.channel}' is not a channel (known: {sorted(plan.channels)})"
             raise MvaConfigError(msg)
@@ -65,7 +66,7 @@ def check_mva(cfg: DictConfig, plan: AnalysisPlan, constants: Mapping[str, Mappi
                 raise MvaConfigError(msg)
     for obs_name, obs in plan.observables.items():
         if obs.functor.function == SCORE_FUNCTION:
-            _check_score_observable(obs_name, obs.functor, mva, _enabled(cfg), options)
+            _check_score_observable(obs_name, obs.functor, mva, training, options)
     return mva
 
 
@@ -118,9 +119,8 @@ def _check_inputs(where: str, functor: Any, needed: tuple[str, ...], source: str
 
 
 def run_training(
-    cfg: DictConfig, client: Client, datasets: Mapping[str, Any], metadata: Mapping[str, Any],
-    constants: Mapping[str, Mapping[str, Any]], specs: Mapping[str, Any], plan: AnalysisPlan,
-    options: Any, out: Path, *, console: Console | None = None, run_metrics: Any = None,
+    run: RunPlan, client: Client, metadata: Mapping[str, Any], out: Path, *, console: Console | None = None,
+    run_metrics: Any = None,
 ) -> dict[str, Any]:
     """Build the training set on the cluster, train, plot, save; returns a summary.
 
@@ -128,12 +128,13 @@ def run_training(
         EmptyClassError: a class has no selected events (names the class and its samples).
     """
     from intccms.execute.runner import run_stage
-    from intccms.execute.stages import analysis_items
     from intccms.mva.observable import clear_cache
-    from intccms.physics.normalisation import normalisation_factor
 
     console = console or Console(stderr=True)
-    mva = load_mva_config(cfg.mva)
+    mva = run.mva
+    if mva is None:
+        raise MvaConfigError("mva: no configuration; add 'mva: <name>' (a file in conf/mva/) to the defaults")
+    datasets, options = run.datasets, run.storage
     features: tuple[FeatureSpec, ...] = specs_from_config(mva.features)
     labels: dict[str, int] = {}
     contexts: dict[str, ChunkContext] = {}
@@ -141,30 +142,30 @@ def run_training(
         label = None if ds.is_data else class_of(ds.process, mva.classes.signal, mva.classes.background)
         if label is None:
             continue
-        era_cfg = cfg.eras[ds.era]
-        norm = normalisation_factor(ds.xsec or 0.0, float(era_cfg.luminosity), metadata[name].sum_genweight)
+        era = run.eras[ds.era]
+        norm = normalisation_factor(ds.xsec or 0.0, era.luminosity, metadata[name].sum_genweight)
         labels[name] = label
         contexts[name] = ChunkContext(process=ds.process, era=ds.era, is_data=False, norm=norm,
-                                      constants=constants[ds.era])
+                                      constants=era.constants)
     _check_classes(mva, labels, datasets)
     chosen = {n: d for n, d in datasets.items() if n in labels}
-    items = analysis_items(cfg, chosen, metadata, str(cfg.workflow.skim_dir), options)
-    plan_future = client.scatter(plan, broadcast=True, hash=False)
+    items = analysis_items(run.workflow, chosen, metadata, options)
+    plan_future = client.scatter(run.analysis, broadcast=True, hash=False)
     parts: dict[Any, dict[str, np.ndarray]] = {}
     t0 = time.time()
     outcome = run_stage(
         client, "mva_training", items, training_chunk_task,
         lambda it: (contexts[it.dataset], plan_future, mva.channel, features,
-                    specs.get(datasets[it.dataset].era), options),
+                    run.corrections_for(it.dataset), options),
         lambda it, part: parts.__setitem__(it, part),
-        retries=int(cfg.workflow.retries), skip_bad_files=bool(cfg.workflow.skip_bad_files),
+        retries=run.workflow.retries, skip_bad_files=run.workflow.skip_bad_files,
         console=console, run_metrics=run_metrics,
     )
     data = assemble(parts, labels, len(features))
     data.origin.update({
         "datasets": {n: {"process": datasets[n].process, "era": datasets[n].era, "class": labels[n],
                          "files": sorted(datasets[n].files)} for n in sorted(labels)},
-        "skimmed_input": bool(cfg.workflow.use_skimmed_input),
+        "skimmed_input": run.workflow.use_skimmed_input,
         "channel": mva.channel,
         "weights": "genWeight x xsec x lumi / sum genWeight x nominal event corrections",
     })

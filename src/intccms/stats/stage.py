@@ -12,54 +12,49 @@ carry no metadata: binning and variation names are in the histograms themselves.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from intccms.config.keys import schema_error
 from intccms.config.statistics import StatisticsConfig
 from intccms.core.errors import ConfigError
+from intccms.plan.run import RunPlan
 from intccms.stats.errors import StatisticsInputError
-from intccms.stats.inputs import NOMINAL, HistogramSet
+from intccms.stats.inputs import NOMINAL, HistogramSet, load_histograms
+from intccms.stats.run import run_statistics
 
 
-def statistics_config(cfg: Any) -> StatisticsConfig:
-    """The typed statistics configuration of a composed job configuration.
+def statistics_config(plan: RunPlan) -> StatisticsConfig:
+    """The plan's statistics configuration.
 
     Raises:
-        ConfigError: no statistics group is selected, or a key or value is wrong (the
-            message names the key).
+        ConfigError: no statistics group is selected.
     """
-    if cfg.get("statistics") is None:
+    if plan.statistics is None:
         msg = ("workflow.run_statistics is true but no statistics group is selected; add "
                "'statistics=demo' (or run2) to the overrides")
         raise ConfigError(msg)
-    try:
-        node = OmegaConf.merge(OmegaConf.structured(StatisticsConfig), cfg.statistics)
-        return cast(StatisticsConfig, OmegaConf.to_object(node))
-    except OmegaConfBaseException as err:
-        raise ConfigError(schema_error("statistics.", StatisticsConfig, err)) from None
+    return plan.statistics
 
 
-def check_statistics(cfg: Any) -> StatisticsConfig | None:
+def check_statistics(plan: RunPlan) -> StatisticsConfig | None:
     """Start-up checks of the statistics stage (None when it does not run).
 
     Raises:
         ConfigError: the stage runs alone (``workflow.run_analysis=false``) without
             ``statistics.input.path``, or fits a channel/observable the analysis does not make.
     """
-    if not cfg.workflow.run_statistics:
+    if not plan.workflow.run_statistics:
         return None
-    scfg = statistics_config(cfg)
-    if not cfg.workflow.run_analysis and not scfg.input.path:
+    scfg = statistics_config(plan)
+    if not plan.workflow.run_analysis and not scfg.input.path:
         msg = ("workflow.run_statistics=true with workflow.run_analysis=false needs "
                "statistics.input.path: the histograms.pkl or histograms.root of an earlier run "
                "(a local path, s3:// or root:// URL), e.g. "
                "statistics.input.path=outputs/demo/histograms/histograms.pkl")
         raise ConfigError(msg)
-    channels = cfg.analysis.channels
+    assert plan.analysis is not None
+    channels = plan.analysis.channels
     for ch in scfg.input.channels:
         if ch not in channels:
             msg = (f"statistics.input.channels: '{ch}' is not a channel of the analysis "
@@ -73,33 +68,32 @@ def check_statistics(cfg: Any) -> StatisticsConfig | None:
     return scfg
 
 
-def expected_edges(cfg: Any, observable: str) -> np.ndarray:
-    """Bin edges the analysis stage of ``cfg`` gives ``observable``."""
-    b = cfg.analysis.observables[observable].binning
-    return np.linspace(float(b.start), float(b.stop), int(b.bins) + 1)
+def expected_edges(plan: RunPlan, observable: str) -> np.ndarray:
+    """Bin edges the analysis stage of ``plan`` gives ``observable``."""
+    axis = plan.observables[observable]
+    return np.linspace(axis.start, axis.stop, axis.bins + 1)
 
 
-def check_compatible(hset: HistogramSet, cfg: Any, scfg: StatisticsConfig,
-                     variations: list[str] | tuple[str, ...]) -> None:
-    """The histograms were made by a configuration compatible with ``cfg``.
+def check_compatible(hset: HistogramSet, plan: RunPlan) -> None:
+    """The histograms were made by a configuration compatible with ``plan``: the fitted
+    channels exist, the binning and the variations (``nominal`` first) are the plan's.
 
     Args:
         hset: the loaded histograms.
-        cfg: the composed job configuration.
-        scfg: its statistics configuration.
-        variations: the variations the analysis stage of ``cfg`` fills (``nominal`` first).
+        plan: the run plan.
 
     Raises:
         StatisticsInputError: a fitted channel is missing, the binning or the variations
             differ; the message names the file and what differs.
     """
+    scfg = statistics_config(plan)
     obs = scfg.input.observable
     fix = ("rerun the analysis with this configuration, or point statistics.input.path at the "
            "histograms of this configuration")
-    want_vars = set(variations) | {NOMINAL}
+    want_vars = set(plan.variations) | {NOMINAL}
     for ch in scfg.input.channels:
         obsh = hset.get(ch, obs)
-        want = expected_edges(cfg, obs)
+        want = expected_edges(plan, obs)
         if obsh.edges.shape != want.shape or not np.allclose(obsh.edges, want, rtol=1e-9):
             msg = (f"histograms in {hset.source} were made by another configuration: {ch}/{obs} "
                    f"has {obsh.edges.size - 1} bins from {obsh.edges[0]:g} to {obsh.edges[-1]:g}, "
@@ -120,30 +114,24 @@ def check_compatible(hset: HistogramSet, cfg: Any, scfg: StatisticsConfig,
             raise StatisticsInputError(msg)
 
 
-def run_stage(cfg: Any, histograms: Any, output_dir: Path, *, variations: Any,
-              options: Any = None, client: Any = None) -> dict[str, Any]:
+def run_stage(plan: RunPlan, histograms: Any, output_dir: Path, *, client: Any = None) -> dict[str, Any]:  # noqa: ANN401
     """Run the statistics stage of the job on fresh or saved histograms.
 
     Args:
-        cfg: the composed job configuration.
+        plan: the run plan (its statistics group, binning and variations).
         histograms: the in-memory histograms of the analysis stage, or None to read
             ``statistics.input.path``.
         output_dir: where the results go.
-        variations: the variations the configuration fills (``plan.variations``).
-        options: storage options for a remote ``statistics.input.path``.
         client: Dask client for the signal scan.
 
     Returns:
         dict: the content of results.json.
     """
-    from intccms.stats.inputs import load_histograms
-    from intccms.stats.run import run_statistics
-
-    scfg = statistics_config(cfg)
+    scfg = statistics_config(plan)
     source = histograms if histograms is not None else scfg.input.path
     if source is None:
         msg = "statistics.input.path is not set and no histograms were made in this run"
         raise StatisticsInputError(msg)
-    hset = load_histograms(source, options)
-    check_compatible(hset, cfg, scfg, list(variations))
+    hset = load_histograms(source, plan.storage)
+    check_compatible(hset, plan)
     return run_statistics(hset, scfg, output_dir, client=client)

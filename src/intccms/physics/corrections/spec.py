@@ -1,0 +1,44 @@
+"""A picklable, hashable description of one era's corrections, built once per process.
+
+The plan carries this (not the built :class:`EraCorrections`, whose correctionlib objects are
+large and not meant to travel in task graphs); each worker builds it on first use and keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from intccms.physics.corrections import EraCorrections
+
+
+@dataclass(frozen=True)
+class CorrectionsSpec:
+    """One era's corrections: era values, definitions and names, as JSON so the spec hashes."""
+
+    era: str
+    era_json: str
+    definitions_json: str
+    names: tuple[str, ...]
+    jsonpog_root: str
+
+    @classmethod
+    def create(cls, era: str, era_cfg: Mapping[str, Any], definitions: Mapping[str, Any],
+               names: list[str], jsonpog_root: str) -> CorrectionsSpec:
+        return cls(era, json.dumps(era_cfg, sort_keys=True), json.dumps(definitions, sort_keys=True),
+                   tuple(names), jsonpog_root)
+
+    def build(self) -> EraCorrections:
+        """The era's corrections, loaded once per process and spec."""
+        return _build_corrections(self)
+
+
+@lru_cache(maxsize=16)
+def _build_corrections(spec: CorrectionsSpec) -> EraCorrections:
+    return EraCorrections.from_config(
+        spec.era, json.loads(spec.era_json), json.loads(spec.definitions_json), spec.names,
+        spec.jsonpog_root,
+    )
