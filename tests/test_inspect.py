@@ -19,6 +19,7 @@ import pytest
 import uproot
 from fixtures.s3 import S3Server
 from fixtures.xrootd import XRootDServer
+from omegaconf import OmegaConf
 
 from intccms.config import ConfigError
 from intccms.config.inspect import Executor
@@ -684,10 +685,10 @@ def test_mva_training_reads_counted(generated: dict[str, Path], extra_conf: Path
 
     # Training off, or training on skims: the stage does not read these inputs.
     off, _ = compose_inspect("demo", base)
-    assert "mva_training" not in input_stages(off)
+    assert "mva_training" not in input_stages(OmegaConf.to_object(off.workflow))
     skims, _ = compose_inspect("demo", [*base, "+mva=zprime_ttbar", "workflow.run_mva_training=true",
                                         "workflow.use_skimmed_input=true"])
-    assert "mva_training" not in input_stages(skims)
+    assert "mva_training" not in input_stages(OmegaConf.to_object(skims.workflow))
 
 
 # -- file sizes from Rucio ----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from intccms.execute.job import JobResult, run_job
 from intccms.execute.runner import BadInputError
 from intccms.metrics import names
 from intccms.plan.datasets import resolve_dataset
+from intccms.plan.run import with_generated_files
 from intccms.processor.loader import load_processor
 from intccms.processor.task import ProcessorError
 from intccms.storage.credentials import (
@@ -138,6 +139,7 @@ def assert_same_output(got: Any, want: Any, where: str = "output") -> None:
 
 def coffea_reference(cfg: Any, datasets: list[str]) -> tuple[Any, list[tuple[str, int, int]]]:
     """coffea's Runner (IterativeExecutor) on the same files, chunk size and dataset metadata."""
+    cfg = with_generated_files(cfg)
     resolved = {n: resolve_dataset(n, OmegaConf.to_container(cfg.datasets[n], resolve=True)) for n in datasets}
     meta = {n: {"era": ds.era, "process": ds.process, "xsec": ds.xsec, "is_data": ds.is_data,
                 "luminosity": float(cfg.eras[ds.era].luminosity)} for n, ds in resolved.items()}
