@@ -11,8 +11,6 @@ import asyncio
 import base64
 import datetime
 import json
-import socket
-import ssl
 from pathlib import Path
 
 import dask
@@ -20,6 +18,7 @@ import distributed
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from fixtures.tls import handshake_without_certificate
 
 from intccms.config.kubernetes import KubernetesClusterConfig
 from intccms.execute.backends.k8s_specs import (
@@ -101,20 +100,6 @@ def _dotted(tree: dict[str, object], prefix: str = "") -> dict[str, object]:
     return out
 
 
-def _handshake_without_certificate(address: str) -> str:
-    """A TLS client that trusts anything but shows no certificate: what does it get back?"""
-    host, port = address.split("://", 1)[1].rsplit(":", 1)
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((host, int(port)), timeout=5) as sock, ctx.wrap_socket(sock) as tls:
-            tls.sendall(b"\0" * 8)
-            return f"answered {tls.recv(16)!r}"
-    except (ssl.SSLError, ConnectionError) as err:
-        return f"refused: {err}"
-
-
 def test_pods_configured_by_tls_env_accept_the_job_and_refuse_strangers(tmp_path: Path) -> None:
     """Scheduler and worker with the pods' variables (``tls_env``) and ``--protocol tls``:
     the job's client with the run's certificate computes; a client of another CA, a client
@@ -147,7 +132,7 @@ def test_pods_configured_by_tls_env_accept_the_job_and_refuse_strangers(tmp_path
             with pytest.raises((OSError, TimeoutError)):
                 await distributed.Client(plain, asynchronous=True, timeout=3)
             seen["no certificate"] = await asyncio.get_running_loop().run_in_executor(
-                None, _handshake_without_certificate, scheduler.address)
+                None, handshake_without_certificate, scheduler.address)
         return seen
 
     seen = asyncio.run(run())
