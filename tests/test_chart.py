@@ -304,7 +304,22 @@ def test_rbac_is_namespaced_and_least_privilege(helm: str, values: Path | None) 
     for role in _by_kind(ours, "Role"):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
-            assert "secrets" not in rule["resources"], "no role may read Secrets"
+            if "secrets" in rule["resources"]:
+                # Only the Job, only to create and delete each run's TLS Secret: no role reads one.
+                assert role["metadata"]["name"].endswith("-job"), role["metadata"]["name"]
+                assert rule["resources"] == ["secrets"] and set(rule["verbs"]) == {"create", "delete"}
+
+
+def test_without_dask_tls_the_job_gets_no_rule_on_secrets(helm: str) -> None:
+    def secret_rules(*args: str) -> list[dict]:
+        role = next(o for o in render(helm, *args) if o["kind"] == "Role" and o["metadata"]["name"].endswith("-job"))
+        return [r for r in role["rules"] if "secrets" in r["resources"]]
+
+    assert secret_rules() == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]}]
+    assert secret_rules("--set", "dask.tls=false") == []
+    objs = render(helm, "--set", "dask.tls=false")
+    facility = yaml.safe_load(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])
+    assert facility["cluster"]["kubernetes"]["tls"] is False
 
 
 # That the job's Role grants every call the backend really makes is tested against the API

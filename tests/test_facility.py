@@ -298,7 +298,8 @@ def test_job_from_the_chart_runs_skim_and_analysis_on_the_facility(runs: Runs) -
     assert report["failed_chunks"] == 0
     # Both containerised workers did work; the job itself computed nothing.
     assert len(report["per_worker"]) == N_WORKERS
-    assert all(w.startswith("tcp://") for w in report["per_worker"])
+    # Every Dask connection of the run was TLS (cluster.kubernetes.tls, the chart's default).
+    assert all(w.startswith("tls://") for w in report["per_worker"])
     assert "done" in runs.clean.logs
 
 
@@ -396,6 +397,52 @@ def test_a_killed_worker_changes_nothing_but_the_retry_count(runs: Runs) -> None
 @pytest.mark.facility
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
+def test_the_scheduler_refuses_clients_without_the_runs_certificate(runs: Runs) -> None:
+    """Dask TLS with the run's own certificate: from the host, a client with the run's Secret
+    connects; one showing no certificate, one of another CA and a plain tcp:// one are refused,
+    and the scheduler logs the failed handshakes. The key is a 0400 file of the pod's user,
+    never in a container's command line or environment."""
+    import urllib.request
+    import warnings
+
+    import distributed
+    from distributed.versions import VersionMismatchWarning
+    from fixtures.tls import handshake_without_certificate
+
+    handle = runs.handle
+    assert handle.tls_secret and handle.scheduler_address.startswith("tls://")
+    address = f"{handle.facility.ip(handle.scheduler)}:8786"
+    with warnings.catch_warnings():
+        # The host's Python is a newer 3.11 patch release than the image's Debian one.
+        warnings.simplefilter("ignore", VersionMismatchWarning)
+        with distributed.Client(f"tls://{address}", security=handle.client_security(), timeout=20) as client:
+            assert client.scheduler_info()["workers"]
+            assert all(w.startswith("tls://") for w in client.scheduler_info()["workers"])
+        refused = handshake_without_certificate(f"tls://{address}")
+        assert refused.startswith("refused"), refused
+        for scheme, security in (("tls", distributed.Security.temporary()), ("tcp", None)):
+            with pytest.raises((OSError, TimeoutError)):
+                distributed.Client(f"{scheme}://{address}", security=security, timeout=5)
+    logs = handle.facility.logs(handle.scheduler, 400)
+    assert "TLS handshake failed" in logs
+    # The operator, which has no certificate, reads the scheduler through Dask's HTTP API.
+    with urllib.request.urlopen(f"http://{handle.facility.ip(handle.scheduler)}:8787/api/v1/check_idle",
+                                timeout=10) as resp:
+        assert "idle_since" in resp.read().decode()
+    key = handle.tls_files["tls.key"]
+    body = key.splitlines()[1]
+    for name in (handle.scheduler, handle.workers[-1]):
+        mode = pm.podman("exec", name, "stat", "-c", "%a %u", "/etc/dask-tls/tls.key").stdout.split()
+        assert mode == ["400", "1000"], (name, mode)
+    for name, data in runs.inspected.items():
+        config = data.get("Config", {})
+        assert body not in " ".join([*(config.get("Cmd") or []), *(config.get("Env") or [])]), name
+    assert body not in runs.clean.logs and body not in runs.fault.logs
+
+
+@pytest.mark.facility
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_facility_down_leaves_nothing_behind(runs: Runs) -> None:
     proc = subprocess.run([sys.executable, str(REPO / "images/facility/facility.py"), "down"],
                           capture_output=True, text=True, check=False, timeout=300)
@@ -457,12 +504,18 @@ def test_read_only_dask_pods_write_to_their_scratch_emptydir(tmp_path: Path, rol
     if os.geteuid() != 0:
         pytest.skip("emptyDir folders are chowned to the pod's uid, which needs root")
     pod = make_cluster_spec(KubernetesClusterConfig(), "r1")["spec"][role]
-    ctx = fac.pods.PodContext(name=f"c-{role}", namespace="ns", network="net", state_dir=tmp_path)
+    tls = {"intccms-r1-tls": {"tls.crt": "cert", "tls.key": "key", "ca.crt": "ca"}}
+    ctx = fac.pods.PodContext(name=f"c-{role}", namespace="ns", network="net", state_dir=tmp_path,
+                              secrets=tls)
     args = fac.pods.run_args(pod, ctx, image="localhost/intccms:x")
     assert "--read-only" in args and "--read-only-tmpfs=false" in args
     volumes = [args[i + 1].split(":") for i, a in enumerate(args) if a == "--volume"]
     (host,) = [Path(v[0]) for v in volumes if v[1] == SCRATCH_PATH and len(v) == 2]
     assert host.is_dir() and host.stat().st_uid == 1000 and host.stat().st_mode & 0o700 == 0o700
+    # The run's TLS Secret: read-only, its key a 0400 file of the pod's user.
+    (tls_dir,) = [Path(v[0]) for v in volumes if v[1] == "/etc/dask-tls"]
+    key = tls_dir / "tls.key"
+    assert (key.stat().st_mode & 0o777, key.stat().st_uid) == (0o400, 1000)
 
 
 def test_missing_secret_and_root_user_are_refused(tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def _publish(cfg: Any, server: GridServer) -> tuple[list[str], list[str]]:  # no
     return over, urls
 
 
-def _worker_grid_env(scheduler_ip: str) -> dict[str, dict[str, str | None]]:
+def _worker_grid_env(scheduler_ip: str, security: Any) -> dict[str, dict[str, str | None]]:  # noqa: ANN401
     """X509_USER_PROXY / X509_CERT_DIR in each worker process, asked through the scheduler."""
     import warnings
 
@@ -112,7 +112,8 @@ def _worker_grid_env(scheduler_ip: str) -> dict[str, dict[str, str | None]]:
     with warnings.catch_warnings():
         # The host's Python is a newer 3.11 patch release than the image's Debian one.
         warnings.simplefilter("ignore", VersionMismatchWarning)
-        with Client(f"tcp://{scheduler_ip}:8786", timeout=30) as client:
+        scheme = "tls" if security is not None else "tcp"
+        with Client(f"{scheme}://{scheduler_ip}:8786", security=security, timeout=30) as client:
             proxies = client.run(os.getenv, "X509_USER_PROXY")
             certdirs = client.run(os.getenv, "X509_CERT_DIR")
     return {w: {"X509_USER_PROXY": proxies[w], "X509_CERT_DIR": certdirs[w]} for w in proxies}
@@ -150,7 +151,7 @@ def grid_run(facility_images: dict[str, Any], dask_operator: Any, facility_state
         job = handle.run_job("grid", [*analysis_overrides(DATA_MOUNT, "/work/outputs/grid"), *files_over,
                                       "credentials.require=x509"], timeout=600)
         assert job.exit_code == 0, f"the job failed:\n{job.logs[-4000:]}"
-        worker_env = _worker_grid_env(facility.ip(handle.scheduler))
+        worker_env = _worker_grid_env(facility.ip(handle.scheduler), handle.client_security())
         names = [handle.scheduler, *handle.workers, job.container]
         inspected = {n: pm.inspect("container", n) or {} for n in names}
         # As the running scheduler and workers see it (the job container has exited).

@@ -8,6 +8,8 @@ for the scheduler is bounded, and that teardown deletes the resources.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import time
@@ -105,8 +107,20 @@ def test_operator_builds_the_cluster_and_teardown_deletes_it(
         worker = _eventually(lambda: _worker_deployment(dask_operator, name))
         scheduler = dask_operator.objects("apps/v1/deployments")[f"{name}-scheduler"]
         service = dask_operator.objects("v1/services")[f"{name}-scheduler"]
+        secret = dask_operator.objects("v1/secrets")[f"{name}-tls"]
     finally:
         backend.close()
+
+    # The run's TLS Secret: owned by the DaskCluster (removed with it by the garbage
+    # collector), holding this backend's certificate, and deleted by teardown itself.
+    assert secret["type"] == "kubernetes.io/tls"
+    assert secret["metadata"]["ownerReferences"] == [{
+        "apiVersion": DASK, "kind": "DaskCluster", "name": name, "uid": clusters[name]["metadata"]["uid"]}]
+    assert secret["metadata"]["labels"]["dask.org/cluster-name"] == name
+    assert backend.tls is not None
+    assert base64.b64decode(secret["data"]["tls.crt"]).decode() == backend.tls.cert_pem
+    assert f"{name}-tls" not in dask_operator.objects("v1/secrets")
+    assert "BEGIN" not in json.dumps([clusters[name], worker, scheduler])
 
     pod = worker["spec"]["template"]
     (container,) = pod["spec"]["containers"]
@@ -118,7 +132,9 @@ def test_operator_builds_the_cluster_and_teardown_deletes_it(
         "key": "secret",
     }
     assert all("value" not in env[n] for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
-    assert env["DASK_SCHEDULER_ADDRESS"]["value"].startswith(f"tcp://{name}-scheduler.")
+    # The operator keeps the pod's own scheduler address: TLS, at the Service's short name.
+    assert env["DASK_SCHEDULER_ADDRESS"]["value"] == f"tls://{name}-scheduler:8786"
+    assert {"name": "dask-tls", "secret": {"secretName": f"{name}-tls", "defaultMode": 0o400}} in pod["spec"]["volumes"]
     assert container["envFrom"] == [{"secretRef": {"name": "intccms-xrootd"}}]
     assert {"name": "http-dashboard", "containerPort": 8788, "protocol": "TCP"} in container[
         "ports"
@@ -283,3 +299,6 @@ def test_the_charts_job_role_grants_every_call_the_backend_makes(
     granted = {(group, res, verb) for rule in role["rules"] for group in rule["apiGroups"]
                for res in rule["resources"] for verb in rule["verbs"]}
     assert used <= granted, f"the job's Role lacks {sorted(used - granted)}"
+    # Secrets: exactly what the run's TLS Secret needs, and no read of any Secret.
+    assert {v for _, r, v in used if r == "secrets"} == {v for _, r, v in granted if r == "secrets"} \
+        == {"create", "delete"}

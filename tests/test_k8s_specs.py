@@ -7,6 +7,7 @@ asserted field by field.
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -288,16 +289,16 @@ def test_claims_are_mounted_into_workers_only() -> None:
     spec = make_cluster_spec(cfg, "run-1")
     validate_custom_resource(spec)
     worker = spec["spec"]["worker"]["spec"]
-    assert worker["volumes"][1:] == [
+    assert worker["volumes"][1:-1] == [
         {"name": "shared", "persistentVolumeClaim": {"claimName": "data"}},
         {"name": "ref", "persistentVolumeClaim": {"claimName": "refs", "readOnly": True}},
     ]
-    assert _containers(spec, "worker")[0]["volumeMounts"][1:] == [
+    assert _containers(spec, "worker")[0]["volumeMounts"][1:-1] == [
         {"name": "shared", "mountPath": "/shared", "readOnly": False},
         {"name": "ref", "mountPath": "/ref", "readOnly": True},
     ]
     scheduler = spec["spec"]["scheduler"]["spec"]
-    assert [v["name"] for v in scheduler["volumes"]] == ["scratch"]
+    assert [v["name"] for v in scheduler["volumes"]] == ["scratch", "dask-tls"]
 
 
 @pytest.mark.parametrize(("name", "claim", "path", "message"), [
@@ -384,3 +385,62 @@ def test_a_typo_in_a_facility_file_fails_naming_the_key(tmp_path: Path, monkeypa
     monkeypatch.setenv("INTCCMS_EXTRA_CONF_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match=r"cluster\.kubernetes\.wait\.wokers is not a known key; did you mean 'workers'"):
         compose_config("facility")
+
+
+def test_tls_mounts_the_runs_secret_read_only_and_speaks_tls() -> None:
+    """Scheduler and workers mount ``<cluster>-tls`` (files 0400) and get Dask's TLS settings;
+    both listen on ``tls://``, workers find the scheduler at a ``tls://`` address, and the
+    scheduler serves Dask's HTTP API for the operator, which has no certificate."""
+    from intccms.execute.backends.k8s_specs import TLS_MOUNT_PATH, tls_env
+
+    cfg = _full_config()
+    assert cfg.tls is True  # on by default
+    spec = make_cluster_spec(cfg, "run-1")
+    validate_custom_resource(spec)
+    secret = "intccms-run-1-tls"
+    for role in ("scheduler", "worker"):
+        pod = spec["spec"][role]["spec"]
+        (container,) = pod["containers"]
+        assert {"name": "dask-tls", "secret": {"secretName": secret, "defaultMode": 0o400}} in pod["volumes"]
+        assert {"name": "dask-tls", "mountPath": TLS_MOUNT_PATH, "readOnly": True} in container["volumeMounts"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert {k: env.get(k) for k in tls_env()} == tls_env()
+        assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+        assert env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"] == f"{TLS_MOUNT_PATH}/tls.key"
+        args = container["args"]
+        assert args[args.index("--protocol") + 1] == "tls"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    worker_env = {e["name"]: e.get("value") for e in _containers(spec, "worker")[0]["env"]}
+    assert worker_env["DASK_SCHEDULER_ADDRESS"] == "tls://intccms-run-1-scheduler:8786"
+    sched_env = {e["name"]: e.get("value") for e in _containers(spec, "scheduler")[0]["env"]}
+    routes = ast.literal_eval(sched_env["DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES"])
+    assert "distributed.http.scheduler.api" in routes and "distributed.http.health" in routes
+    assert "BEGIN" not in json.dumps(spec)
+
+
+def test_tls_off_leaves_the_pods_as_before() -> None:
+    cfg = _full_config()
+    cfg.tls = False
+    spec = make_cluster_spec(cfg, "run-1")
+    for role in ("scheduler", "worker"):
+        (container,) = _containers(spec, role)
+        assert "dask-tls" not in json.dumps(spec)
+        assert "--protocol" not in container["args"]
+        assert not [e for e in container["env"] if "TLS" in e["name"] or e["name"] == "DASK_SCHEDULER_ADDRESS"]
+
+
+def test_tls_settings_cannot_be_overridden_or_shadowed() -> None:
+    from intccms.config.kubernetes import FileVolume, VolumeClaimMount
+
+    cfg = _full_config()
+    cfg.env = {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "False"}
+    with pytest.raises(SpecError, match="tls: false"):
+        make_cluster_spec(cfg, "run-1")
+    cfg = _full_config()
+    cfg.volumes = [VolumeClaimMount(name="dask-tls", claim_name="c", mount_path="/c")]
+    with pytest.raises(SpecError, match="TLS volume"):
+        make_cluster_spec(cfg, "run-1")
+    cfg = _full_config()
+    cfg.file_volumes = [FileVolume(name="dask-tls", mount_path="/f", secret_name="s")]
+    with pytest.raises(SpecError, match="used twice"):
+        make_cluster_spec(cfg, "run-1")

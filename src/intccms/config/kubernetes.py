@@ -294,6 +294,9 @@ class KubernetesClusterConfig:
             ``owner`` is empty, the pod's controller (its Job) becomes the owner.
         adapt: Autoscaler bounds.
         wait: Bounded waits at start and teardown.
+        tls: Encrypt and authenticate all Dask traffic with a certificate made for the run
+            (a private CA, a Secret ``<cluster>-tls`` mounted in scheduler and workers, the
+            job's client holding the same in memory); clients without it are refused.
     """
 
     image: str = "ghcr.io/intccms/intccms:0.1.0"
@@ -321,6 +324,7 @@ class KubernetesClusterConfig:
     owner_pod: str = ""
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     wait: WaitConfig = field(default_factory=WaitConfig)
+    tls: bool = True
 
 
 class KubernetesConfigError(ValueError):

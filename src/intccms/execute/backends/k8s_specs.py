@@ -22,11 +22,15 @@ __all__ = [
     "COMPONENT_LABEL",
     "MAX_CLUSTER_NAME_LEN",
     "SCRATCH_PATH",
+    "TLS_MOUNT_PATH",
+    "TLS_VOLUME",
     "SpecError",
     "cluster_name",
     "make_autoscaler_spec",
     "make_cluster_spec",
     "memory_bytes",
+    "tls_env",
+    "tls_secret_name",
 ]
 
 API_VERSION = "kubernetes.dask.org/v1"
@@ -38,6 +42,22 @@ MAX_CLUSTER_NAME_LEN = 37
 # (Dask's local directory, tempfile, library caches), as the chart's own pods do at /tmp.
 SCRATCH_PATH = "/tmp"
 SCRATCH_VOLUME = "scratch"
+# With cluster.kubernetes.tls the run's Secret (k8s_tls.make_tls_secret) is mounted here,
+# read-only, in scheduler and workers; Dask reads its TLS settings from the variables of tls_env.
+TLS_VOLUME = "dask-tls"
+TLS_MOUNT_PATH = "/etc/dask-tls"
+# Scheduler HTTP routes with Dask's API added: the operator holds no certificate, so it asks the
+# scheduler for its adaptive target, idleness and workers to retire on the dashboard port instead
+# of the (then encrypted and authenticated) comm port.
+_SCHEDULER_ROUTES = [
+    "distributed.http.scheduler.prometheus",
+    "distributed.http.scheduler.info",
+    "distributed.http.scheduler.json",
+    "distributed.http.health",
+    "distributed.http.proxy",
+    "distributed.http.statics",
+    "distributed.http.scheduler.api",
+]
 # Dask stops spilling at this share of the scratch volume: a full emptyDir gets the pod evicted.
 _SPILL_SHARE = 0.8
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -92,6 +112,31 @@ def cluster_name(cfg: KubernetesClusterConfig, run_id: str) -> str:
         )
         raise SpecError(msg)
     return name
+
+
+def tls_secret_name(cfg: KubernetesClusterConfig, run_id: str) -> str:
+    """Name of the run's TLS Secret: ``<cluster name>-tls``."""
+    return _tls_secret(cluster_name(cfg, run_id))
+
+
+def _tls_secret(cluster: str) -> str:
+    return f"{cluster}-tls"
+
+
+def tls_env(mount_path: str = TLS_MOUNT_PATH) -> dict[str, str]:
+    """Dask's TLS configuration as variables, for files ``tls.crt``/``tls.key``/``ca.crt``.
+
+    Every role (scheduler, worker and nanny, and the client a task may open) uses the one
+    certificate of the run, and plain ``tcp://`` connections are refused.
+    """
+    env = {
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": f"{mount_path}/ca.crt",
+    }
+    for role in ("SCHEDULER", "WORKER", "CLIENT"):
+        env[f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"] = f"{mount_path}/tls.crt"
+        env[f"DASK_DISTRIBUTED__COMM__TLS__{role}__KEY"] = f"{mount_path}/tls.key"
+    return env
 
 
 def memory_bytes(quantity: str) -> int:
@@ -230,6 +275,9 @@ def _volumes(cfg: KubernetesClusterConfig) -> tuple[list[dict[str, Any]], list[d
                 " pods' scratch volume; choose another name and mount_path"
             )
             raise SpecError(msg)
+        if vol.name == TLS_VOLUME:
+            msg = f"{where}: the name {TLS_VOLUME!r} belongs to the pods' TLS volume; choose another"
+            raise SpecError(msg)
         if any(v["name"] == vol.name for v in volumes):
             msg = f"{where}: volume name {vol.name!r} is used twice"
             raise SpecError(msg)
@@ -258,7 +306,7 @@ def _file_volumes(cfg: KubernetesClusterConfig) -> tuple[list[dict[str, Any]], l
                    f"sources={chosen}")
             raise SpecError(msg)
         if (any(v["name"] == vol.name for v in volumes) or vol.name in {c.name for c in cfg.volumes}
-                or vol.name == SCRATCH_VOLUME):
+                or vol.name in (SCRATCH_VOLUME, TLS_VOLUME)):
             msg = f"{where}: volume name {vol.name!r} is used twice"
             raise SpecError(msg)
         volume: dict[str, Any] = {"name": vol.name}
@@ -284,24 +332,44 @@ def _pod_spec(
     scratch: dict[str, Any],
     claims: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], []),
     scratch_env: dict[str, str] | None = None,
+    tls: tuple[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Pod spec around one container: read-only root, scratch emptyDir, Secret refs only."""
+    """Pod spec around one container: read-only root, scratch emptyDir, Secret refs only.
+
+    ``tls`` is the run's TLS Secret and the Dask variables that go with it (mounted read-only,
+    files readable by the pod's user only).
+    """
     volumes, mounts = claims
     file_volumes, file_mounts, file_env = _file_volumes(cfg)
+    tls_volumes: list[dict[str, Any]] = []
+    tls_mounts: list[dict[str, Any]] = []
+    tls_vars: list[dict[str, Any]] = []
+    if tls is not None:
+        secret, variables = tls
+        taken = sorted(set(variables) & set(cfg.env))
+        if taken:
+            msg = (f"cluster.kubernetes.env sets {taken}, which cluster.kubernetes.tls sets for the"
+                   " run's certificate; remove them, or set tls: false")
+            raise SpecError(msg)
+        tls_volumes = [{"name": TLS_VOLUME, "secret": {"secretName": secret, "defaultMode": 0o400}}]
+        tls_mounts = [{"name": TLS_VOLUME, "mountPath": TLS_MOUNT_PATH, "readOnly": True}]
+        tls_vars = [{"name": k, "value": v} for k, v in sorted(variables.items())]
     container = {
         "image": cfg.image,
         "imagePullPolicy": cfg.image_pull_policy,
         **container,
         # Grid credential paths are file locations, not secrets: set directly (no Secret check).
-        "env": _scratch_env(cfg, scratch_env or {}) + _env(cfg) + file_env,
-        "volumeMounts": [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_PATH}, *mounts, *file_mounts],
+        "env": _scratch_env(cfg, scratch_env or {}) + tls_vars + _env(cfg) + file_env,
+        "volumeMounts": [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_PATH}, *mounts,
+                         *file_mounts, *tls_mounts],
         "securityContext": _security_context(cfg),
     }
     if cfg.env_from_secret_names:
         container["envFrom"] = [{"secretRef": {"name": s}} for s in cfg.env_from_secret_names]
     spec: dict[str, Any] = {
         "containers": [container],
-        "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": scratch}, *volumes, *file_volumes],
+        "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": scratch}, *volumes, *file_volumes,
+                    *tls_volumes],
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": cfg.run_as_user,
@@ -354,6 +422,13 @@ def _worker(cfg: KubernetesClusterConfig, name: str) -> dict[str, Any]:
     ]
     for module in wrk.preload:
         args += ["--preload", module]
+    tls = None
+    if cfg.tls:
+        args += ["--protocol", "tls"]
+        # The operator's own DASK_SCHEDULER_ADDRESS says tcp:// and port 8786; a variable the
+        # container already has is kept. The short Service name resolves in the pod's namespace.
+        address = f"tls://{name}-scheduler:{cfg.scheduler.comm_port}"
+        tls = (_tls_secret(name), {**tls_env(), "DASK_SCHEDULER_ADDRESS": address})
     container: dict[str, Any] = {
         "name": "worker",
         "command": ["intccms-entrypoint"],
@@ -369,7 +444,8 @@ def _worker(cfg: KubernetesClusterConfig, name: str) -> dict[str, Any]:
     scratch = _scratch_bytes(wrk.scratch_size_limit, "worker")
     max_spill = {"DASK_DISTRIBUTED__WORKER__MEMORY__MAX_SPILL": str(int(scratch * _SPILL_SHARE))}
     # Only workers open input files and write skims; the scheduler needs no shared volume.
-    spec = _pod_spec(cfg, container, {"sizeLimit": wrk.scratch_size_limit}, _volumes(cfg), max_spill)
+    spec = _pod_spec(cfg, container, {"sizeLimit": wrk.scratch_size_limit}, _volumes(cfg), max_spill,
+                     tls)
     return {
         "replicas": max(cfg.adapt.minimum, 0),
         "metadata": {
@@ -383,7 +459,7 @@ def _worker(cfg: KubernetesClusterConfig, name: str) -> dict[str, Any]:
 def _scheduler(cfg: KubernetesClusterConfig, name: str) -> dict[str, Any]:
     sch = cfg.scheduler
     probe = {"httpGet": {"port": "http-dashboard", "path": "/health"}}
-    container = {
+    container: dict[str, Any] = {
         "name": "scheduler",
         "command": ["intccms-entrypoint"],
         "args": [
@@ -404,12 +480,17 @@ def _scheduler(cfg: KubernetesClusterConfig, name: str) -> dict[str, Any]:
         "livenessProbe": {**probe, "initialDelaySeconds": 15, "periodSeconds": 20},
     }
     _scratch_bytes(sch.scratch_size_limit, "scheduler")
+    tls = None
+    if cfg.tls:
+        container["args"] += ["--protocol", "tls"]
+        routes = {"DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": repr(_SCHEDULER_ROUTES)}
+        tls = (_tls_secret(name), {**tls_env(), **routes})
     return {
         "metadata": {
             "labels": _labels(cfg, name, "dask-scheduler"),
             "annotations": _annotations(cfg, sch.dashboard_port),
         },
-        "spec": _pod_spec(cfg, container, {"sizeLimit": sch.scratch_size_limit}),
+        "spec": _pod_spec(cfg, container, {"sizeLimit": sch.scratch_size_limit}, tls=tls),
         "service": {
             "type": sch.service_type,
             "selector": {"dask.org/cluster-name": name, "dask.org/component": "scheduler"},

@@ -1,10 +1,15 @@
 """The ``kubernetes`` cluster backend: one DaskCluster per run, made by the Dask operator.
 
-The job submits a DaskCluster (through ``KubeCluster(custom_cluster_spec=...)``) and a
-DaskAutoscaler, waits a bounded time for the operator, the scheduler and the first workers,
-and hands back a ``distributed.Client``. On exit (normal, error, Ctrl-C or SIGTERM from a
-deleted Job) it deletes both resources; the operator's owner references let Kubernetes
-remove the scheduler and worker Deployments and Services with them.
+The job submits a DaskCluster, its TLS Secret (``cluster.kubernetes.tls``, owned by the
+DaskCluster) and a DaskAutoscaler, waits a bounded time for the operator, the scheduler and
+the first workers, and hands back a ``distributed.Client`` that holds the run's certificate.
+On exit (normal, error, Ctrl-C or SIGTERM from a deleted Job) it deletes all three; the
+operator's owner references let Kubernetes remove the scheduler and worker Deployments and
+Services with them.
+
+The waits reuse the operator package's own helpers (scheduler pod ready, Service present,
+in-cluster address or a port-forward), but not ``KubeCluster``, whose plain ``rpc`` to the
+scheduler cannot speak TLS.
 
 Every wait is bounded (``cluster.kubernetes.wait``), so a run against a cluster that cannot
 start fails with a message naming the DaskCluster instead of hanging.
@@ -19,26 +24,30 @@ import signal
 import threading
 import time
 import types
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import distributed
 import httpx
 import kr8s
-from dask_kubernetes.operator import KubeCluster
+from dask_kubernetes.exceptions import CrashLoopBackOffError
 from dask_kubernetes.operator._objects import (  # the operator's kr8s kinds
     DaskAutoscaler,
     DaskCluster,
 )
-from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
-from kr8s.asyncio.objects import Pod
+from dask_kubernetes.operator.kubecluster.kubecluster import wait_for_service
+from dask_kubernetes.operator.networking import get_scheduler_address, wait_for_scheduler
+from kr8s.asyncio.objects import Pod, Secret
 
 from intccms.config.kubernetes import KubernetesClusterConfig
 from intccms.execute.backends.k8s_specs import (
+    API_VERSION,
     cluster_name,
     make_autoscaler_spec,
     make_cluster_spec,
+    tls_secret_name,
 )
+from intccms.execute.backends.k8s_tls import ClusterTLS, make_cluster_tls, make_tls_secret
 
 __all__ = ["ClusterStartupError", "KubernetesBackend"]
 
@@ -98,12 +107,15 @@ class KubernetesBackend:
         self.namespace = cfg.namespace
         self.cluster_spec = make_cluster_spec(cfg, run_id)
         self.autoscaler_spec = make_autoscaler_spec(cfg, run_id)
+        # Made fresh for each backend, held in memory only; None with tls: false.
+        self.tls: ClusterTLS | None = make_cluster_tls(self.name) if cfg.tls else None
+        self.tls_secret = tls_secret_name(cfg, run_id) if cfg.tls else ""
         self._loop: _LoopThread | None = None
-        self._kube: KubeCluster | None = None
-        self._start_task: asyncio.Future[Any] | None = None
         self._client: distributed.Client | None = None
         self._old_sigterm: Any = None
         self._owns_cluster = False  # never delete a DaskCluster this backend did not create
+        self._owns_secret = False
+        self._submitted = False
 
     # -- context manager --------------------------------------------------------------------
 
@@ -168,7 +180,7 @@ class KubernetesBackend:
         Raises:
             ClusterStartupError: The scheduler or the workers did not come up in time.
         """
-        if self._loop is None or self._start_task is None:
+        if self._loop is None or not self._submitted:
             msg = f"KubernetesBackend.connect() before submit() for DaskCluster {self.name!r}"
             raise RuntimeError(msg)
         wait = self.cfg.wait
@@ -180,9 +192,15 @@ class KubernetesBackend:
                 self.name,
             )
             return None
-        start_task = self._start_task
         try:
-            self._loop.run(lambda: _await(start_task), wait.scheduler_timeout_s)
+            address = self._loop.run(self._scheduler_address, wait.scheduler_timeout_s)
+        except CrashLoopBackOffError as err:
+            msg = (
+                f"the scheduler of DaskCluster {self.namespace}/{self.name} keeps crashing; see"
+                f" `kubectl -n {self.namespace} logs -l dask.org/cluster-name={self.name},"
+                "dask.org/component=scheduler`"
+            )
+            raise ClusterStartupError(msg) from err
         except TimeoutError as err:
             msg = (
                 f"the scheduler of DaskCluster {self.namespace}/{self.name} was not reachable"
@@ -191,10 +209,9 @@ class KubernetesBackend:
                 f" dask.org/cluster-name={self.name}` for image pull or capacity problems"
             )
             raise ClusterStartupError(msg) from err
-        assert self._kube is not None
-        address = self._kube.scheduler_address
+        security = self.tls.security() if self.tls is not None else None
         try:
-            self._client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
+            self._client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, security=security)
         except (OSError, TimeoutError) as err:
             msg = (
                 f"the scheduler of DaskCluster {self.namespace}/{self.name} at {address} is up but"
@@ -253,21 +270,80 @@ class KubernetesBackend:
             raise ClusterStartupError(msg)
         await self._owner_from_pod()
         self._owns_cluster = True
-        wait = self.cfg.wait
-        self._kube = KubeCluster(
-            custom_cluster_spec=self.cluster_spec,
-            namespace=self.namespace,
-            create_mode=CreateMode.CREATE_ONLY,
-            shutdown_on_close=False,  # teardown below deletes, bounded and with the autoscaler
-            # connect() bounds the wait for the scheduler from when the operator has acted; this
-            # outer bound only backs it up, so a slow operator never cuts the scheduler's time.
-            resource_timeout=int(wait.operator_timeout_s + wait.scheduler_timeout_s) + 1,
-            asynchronous=True,
-            quiet=True,
-        )
-        self._start_task = asyncio.ensure_future(self._kube._start())
+        cluster = await DaskCluster(self.cluster_spec, namespace=self.namespace)
+        try:
+            await cluster.create()
+        except (kr8s.ServerError, httpx.HTTPStatusError) as err:
+            response = getattr(err, "response", None)
+            if response is not None and response.status_code == 404:
+                msg = f"creating DaskCluster {self.namespace}/{self.name} failed (404); {CRD_HINT}"
+                raise ClusterStartupError(msg) from err
+            raise
+        self._submitted = True
+        if self.tls is not None:
+            await self._create_tls_secret(str(cluster.raw["metadata"].get("uid", "")))
         await self._wait_for_operator()
         await self._adapt()
+
+    async def _create_tls_secret(self, cluster_uid: str) -> None:
+        """Create the run's TLS Secret, owned by the DaskCluster (deleted with it).
+
+        The pods that mount it are made by the operator after this call returns in all but
+        a freak case, in which the kubelet simply retries the mount.
+        """
+        assert self.tls is not None
+        owner = ({"apiVersion": API_VERSION, "kind": "DaskCluster", "name": self.name,
+                  "uid": cluster_uid} if cluster_uid else None)
+        labels = {**self.cluster_spec["metadata"]["labels"], "dask.org/cluster-name": self.name}
+        secret = await Secret(make_tls_secret(self.tls_secret, self.tls, labels=labels, owner=owner),
+                              namespace=self.namespace)
+        try:
+            await secret.create()
+        except (kr8s.ServerError, httpx.HTTPError) as err:
+            # Only the status: the request held the key, so no part of it goes into the message.
+            status = getattr(getattr(err, "response", None), "status_code", "no response")
+            msg = (
+                f"could not create Secret {self.namespace}/{self.tls_secret} for the TLS of"
+                f" DaskCluster {self.name} (HTTP {status}); the job's Role needs create and"
+                " delete on secrets (or set cluster.kubernetes.tls=false)"
+            )
+            raise ClusterStartupError(msg) from None
+        finally:
+            secret.raw.pop("data", None)  # kr8s keeps the server's copy; drop it
+        self._owns_secret = True
+
+    async def _delete_tls_secret(self) -> None:
+        """Delete the run's Secret by name (no read first: the Role has no get on secrets).
+
+        Kubernetes' garbage collector would also remove it with the DaskCluster, so a failure
+        here is only worth a warning and never stops the cluster's own teardown.
+        """
+        if not self._owns_secret:
+            return
+        self._owns_secret = False
+        secret = await Secret({"metadata": {"name": self.tls_secret}}, namespace=self.namespace)
+        try:
+            await secret.delete()
+        except kr8s.NotFoundError:
+            pass
+        except (kr8s.ServerError, httpx.HTTPError) as err:
+            log.warning("could not delete Secret %s/%s (%s); it goes with DaskCluster %s",
+                        self.namespace, self.tls_secret, type(err).__name__, self.name)
+
+    async def _scheduler_address(self) -> str:
+        """The scheduler's comm address once its pod is ready and its Service exists.
+
+        In the cluster it is the Service's name; outside it, a port-forward to localhost.
+        With TLS the scheme is ``tls://``.
+        """
+        await wait_for_scheduler(self.name, self.namespace,
+                                 timeout=self.cfg.wait.scheduler_timeout_s)
+        service = f"{self.name}-scheduler"
+        await wait_for_service(service, self.namespace)
+        address = str(await get_scheduler_address(service, self.namespace))
+        if self.tls is not None:
+            address = "tls://" + address.split("://", 1)[-1]
+        return address
 
     async def _owner_from_pod(self) -> None:
         """Make the controller of the job's own pod (its Job) the DaskCluster's owner.
@@ -304,12 +380,7 @@ class KubernetesBackend:
 
     async def _wait_for_operator(self) -> None:
         deadline = time.monotonic() + self.cfg.wait.operator_timeout_s
-        assert self._start_task is not None
         while time.monotonic() < deadline:
-            if self._start_task.done() and self._start_task.exception() is not None:
-                err = self._start_task.exception()
-                msg = f"creating DaskCluster {self.namespace}/{self.name} failed: {err}; {CRD_HINT}"
-                raise ClusterStartupError(msg) from err
             with contextlib.suppress(kr8s.NotFoundError):
                 cluster = await DaskCluster.get(self.name, namespace=self.namespace)
                 if cluster.raw.get("status", {}).get("phase"):
@@ -333,16 +404,10 @@ class KubernetesBackend:
             await autoscaler.patch({"spec": self.autoscaler_spec["spec"]})
 
     async def _teardown(self) -> None:
-        if self._start_task is not None and not self._start_task.done():
-            self._start_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._start_task
-        if self._kube is not None:
-            with contextlib.suppress(Exception):
-                await self._kube._close()
-            KubeCluster._instances.discard(self._kube)
-            self._kube = None
-        if not (self.namespace and self._owns_cluster):
+        if not self.namespace:
+            return
+        await self._delete_tls_secret()
+        if not self._owns_cluster:
             return
         self._owns_cluster = False
         for kind in (DaskAutoscaler, DaskCluster):
@@ -374,6 +439,3 @@ class KubernetesBackend:
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
 
-
-async def _await(awaitable: Awaitable[T]) -> T:
-    return await awaitable
