@@ -10,12 +10,66 @@ function keeps an awkward fallback and accepts any array a configured functor ma
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import awkward as ak
 import numpy as np
+
+
+class TakenFields(Mapping[str, np.ndarray]):
+    """The fields of objects picked by position from a parent's fields, each taken when first read.
+
+    A JES fill selects, sorts and sub-selects the jets several times but reads few of their
+    fields (pt for the cuts, four for the leading jet, four for the b-tag weight of the selected
+    events): the picks compose into one index, and a field costs one gather when it is read.
+    """
+
+    def __init__(self, source: Mapping[str, np.ndarray], rows: np.ndarray) -> None:
+        self.source = source
+        self.rows = rows
+        self._taken: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        values = self._taken.get(name)
+        if values is None:
+            values = self.source[name].take(self.rows)
+            self._taken[name] = values
+        return values
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.source
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.source)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def at(self, name: str, positions: np.ndarray) -> np.ndarray:
+        """``self[name][positions]`` without taking the whole field."""
+        values = self._taken.get(name)
+        if values is not None:
+            return values.take(positions)
+        return self.source[name].take(self.rows.take(positions))
+
+    def take(self, positions: np.ndarray) -> TakenFields:
+        return TakenFields(self.source, self.rows.take(positions))
+
+
+def take_fields(fields: Mapping[str, np.ndarray], positions: np.ndarray) -> TakenFields:
+    """The objects at ``positions``, their fields taken only when read."""
+    if isinstance(fields, TakenFields):
+        return fields.take(positions)
+    return TakenFields(fields, positions)
+
+
+def field_at(fields: Mapping[str, np.ndarray], name: str, positions: np.ndarray) -> np.ndarray:
+    """``fields[name][positions]``, without taking the whole of a field not yet read."""
+    if isinstance(fields, TakenFields):
+        return fields.at(name, positions)
+    return fields[name][positions]
 
 
 @dataclass(frozen=True)
@@ -52,14 +106,24 @@ class FlatCollection:
 def from_flat(
     offsets: np.ndarray, fields: Mapping[str, np.ndarray], index: np.ndarray | None = None
 ) -> ak.Array:
-    """Build a packed ``var * {fields}`` array without copying the field arrays."""
+    """Build a ``var * {fields}`` array without copying the field arrays (taken fields become an
+    indexed view of their source, so that nothing is taken until read)."""
     length = int(offsets[-1])
-    contents = [ak.contents.NumpyArray(np.asarray(values)) for values in fields.values()]
-    record = ak.contents.RecordArray(contents, list(fields), length=length)
-    layout = ak.contents.ListOffsetArray(ak.index.Index64(np.asarray(offsets, dtype=np.int64)), record)
+    content: ak.contents.Content
+    if isinstance(fields, TakenFields):
+        source = fields.source
+        arrays = [ak.contents.NumpyArray(np.asarray(values)) for values in source.values()]
+        sizes = {len(values) for values in source.values()}
+        record = ak.contents.RecordArray(arrays, list(source), length=sizes.pop() if sizes else 0)
+        content = ak.contents.IndexedArray(ak.index.Index64(np.asarray(fields.rows, dtype=np.int64)), record)
+    else:
+        arrays = [ak.contents.NumpyArray(np.asarray(values)) for values in fields.values()]
+        content = ak.contents.RecordArray(arrays, list(fields), length=length)
+    layout = ak.contents.ListOffsetArray(ak.index.Index64(np.asarray(offsets, dtype=np.int64)), content)
     array = ak.Array(layout)
     # Remember the flat form so that the next step does not have to walk the layout again.
-    array._intccms_flat = (array.layout, FlatCollection(np.asarray(offsets, dtype=np.int64), dict(fields), index))
+    kept = fields if isinstance(fields, TakenFields) else dict(fields)
+    array._intccms_flat = (array.layout, FlatCollection(np.asarray(offsets, dtype=np.int64), kept, index))
     return array
 
 
@@ -95,7 +159,14 @@ def flat_view(objects: Any) -> FlatCollection | None:
     else:
         return None
     start, stop = int(offsets[0]), int(offsets[-1])
-    fields = _numpy_fields(layout.content, start, stop)
+    content = layout.content
+    fields: Mapping[str, np.ndarray] | None
+    if isinstance(content, ak.contents.IndexedArray) and not isinstance(content, ak.contents.IndexedOptionArray):
+        source = _numpy_fields(content.content, 0, content.content.length)
+        rows = np.asarray(content.index.data)[start:stop]
+        fields = None if source is None else TakenFields(source, rows)
+    else:
+        fields = _numpy_fields(content, start, stop)
     if fields is None:
         return None
     return FlatCollection(offsets - start if start else offsets, fields)
@@ -124,7 +195,7 @@ def select_objects(objects: FlatCollection, keep: np.ndarray, sort_by: str | Non
     np.cumsum(counts, out=offsets[1:])
     if sort_by is not None and len(event) > 1:
         index = _sorted_within_events(index, event, objects.fields[sort_by][index])
-    return from_flat(offsets, {name: values.take(index) for name, values in objects.fields.items()})
+    return from_flat(offsets, take_fields(objects.fields, index))
 
 
 def _sorted_within_events(index: np.ndarray, event: np.ndarray, key: np.ndarray) -> np.ndarray:
@@ -152,7 +223,7 @@ def take_events(value: Any, mask: np.ndarray) -> Any:
         counts = flat.counts[mask]
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        return from_flat(offsets, {name: values.take(per_object) for name, values in flat.fields.items()})
+        return from_flat(offsets, take_fields(flat.fields, per_object))
     if isinstance(value, ak.Array) and isinstance(value.layout, ak.contents.RecordArray):
         fields = _numpy_fields(value.layout, 0, len(value))
         if fields is not None:
@@ -188,7 +259,7 @@ def leading_fields(objects: Any, names: tuple[str, ...], what: str) -> dict[str,
             msg = f"observable needs a leading {what} in every event of the channel"
             raise ValueError(msg)
         first = flat.offsets[:-1]
-        return {name: np.asarray(flat.fields[name][first], dtype=np.float64) for name in names}
+        return {name: np.asarray(field_at(flat.fields, name, first), dtype=np.float64) for name in names}
     lead = ak.firsts(objects, axis=1)
     if ak.any(ak.is_none(lead)):
         msg = f"observable needs a leading {what} in every event of the channel"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, event_fields
-from intccms.physics.jagged import FlatCollection, as_flat
+from intccms.physics.jagged import FlatCollection, as_flat, take_fields
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class WeightCorrection:
         offsets = np.zeros(len(flat) + 1, dtype=np.int64)
         np.cumsum(has, out=offsets[1:])
         first = flat.offsets[:-1][has]
-        return FlatCollection(offsets, {k: v[first] for k, v in flat.fields.items()})
+        return FlatCollection(offsets, take_fields(flat.fields, first))
 
     def evaluate(
         self,
