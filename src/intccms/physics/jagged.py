@@ -79,6 +79,9 @@ class FlatCollection:
     offsets: np.ndarray
     fields: Mapping[str, np.ndarray]
     index: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # A likely order: (field, permutation listing each event's objects by that field, descending),
+    # e.g. the nominal order of JES-varied jets. Selections check it and sort only what differs.
+    order: tuple[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     @property
     def counts(self) -> np.ndarray:
@@ -95,19 +98,27 @@ class FlatCollection:
             object.__setattr__(self, "index", index)
         return index
 
-    def with_fields(self, **fields: np.ndarray) -> FlatCollection:
-        """The same objects with some fields replaced (a JES-varied copy)."""
-        return FlatCollection(self.offsets, {**self.fields, **fields}, self.event_index())
+    def with_fields(self, fields: Mapping[str, np.ndarray],
+                    order: tuple[str, np.ndarray] | None = None) -> FlatCollection:
+        """The same objects with some fields replaced (a JES-varied copy), and a likely order."""
+        return FlatCollection(self.offsets, {**self.fields, **fields}, self.event_index(), order)
+
+    def descending(self, name: str) -> np.ndarray:
+        """The permutation listing each event's objects by ``name``, descending (ties in order)."""
+        count = int(self.offsets[-1])
+        return _sorted_within_events(np.arange(count), self.event_index(), self.fields[name])
 
     def to_array(self) -> ak.Array:
-        return from_flat(self.offsets, self.fields, self.index)
+        return from_flat(self.offsets, self.fields, self.index, self.order)
 
 
 def from_flat(
-    offsets: np.ndarray, fields: Mapping[str, np.ndarray], index: np.ndarray | None = None
+    offsets: np.ndarray, fields: Mapping[str, np.ndarray], index: np.ndarray | None = None,
+    order: tuple[str, np.ndarray] | None = None,
 ) -> ak.Array:
     """Build a ``var * {fields}`` array without copying the field arrays (taken fields become an
-    indexed view of their source, so that nothing is taken until read)."""
+    indexed view of their source, so that nothing is taken until read; :func:`flat_view` finds
+    their flat form through the array's memo, not by walking that layout)."""
     length = int(offsets[-1])
     content: ak.contents.Content
     if isinstance(fields, TakenFields):
@@ -123,7 +134,7 @@ def from_flat(
     array = ak.Array(layout)
     # Remember the flat form so that the next step does not have to walk the layout again.
     kept = fields if isinstance(fields, TakenFields) else dict(fields)
-    array._intccms_flat = (array.layout, FlatCollection(np.asarray(offsets, dtype=np.int64), kept, index))
+    array._intccms_flat = (array.layout, FlatCollection(np.asarray(offsets, dtype=np.int64), kept, index, order))
     return array
 
 
@@ -159,14 +170,7 @@ def flat_view(objects: Any) -> FlatCollection | None:
     else:
         return None
     start, stop = int(offsets[0]), int(offsets[-1])
-    content = layout.content
-    fields: Mapping[str, np.ndarray] | None
-    if isinstance(content, ak.contents.IndexedArray) and not isinstance(content, ak.contents.IndexedOptionArray):
-        source = _numpy_fields(content.content, 0, content.content.length)
-        rows = np.asarray(content.index.data)[start:stop]
-        fields = None if source is None else TakenFields(source, rows)
-    else:
-        fields = _numpy_fields(content, start, stop)
+    fields = _numpy_fields(layout.content, start, stop)
     if fields is None:
         return None
     return FlatCollection(offsets - start if start else offsets, fields)
@@ -187,13 +191,28 @@ def as_flat(objects: Any, names: Iterable[str]) -> FlatCollection:
 
 
 def select_objects(objects: FlatCollection, keep: np.ndarray, sort_by: str | None = None) -> ak.Array:
-    """Objects where ``keep`` (one flag per object) holds, optionally sorted by a field, descending."""
-    index = np.flatnonzero(keep)
-    event = objects.event_index()[index]
+    """Objects where ``keep`` (one flag per object) holds, optionally sorted by a field, descending
+    (ties in their order in ``objects``)."""
+    hinted = sort_by is not None and objects.order is not None and objects.order[0] == sort_by
+    if hinted:
+        assert objects.order is not None and sort_by is not None
+        hint = objects.order[1]
+        index = hint[keep.take(hint)]
+        event = objects.event_index().take(index)
+        key = field_at(objects.fields, sort_by, index)
+        if np.isnan(key).any():  # NaN has no place in a descending order: sorted as without hint
+            index = np.sort(index)
+            event = objects.event_index().take(index)
+            hinted = False
+    else:
+        index = np.flatnonzero(keep)
+        event = objects.event_index()[index]
     counts = np.bincount(event, minlength=len(objects))
     offsets = np.zeros(len(objects) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    if sort_by is not None and len(event) > 1:
+    if hinted and len(event) > 1:
+        index = _resorted_within_events(index, event, key)
+    elif sort_by is not None and len(event) > 1:
         index = _sorted_within_events(index, event, objects.fields[sort_by][index])
     return from_flat(offsets, take_fields(objects.fields, index))
 
@@ -210,6 +229,25 @@ def _sorted_within_events(index: np.ndarray, event: np.ndarray, key: np.ndarray)
     bad[event[1:][unordered]] = True
     where = np.flatnonzero(bad[event])
     order = np.lexsort((-key[where], event[where]))
+    index = index.copy()
+    index[where] = index[where[order]]
+    return index
+
+
+def _resorted_within_events(index: np.ndarray, event: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Reorder ``index`` (grouped by event, in a likely order) so that ``key`` descends within
+    every event, ties by object position: the order :func:`_sorted_within_events` gives.
+
+    Only the events whose order differs are sorted; a JES shift rarely changes the order.
+    """
+    same = event[1:] == event[:-1]
+    wrong = same & ((key[1:] > key[:-1]) | ((key[1:] == key[:-1]) & (index[1:] < index[:-1])))
+    if not np.any(wrong):
+        return index
+    bad = np.zeros(int(event[-1]) + 1, dtype=bool)
+    bad[event[1:][wrong]] = True
+    where = np.flatnonzero(bad[event])
+    order = np.lexsort((index[where], -key[where], event[where]))
     index = index.copy()
     index[where] = index[where[order]]
     return index
