@@ -26,10 +26,13 @@ class TakenFields(Mapping[str, np.ndarray]):
     events): the picks compose into one index, and a field costs one gather when it is read.
     """
 
-    def __init__(self, source: Mapping[str, np.ndarray], rows: np.ndarray) -> None:
+    def __init__(self, source: Mapping[str, np.ndarray], rows: np.ndarray,
+                 record: ak.contents.RecordArray | None = None) -> None:
         self.source = source
         self.rows = rows
         self._taken: dict[str, np.ndarray] = {}
+        # The awkward record of the source, built once for every pick of the same parent.
+        self.record = record
 
     def __getitem__(self, name: str) -> np.ndarray:
         values = self._taken.get(name)
@@ -55,7 +58,7 @@ class TakenFields(Mapping[str, np.ndarray]):
         return self.source[name].take(self.rows.take(positions))
 
     def take(self, positions: np.ndarray) -> TakenFields:
-        return TakenFields(self.source, self.rows.take(positions))
+        return TakenFields(self.source, self.rows.take(positions), self.record)
 
 
 def take_fields(fields: Mapping[str, np.ndarray], positions: np.ndarray) -> TakenFields:
@@ -122,11 +125,13 @@ def from_flat(
     length = int(offsets[-1])
     content: ak.contents.Content
     if isinstance(fields, TakenFields):
-        source = fields.source
-        arrays = [ak.contents.NumpyArray(np.asarray(values)) for values in source.values()]
-        sizes = {len(values) for values in source.values()}
-        record = ak.contents.RecordArray(arrays, list(source), length=sizes.pop() if sizes else 0)
-        content = ak.contents.IndexedArray(ak.index.Index64(np.asarray(fields.rows, dtype=np.int64)), record)
+        if fields.record is None:
+            source = fields.source
+            arrays = [ak.contents.NumpyArray(np.asarray(values)) for values in source.values()]
+            sizes = {len(values) for values in source.values()}
+            fields.record = ak.contents.RecordArray(arrays, list(source), length=sizes.pop() if sizes else 0)
+        rows = ak.index.Index64(np.asarray(fields.rows, dtype=np.int64))
+        content = ak.contents.IndexedArray(rows, fields.record)
     else:
         arrays = [ak.contents.NumpyArray(np.asarray(values)) for values in fields.values()]
         content = ak.contents.RecordArray(arrays, list(fields), length=length)
