@@ -123,3 +123,37 @@ def test_as_flat_of_a_generic_layout_flattens_the_named_fields() -> None:
     np.testing.assert_array_equal(flat.fields["jetId"], view.fields["jetId"])
     assert set(flat.fields) == {"pt", "jetId"}
     assert as_flat(jets, ["pt"]) is view  # packed layouts are viewed, not copied
+
+
+def test_a_likely_order_gives_the_same_selection_as_sorting() -> None:
+    """With the nominal order as a hint, a varied pT (reordered, tied and NaN within some events)
+    selects exactly the objects, in exactly the order, that sorting without the hint gives."""
+    flat = flat_view(_jets(seed=4, n_events=2000))
+    assert flat is not None
+    rng = np.random.default_rng(2)
+    nominal = flat.with_fields({})
+    hint = ("pt", nominal.descending("pt"))
+    n = len(flat.fields["pt"])
+    pt = flat.fields["pt"] * rng.uniform(0.9, 1.1, n)  # reorders some neighbours
+    starts = flat.offsets[:-1][flat.counts >= 2]
+    pt[starts[:40] + 1] = pt[starts[:40]]  # ties: the earlier object comes first
+    keep = rng.uniform(size=n) < 0.8
+    for varied in (pt, np.where(np.arange(n) == int(starts[50]), np.nan, pt)):
+        plain = select_objects(flat.with_fields({"pt": varied}), keep, sort_by="pt")
+        hinted = select_objects(flat.with_fields({"pt": varied}, hint), keep, sort_by="pt")
+        plain_view, hinted_view = flat_view(plain), flat_view(hinted)
+        assert plain_view is not None and hinted_view is not None
+        np.testing.assert_array_equal(hinted_view.offsets, plain_view.offsets)
+        for name in flat.fields:
+            np.testing.assert_array_equal(hinted_view.fields[name], plain_view.fields[name])  # NaN == NaN
+
+
+def test_taken_fields_are_taken_when_read() -> None:
+    jets = objects.select_jets(_jets())
+    mask = np.random.default_rng(6).uniform(size=len(jets)) < 0.5
+    taken = take_events(jets, mask)
+    view = flat_view(taken)
+    assert view is not None
+    generic = _generic(jets)[mask]
+    np.testing.assert_array_equal(view.fields["eta"], ak.to_numpy(ak.flatten(generic.eta)))
+    _same(taken, generic)  # the indexed layout is an ordinary awkward array

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import awkward as ak
 import numpy as np
 
-from intccms.physics.jagged import count_true, counts_of, flat_view, record_fields
+from intccms.physics.jagged import count_true, counts_of, field_at, flat_view, record_fields
 
 
 def _as_mask(values: ak.Array) -> np.ndarray:
@@ -66,7 +66,7 @@ def lepton_met_sum_above(leptons: ak.Array, met: ak.Array, *, minimum: float) ->
     if flat is not None:
         lead_pt = np.full(len(flat), -np.inf)
         has = flat.counts > 0
-        lead_pt[has] = flat.fields["pt"][flat.offsets[:-1][has]]
+        lead_pt[has] = field_at(flat.fields, "pt", flat.offsets[:-1][has])
         return lead_pt + met_pt > minimum
     lead_pt = ak.fill_none(ak.firsts(leptons.pt, axis=1), -np.inf)
     return _as_mask(lead_pt + met_pt > minimum)

@@ -10,12 +10,69 @@ function keeps an awkward fallback and accepts any array a configured functor ma
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import awkward as ak
 import numpy as np
+
+
+class TakenFields(Mapping[str, np.ndarray]):
+    """The fields of objects picked by position from a parent's fields, each taken when first read.
+
+    A JES fill selects, sorts and sub-selects the jets several times but reads few of their
+    fields (pt for the cuts, four for the leading jet, four for the b-tag weight of the selected
+    events): the picks compose into one index, and a field costs one gather when it is read.
+    """
+
+    def __init__(self, source: Mapping[str, np.ndarray], rows: np.ndarray,
+                 record: ak.contents.RecordArray | None = None) -> None:
+        self.source = source
+        self.rows = rows
+        self._taken: dict[str, np.ndarray] = {}
+        # The awkward record of the source, built once for every pick of the same parent.
+        self.record = record
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        values = self._taken.get(name)
+        if values is None:
+            values = self.source[name].take(self.rows)
+            self._taken[name] = values
+        return values
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.source
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.source)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def at(self, name: str, positions: np.ndarray) -> np.ndarray:
+        """``self[name][positions]`` without taking the whole field."""
+        values = self._taken.get(name)
+        if values is not None:
+            return values.take(positions)
+        return self.source[name].take(self.rows.take(positions))
+
+    def take(self, positions: np.ndarray) -> TakenFields:
+        return TakenFields(self.source, self.rows.take(positions), self.record)
+
+
+def take_fields(fields: Mapping[str, np.ndarray], positions: np.ndarray) -> TakenFields:
+    """The objects at ``positions``, their fields taken only when read."""
+    if isinstance(fields, TakenFields):
+        return fields.take(positions)
+    return TakenFields(fields, positions)
+
+
+def field_at(fields: Mapping[str, np.ndarray], name: str, positions: np.ndarray) -> np.ndarray:
+    """``fields[name][positions]``, without taking the whole of a field not yet read."""
+    if isinstance(fields, TakenFields):
+        return fields.at(name, positions)
+    return fields[name][positions]
 
 
 @dataclass(frozen=True)
@@ -25,6 +82,9 @@ class FlatCollection:
     offsets: np.ndarray
     fields: Mapping[str, np.ndarray]
     index: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # A likely order: (field, permutation listing each event's objects by that field, descending),
+    # e.g. the nominal order of JES-varied jets. Selections check it and sort only what differs.
+    order: tuple[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     @property
     def counts(self) -> np.ndarray:
@@ -41,25 +101,45 @@ class FlatCollection:
             object.__setattr__(self, "index", index)
         return index
 
-    def with_fields(self, **fields: np.ndarray) -> FlatCollection:
-        """The same objects with some fields replaced (a JES-varied copy)."""
-        return FlatCollection(self.offsets, {**self.fields, **fields}, self.event_index())
+    def with_fields(self, fields: Mapping[str, np.ndarray],
+                    order: tuple[str, np.ndarray] | None = None) -> FlatCollection:
+        """The same objects with some fields replaced (a JES-varied copy), and a likely order."""
+        return FlatCollection(self.offsets, {**self.fields, **fields}, self.event_index(), order)
+
+    def descending(self, name: str) -> np.ndarray:
+        """The permutation listing each event's objects by ``name``, descending (ties in order)."""
+        count = int(self.offsets[-1])
+        return _sorted_within_events(np.arange(count), self.event_index(), self.fields[name])
 
     def to_array(self) -> ak.Array:
-        return from_flat(self.offsets, self.fields, self.index)
+        return from_flat(self.offsets, self.fields, self.index, self.order)
 
 
 def from_flat(
-    offsets: np.ndarray, fields: Mapping[str, np.ndarray], index: np.ndarray | None = None
+    offsets: np.ndarray, fields: Mapping[str, np.ndarray], index: np.ndarray | None = None,
+    order: tuple[str, np.ndarray] | None = None,
 ) -> ak.Array:
-    """Build a packed ``var * {fields}`` array without copying the field arrays."""
+    """Build a ``var * {fields}`` array without copying the field arrays (taken fields become an
+    indexed view of their source, so that nothing is taken until read; :func:`flat_view` finds
+    their flat form through the array's memo, not by walking that layout)."""
     length = int(offsets[-1])
-    contents = [ak.contents.NumpyArray(np.asarray(values)) for values in fields.values()]
-    record = ak.contents.RecordArray(contents, list(fields), length=length)
-    layout = ak.contents.ListOffsetArray(ak.index.Index64(np.asarray(offsets, dtype=np.int64)), record)
+    content: ak.contents.Content
+    if isinstance(fields, TakenFields):
+        if fields.record is None:
+            source = fields.source
+            arrays = [ak.contents.NumpyArray(np.asarray(values)) for values in source.values()]
+            sizes = {len(values) for values in source.values()}
+            fields.record = ak.contents.RecordArray(arrays, list(source), length=sizes.pop() if sizes else 0)
+        rows = ak.index.Index64(np.asarray(fields.rows, dtype=np.int64))
+        content = ak.contents.IndexedArray(rows, fields.record)
+    else:
+        arrays = [ak.contents.NumpyArray(np.asarray(values)) for values in fields.values()]
+        content = ak.contents.RecordArray(arrays, list(fields), length=length)
+    layout = ak.contents.ListOffsetArray(ak.index.Index64(np.asarray(offsets, dtype=np.int64)), content)
     array = ak.Array(layout)
     # Remember the flat form so that the next step does not have to walk the layout again.
-    array._intccms_flat = (array.layout, FlatCollection(np.asarray(offsets, dtype=np.int64), dict(fields), index))
+    kept = fields if isinstance(fields, TakenFields) else dict(fields)
+    array._intccms_flat = (array.layout, FlatCollection(np.asarray(offsets, dtype=np.int64), kept, index, order))
     return array
 
 
@@ -116,15 +196,30 @@ def as_flat(objects: Any, names: Iterable[str]) -> FlatCollection:
 
 
 def select_objects(objects: FlatCollection, keep: np.ndarray, sort_by: str | None = None) -> ak.Array:
-    """Objects where ``keep`` (one flag per object) holds, optionally sorted by a field, descending."""
-    index = np.flatnonzero(keep)
-    event = objects.event_index()[index]
+    """Objects where ``keep`` (one flag per object) holds, optionally sorted by a field, descending
+    (ties in their order in ``objects``)."""
+    hinted = sort_by is not None and objects.order is not None and objects.order[0] == sort_by
+    if hinted:
+        assert objects.order is not None and sort_by is not None
+        hint = objects.order[1]
+        index = hint[keep.take(hint)]
+        event = objects.event_index().take(index)
+        key = field_at(objects.fields, sort_by, index)
+        if np.isnan(key).any():  # NaN has no place in a descending order: sorted as without hint
+            index = np.sort(index)
+            event = objects.event_index().take(index)
+            hinted = False
+    else:
+        index = np.flatnonzero(keep)
+        event = objects.event_index()[index]
     counts = np.bincount(event, minlength=len(objects))
     offsets = np.zeros(len(objects) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    if sort_by is not None and len(event) > 1:
+    if hinted and len(event) > 1:
+        index = _resorted_within_events(index, event, key)
+    elif sort_by is not None and len(event) > 1:
         index = _sorted_within_events(index, event, objects.fields[sort_by][index])
-    return from_flat(offsets, {name: values.take(index) for name, values in objects.fields.items()})
+    return from_flat(offsets, take_fields(objects.fields, index))
 
 
 def _sorted_within_events(index: np.ndarray, event: np.ndarray, key: np.ndarray) -> np.ndarray:
@@ -144,6 +239,25 @@ def _sorted_within_events(index: np.ndarray, event: np.ndarray, key: np.ndarray)
     return index
 
 
+def _resorted_within_events(index: np.ndarray, event: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Reorder ``index`` (grouped by event, in a likely order) so that ``key`` descends within
+    every event, ties by object position: the order :func:`_sorted_within_events` gives.
+
+    Only the events whose order differs are sorted; a JES shift rarely changes the order.
+    """
+    same = event[1:] == event[:-1]
+    wrong = same & ((key[1:] > key[:-1]) | ((key[1:] == key[:-1]) & (index[1:] < index[:-1])))
+    if not np.any(wrong):
+        return index
+    bad = np.zeros(int(event[-1]) + 1, dtype=bool)
+    bad[event[1:][wrong]] = True
+    where = np.flatnonzero(bad[event])
+    order = np.lexsort((index[where], -key[where], event[where]))
+    index = index.copy()
+    index[where] = index[where[order]]
+    return index
+
+
 def take_events(value: Any, mask: np.ndarray) -> Any:
     """``value[mask]`` for one event member, on flat arrays where the layout allows."""
     flat = flat_view(value)
@@ -152,7 +266,7 @@ def take_events(value: Any, mask: np.ndarray) -> Any:
         counts = flat.counts[mask]
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        return from_flat(offsets, {name: values.take(per_object) for name, values in flat.fields.items()})
+        return from_flat(offsets, take_fields(flat.fields, per_object))
     if isinstance(value, ak.Array) and isinstance(value.layout, ak.contents.RecordArray):
         fields = _numpy_fields(value.layout, 0, len(value))
         if fields is not None:
@@ -188,7 +302,7 @@ def leading_fields(objects: Any, names: tuple[str, ...], what: str) -> dict[str,
             msg = f"observable needs a leading {what} in every event of the channel"
             raise ValueError(msg)
         first = flat.offsets[:-1]
-        return {name: np.asarray(flat.fields[name][first], dtype=np.float64) for name in names}
+        return {name: np.asarray(field_at(flat.fields, name, first), dtype=np.float64) for name in names}
     lead = ak.firsts(objects, axis=1)
     if ak.any(ak.is_none(lead)):
         msg = f"observable needs a leading {what} in every event of the channel"

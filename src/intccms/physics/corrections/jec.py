@@ -153,6 +153,7 @@ class CorrectedJets:
     inputs: Mapping[str, np.ndarray]
     flat: FlatCollection | None = None
     _last: tuple[str, np.ndarray] | None = None
+    _order: tuple[str, np.ndarray] | None = None
 
     def delta(self, variation: str) -> np.ndarray:
         """Relative uncertainty δ of one source for every jet."""
@@ -174,7 +175,9 @@ class CorrectedJets:
 
     def _with(self, values: Mapping[str, np.ndarray]) -> ak.Array:
         if self.flat is not None:
-            return self.flat.with_fields(**values).to_array()
+            if self._order is None:  # the nominal order, likely that of every variation
+                self._order = (self.target, self.flat.with_fields(self.values).descending(self.target))
+            return self.flat.with_fields(values, self._order).to_array()
         out = self.jets
         for name, flat in values.items():
             out = ak.with_field(out, ak.unflatten(flat, self.counts), name)

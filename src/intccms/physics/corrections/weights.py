@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, event_fields
-from intccms.physics.jagged import FlatCollection, as_flat
+from intccms.physics.jagged import FlatCollection, as_flat, take_fields
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class WeightCorrection:
         offsets = np.zeros(len(flat) + 1, dtype=np.int64)
         np.cumsum(has, out=offsets[1:])
         first = flat.offsets[:-1][has]
-        return FlatCollection(offsets, {k: v[first] for k, v in flat.fields.items()})
+        return FlatCollection(offsets, take_fields(flat.fields, first))
 
     def evaluate(
         self,
@@ -111,7 +111,9 @@ class WeightCorrection:
             return [np.ones(len(counts)) for _ in requests]
         fields = event_fields(objects.fields, self.specs)
         nominal = self.evaluator(fields, self.nominal_selector) if None in requests else None
-        flavours = None
+        # The objects of the flavours a source applies to, and their inputs: once per flavour set
+        # (the b-tag sources share two), not once per source.
+        split: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = {}
         results = []
         for req in requests:
             if req is None:
@@ -122,13 +124,13 @@ class WeightCorrection:
                 if src.flavours is None:
                     values = self.evaluator(fields, sel)
                 else:
-                    if flavours is None:
-                        flavours = objects.fields[self.flavour_field]
-                    where = np.isin(flavours, src.flavours)
-                    values = np.empty(len(flavours))
+                    if src.flavours not in split:
+                        where = np.isin(objects.fields[self.flavour_field], src.flavours)
+                        split[src.flavours] = (where, ~where, _subset(fields, where))
+                    where, rest, subset = split[src.flavours]
+                    values = np.empty(len(where))
                     if np.any(where):
-                        values[where] = self.evaluator(_subset(fields, where), sel)
-                    rest = ~where
+                        values[where] = self.evaluator(subset, sel)
                     if np.any(rest):
                         values[rest] = (nominal[rest] if nominal is not None
                                         else self.evaluator(_subset(fields, rest), self.nominal_selector))
