@@ -14,7 +14,8 @@ VENV ?= .venv
 CONF ?= demo
 ARGS ?=
 PYTEST_ARGS ?=
-# make bench: both inputs (as hard as real skims, and the generated tt); see bench_variations.py --help
+# make bench: both inputs (as hard as real skims, and the generated tt); see bench_variations.py --help;
+# then fixed costs per worker and scaling to 2 workers (whole jobs; bench_fixed_costs.py, bench_scaling.py)
 BENCH_ARGS ?= --input both
 ENV_TOOL ?= $(if $(shell command -v pixi 2>/dev/null),pixi,venv)
 PIN_HASH := $(shell cat pyproject.toml images/constraints.txt | sha1sum | cut -c1-12)
@@ -99,6 +100,8 @@ facility-down:
 
 bench: env
 	$(PY) benchmarks/bench_variations.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_fixed_costs.py
+	$(PY) benchmarks/bench_scaling.py
 
 bench-stats: env
 	$(PY) benchmarks/bench_stats.py

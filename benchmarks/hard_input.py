@@ -46,7 +46,8 @@ from numpy.typing import NDArray
 from intccms.datagen.nanoaod import read_runs, write_nanoaod
 from intccms.datagen.reco import COLLECTION_DTYPES, EVENT_DTYPES, MANTISSA_BITS, reduce_precision
 
-__all__ = ["BLOCK", "HARD_INPUT_VERSION", "Thresholds", "describe", "ensure_hard_input", "write_hard_input"]
+__all__ = ["BLOCK", "HARD_INPUT_VERSION", "Thresholds", "describe", "ensure_hard_input", "ensure_hard_split",
+           "write_hard_input"]
 
 F = NDArray[np.float64]
 Ints = NDArray[np.int64]
@@ -335,8 +336,12 @@ def draw_block(seed: int, index: int, n: int, th: Thresholds) -> dict[str, Any]:
 
 
 def write_hard_input(path: str | Path, n_events: int, seed: int, th: Thresholds,
-                     block: int = BLOCK) -> Path:
-    """Write the file (LZMA 9, one basket per branch per ``block`` events), atomically."""
+                     block: int = BLOCK, first_block: int = 0) -> Path:
+    """Write the file (LZMA 9, one basket per branch per ``block`` events), atomically.
+
+    With ``first_block`` the file starts at that block of the seed's sequence: files written
+    with consecutive ranges of blocks hold, together, the same events as one file of them all.
+    """
     if n_events < 1:
         msg = f"n_events must be at least 1, got {n_events}"
         raise ValueError(msg)
@@ -346,7 +351,7 @@ def write_hard_input(path: str | Path, n_events: int, seed: int, th: Thresholds,
     sums = {"sumw": 0.0}
 
     def blocks() -> Iterator[dict[str, Any]]:
-        for index, start in enumerate(range(0, n_events, block)):
+        for index, start in enumerate(range(0, n_events, block), start=first_block):
             cols = draw_block(seed, index, min(block, n_events - start), th)
             sums["sumw"] += float(np.sum(cols["genWeight"], dtype=np.float64))
             yield cols
@@ -375,6 +380,31 @@ def ensure_hard_input(folder: str | Path, n_events: int, seed: int, era: str, th
         except OSError:
             pass
     return write_hard_input(path, n_events, seed, th)
+
+
+def ensure_hard_split(folder: str | Path, n_events: int, seed: int, era: str, th: Thresholds,
+                      n_files: int) -> list[Path]:
+    """The events of :func:`ensure_hard_input` (same arguments) as ``n_files`` files of equal
+    size, cached like it; ``n_events / n_files`` must be a whole number of blocks."""
+    if era not in ERAS:
+        msg = f"the hard input follows the conventions of eras {ERAS}, not {era!r}"
+        raise ValueError(msg)
+    per_file, rest = divmod(n_events, n_files)
+    if rest or per_file % BLOCK:
+        msg = f"{n_events} events do not split into {n_files} files of whole blocks of {BLOCK}"
+        raise ValueError(msg)
+    paths = []
+    for i in range(n_files):
+        path = (Path(folder) / f"hard_v{HARD_INPUT_VERSION}_{era}_{n_events}_{seed}_{th.digest()}"
+                f"_{i + 1}of{n_files}.root")
+        try:
+            complete = path.exists() and read_runs(path).n_events == per_file
+        except OSError:
+            complete = False
+        if not complete:
+            write_hard_input(path, per_file, seed, th, first_block=i * per_file // BLOCK)
+        paths.append(path)
+    return paths
 
 
 @dataclass(frozen=True)

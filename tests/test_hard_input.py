@@ -12,6 +12,7 @@ from pathlib import Path
 
 import awkward as ak
 import numpy as np
+import pytest
 import test_datagen
 import uproot
 
@@ -80,3 +81,20 @@ def test_written_file_is_nanoaod_like(tmp_path: Path) -> None:
     mtime = path.stat().st_mtime_ns
     assert hard_input.ensure_hard_input(tmp_path, 1_500, 3, "2017", TH) == path
     assert path.stat().st_mtime_ns == mtime
+
+
+def test_split_files_hold_the_events_of_one_file(tmp_path: Path) -> None:
+    """The fixed-cost benchmark compares one file with the same events in several files."""
+    one = hard_input.ensure_hard_input(tmp_path, 2 * hard_input.BLOCK, 5, "2017", TH)
+    parts = hard_input.ensure_hard_split(tmp_path, 2 * hard_input.BLOCK, 5, "2017", TH, 2)
+    branches = ["event", "Jet_pt", "Muon_pt", "genWeight"]
+    with uproot.open(one) as f:
+        whole = f["Events"].arrays(branches)
+    pieces = []
+    for part in parts:
+        with uproot.open(part) as f:
+            pieces.append(f["Events"].arrays(branches))
+            assert f["Runs"]["genEventCount"].array(library="np")[0] == hard_input.BLOCK
+    assert ak.to_list(ak.concatenate(pieces)) == ak.to_list(whole)
+    with pytest.raises(ValueError, match="whole blocks"):
+        hard_input.ensure_hard_split(tmp_path, 2 * hard_input.BLOCK, 5, "2017", TH, 3)

@@ -125,3 +125,32 @@ def test_histogram_plot_leaves_the_global_matplotlib_style_alone(tmp_path: Path)
     assert path.stat().st_size > 5_000
     changed = {k for k, v in mpl.rcParams.items() if str(before.get(k)) != str(v)}
     assert not changed, sorted(changed)[:10]
+
+
+def test_first_chunk_extra_time_per_worker_against_later_chunks_of_its_dataset() -> None:
+    """Each worker's first chunk of a stage is compared with the later chunks of the same
+    dataset: a cheap dataset (collision data) elsewhere in the run must not inflate the estimate,
+    a failed chunk is never a first chunk, and a worker with nothing to compare is left out."""
+
+    def rec(worker: str, dataset: str, start: float, seconds: float, events: int = 1000, *,
+            stage: str = "analysis", failed: bool = False) -> ChunkRecord:
+        return ChunkRecord(dataset, stage, f"{dataset}.root", 0, events, worker=worker, events_read=events,
+                           t_start=start, t_end=start + seconds, failed=failed)
+
+    runs = [
+        rec("w1", "ttbar", 0.0, 0.5, failed=True),  # failed: not w1's first chunk
+        rec("w1", "ttbar", 1.0, 3.0, events=2000),  # 2000 events at 1 ms/event + 1 s of set-up
+        rec("w1", "ttbar", 4.0, 1.0),
+        rec("w2", "ttbar", 0.0, 1.6),  # 0.6 s of set-up
+        rec("w2", "ttbar", 2.0, 1.0),
+        rec("w2", "data", 3.0, 0.1),  # 0.1 ms/event: must not be the reference for ttbar
+        rec("w2", "data", 4.0, 0.1),
+        rec("w3", "dy", 0.0, 5.0),  # no later dy chunk anywhere: nothing to compare with
+        rec("w1", "ttbar", 0.0, 0.2, events=0, stage="metadata"),
+        rec("w1", "ttbar", 1.0, 0.05, events=0, stage="metadata"),
+    ]
+    report = build_report(runs, wall_time_s=10.0, n_cores=3)
+    assert report.first_chunk_extra_s.keys() == {"w1", "w2"}
+    assert report.first_chunk_extra_s["w1"] == pytest.approx({"analysis": 1.0, "metadata": 0.15})
+    assert report.first_chunk_extra_s["w2"] == pytest.approx({"analysis": 0.6})
+    assert report.first_chunk_extra_total_s == pytest.approx(1.75)

@@ -1,7 +1,9 @@
 """Run one task per work item on the Dask cluster with a live progress bar.
 
 Results are handed to a callback as they complete (so histograms merge incrementally and
-memory stays flat). A task that raises is retried by Dask (``workflow.retries``), except for
+memory stays flat), and their futures are released in batches once the scheduler's retry counts
+are read, so a worker does not keep every result it returned until the stage ends (70,000 chunk
+results of a facility run would otherwise pile up in the workers' memory). A task that raises is retried by Dask (``workflow.retries``), except for
 rejected credentials and unreachable storage, which stop the job at once; a chunk
 whose input is bad comes back as a failed record and is either skipped (``skip_bad_files``)
 or stops the run with the file named. A skipped chunk is reported to ``on_failed``, so the
@@ -76,12 +78,19 @@ def record_only(result: Any) -> Any:
     return result if isinstance(result, NotRetried) else (None, result[1])
 
 
-def _count_and_release(client: Client, held: dict[str, tuple[Any, ChunkRecord]], retries: int) -> None:
-    """Read the attempts of chunks whose payload stays on the workers, then drop their futures.
+RELEASE_BATCH = 256
+"""Fetched results whose futures are held at most, per stage, before their attempts are read
+from the scheduler (one call per batch) and the futures released."""
 
-    The caller keeps what it needs of a payload (a future of its own); releasing the chunk's
-    future lets its worker free the payload once merged, so only about one payload per worker
-    thread is kept alive for the scheduler's retry counts.
+
+def _count_and_release(client: Client, held: dict[str, tuple[Any, ChunkRecord]], retries: int) -> None:
+    """Read the attempts of finished chunks, then drop their futures.
+
+    The scheduler forgets a task once its future is released, so the count is read first. For
+    a payload that stays on the workers the caller keeps what it needs (a future of its own);
+    releasing the chunk's future lets its worker free the payload once merged, so only about one
+    payload per worker thread is kept alive for the retry counts. For a fetched result, the
+    worker's copy is no longer needed at all.
     """
     for key, attempts in chunk_attempts(client, {k: r for k, (_, r) in held.items()}, retries).items():
         held[key][1].attempts = max(held[key][1].attempts, attempts)
@@ -146,9 +155,9 @@ def run_stage(
         console=console or Console(stderr=True), transient=False,
     )
     done = 0
-    by_key: dict[str, ChunkRecord] = {}
-    held: dict[str, tuple[Any, ChunkRecord]] = {}  # payload_on_workers: chunks whose attempts are unread
-    hold = max(2, sum(client.nthreads().values())) if payload_on_workers else 0
+    held: dict[str, tuple[Any, ChunkRecord]] = {}  # finished chunks whose attempts are unread
+    threads = sum(client.nthreads().values())
+    hold = max(2, threads) if payload_on_workers else max(RELEASE_BATCH, threads)
     with progress:
         bar = progress.add_task(name, total=len(items), events=0)
         events = 0
@@ -172,10 +181,10 @@ def run_stage(
                 if payload_on_workers:
                     payload = heavy.pop(fut)
                     held[payload.key] = (payload, record)
-                    if len(held) >= hold:
-                        _count_and_release(client, held, retries)
                 else:
-                    by_key[fut.key] = record
+                    held[fut.key] = (fut, record)
+                if len(held) >= hold:
+                    _count_and_release(client, held, retries)
                 if record.failed:
                     if not skip_bad_files:
                         for other in [*futures, *heavy.values()]:
@@ -198,8 +207,6 @@ def run_stage(
                 if on_progress is not None:
                     on_progress(done, len(items))
             # Chunks run again after an error or a lost worker (asked while futures are held).
-            for key, attempts in chunk_attempts(client, by_key, retries).items():
-                by_key[key].attempts = max(by_key[key].attempts, attempts)
             _count_and_release(client, held, retries)
         finally:
             for fut in futures:

@@ -12,11 +12,17 @@ meters every attempt it runs. ``chunks`` and ``failed_chunks`` count chunks; ``a
 failed_attempts (every attempt that raised and was run again, plus the chunks given up). An
 attempt lost with its worker (OOM kill, node loss) is in ``attempts`` but in no counter: its
 process and its /metrics died with it.
+
+Fixed costs: what a worker process pays once (imports, correction files parsed, tables built
+lazily at its first chunk, cold caches) lands in the first chunk each worker runs of a stage.
+:func:`first_chunk_extra` estimates it from the records alone, so it needs nothing measured on the
+worker and covers set-up no timer inside the task could name.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +33,8 @@ from intccms.core.records import ChunkRecord
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["GroupStats", "RunReport", "build_report", "print_report", "summary_rows", "write_report"]
+__all__ = ["GroupStats", "RunReport", "build_report", "first_chunk_extra", "print_report", "summary_rows",
+           "write_report"]
 
 REPORT_JSON = "report.json"
 
@@ -81,6 +88,10 @@ class RunReport:
         attempts: chunk attempts including retries (intccms_chunk_duration_seconds_count).
         failed_attempts: attempts that failed, retried ones included (intccms_chunks_failed_total).
         peak_rss_per_worker: peak resident memory of each worker process (ru_maxrss, bytes).
+        first_chunk_extra_s: worker -> stage -> seconds its first chunk took beyond what the
+            same work costs later (:func:`first_chunk_extra`); a stage is absent where there is
+            nothing to compare with.
+        first_chunk_extra_total_s: the sum of first_chunk_extra_s over workers and stages.
         per_dataset / per_stage / per_worker: the same totals broken down.
         failures: file, entry range, stage and error of each failed chunk.
         chunk_durations_s: every chunk's duration (for the distribution plot).
@@ -106,6 +117,8 @@ class RunReport:
     attempts: int = 0
     failed_attempts: int = 0
     peak_rss_per_worker: dict[str, int] = field(default_factory=dict)
+    first_chunk_extra_s: dict[str, dict[str, float]] = field(default_factory=dict)
+    first_chunk_extra_total_s: float = 0.0
     per_dataset: dict[str, GroupStats] = field(default_factory=dict)
     per_stage: dict[str, GroupStats] = field(default_factory=dict)
     per_worker: dict[str, GroupStats] = field(default_factory=dict)
@@ -138,6 +151,44 @@ def _throughput(records: Sequence[ChunkRecord], t0: float, wall: float, bins: in
             if overlap > 0:
                 rates[i] += per_s * overlap / width
     return [((i + 0.5) * width, rates[i]) for i in range(bins)]
+
+
+def first_chunk_extra(records: Sequence[ChunkRecord]) -> dict[str, dict[str, float]]:
+    """Per worker and stage: the first chunk's time beyond what the same work costs later.
+
+    For the first successful chunk of each (worker, stage), by start time:
+    ``duration - events_read x median(duration / events_read)`` of the *later* chunks (every
+    worker's chunks but its first, successful ones) of the same stage and dataset; a stage
+    without events (metadata) compares whole chunks. The reference is per dataset because the
+    cost of an event differs between datasets (collision data has no variations).
+
+    This is an estimate from durations, chosen over a timer inside the task because it counts
+    every one-time cost, including those paid lazily deep in the physics (a JES table built at
+    its first use) or by the interpreter (imports). It is noisy by the spread of chunk
+    durations and may come out negative where there is no set-up to see; a worker whose first
+    chunk has no later chunk of its dataset to compare with is left out. With several threads
+    per worker, chunks started beside the first share its set-up and are not counted.
+
+    Args:
+        records: one record per chunk, failed ones included (they are ignored).
+
+    Returns:
+        worker -> stage -> seconds.
+    """
+    ok = sorted((r for r in records if not r.failed), key=lambda r: r.t_start)
+    first: dict[tuple[str, str], ChunkRecord] = {}
+    unit_times: dict[tuple[str, str], list[float]] = {}
+    for rec in ok:
+        if (rec.worker, rec.stage) not in first:
+            first[(rec.worker, rec.stage)] = rec
+            continue
+        unit_times.setdefault((rec.stage, rec.dataset), []).append(rec.duration / max(rec.events_read, 1))
+    out: dict[str, dict[str, float]] = {}
+    for (worker, stage), rec in sorted(first.items()):
+        later = unit_times.get((stage, rec.dataset))
+        if later:
+            out.setdefault(worker, {})[stage] = rec.duration - max(rec.events_read, 1) * statistics.median(later)
+    return out
 
 
 def build_report(
@@ -187,6 +238,8 @@ def build_report(
     report.gbps_written = total.bytes_written * 8 / 1e9 / wall_time_s
     report.core_efficiency = total.chunk_time_s / (wall_time_s * n_cores)
     report.peak_rss_per_worker = {name: stats.peak_rss for name, stats in sorted(report.per_worker.items())}
+    report.first_chunk_extra_s = first_chunk_extra(records)
+    report.first_chunk_extra_total_s = sum(s for stages in report.first_chunk_extra_s.values() for s in stages.values())
     starts = [r.t_start for r in records if r.t_start > 0]
     t0 = min([*starts, *(t for t, _ in workers_timeline)], default=0.0)
     report.throughput = _throughput([r for r in records if r.t_start > 0], t0, wall_time_s)
@@ -208,6 +261,7 @@ SUMMARY: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("Data rate written", "gbps_written", lambda v: f"{v:.6f} Gbit/s"),
     ("Chunk time (sum)", "chunk_time_s", lambda v: f"{v:,.3f} s"),
     ("Core efficiency", "core_efficiency", lambda v: f"{v:.4f}"),
+    ("First chunks' extra time (sum)", "first_chunk_extra_total_s", lambda v: f"{v:,.3f} s"),
     ("Chunks", "chunks", lambda v: f"{v:,d}"),
     ("Failed or skipped chunks", "failed_chunks", lambda v: f"{v:,d}"),
     ("Retried chunks", "retried_chunks", lambda v: f"{v:,d}"),
@@ -244,11 +298,13 @@ def print_report(report: RunReport, console: Console | None = None) -> None:
                           f"{g.events_selected:,d}", f"{g.bytes_read:,d}", f"{g.bytes_written:,d}",
                           f"{g.chunk_time_s:,.3f}")
         console.print(table)
-    memory = Table(title="Peak memory per worker")
+    memory = Table(title="Peak memory and first chunk's extra time per worker")
     memory.add_column("worker")
     memory.add_column("peak RSS [MiB]", justify="right")
+    memory.add_column("first chunk's extra time [s]", justify="right")
     for worker, rss in report.peak_rss_per_worker.items():
-        memory.add_row(worker, f"{rss / 2**20:,.1f}")
+        extra = report.first_chunk_extra_s.get(worker, {})
+        memory.add_row(worker, f"{rss / 2**20:,.1f}", ", ".join(f"{stage} {s:,.3f}" for stage, s in sorted(extra.items())))
     console.print(memory)
     if report.failures:
         failures = Table(title="Failed chunks")
