@@ -5,7 +5,7 @@ Runs, in this process:
       ~13,600 files) resolved, their metadata taken from a complete metadata cache (written
       first, outside the timing: entries per file drawn from a spread like UL NanoAOD's), the
       work items made and declared to the accumulator, as ``intccms.execute.job`` does them:
-      ``resolve_dataset``, ``run_metadata`` (a full cache asks no worker), ``analysis_items``,
+      ``build_run_plan``, ``run_metadata`` (a full cache asks no worker), ``analysis_items``,
       ``FileGroupedAccumulator.expect``. Prints the time (target <= 30 s).
   (a) accumulation: the first ``--results`` of those work items (70,000) come back as chunk
       results of the real size, paced at ``--rate`` results per second (500): each one
@@ -46,7 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_variations
 import hard_input
 import job_bench
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -58,12 +57,14 @@ from rich.progress import (
 )
 
 from intccms.config import compose_config
-from intccms.execute.job import storage_options
-from intccms.execute.stages import analysis_items, run_metadata
+from intccms.execute.prepare import ensure_inputs
+from intccms.execute.stages import run_metadata
 from intccms.outputs.histograms import AxisSpec, FileGroupedAccumulator
 from intccms.physics.pipeline import ChunkResult
-from intccms.plan.datasets import Dataset, resolve_dataset, select_datasets
+from intccms.plan.datasets import Dataset
+from intccms.plan.items import analysis_items
 from intccms.plan.metadata import DatasetMetadata, FileMetadata, save_cache
+from intccms.plan.run import build_run_plan
 from intccms.plan.workitems import WorkItem
 from intccms.storage import open_source
 
@@ -106,21 +107,24 @@ def plan(out: Path, shared: Path) -> tuple[list[WorkItem], FileGroupedAccumulato
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     cfg = compose_config("run2_skim", [f"paths.shared_data={shared}", f"output_dir={out}",
+                                       # every era's correction files (generated: the shared tree
+                                       # holds only some eras), read and checked by the plan
+                                       f"paths.jsonpog={out / 'jsonpog'}", "paths.generate_corrections=true",
                                        "workflow.chunksize=100000", "workflow.save_skimmed_output=false",
                                        "workflow.run_analysis=true"])
     times["configuration composed"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    chosen = select_datasets(cast("dict[str, Any]", OmegaConf.to_container(cfg.datasets, resolve=True)),
-                             list(cfg.dataset_selection))
-    options = storage_options(cfg)
-    datasets = {name: resolve_dataset(name, d, options) for name, d in chosen.items()}
-    times["datasets resolved (listings read)"] = time.perf_counter() - t0
+    ensure_inputs(cfg, console=Console(file=io.StringIO()))  # the correction files, outside the timing
+    t0 = time.perf_counter()
+    run = build_run_plan(cfg, run_id="bench-driver")
+    datasets = run.datasets
+    times["run plan (listings read, corrections checked)"] = time.perf_counter() - t0
     write_cache(out, datasets)
     t0 = time.perf_counter()
-    metadata, _ = run_metadata(cfg, cast("Any", None), datasets, options, out, console=Console(file=io.StringIO()))
+    metadata, _ = run_metadata(run, cast("Any", None), out, console=Console(file=io.StringIO()))
     times["metadata from the cache"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    items = analysis_items(cfg, datasets, metadata, str(cfg.workflow.skim_dir), options)
+    items = analysis_items(run.workflow, datasets, metadata, run.storage)
     times["work items"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     grouped = FileGroupedAccumulator()
