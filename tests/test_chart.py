@@ -416,8 +416,8 @@ def test_facility_config_fits_the_cluster_schema(helm: str) -> None:
     from fixtures.k8s import validate_custom_resource
     from omegaconf import OmegaConf
 
+    from intccms.config.k8s_specs import make_autoscaler_spec, make_cluster_spec
     from intccms.config.kubernetes import KubernetesClusterConfig
-    from intccms.execute.backends.k8s_specs import make_autoscaler_spec, make_cluster_spec
 
     for values in VALUE_SETS:
         objs = render(helm, *_values_args(values))
@@ -493,8 +493,8 @@ def test_job_and_workers_share_the_demo_inputs(helm: str, tmp_path: Path,
     from fixtures.k8s import validate_custom_resource
     from omegaconf import OmegaConf
 
+    from intccms.config.k8s_specs import make_cluster_spec
     from intccms.config.kubernetes import KubernetesClusterConfig
-    from intccms.execute.backends.k8s_specs import make_cluster_spec
 
     objs = render(helm)
     claim = _one(objs, "PersistentVolumeClaim", "-shared")
@@ -531,8 +531,8 @@ def test_scratch_size_limits_reach_the_dask_pods(helm: str) -> None:
     """dask.*.scratchSizeLimit bound the emptyDirs the read-only scheduler and workers write to."""
     from omegaconf import OmegaConf
 
+    from intccms.config.k8s_specs import SCRATCH_PATH, make_cluster_spec
     from intccms.config.kubernetes import KubernetesClusterConfig
-    from intccms.execute.backends.k8s_specs import SCRATCH_PATH, make_cluster_spec
 
     objs = render(helm, "--set", "dask.worker.scratchSizeLimit=50Gi",
                   "--set", "dask.scheduler.scratchSizeLimit=2Gi")
@@ -594,8 +594,8 @@ def test_dask_cluster_is_owned_by_the_job_and_times_out_idle(
     from fixtures.k8s import validate_custom_resource
     from omegaconf import OmegaConf
 
+    from intccms.config.k8s_specs import make_cluster_spec
     from intccms.config.kubernetes import KubernetesClusterConfig
-    from intccms.execute.backends.k8s_specs import make_cluster_spec
 
     objs = render(helm)
     job = _one(objs, "Job")
@@ -863,8 +863,8 @@ def test_images_can_be_pinned_by_digest(helm: str) -> None:
     the Prometheus and Grafana digests pin theirs."""
     from omegaconf import OmegaConf
 
+    from intccms.config.k8s_specs import make_cluster_spec
     from intccms.config.kubernetes import KubernetesClusterConfig
-    from intccms.execute.backends.k8s_specs import make_cluster_spec
 
     objs = render(helm, "--set", f"image.digest={DIGEST}", "--set", f"prometheus.image.digest={DIGEST}",
                   "--set", f"grafana.image.digest={DIGEST}")

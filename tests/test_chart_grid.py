@@ -20,8 +20,8 @@ import yaml
 from fixtures.k8s import validate_custom_resource
 from omegaconf import OmegaConf
 
+from intccms.config.k8s_specs import SpecError, make_cluster_spec
 from intccms.config.kubernetes import FileVolume, KubernetesClusterConfig
-from intccms.execute.backends.k8s_specs import SpecError, make_cluster_spec
 
 pytestmark = pytest.mark.k8s
 REPO = Path(__file__).resolve().parents[1]

@@ -111,8 +111,8 @@ def dask_pods(objs: list[dict[str, Any]]) -> dict[str, Pod]:
     from dask_kubernetes.operator.controller import controller as operator
     from omegaconf import OmegaConf
 
+    from intccms.config.k8s_specs import make_cluster_spec
     from intccms.config.kubernetes import KubernetesClusterConfig
-    from intccms.execute.backends.k8s_specs import make_cluster_spec
 
     facility = yaml.safe_load(_one(objs, "ConfigMap", "-facility")["data"]["facility.yaml"])
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(KubernetesClusterConfig),

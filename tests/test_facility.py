@@ -498,8 +498,8 @@ def test_read_only_dask_pods_write_to_their_scratch_emptydir(tmp_path: Path, rol
     scratch emptyDir is a writable host folder owned by the pod's user."""
     from fixtures.facility import fac
 
+    from intccms.config.k8s_specs import SCRATCH_PATH, make_cluster_spec
     from intccms.config.kubernetes import KubernetesClusterConfig
-    from intccms.execute.backends.k8s_specs import SCRATCH_PATH, make_cluster_spec
 
     if os.geteuid() != 0:
         pytest.skip("emptyDir folders are chowned to the pod's uid, which needs root")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from intccms.config.k8s_specs import make_cluster_spec
 from intccms.config.kubernetes import KubernetesClusterConfig
-from intccms.execute.backends.k8s_specs import make_cluster_spec
 
 pytestmark = pytest.mark.k8s
 REPO = Path(__file__).resolve().parents[1]

@@ -17,12 +17,7 @@ import yaml
 from fixtures.k8s import validate_custom_resource
 from omegaconf import OmegaConf
 
-from intccms.config.kubernetes import (
-    KubernetesClusterConfig,
-    SecretEnvVar,
-    Toleration,
-)
-from intccms.execute.backends.k8s_specs import (
+from intccms.config.k8s_specs import (
     MAX_CLUSTER_NAME_LEN,
     SCRATCH_PATH,
     SpecError,
@@ -30,6 +25,11 @@ from intccms.execute.backends.k8s_specs import (
     make_autoscaler_spec,
     make_cluster_spec,
     memory_bytes,
+)
+from intccms.config.kubernetes import (
+    KubernetesClusterConfig,
+    SecretEnvVar,
+    Toleration,
 )
 
 pytestmark = pytest.mark.k8s
@@ -391,7 +391,7 @@ def test_tls_mounts_the_runs_secret_read_only_and_speaks_tls() -> None:
     """Scheduler and workers mount ``<cluster>-tls`` (files 0400) and get Dask's TLS settings;
     both listen on ``tls://``, workers find the scheduler at a ``tls://`` address, and the
     scheduler serves Dask's HTTP API for the operator, which has no certificate."""
-    from intccms.execute.backends.k8s_specs import TLS_MOUNT_PATH, tls_env
+    from intccms.config.k8s_specs import TLS_MOUNT_PATH, tls_env
 
     cfg = _full_config()
     assert cfg.tls is True  # on by default

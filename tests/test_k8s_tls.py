@@ -20,13 +20,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from fixtures.tls import handshake_without_certificate
 
-from intccms.config.kubernetes import KubernetesClusterConfig
-from intccms.execute.backends.k8s_specs import (
+from intccms.config.k8s_specs import (
     TLS_MOUNT_PATH,
     make_cluster_spec,
     tls_env,
     tls_secret_name,
 )
+from intccms.config.kubernetes import KubernetesClusterConfig
 from intccms.execute.backends.k8s_tls import VALID_DAYS, make_cluster_tls, make_tls_secret
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(120)]

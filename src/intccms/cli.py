@@ -22,6 +22,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from intccms.config import ConfigError, compose_config
+from intccms.config.compose import to_yaml
+
 
 def _split(args: Sequence[str]) -> tuple[str, list[str]]:
     name = "demo"
@@ -60,7 +63,6 @@ def _configure_logging(level: str) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from intccms.config import ConfigError, compose_config
 
     console = Console(stderr=True)
     name, overrides = _split(args.overrides)
@@ -70,6 +72,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[red]configuration error:[/red] {escape(str(err))}")
         return 2
     _configure_logging(cfg.log_level.value)
+    # dask, uproot, awkward: only commands that run load them
     from intccms.execute.job import run_job
 
     result, code = _guarded(console, lambda: run_job(cfg, console=console),
@@ -99,8 +102,6 @@ def _guarded(console: Console, work: Callable[[], Any], interrupted: str) -> tup
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from intccms.config import ConfigError, compose_config
-    from intccms.config.compose import to_yaml
 
     name, overrides = _split(args.overrides)
     try:
@@ -114,7 +115,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     """Inspect the inputs of a configuration (``inspect`` group, see docs/inspect.md)."""
-    from intccms.config import ConfigError
+    # dask and uproot: only this command
     from intccms.inspect import compose_inspect, run_inspect
 
     console = Console(stderr=True)
@@ -161,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "inspect":
         return _cmd_inspect(args)
     if args.command == "generate":
+        # the generator's stack: only this command
         from intccms.datagen.__main__ import main as gen_main
 
         return int(gen_main(extra) or 0)

@@ -10,13 +10,15 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from intccms.config.inspect import InspectConfig, inspect_config
 from intccms.config.keys import dict_entry_schema, did_you_mean
 from intccms.config.schema import RootConfig
+from intccms.config.validate import validate_config
 from intccms.core.errors import ConfigError
 
 SCHEMA_NAME = "intccms_schema"
@@ -100,7 +102,6 @@ def compose_config(
         raise ConfigError(msg) from None
     _check_keys(cfg, config_name)
     if validate:
-        from intccms.config.validate import validate_config
 
         validate_config(cfg)
     return cfg
@@ -140,7 +141,6 @@ def _describe(err: BaseException) -> str:
 
 def _unknown_key(err: BaseException) -> str | None:
     """The schema's message for an unknown key behind a Hydra/OmegaConf error, if that is what it is."""
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     cause: BaseException | None = err
     while cause is not None and not isinstance(cause, ConfigKeyError | ConfigAttributeError):
@@ -164,7 +164,6 @@ def _split_entry_additions(
     Returns:
         The other overrides, and the values per (dictionary path, entry name).
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
     rest: list[str] = []

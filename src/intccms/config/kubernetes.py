@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
 from intccms.config.keys import did_you_mean
 
 __all__ = [
@@ -347,8 +350,6 @@ def parse_kubernetes_config(block: Any) -> KubernetesClusterConfig:
     Raises:
         KubernetesConfigError: Naming the full key, with the closest valid keys.
     """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
     if isinstance(block, KubernetesClusterConfig):
         return block

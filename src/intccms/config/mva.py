@@ -16,6 +16,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from intccms.config.keys import schema_error
+from intccms.physics.functors import FunctorError, import_function
 
 
 class MvaConfigError(ValueError):
@@ -166,7 +167,6 @@ def load_mva_config(node: Any) -> MvaConfig:
 
 
 def _check(cfg: MvaConfig) -> None:
-    from intccms.physics.functors import FunctorError, import_function
 
     if not cfg.features:
         raise MvaConfigError("mva.features: at least one feature is needed")

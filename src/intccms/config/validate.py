@@ -5,10 +5,17 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from dask.utils import parse_bytes
 from omegaconf import DictConfig
 
+from intccms.config.k8s_specs import SpecError, make_cluster_spec, memory_bytes
+from intccms.config.kubernetes import (
+    KubernetesConfigError,
+    parse_kubernetes_config,
+)
 from intccms.config.processor import ProcessorConfigError, parse_processor_config
 from intccms.core.errors import ConfigError
+from intccms.physics.functors import FunctorError, import_function
 
 if TYPE_CHECKING:
     from intccms.config.kubernetes import KubernetesClusterConfig, PodResources
@@ -59,7 +66,6 @@ def check_processor(cfg: DictConfig) -> LoadedProcessor:
 
 def _check_analysis(cfg: DictConfig) -> None:
     """Functors import, channels name defined observables, corrections exist per era."""
-    from intccms.physics.functors import FunctorError, import_function
 
     a = cfg.analysis
     functors = [("analysis.skim", a.skim)]
@@ -113,11 +119,6 @@ def _check_cluster_kubernetes(cfg: DictConfig) -> None:
     block = cfg.cluster.get("kubernetes")
     if block is None:
         return
-    from intccms.config.kubernetes import (
-        KubernetesConfigError,
-        parse_kubernetes_config,
-    )
-    from intccms.execute.backends.k8s_specs import SpecError, make_cluster_spec
 
     try:
         k8s = parse_kubernetes_config(block)
@@ -151,7 +152,6 @@ def _check_cluster(cluster: DictConfig) -> None:
 def _check_memory_limit(key: str, value: str) -> None:
     """A Dask worker memory limit: "auto" or what ``dask.utils.parse_bytes`` reads (a size, a
     fraction of the machine's memory, or 0 for none)."""
-    from dask.utils import parse_bytes
 
     if value == "auto":
         return
@@ -194,7 +194,6 @@ def _check_kubernetes_numbers(k8s: KubernetesClusterConfig) -> None:
 
 def _check_resources(key: str, resources: PodResources) -> None:
     """Kubernetes quantities, so a typo fails now and not as the API server's rejection."""
-    from intccms.execute.backends.k8s_specs import SpecError, memory_bytes
 
     for kind in ("requests", "limits"):
         q = getattr(resources, kind)

@@ -21,6 +21,8 @@ the same signature); only the values are synthetic and the binning coarse:
 from __future__ import annotations
 
 import gzip
+import hashlib
+import inspect
 import itertools
 import os
 import sys
@@ -33,8 +35,10 @@ import numpy as np
 from correctionlib import schemav2 as cs
 from scipy.stats import gamma
 
+from intccms.datagen import eras as eras_module
 from intccms.datagen import jec
 from intccms.datagen.eras import era_info
+from intccms.datagen.reco import _btag
 
 __all__ = ["BTAG_SYSTEMATICS", "JES_SOURCES", "muon_keys", "write_correction_files"]
 
@@ -247,7 +251,6 @@ def _score_fractions(flavour: int) -> tuple[float, ...]:
     The central shape SF is divided by its mean over these fractions: like the real reshaping
     SFs after their normalisation, it changes the shape of the b-tag score, not the yield.
     """
-    from intccms.datagen.reco import _btag
 
     rng = np.random.default_rng(20170 + flavour)
     pt = rng.uniform(30.0, 400.0, 200_000)
@@ -348,10 +351,7 @@ def write_correction_files(root: str | os.PathLike[str], eras: Sequence[str]) ->
 
 def _builder_fingerprint() -> str:
     """What the files are built from: this module's source and the era table's."""
-    import hashlib
-    import inspect
 
-    from intccms.datagen import eras as eras_module
 
     digest = hashlib.sha256()
     for module in (sys.modules[__name__], eras_module):

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
+from intccms.plan.datasets import DatasetError, _read_json_listing, select_datasets
 from intccms.storage.credentials import grid_locations
 from intccms.storage.grid import GridLocations, GridSettings, client_environ, export_client_environ
 from intccms.storage.grid_check import GridReport, check_grid
@@ -33,7 +34,6 @@ def _is_root(url: str) -> bool:
 def xrootd_urls(cfg: DictConfig) -> list[str]:
     """The ``root://`` URLs the configuration names, read without touching any store: outputs,
     skims (when written or read), the selected datasets' files, redirectors and JSON listings."""
-    from intccms.plan.datasets import DatasetError, _read_json_listing, select_datasets
 
     wf = cfg.workflow
     urls = [str(cfg.output_dir)]

@@ -9,7 +9,9 @@ idempotent: complete files are kept, so a rerun starts at once; a file whose gen
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import Progress
 
+from intccms import datagen
+from intccms.datagen import GENERATOR_VERSION
 from intccms.plan.datasets import generated_file_paths, select_datasets
 
 
@@ -36,7 +40,6 @@ def ensure_inputs(cfg: DictConfig, *, console: Console) -> None:
     generated = _generated_datasets(cfg)
     if not generated and not cfg.paths.generate_corrections:
         return
-    from intccms import datagen
 
     eras = sorted({d["era"] for d in generated.values()})
     if cfg.paths.generate_corrections:
@@ -68,7 +71,6 @@ def ensure_inputs(cfg: DictConfig, *, console: Console) -> None:
 
 def _generate_one(path: str, gen: dict[str, Any], era: str, i: int) -> str:
     """Generate one file and its spec stamp (in a pool process)."""
-    from intccms import datagen
 
     n_events = int(gen["events_per_file"])
     if "luminosity" in gen:  # as many data events as the simulation predicts at this luminosity
@@ -86,8 +88,6 @@ def _generate_one(path: str, gen: dict[str, Any], era: str, i: int) -> str:
 def _generate_in_parallel(tasks: list[tuple[str, dict[str, Any], str, int]], console: Console) -> None:
     """One process per core: files are independent and seeded per file, so the output does not
     depend on the number of processes (a single-core machine generates them in turn)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     n_proc = min(len(tasks), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     with Progress(console=console, transient=False) as progress:
@@ -110,7 +110,6 @@ def _generate_in_parallel(tasks: list[tuple[str, dict[str, Any], str, int]], con
 
 
 def _spec(gen: dict[str, Any], era: str) -> str:
-    from intccms.datagen import GENERATOR_VERSION
 
     return json.dumps({"era": era, "generator": GENERATOR_VERSION, **gen}, sort_keys=True)
 

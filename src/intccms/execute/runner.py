@@ -35,6 +35,7 @@ from rich.progress import (
 from intccms.core.records import ChunkRecord
 from intccms.execute.attempts import chunk_attempts
 from intccms.plan.workitems import WorkItem
+from intccms.storage import FATAL_STORAGE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,6 @@ class NotRetried:
 def fail_fast(task: Callable[..., Any], *args: Any) -> Any:
     """Run ``task(*args)`` on a worker; rejected credentials, unreachable storage and a missing
     bucket come back as :class:`NotRetried` instead of being raised (and retried by Dask)."""
-    from intccms.storage import FATAL_STORAGE_ERRORS
 
     try:
         return task(*args)

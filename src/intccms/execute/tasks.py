@@ -9,6 +9,9 @@ runner's ``fail_fast`` wrapper hands back so the job stops at their first occurr
 
 from __future__ import annotations
 
+import fnmatch
+import resource
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from intccms.core.records import ChunkRecord
+from intccms.metrics.worker import chunk_metrics, current_worker_label
 from intccms.physics.corrections.spec import CorrectionsSpec
 from intccms.physics.events import branch_names, build_events, excluded, resolve_fields
 from intccms.physics.functors import Functor
@@ -38,7 +42,6 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, 
 
 def _worker_name() -> str:
     """The same worker label the Prometheus metrics use, so report and metrics agree."""
-    from intccms.metrics.worker import current_worker_label
 
     return current_worker_label()
 
@@ -46,8 +49,6 @@ def _worker_name() -> str:
 def peak_rss() -> int:
     """Peak resident memory of this worker process so far, in bytes (not the RSS right now:
     a chunk's arrays are freed before it returns). ``ru_maxrss`` is KiB on Linux, bytes on macOS."""
-    import resource
-    import sys
 
     peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     return peak if sys.platform == "darwin" else peak * 1024
@@ -56,7 +57,6 @@ def peak_rss() -> int:
 @contextmanager
 def _meter(dataset: str, stage: str) -> Iterator[Any]:
     """Prometheus metrics of the chunk (the worker process's registry)."""
-    from intccms.metrics.worker import chunk_metrics
 
     with chunk_metrics(dataset, stage) as meter:
         yield meter
@@ -151,7 +151,6 @@ def skim_task(
     trigger paths) are required: a file without one is bad input that names the branch.
     Branches matching ``keep_patterns`` are kept where the file has them.
     """
-    import fnmatch
 
     collections = resolve_fields(collections, constants)
     required = branch_names({c: collections[c] for c in skim.inputs if c in collections}, ())

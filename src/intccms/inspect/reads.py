@@ -19,6 +19,7 @@ from pathlib import Path
 
 from intccms.config.schema import WorkflowConfig
 from intccms.execute.tasks import analysis_task, skim_task
+from intccms.inspect.tracing import branches_read, record_ranges
 from intccms.mva.dataset import class_of, training_chunk_task
 from intccms.mva.features import specs_from_config
 from intccms.physics.events import branch_names
@@ -154,7 +155,6 @@ def trace_file(runner: StageRunner, ds: Dataset, url: str, entries: int, tree: s
                stages: Sequence[str] | None = None) -> dict[str, StageTrace]:
     """Run each stage (default: :meth:`StageRunner.stages`) on the first ``entries`` entries of
     ``url`` and name the branches read."""
-    from intccms.inspect.tracing import branches_read, record_ranges
 
     options = runner.options
     stages = runner.stages(ds) if stages is None else stages

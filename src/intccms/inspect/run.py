@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from distributed import as_completed
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import (
@@ -37,6 +38,12 @@ from intccms.execute.preflight import check_grid_credentials, resolved_xrootd_ur
 from intccms.execute.prepare import ensure_inputs
 from intccms.inspect.outputs import BranchRowWriter, print_summary, write_outputs
 from intccms.inspect.reads import ReadsTrace, input_stages, trace_reads, training_datasets
+from intccms.inspect.rucio import (
+    RucioUnavailable,
+    dataset_files,
+    make_client,
+    sizes_for_listing,
+)
 from intccms.inspect.sample import choose_files
 from intccms.inspect.scan import FileReport, scan_file
 from intccms.inspect.summary import (
@@ -91,12 +98,6 @@ def _rucio_sizes(icfg: InspectConfig, datasets: Mapping[str, Dataset], notes: li
                  console: Console) -> dict[str, dict[str, int]]:
     if not icfg.rucio.enabled:
         return {}
-    from intccms.inspect.rucio import (
-        RucioUnavailable,
-        dataset_files,
-        make_client,
-        sizes_for_listing,
-    )
 
     try:
         client = make_client(icfg.rucio)
@@ -169,7 +170,6 @@ def _scan_all(cfg: DictConfig, icfg: InspectConfig, jobs: list[tuple[Dataset, st
             for ds, url in jobs:
                 done(scan_file(url, ds.name, ds.era, options, **kwargs_for(ds)))
             return
-        from distributed import as_completed
 
         with _client(cfg, options, client) as dask:
             futures = {dask.submit(scan_file, url, ds.name, ds.era, options, pure=False, **kwargs_for(ds)): (ds, url)
@@ -268,7 +268,7 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
     result.wall_time_s = time.time() - t0
     result.outputs = [out_dir / "branches.csv", *write_outputs(result, out_dir)]
     if icfg.plots:
-        from intccms.inspect.plots import plot_all
+        from intccms.inspect.plots import plot_all  # matplotlib: only when plotting
 
         result.outputs.extend(plot_all(result, out_dir / "plots"))
     print_summary(result, console=console)

@@ -14,6 +14,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 
 def choose_files(files: Sequence[str], n: int | None, seed: int) -> list[str]:
     """Files to inspect: all when ``n`` is ``None`` or covers the listing, else a seeded sample.
@@ -97,7 +99,6 @@ class Distribution:
         """Summary of ``values`` (all zeros when empty)."""
         if not values:
             return cls(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        import numpy as np
 
         arr = np.asarray(values, dtype=float)
         q1, med, q3 = (float(x) for x in np.percentile(arr, [25, 50, 75]))

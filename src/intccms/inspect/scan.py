@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import uproot
 
 from intccms.plan.workitems import chunk_file
 from intccms.storage import StorageOptions
@@ -124,7 +125,6 @@ def _compression(branch: Any, file_default: Any) -> tuple[str, int]:
     Writers other than ROOT (uproot) leave ``fCompress`` at 0 and compress with the file's
     setting, so a branch whose bytes shrink takes the file's setting.
     """
-    import uproot
 
     code = int(branch.member("fCompress"))
     comp = uproot.compression.Compression.from_code(code) if code > 0 else None

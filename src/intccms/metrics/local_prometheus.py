@@ -12,6 +12,7 @@ errors and Ctrl-C.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import threading
@@ -271,7 +272,6 @@ def view_run_data(data_dir: str | Path, port: int = 0) -> PrometheusProcess:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m intccms.metrics.local_prometheus <output_dir>/prometheus``: look at a finished run."""
-    import argparse
 
     parser = argparse.ArgumentParser(prog="python -m intccms.metrics.local_prometheus", description=main.__doc__)
     parser.add_argument("data_dir", type=Path, help="the job's <output_dir>/prometheus folder")

@@ -7,6 +7,8 @@ Run ``python -m intccms.metrics.overhead`` to print the numbers for this machine
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -15,7 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import awkward as ak
 import numpy as np
+import uproot
 from prometheus_client import CollectorRegistry
 
 from intccms.metrics.worker import chunk_metrics
@@ -51,8 +55,6 @@ class OverheadResult:
 
 def write_sample_file(path: Path, n_events: int = 200_000, seed: int = 1) -> Path:
     """Write a NanoAOD-like TTree (jagged muons and jets) for the timing workload."""
-    import awkward as ak
-    import uproot
 
     rng = np.random.default_rng(seed)
     n_mu = rng.poisson(1.5, n_events)
@@ -74,8 +76,6 @@ def write_sample_file(path: Path, n_events: int = 200_000, seed: int = 1) -> Pat
 
 def root_chunk_workload(path: Path, chunk_size: int = 50_000) -> Workload:
     """A realistic chunk: read muon and jet columns of an entry range with uproot and select."""
-    import awkward as ak
-    import uproot
 
     tree = uproot.open(path)["Events"]
     n_entries = int(tree.num_entries)
@@ -185,8 +185,6 @@ def measure_overhead(workload: Workload | None = None, repeats: int = 15) -> Ove
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Print the overhead for this machine, or for the chunks of a run given its report.json."""
-    import argparse
-    import json
 
     parser = argparse.ArgumentParser(prog="python -m intccms.metrics.overhead", description=__doc__)
     parser.add_argument("report", nargs="?", type=Path, help="a run's report/report.json")

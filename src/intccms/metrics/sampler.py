@@ -16,6 +16,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Self
 
+from intccms.config.kubernetes import AdaptConfig
+
 __all__ = ["WorkerSampler", "wanted_workers"]
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,6 @@ def wanted_workers(cluster: Mapping[str, Any], present: int) -> int:
     if kind == "kubernetes":
         k8s = cluster.get("kubernetes")
         if k8s is not None:
-            from intccms.config.kubernetes import AdaptConfig
 
             adapt: Any = k8s.get("adapt") if hasattr(k8s, "get") else getattr(k8s, "adapt", None)
             maximum = adapt.get("maximum") if hasattr(adapt, "get") else getattr(adapt, "maximum", None)

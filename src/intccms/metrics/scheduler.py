@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from distributed import Scheduler
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from intccms.metrics import names
@@ -260,7 +261,6 @@ def run_metrics_for(client: Client, run_id: str, *, config: str = "") -> RunMetr
     Returns:
         An object with planned(), completed() and workers().
     """
-    from distributed import Scheduler
 
     cluster = getattr(client, "cluster", None)
     if isinstance(getattr(cluster, "scheduler", None), Scheduler):

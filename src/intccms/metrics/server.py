@@ -49,6 +49,7 @@ def find_prometheus(binary: str = "prometheus") -> str:
 def _stop_with_parent() -> None:
     """In the child before exec: Linux sends SIGTERM to Prometheus when the starting thread's
     process dies without cleaning up (SIGKILL, an unhandled SIGTERM), so no server is left behind."""
+    # in the forked child only (prctl through libc)
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):

@@ -19,11 +19,13 @@ import numpy as np
 
 from intccms.core.records import ChunkRecord
 from intccms.execute.tasks import INPUT_ERRORS, raise_if_not_input
+from intccms.metrics.worker import current_worker_label
 from intccms.mva.features import FeatureSpec, feature_matrix
 from intccms.mva.train import TrainingSet
 from intccms.physics.corrections import EraCorrections
 from intccms.physics.corrections.spec import CorrectionsSpec
 from intccms.physics.events import branch_names, build_events, filter_events, num_events
+from intccms.physics.lumimask import in_golden_json
 from intccms.physics.pipeline import AnalysisPlan, ChunkContext
 from intccms.plan.workitems import WorkItem
 from intccms.storage import StorageOptions, open_source
@@ -52,7 +54,6 @@ def select_channel(
     n = num_events(events)
     keep = _mask(plan.skim, {**events, **consts}, n)
     if ctx.is_data and ctx.golden_json:
-        from intccms.physics.lumimask import in_golden_json
 
         keep &= in_golden_json(ctx.golden_json, events["run"], events["luminosityBlock"])
     ns: dict[str, Any] = {**filter_events(events, keep), **consts}
@@ -86,7 +87,6 @@ def training_chunk_task(
     options: StorageOptions | None,
 ) -> tuple[dict[str, np.ndarray] | None, ChunkRecord]:
     """Read one chunk, select the channel's events, return their features and weights."""
-    from intccms.metrics.worker import current_worker_label
 
     record = ChunkRecord(dataset=item.dataset, stage="mva_training", file=item.file,
                          entry_start=item.entry_start, entry_stop=item.entry_stop,

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from intccms import __version__ as intccms_version
 from intccms.mva.features import FeatureSpec, feature_matrix, input_names
 from intccms.storage import StorageOptions, join
 from intccms.storage.schemes import backend_for
@@ -42,15 +43,15 @@ class ModelMismatchError(ValueError):
 
 def library_versions() -> dict[str, str]:
     """Versions that decide whether a stored estimator gives the same scores."""
+    # scikit-learn takes ~1 s to import: only when a model is saved
     import sklearn
-
-    from intccms import __version__ as intccms_version
 
     return {"scikit-learn": sklearn.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "intccms": str(intccms_version)}
 
 
 def _activation(name: str, z: np.ndarray) -> np.ndarray:
+    # scipy: only when a network is evaluated
     from scipy.special import expit
 
     if name == "relu":

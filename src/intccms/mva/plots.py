@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from intccms.mva.train import TrainingResult, TrainingSet
+from intccms.mva.train import TrainingResult, TrainingSet, weighted_auc
 
 CLASS_STYLE = {1: ("signal", "tab:red"), 0: ("background", "tab:blue")}
 
@@ -48,6 +48,7 @@ def _loss(result: TrainingResult, path: Path) -> Path:
 
 def roc_curve(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Background and signal efficiencies for every threshold (weighted)."""
+    # scikit-learn: only when plotting a training
     from sklearn.metrics import roc_curve as sk_roc
 
     fpr, tpr, _ = sk_roc(y, score, sample_weight=w)
@@ -69,6 +70,7 @@ def _roc(result: TrainingResult, data: TrainingSet, path: Path) -> Path:
 
 def ks_pvalue(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sample Kolmogorov-Smirnov p-value (unweighted) of train vs. test scores."""
+    # scipy: only when plotting a training
     from scipy.stats import ks_2samp
 
     if len(a) == 0 or len(b) == 0:
@@ -97,7 +99,6 @@ def _scores(result: TrainingResult, data: TrainingSet, path: Path) -> Path:
 
 def permutation_importance(result: TrainingResult, data: TrainingSet, seed: int = 0) -> np.ndarray:
     """Drop of the test AUC when one feature is shuffled (same method for both model kinds)."""
-    from intccms.mva.train import weighted_auc
 
     test = result.split == 2
     x, y, w = data.x[test], data.y[test], result.train_weight[test]

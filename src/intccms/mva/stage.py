@@ -19,9 +19,11 @@ from distributed import Client
 from rich.console import Console
 
 from intccms.config.mva import ModelKind, MvaConfig, MvaConfigError, to_plain
+from intccms.execute.runner import run_stage
 from intccms.mva.dataset import assemble, class_of, training_chunk_task
 from intccms.mva.features import FeatureSpec, input_names, specs_from_config
 from intccms.mva.model import ModelMismatchError, check_versions, compare_features, read_meta
+from intccms.mva.observable import clear_cache
 from intccms.mva.train import limit_per_class, train
 from intccms.physics.normalisation import normalisation_factor
 from intccms.physics.pipeline import AnalysisPlan, ChunkContext
@@ -127,8 +129,6 @@ def run_training(
     Raises:
         EmptyClassError: a class has no selected events (names the class and its samples).
     """
-    from intccms.execute.runner import run_stage
-    from intccms.mva.observable import clear_cache
 
     console = console or Console(stderr=True)
     mva = run.mva
@@ -176,7 +176,7 @@ def run_training(
     t_fit = time.time() - t1
     plots = {}
     if mva.plots:
-        from intccms.mva.plots import plot_training
+        from intccms.mva.plots import plot_training  # matplotlib: only when plotting
 
         plots = plot_training(result, data, out / "mva")
     result.model.meta["metrics"].update({"training_set_seconds": t_data, "fit_seconds": t_fit})

@@ -54,6 +54,7 @@ def weighted_log_loss(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
 
 def weighted_auc(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> float:
     """Area under the ROC curve with event weights (ties counted half)."""
+    # scikit-learn takes ~1 s to import: only the training stage loads it
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(y, score, sample_weight=w))
@@ -105,6 +106,7 @@ def training_weights(y: np.ndarray, weight: np.ndarray, cfg: MvaConfig) -> np.nd
 def _estimator(cfg: MvaConfig) -> Any:
     m, t = cfg.model, cfg.training
     if m.kind == ModelKind.mlp:
+        # scikit-learn: only the training stage loads it
         from sklearn.neural_network import MLPClassifier
 
         return MLPClassifier(
@@ -113,6 +115,7 @@ def _estimator(cfg: MvaConfig) -> Any:
             batch_size=t.batch_size, learning_rate_init=t.learning_rate, shuffle=True,
             random_state=t.seed,
         )
+    # scikit-learn: only the training stage loads it
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     return HistGradientBoostingClassifier(

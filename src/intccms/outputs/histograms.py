@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import hist
 import numpy as np
+import uproot
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,6 @@ def save_pickle(path: Path, hists: Mapping[str, Mapping[str, hist.Hist[Any]]], m
 
 def load_pickle(path: str | Path) -> dict[str, Any]:
     """Load a histogram pickle written by :func:`save_pickle` (local path or fsspec URL)."""
-    import fsspec
 
     with fsspec.open(str(path), "rb") as handle:
         data = pickle.load(handle)
@@ -245,7 +246,6 @@ def save_root(
     data_processes: Sequence[str] = ("data",),
 ) -> Path:
     """Write every (process, variation) slice as a TH1 with Σw² (data: nominal only)."""
-    import uproot
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".root")

@@ -28,6 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
+from rich.table import Table
+
 from intccms.core.records import ChunkRecord
 
 if TYPE_CHECKING:
@@ -278,8 +281,6 @@ def summary_rows(report: RunReport) -> list[tuple[str, str]]:
 
 def print_report(report: RunReport, console: Console | None = None) -> None:
     """Print the summary, the per-stage/per-dataset breakdown, memory per worker and failures."""
-    from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
     summary = Table(title="Run summary", show_header=False)
@@ -327,7 +328,7 @@ def write_report(report: RunReport, output_dir: str | Path, *, plots: bool = Tru
     Returns:
         Paths written: report.json, then the PNGs.
     """
-    from intccms.outputs.report_plots import write_plots
+    from intccms.outputs.report_plots import write_plots  # matplotlib: only when plotting
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,8 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from intccms.physics.jagged import take_events
+
 
 def branch_names(
     collections: Mapping[str, Iterable[str]],
@@ -113,7 +115,6 @@ def num_events(events: Mapping[str, ak.Array]) -> int:
 
 def filter_events(events: Mapping[str, ak.Array], mask: ak.Array) -> dict[str, ak.Array]:
     """Keep the events where ``mask`` is true in every member of the mapping."""
-    from intccms.physics.jagged import take_events
 
     flags = np.asarray(ak.to_numpy(mask), dtype=bool) if not isinstance(mask, np.ndarray) else mask
     return {name: take_events(value, flags) for name, value in events.items()}

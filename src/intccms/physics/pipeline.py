@@ -23,7 +23,13 @@ import awkward as ak
 import numpy as np
 
 from intccms.physics.corrections.era import EraCorrections, linked_source
-from intccms.physics.events import build_events, filter_events, num_events, resolve_fields
+from intccms.physics.events import (
+    branch_names,
+    build_events,
+    filter_events,
+    num_events,
+    resolve_fields,
+)
 from intccms.physics.functors import Functor, shared_results
 from intccms.physics.jagged import take_events
 from intccms.physics.lumimask import in_golden_json
@@ -183,7 +189,6 @@ class ChunkAnalysis:
         return any(i in self.varying for i in functor.inputs)
 
     def branches(self) -> list[str]:
-        from intccms.physics.events import branch_names
 
         exclude = self.plan.mc_only if self.ctx.is_data else frozenset()
         return branch_names(self.collections, self.plan.event_columns, exclude=exclude)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from intccms.storage.schemes import backend_for, is_temporary_name
+from intccms.storage.urls import root_endpoint, scheme_of
 
 if TYPE_CHECKING:
     from intccms.storage import StorageOptions
@@ -50,8 +54,6 @@ def _expand(pattern: str, options: StorageOptions | None = None) -> list[str]:
 def _remote_glob(pattern: str, options: StorageOptions | None) -> list[str]:
     """Expand an ``s3://`` or ``root://`` glob through the storage backend, so the ``storage``
     group's endpoint, credentials, timeouts and retries apply (and its errors name the server)."""
-    from intccms.storage.schemes import backend_for, is_temporary_name
-    from intccms.storage.urls import root_endpoint, scheme_of
 
     backend = backend_for(pattern, options)
     with backend.errors(pattern):
@@ -68,7 +70,6 @@ def _remote_glob(pattern: str, options: StorageOptions | None) -> list[str]:
 
 def _read_json_listing(path: str, key: str, *, name: str) -> list[str]:
     """Files of ``key`` in a JSON listing ``{key: {variation: {"files": [{"path": ...}]}}}``."""
-    import json
 
     try:
         data = json.loads(Path(path).read_text())

@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import uproot
 
 from intccms.stats.errors import StatisticsInputError
+from intccms.storage import StorageNotFoundError
+from intccms.storage.schemes import backend_for
+from intccms.storage.urls import local_path, scheme_of
 
 NOMINAL = "nominal"
 
@@ -122,7 +126,6 @@ def _from_mapping(payload: Mapping[str, Any], source: str) -> HistogramSet:
 
 
 def _from_root(file: Any, url: str) -> HistogramSet:
-    import uproot
 
     hists: dict[str, dict[str, ObservableHistograms]] = {}
     with uproot.open(file) as f:
@@ -153,8 +156,6 @@ def _from_root(file: Any, url: str) -> HistogramSet:
 def _read_remote(url: str, options: Any) -> bytes:
     """The whole file at an ``s3://`` or ``root://`` URL, through the storage backends
     (their timeouts, retries and credentials; auth and unreachable errors name the server)."""
-    from intccms.storage import StorageNotFoundError
-    from intccms.storage.schemes import backend_for
 
     try:
         return backend_for(url, options).read_bytes(url)
@@ -181,7 +182,6 @@ def load_histograms(source: str | Mapping[str, Any] | HistogramSet,
         return source
     if isinstance(source, Mapping):
         return _from_mapping(source, "<in-memory histograms>")
-    from intccms.storage.urls import local_path, scheme_of
 
     url = str(source)
     remote = scheme_of(url) != "file"

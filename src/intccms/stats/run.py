@@ -12,6 +12,8 @@ from typing import Any, cast
 import cabinetry
 import numpy as np
 import pyhf
+from distributed import get_worker
+from omegaconf import OmegaConf
 
 from intccms.config.statistics import StatisticsConfig
 from intccms.stats import plots
@@ -31,7 +33,6 @@ def as_config(cfg: Any) -> StatisticsConfig:
     """Accept the dataclass itself or an OmegaConf/Hydra node of it."""
     if isinstance(cfg, StatisticsConfig):
         return cfg
-    from omegaconf import OmegaConf
 
     if OmegaConf.is_config(cfg):  # resolved where it sits (e.g. ${eras.2017.luminosity})
         cfg = OmegaConf.to_container(cfg, resolve=True)
@@ -249,7 +250,6 @@ def _limit_for_signal(hset: HistogramSet, cfg: StatisticsConfig, signal: str) ->
 def _worker_address() -> str | None:
     """The Dask worker running this task (None outside a worker): shows the spread."""
     try:
-        from distributed import get_worker
 
         return str(get_worker().address)
     except (ImportError, ValueError):

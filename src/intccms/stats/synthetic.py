@@ -9,6 +9,7 @@ part of the merged yield, as the analysis stage's nominal-filling implies.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from typing import Any
 
@@ -178,9 +179,8 @@ def time_full_model(ranking: bool = False, seed: int = 1) -> dict[str, float]:
     Returns:
         dict: seconds per step, number of parameters and the limit-fit count.
     """
-    import tempfile
 
-    from intccms.stats.run import run_statistics
+    from intccms.stats.run import run_statistics  # pyhf and cabinetry: only when fitting
 
     hists = make_histograms(seed)
     cfg = synthetic_config(ranking=ranking)

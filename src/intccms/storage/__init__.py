@@ -38,6 +38,7 @@ from intccms.storage.errors import (
 from intccms.storage.manifest import Manifest
 from intccms.storage.options import StorageOptions
 from intccms.storage.parts import WrittenPart, exists_complete, remove, write_part
+from intccms.storage.plugin import CredentialsPlugin
 from intccms.storage.runs import read_runs_sums
 from intccms.storage.source import ColumnSource, open_source
 from intccms.storage.urls import join, scheme_of
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> object:
     # The Dask plugin imports distributed; load it only when asked for.
     if name == "CredentialsPlugin":
-        from intccms.storage.plugin import CredentialsPlugin
 
         return CredentialsPlugin
     msg = f"module {__name__!r} has no attribute {name!r}"

@@ -23,6 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
 from intccms.storage.errors import GridCredentialError
 from intccms.storage.grid import GridLocations, GridSettings, Location
 
@@ -134,7 +137,6 @@ def read_proxy(path: str, label: str | None = None) -> ProxyInfo:
     Raises:
         GridCredentialError: missing, unreadable, or not a proxy.
     """
-    from cryptography import x509
 
     where = f"X509 proxy {label or path}"
     with _reading(where):
@@ -157,8 +159,6 @@ def read_proxy(path: str, label: str | None = None) -> ProxyInfo:
 
 def ca_problem(info: ProxyInfo, cert_dir: Location, proxy: Location) -> str | None:
     """Why the proxy's CA is not trusted by ``cert_dir`` (the server's CA set too), else ``None``."""
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
 
     directory = Path(str(cert_dir.path))
     if not directory.is_dir():

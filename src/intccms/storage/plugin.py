@@ -43,6 +43,7 @@ from intccms.storage.grid import (
     Location,
     export_client_environ,
 )
+from intccms.storage.grid_check import proxy_status, token_status
 
 # Cluster kinds whose workers get the credential variables from their own deployment.
 WORKER_ENV_KINDS = frozenset({"kubernetes", "address"})
@@ -106,7 +107,6 @@ def check_worker_files(where: str) -> None:
     Raises:
         GridCredentialError: naming the worker, the variable and the file.
     """
-    from intccms.storage.grid_check import proxy_status, token_status
 
     cert_dir = Location(os.environ.get(ENV_CERT_DIR, ""), ENV_CERT_DIR, True)
     problems = []

@@ -15,6 +15,9 @@ import dask
 from distributed import Client, LocalCluster
 from distributed.exceptions import WorkerStartTimeoutError
 
+from intccms.config.kubernetes import parse_kubernetes_config
+from intccms.execute.backends.kubernetes import KubernetesBackend
+
 log = logging.getLogger(__name__)
 
 
@@ -95,8 +98,6 @@ def start_cluster(cfg: Mapping[str, Any], *, run_id: str = "run") -> Iterator[Cl
         with address_cluster(cfg) as client:
             yield client
     elif kind == "kubernetes":
-        from intccms.config.kubernetes import parse_kubernetes_config
-        from intccms.execute.backends.kubernetes import KubernetesBackend
 
         block = cfg.get("kubernetes")
         if block is None:

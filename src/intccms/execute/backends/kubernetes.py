@@ -39,14 +39,14 @@ from dask_kubernetes.operator.kubecluster.kubecluster import wait_for_service
 from dask_kubernetes.operator.networking import get_scheduler_address, wait_for_scheduler
 from kr8s.asyncio.objects import Pod, Secret
 
-from intccms.config.kubernetes import KubernetesClusterConfig
-from intccms.execute.backends.k8s_specs import (
+from intccms.config.k8s_specs import (
     API_VERSION,
     cluster_name,
     make_autoscaler_spec,
     make_cluster_spec,
     tls_secret_name,
 )
+from intccms.config.kubernetes import KubernetesClusterConfig
 from intccms.execute.backends.k8s_tls import ClusterTLS, make_cluster_tls, make_tls_secret
 
 __all__ = ["ClusterStartupError", "KubernetesBackend"]

@@ -10,7 +10,8 @@ import fsspec
 
 from intccms.storage.credentials import XROOTD_CLIENT_TOKEN_VAR
 from intccms.storage.errors import GridCredentialError, StorageAuthError, StorageError
-from intccms.storage.grid import export_client_environ, refresh_token_copy
+from intccms.storage.grid import export_client_environ, locate, refresh_token_copy
+from intccms.storage.grid_check import diagnose, token_scope
 from intccms.storage.options import StorageOptions
 from intccms.storage.schemes.base import COPY_CHUNK, Backend, temporary_name
 from intccms.storage.urls import root_endpoint, root_path
@@ -22,6 +23,7 @@ def configure_xrootd_client(options: StorageOptions) -> None:
     XrdCl settings are process-wide and a server's channel keeps the values in force when it
     was first contacted, so use one StorageOptions per process (as the stages do).
     """
+    # the XRootD bindings: only jobs that reach root:// URLs load them
     from XRootD.client import EnvPutInt
 
     window = max(1, math.ceil(options.timeout_s))
@@ -42,8 +44,6 @@ def refusal_message(where: str, url: str, text: str) -> str:
     not accepted by the server; a request refused after login is authorisation: for a token,
     its scope.
     """
-    from intccms.storage.grid import locate
-    from intccms.storage.grid_check import diagnose, token_scope
 
     server = " ".join(text.split())[:300]
     locations = locate()
