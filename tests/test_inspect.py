@@ -882,21 +882,24 @@ def test_rucio_logs_in_with_the_jobs_proxy(rucio_grid: RucioGrid, rucio_env: Pat
         choose_login(grid_rucio(server), GridSettings(x509_proxy=str(rucio_grid.proxies["expired"])))
 
 
-@pytest.mark.parametrize("case", ["none", "auto-none", "expired", "untrusted-here", "untrusted-there"])
+@pytest.mark.parametrize("case", ["none", "auto-none", "expired", "untrusted-here", "untrusted-there", "unmapped"])
 def test_rucio_proxy_problems_are_named(rucio_grid: RucioGrid, rucio_env: Path, monkeypatch: pytest.MonkeyPatch,
                                         caplog: pytest.LogCaptureFixture, case: str) -> None:
     """No proxy, an expired one and one of an untrusted CA: the message says which, without
     contacting the server when the local check already knows; a proxy the server's CA set does
-    not hold is refused in the TLS handshake, and the message says the server refused it."""
+    not hold is refused in the TLS handshake, one whose DN the server does not map at its login,
+    and the message says the server refused it."""
     pki, server = rucio_grid.pki, rucio_grid.server
     default = Path(f"/tmp/x509up_u{os.geteuid()}")
     if case in ("none", "auto-none") and default.exists():
         pytest.skip(f"{default} exists on this machine")
-    proxy = {"expired": "expired", "untrusted-here": "rogue", "untrusted-there": "rogue"}.get(case)
+    proxy = {"expired": "expired", "untrusted-here": "rogue", "untrusted-there": "rogue", "unmapped": "good"}.get(case)
     if proxy:
         monkeypatch.setenv("X509_USER_PROXY", str(rucio_grid.proxies[proxy]))
     if case == "untrusted-there":  # this side trusts both CAs, the server only the test CA
         monkeypatch.setenv("X509_CERT_DIR", str(pki.both_certdir))
+    if case == "unmapped":
+        monkeypatch.setattr(server.identities, "dns", set())
     caplog.set_level(logging.DEBUG)
     seen = len(server.requests)
     with pytest.raises(RucioUnavailable) as info:
@@ -913,6 +916,9 @@ def test_rucio_proxy_problems_are_named(rucio_grid: RucioGrid, rucio_env: Path, 
                            r"/DC=org/DC=elsewhere/CN=Rogue User, .* TLS: \[SSL: TLSV1_ALERT_UNKNOWN_CA\].*the proxy looks "
                            r"valid here \(its CA is in .*both-certs\), so the server may not trust this CA or map "
                            r"this DN to account tester",
+        "unmapped": r"refused the login with X509 proxy .*rucio-good \(X509_USER_PROXY\): .*CannotAuthenticate: "
+                    r"Cannot authenticate\. Details: Cannot authenticate to account tester with given credentials "
+                    r"\(identity /DC=org/DC=intccms-test/CN=Test User\)\); the proxy looks valid here",
     }[case]
     assert re.search(expected, message), message
     contacted = server.requests[seen:]
