@@ -5,11 +5,14 @@ a real run requests, bad files, sampling and configuration errors."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 import shutil
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +20,27 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
+from fixtures.grid import GridPKI, TokenIssuer
+from fixtures.rucio import Identities, RucioStandIn, ServerTLS
 from fixtures.s3 import S3Server
 from fixtures.xrootd import XRootDServer
 from omegaconf import OmegaConf
 
 from intccms.config import ConfigError
-from intccms.config.inspect import Executor
+from intccms.config.inspect import Executor, RucioAuth, RucioConfig
 from intccms.inspect import compose_inspect, run_inspect, scan_file
-from intccms.inspect.rucio import RucioUnavailable, make_client, sizes_for_listing
+from intccms.inspect.rucio import (
+    RucioUnavailable,
+    choose_login,
+    dataset_files,
+    make_client,
+    sizes_for_listing,
+)
 from intccms.inspect.sample import choose_files, extrapolate
 from intccms.inspect.scan import FileReport
 from intccms.inspect.timing import report_rates
-from intccms.storage import Credentials, Secret, StorageOptions
+from intccms.storage import Credentials, GridCredentialError, Secret, StorageOptions
+from intccms.storage.grid import GridSettings
 
 SHARED = Path(os.environ.get("INTCCMS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 NANO_DY = SHARED / "nanoaod" / "nano_dy.root"
@@ -196,9 +208,11 @@ def test_rucio_optional() -> None:
         with pytest.raises(RucioUnavailable, match="rucio-clients"):
             make_client(RucioConfig(enabled=True))
     else:
-        with pytest.raises(RucioUnavailable, match="unreachable"):
+        # No rucio.cfg here and the login left to it: said, with the setting to turn it off.
+        with pytest.raises(RucioUnavailable, match=r"Rucio client is not configured for http://127\.0\.0\.1:9") as info:
             make_client(RucioConfig(enabled=True, host="http://127.0.0.1:9", auth_host="http://127.0.0.1:9",
-                                    account="nobody", timeout_s=2))
+                                    account="nobody", timeout_s=2, auth=RucioAuth.userpass))
+        assert "inspect.rucio.enabled=false" in str(info.value)
     from intccms.inspect.rucio import RucioFile
 
     listing = {"/store/mc/a.root": RucioFile("/store/mc/a.root", 123, 10)}
@@ -693,78 +707,6 @@ def test_mva_training_reads_counted(generated: dict[str, Path], extra_conf: Path
 
 # -- file sizes from Rucio ----------------------------------------------------------------------------
 
-class RucioStandIn:
-    """The few Rucio REST endpoints ``rucio.client.Client`` calls here, on loopback.
-
-    No Rucio server can run in the test environment: the ``rucio`` server package (41.5.1) pins
-    urllib3<=1.26.19, requests<=2.32.5, boto3<=1.42.97, packaging, jsonschema and
-    prometheus_client below the versions this project installs, and ships the same ``rucio``
-    package as rucio-clients. So the real client (its login, token handling, URL quoting, JSON
-    stream parsing and error mapping) talks to this stand-in for the three calls the inspector
-    makes: ``GET /auth/userpass`` (a token in ``X-Rucio-Auth-Token``), ``GET /ping`` and
-    ``GET /dids/<scope>/<name>/files`` (``application/x-json-stream``; an unknown DID is a 404
-    with ``ExceptionClass: DataIdentifierNotFound``, as the server answers).
-    """
-
-    def __init__(self, username: str, password: str, dids: dict[tuple[str, str], list[dict[str, object]]]) -> None:
-        import secrets
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from urllib.parse import unquote_plus, urlsplit
-
-        self.requests: list[tuple[str, str | None]] = []  # (path, token sent)
-        tokens: set[str] = set()
-        requests = self.requests
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = urlsplit(self.path).path
-                token = self.headers.get("X-Rucio-Auth-Token")
-                requests.append((path, token))
-                if path == "/ping":
-                    return self._send(200, json.dumps({"version": "41.5.1"}).encode(), "application/json")
-                if path == "/auth/userpass":
-                    if (self.headers.get("X-Rucio-Username"), self.headers.get("X-Rucio-Password")) != (username, password):
-                        return self._error(401, "CannotAuthenticate", "Cannot authenticate with given credentials")
-                    new = secrets.token_hex(16)
-                    tokens.add(new)
-                    return self._send(200, b"", "application/octet-stream", {"X-Rucio-Auth-Token": new,
-                                      "X-Rucio-Auth-Token-Expires": "Fri, 01 Jan 2100 00:00:00 UTC"})
-                if token not in tokens:
-                    return self._error(401, "CannotAuthenticate", "Cannot authenticate: token unknown or missing")
-                parts = path.strip("/").split("/")  # the client quotes '/' inside scope and name
-                if len(parts) == 4 and parts[0] == "dids" and parts[3] == "files":
-                    scope, name = unquote_plus(parts[1]), unquote_plus(parts[2])
-                    if (scope, name) not in dids:
-                        return self._error(404, "DataIdentifierNotFound", f"Data identifier '{scope}:{name}' not found")
-                    body = "".join(json.dumps(row) + "\n" for row in dids[(scope, name)]).encode()
-                    return self._send(200, body, "application/x-json-stream")
-                return self._error(404, "MethodNotAllowed", f"no endpoint {path} in this stand-in")
-
-            def _send(self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
-                self.send_response(code)
-                for k, v in {"Content-Type": ctype, "Content-Length": str(len(body)), **(headers or {})}.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _error(self, code: int, cls: str, msg: str) -> None:
-                body = json.dumps({"ExceptionClass": cls, "ExceptionMessage": msg}).encode()
-                self._send(code, body, "application/octet-stream", {"ExceptionClass": cls, "ExceptionMessage": msg})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 RUCIO_DATASETS_YAML = """
 tt_inspect:
   process: TTToSemiLeptonic
@@ -796,7 +738,7 @@ def test_rucio_sizes(generated: dict[str, Path], extra_conf: Path, monkeypatch: 
     das = "/TTToSemiLeptonic_TuneCP5_13TeV/RunIISummer20UL17NanoAODv9-v1/NANOAODSIM"
     rows = [{"scope": "cms", "name": f"/store/mc/TT/tt_{i}.root", "bytes": b, "adler32": "0cc737eb",
              "guid": None, "events": MC_EVENTS} for i, b in enumerate(recorded)]
-    server = RucioStandIn("tester", "sekrit-pw", {("cms", das): rows})
+    server = RucioStandIn("tester", {("cms", das): rows}, username="tester", password="sekrit-pw")
     try:
         tmp = extra_conf / "rucio"
         tmp.mkdir()
@@ -812,7 +754,7 @@ def test_rucio_sizes(generated: dict[str, Path], extra_conf: Path, monkeypatch: 
             generated, extra_conf / "out", "inspect.executor=serial", "inspect.plots=false",
             "inspect.reads.enabled=false", "inspect.sample.files_per_dataset=2", "inspect.rucio.enabled=true",
             f"inspect.rucio.host={server.url}", f"inspect.rucio.auth_host={server.url}",
-            "inspect.rucio.account=tester", "inspect.rucio.timeout_s=5"))
+            "inspect.rucio.account=tester", "inspect.rucio.timeout_s=5", "inspect.rucio.auth=userpass"))
         result = run_inspect(cfg, icfg)
     finally:
         server.close()
@@ -846,3 +788,228 @@ def test_rucio_sizes(generated: dict[str, Path], extra_conf: Path, monkeypatch: 
     saved = json.loads((Path(icfg.output_dir) / "inspect.json").read_text())
     assert saved["datasets"]["tt_inspect"]["size_source"] == "rucio"
     assert "sekrit-pw" not in (Path(icfg.output_dir) / "inspect.json").read_text()
+
+
+# -- Rucio logins with the job's grid credentials -----------------------------------------------
+
+GRID_VARS = ("X509_USER_PROXY", "X509_CERT_DIR", "BEARER_TOKEN", "BEARER_TOKEN_FILE",
+             "INTCCMS_XROOTD_TOKEN", "XDG_RUNTIME_DIR", "RUCIO_AUTH_TYPE", "RUCIO_CLIENT_PROXY")
+GRID_DAS = "/TTToSemiLeptonic_TuneCP5_13TeV/RunIISummer20UL17NanoAODv9-v2/NANOAODSIM"
+
+
+@dataclass
+class RucioGrid:
+    """The HTTPS stand-in that demands a grid credential, and the credentials of the tests."""
+
+    server: RucioStandIn
+    pki: GridPKI
+    proxies: dict[str, Path]
+    tokens: dict[str, Path]
+
+
+@pytest.fixture(scope="module")
+def rucio_grid(grid_pki: GridPKI, token_issuer: TokenIssuer,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[RucioGrid]:
+    """One server for the module: proxies of the test CA's user and tokens of the test issuer
+    are mapped to account ``tester``; only proxies of the test CA pass its TLS handshake."""
+    pytest.importorskip("rucio.client", reason="the optional rucio-clients package is not installed")
+    folder = tmp_path_factory.mktemp("rucio-grid")
+    proxies = {"good": grid_pki.proxy("rucio-good", bits=2048),
+               "expired": grid_pki.proxy("rucio-expired", hours=1, past_s=7200, bits=2048),
+               "rogue": grid_pki.proxy("rucio-rogue", rogue=True, bits=2048)}
+    good = token_issuer.token("storage.read:/")
+    header, claims, signature = good.split(".")
+    forged = f"{header}.{claims}.{signature[:-8]}{'A' * 8}"  # valid-looking here, refused there
+    expired = token_issuer.token("storage.read:/", lifetime_s=-60)
+    tokens = {"good": folder / "bt_good", "forged": folder / "bt_forged", "expired": folder / "bt_expired"}
+    for name, text in (("good", good), ("forged", forged), ("expired", expired)):
+        tokens[name].write_text(text + "\n")
+        tokens[name].chmod(0o600)
+    server = RucioStandIn(
+        "tester", {}, tls=ServerTLS(grid_pki.host.cert, grid_pki.host.key, grid_pki.ca.identity.cert),
+        identities=Identities(dns={grid_pki.user.subject}, tokens={(token_issuer.url, "test-user")},
+                              issuer_keys={token_issuer.url: token_issuer.key.public_key()}))  # type: ignore[attr-defined]
+    try:
+        yield RucioGrid(server, grid_pki, proxies, tokens)
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def rucio_env(rucio_grid: RucioGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No grid variable but the test CA directory, and a rucio.cfg whose own login (userpass,
+    wrong password) the server refuses: a login that works used the grid credential."""
+    for var in GRID_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("X509_CERT_DIR", str(rucio_grid.pki.ca.certdir))
+    cfg = tmp_path / "rucio.cfg"
+    cfg.write_text("[client]\nauth_type = userpass\nusername = nobody\npassword = wrong-pw-31\n"
+                   f"account = tester\nrequest_retries = 1\nauth_token_file_path = {tmp_path / 'rt' / 'auth_token'}\n")
+    monkeypatch.setenv("RUCIO_CONFIG", str(cfg))
+    rucio_grid.server.dids[("cms", GRID_DAS)] = [{"scope": "cms", "name": "/store/mc/TT/a.root", "bytes": 1234,
+                                                  "adler32": "0cc737eb", "guid": None, "events": 10}]
+    return tmp_path
+
+
+def grid_rucio(server: RucioStandIn, auth: str = "auto") -> RucioConfig:
+    return RucioConfig(enabled=True, host=server.url, auth_host=server.url, account="tester",
+                       timeout_s=5, auth=RucioAuth(auth))
+
+
+def login_of(auth: str, server: RucioStandIn) -> tuple[Any, str]:
+    """A client logged in as ``choose_login`` decides, and what it presented."""
+    rcfg = grid_rucio(server, auth)
+    login = choose_login(rcfg)
+    return make_client(rcfg, login), login.describe()
+
+
+def test_rucio_logs_in_with_the_jobs_proxy(rucio_grid: RucioGrid, rucio_env: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` and ``x509_proxy``: the proxy of the credentials group, presented in the TLS
+    handshake of ``/auth/x509_proxy`` and verified by the server against the test CA, whatever
+    rucio.cfg says; every client presents it afresh (no Rucio token cached on disk reused)."""
+    server = rucio_grid.server
+    monkeypatch.setenv("X509_USER_PROXY", str(rucio_grid.proxies["good"]))
+    for auth in ("auto", "x509_proxy"):
+        before = len(server.logins)
+        client, shown = login_of(auth, server)
+        assert server.logins[before:] == [("/auth/x509_proxy", rucio_grid.pki.user.subject)]
+        assert f"X509 proxy {rucio_grid.proxies['good']} (X509_USER_PROXY): {rucio_grid.pki.user.subject}" in shown
+        assert dataset_files(client, "cms", GRID_DAS)["/store/mc/TT/a.root"].bytes == 1234
+    assert ("/accounts/whoami", "rucio") in server.requests
+    # The credentials group names the proxy: it wins over the variable.
+    with pytest.raises(RucioUnavailable, match=r"auth=auto: X509 proxy .*rucio-expired \(credentials.x509_proxy\) of .* expired"):
+        choose_login(grid_rucio(server), GridSettings(x509_proxy=str(rucio_grid.proxies["expired"])))
+
+
+@pytest.mark.parametrize("case", ["none", "auto-none", "expired", "untrusted-here", "untrusted-there", "unmapped"])
+def test_rucio_proxy_problems_are_named(rucio_grid: RucioGrid, rucio_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                        caplog: pytest.LogCaptureFixture, case: str) -> None:
+    """No proxy, an expired one and one of an untrusted CA: the message says which, without
+    contacting the server when the local check already knows; a proxy the server's CA set does
+    not hold is refused in the TLS handshake, one whose DN the server does not map at its login,
+    and the message says the server refused it."""
+    pki, server = rucio_grid.pki, rucio_grid.server
+    default = Path(f"/tmp/x509up_u{os.geteuid()}")
+    if case in ("none", "auto-none") and default.exists():
+        pytest.skip(f"{default} exists on this machine")
+    proxy = {"expired": "expired", "untrusted-here": "rogue", "untrusted-there": "rogue", "unmapped": "good"}.get(case)
+    if proxy:
+        monkeypatch.setenv("X509_USER_PROXY", str(rucio_grid.proxies[proxy]))
+    if case == "untrusted-there":  # this side trusts both CAs, the server only the test CA
+        monkeypatch.setenv("X509_CERT_DIR", str(pki.both_certdir))
+    if case == "unmapped":
+        monkeypatch.setattr(server.identities, "dns", set())
+    caplog.set_level(logging.DEBUG)
+    seen = len(server.requests)
+    with pytest.raises(RucioUnavailable) as info:
+        login_of("auto" if case == "auto-none" else "x509_proxy", server)
+    message = str(info.value)
+    expected = {
+        "none": rf"inspect.rucio.auth=x509_proxy: no X509 proxy: X509_USER_PROXY is not set and {default} does not exist",
+        "auto-none": rf"refused the login with rucio.cfg's own credentials \(no usable grid credential: no X509 "
+                     rf"proxy: X509_USER_PROXY is not set and {default} does not exist; no bearer token: looked at",
+        "expired": r"X509 proxy .*rucio-expired \(X509_USER_PROXY\) of /DC=org/DC=intccms-test/CN=Test User "
+                   r"expired 1 h \d\d min ago",
+        "untrusted-here": r"issued by CA /DC=org/DC=elsewhere/CN=Untrusted Test CA, which is not in the CA directory",
+        "untrusted-there": r"refused the login with X509 proxy .*rucio-rogue \(X509_USER_PROXY\): "
+                           r"/DC=org/DC=elsewhere/CN=Rogue User, .* TLS: \[SSL: TLSV1_ALERT_UNKNOWN_CA\].*the proxy looks "
+                           r"valid here \(its CA is in .*both-certs\), so the server may not trust this CA or map "
+                           r"this DN to account tester",
+        "unmapped": r"refused the login with X509 proxy .*rucio-good \(X509_USER_PROXY\): .*CannotAuthenticate: "
+                    r"Cannot authenticate\. Details: Cannot authenticate to account tester with given credentials "
+                    r"\(identity /DC=org/DC=intccms-test/CN=Test User\)\); the proxy looks valid here",
+    }[case]
+    assert re.search(expected, message), message
+    contacted = server.requests[seen:]
+    if case in ("none", "expired", "untrusted-here"):
+        assert contacted == []  # the local check knew
+    if case == "auto-none":
+        assert ("/auth/userpass", "login") in contacted
+    pem = rucio_grid.proxies["rogue"].read_text().splitlines()[2]
+    assert pem not in message and pem not in caplog.text
+
+
+def test_rucio_bearer_token(rucio_grid: RucioGrid, rucio_env: Path, monkeypatch: pytest.MonkeyPatch,
+                            caplog: pytest.LogCaptureFixture) -> None:
+    """The job's bearer token goes to the server as the client's token (no login request, never
+    written to the client's token cache); a forged one is refused with a message naming the file
+    and its issuer, without starting the client's interactive OIDC login; ``auto`` takes the
+    proxy when there is one, ``token`` the token."""
+    server = rucio_grid.server
+    monkeypatch.setenv("BEARER_TOKEN_FILE", str(rucio_grid.tokens["good"]))
+    caplog.set_level(logging.DEBUG)
+    seen = len(server.requests)
+    client, shown = login_of("auto", server)  # no proxy here: the token
+    assert shown.startswith(f"bearer token {rucio_grid.tokens['good']} (BEARER_TOKEN_FILE): issuer https://localhost:")
+    assert dataset_files(client, "cms", GRID_DAS)["/store/mc/TT/a.root"].bytes == 1234
+    contacted = server.requests[seen:]
+    assert ("/accounts/whoami", "bearer") in contacted and not any(kind == "login" for _, kind in contacted)
+    assert not (rucio_env / "rt").exists()  # the client's token cache holds nothing
+
+    monkeypatch.setenv("X509_USER_PROXY", str(rucio_grid.proxies["good"]))
+    assert choose_login(grid_rucio(server)).auth == "x509_proxy"
+    _, shown = login_of("token", server)
+    assert shown.startswith("bearer token ")
+    # A token the environment names must be good, as for the job, even beside a good proxy.
+    monkeypatch.setenv("BEARER_TOKEN_FILE", str(rucio_grid.tokens["expired"]))
+    with pytest.raises(RucioUnavailable, match=r"auth=auto: bearer token .*bt_expired \(BEARER_TOKEN_FILE\) expired"):
+        choose_login(grid_rucio(server))
+
+    monkeypatch.delenv("X509_USER_PROXY")
+    monkeypatch.setenv("BEARER_TOKEN_FILE", str(rucio_grid.tokens["forged"]))
+    seen = len(server.requests)
+    with pytest.raises(RucioUnavailable) as info:
+        login_of("token", server)
+    message = str(info.value)
+    assert re.search(r"refused the login with bearer token .*bt_forged \(BEARER_TOKEN_FILE\): issuer "
+                     r"https://localhost:\d+, scope 'storage.read:/', .* left .*the token looks valid here, so the "
+                     r"server may not accept this token's issuer or audience or map its identity to account "
+                     r"tester", message), message
+    assert not any(path.startswith("/auth/") for path, _ in server.requests[seen:])  # no OIDC prompt
+    for name in ("good", "forged"):
+        secret = rucio_grid.tokens[name].read_text().strip()
+        assert secret not in message and secret not in caplog.text
+        assert secret.split(".")[2] not in caplog.text
+
+
+def test_inspect_takes_rucio_sizes_with_the_proxy(rucio_grid: RucioGrid, rucio_env: Path, generated: dict[str, Path],
+                                                  extra_conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``intccms inspect`` logs in to Rucio with the proxy the job uses and takes its sizes; an
+    expired proxy stops an inspection that reads root:// at start-up, before Rucio is asked."""
+    import io
+
+    from rich.console import Console
+
+    server = rucio_grid.server
+    store = extra_conf / "grid" / "store" / "mc" / "TT"
+    store.mkdir(parents=True)
+    shutil.copy(generated["tt"], store / "tt_0.root")
+    size = (store / "tt_0.root").stat().st_size
+    server.dids[("cms", GRID_DAS)] = [{"scope": "cms", "name": "/store/mc/TT/tt_0.root", "bytes": size,
+                                       "adler32": "0cc737eb", "guid": None, "events": MC_EVENTS}]
+    monkeypatch.setenv("X509_USER_PROXY", str(rucio_grid.proxies["good"]))
+    rucio_opts = ["inspect.rucio.enabled=true", f"inspect.rucio.host={server.url}",
+                  f"inspect.rucio.auth_host={server.url}", "inspect.rucio.account=tester", "inspect.rucio.timeout_s=5"]
+
+    def inspect(files: list[str]) -> tuple[Any, str]:
+        (extra_conf / "conf" / "datasets" / "inspecttest.yaml").write_text(RUCIO_DATASETS_YAML.format(
+            tt_das=GRID_DAS, tt=json.dumps(files), data=json.dumps([str(generated["data"])])))
+        cfg, icfg = compose_inspect("demo", overrides(
+            generated, extra_conf / "out", "inspect.executor=serial", "inspect.plots=false",
+            "inspect.reads.enabled=false", *rucio_opts))
+        out = io.StringIO()
+        return run_inspect(cfg, icfg, console=Console(file=out, width=300)), out.getvalue()
+
+    before = len(server.logins)
+    result, shown = inspect([str(store / "tt_0.root")])
+    assert server.logins[before:] == [("/auth/x509_proxy", rucio_grid.pki.user.subject)]
+    assert result.datasets["tt_inspect"].size_source == "rucio"
+    assert f"rucio: logged in with X509 proxy {rucio_grid.proxies['good']}" in shown
+    assert rucio_grid.proxies["good"].read_text().splitlines()[2] not in shown
+
+    monkeypatch.setenv("X509_USER_PROXY", str(rucio_grid.proxies["expired"]))
+    seen = len(server.requests)
+    with pytest.raises(GridCredentialError, match=r"rucio-expired \(X509_USER_PROXY\) of .* expired"):
+        inspect(["root://localhost:1//store/mc/TT/tt_0.root"])
+    assert server.requests[seen:] == []

@@ -49,11 +49,21 @@ class ReadsConfig:
     report: str | None = None
 
 
+class RucioAuth(str, Enum):
+    """How the Rucio client logs in."""
+
+    auto = "auto"  # the job's X509 proxy, else its bearer token, else rucio.cfg's login
+    x509_proxy = "x509_proxy"  # the proxy of the credentials group, verified with its CA directory
+    token = "token"  # the bearer token of the credentials group (WLCG discovery order)
+    userpass = "userpass"  # username and password from rucio.cfg
+
+
 @dataclass
 class RucioConfig:
     """File sizes from a Rucio server (optional ``rucio-clients`` package)."""
 
     enabled: bool = False
+    auth: RucioAuth = RucioAuth.auto
     host: str | None = None
     auth_host: str | None = None
     account: str | None = None

@@ -21,6 +21,7 @@ from typing import Any, cast
 from distributed import as_completed
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -40,6 +41,7 @@ from intccms.inspect.outputs import BranchRowWriter, print_summary, write_output
 from intccms.inspect.reads import ReadsTrace, input_stages, trace_reads, training_datasets
 from intccms.inspect.rucio import (
     RucioUnavailable,
+    choose_login,
     dataset_files,
     make_client,
     sizes_for_listing,
@@ -57,6 +59,7 @@ from intccms.inspect.timing import rate_functions
 from intccms.plan.datasets import Dataset
 from intccms.plan.run import build_run_plan, resolve_datasets, storage_options
 from intccms.storage import CredentialsPlugin, StorageOptions
+from intccms.storage.grid import GridSettings
 
 
 @dataclass
@@ -94,17 +97,20 @@ class InspectResult:
         return {b for tr in self.trace.traces.values() for st in tr.values() for b in st.branches}
 
 
-def _rucio_sizes(icfg: InspectConfig, datasets: Mapping[str, Dataset], notes: list[str],
+def _rucio_sizes(cfg: DictConfig, icfg: InspectConfig, datasets: Mapping[str, Dataset], notes: list[str],
                  console: Console) -> dict[str, dict[str, int]]:
     if not icfg.rucio.enabled:
         return {}
 
     try:
-        client = make_client(icfg.rucio)
+        # The credentials the job checks at start-up, so inspect and the job present the same.
+        login = choose_login(icfg.rucio, GridSettings.from_config(cfg.get("credentials")))
+        client = make_client(icfg.rucio, login)
     except RucioUnavailable as err:
         notes.append(f"file sizes from storage: {err}")
-        console.print(f"[yellow]rucio:[/yellow] {err}")
+        console.print(f"[yellow]rucio:[/yellow] {escape(str(err))}")
         return {}
+    console.print(f"rucio: logged in with {escape(login.describe())}")
     out: dict[str, dict[str, int]] = {}
     for name, ds in datasets.items():
         if not ds.das_name:
@@ -221,7 +227,7 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
         check_grid_credentials(cfg, console, resolved_xrootd_urls(datasets))
     chosen = {name: choose_files(ds.files, icfg.sample.files_per_dataset, icfg.sample.seed)
               for name, ds in datasets.items()}
-    rucio = _rucio_sizes(icfg, datasets, result.notes, console)
+    rucio = _rucio_sizes(cfg, icfg, datasets, result.notes, console)
     wf = cast(WorkflowConfig, OmegaConf.to_object(cfg.workflow))
     if plan is None:
         result.trace = ReadsTrace(input_stages=input_stages(wf),

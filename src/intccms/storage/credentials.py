@@ -227,16 +227,22 @@ def load_credentials(repo_root: str | Path | None = None,
     )
 
 
-def grid_locations(repo_root: str | Path | None = None,
-                   grid: GridSettings | None = None) -> GridLocations:
-    """Where the grid credentials are, with ``INTCCMS_XROOTD_TOKEN`` also taken from ``.env``."""
+def grid_environ(repo_root: str | Path | None = None) -> dict[str, str]:
+    """This process's variables, with ``INTCCMS_XROOTD_TOKEN`` also taken from ``.env``: where
+    grid credentials are looked for (and a token given as a value is read)."""
     root = Path(repo_root) if repo_root is not None else _default_repo_root()
     dotenv = root / ".env"
     file_values = parse_dotenv(dotenv) if dotenv.is_file() else {}
     env = dict(os.environ)
     if not env.get(ENV_XROOTD_TOKEN) and file_values.get(ENV_XROOTD_TOKEN):
         env[ENV_XROOTD_TOKEN] = file_values[ENV_XROOTD_TOKEN]
-    return locate(grid, env)
+    return env
+
+
+def grid_locations(repo_root: str | Path | None = None,
+                   grid: GridSettings | None = None) -> GridLocations:
+    """Where the grid credentials are, with ``INTCCMS_XROOTD_TOKEN`` also taken from ``.env``."""
+    return locate(grid, grid_environ(repo_root))
 
 
 __all__ = [
@@ -244,6 +250,7 @@ __all__ = [
     "Credentials",
     "MissingCredentialError",
     "Secret",
+    "grid_environ",
     "grid_locations",
     "load_credentials",
     "parse_dotenv",

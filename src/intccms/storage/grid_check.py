@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -226,10 +226,18 @@ def token_claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def _read_token(location: Location) -> str:
-    """The token text (kept in this function's caller only: never shown)."""
+def read_token(location: Location, environ: Mapping[str, str] | None = None) -> str:
+    """The token text (for the caller's client only: never shown).
+
+    Args:
+        location: The token file, or the variable holding the token.
+        environ: Where a variable is read (default ``os.environ``).
+
+    Raises:
+        GridCredentialError: the file is missing, unreadable or accessible to others.
+    """
     if location.path is None:
-        return os.environ.get(str(location.env_var), "")
+        return (os.environ if environ is None else environ).get(str(location.env_var), "")
     where = f"bearer token file {location.describe()}"
     path = Path(location.path)
     with _reading(where):
@@ -245,14 +253,15 @@ def _read_token(location: Location) -> str:
 
 
 def token_status(location: Location | None, candidates: tuple[str, ...], margin_s: float,
-                 now: datetime | None = None) -> Status | None:
-    """Check the bearer token: readable, a JWT, ``exp`` beyond the margin; ``None``: no token."""
+                 now: datetime | None = None, environ: Mapping[str, str] | None = None) -> Status | None:
+    """Check the bearer token: readable, a JWT, ``exp`` beyond the margin; ``None``: no token
+    (``environ``: where a token given as a variable is read, default ``os.environ``)."""
     if location is None:
         return None
     now = now or datetime.now(UTC)
     where = f"bearer token {location.describe()}"
     try:
-        claims = token_claims(_read_token(location))
+        claims = token_claims(read_token(location, environ))
     except GridCredentialError as err:
         return Status("token", location, location.path is None or os.path.exists(location.path),
                       str(err))
@@ -277,7 +286,7 @@ def token_scope(location: Location | None) -> str | None:
     if location is None:
         return None
     try:
-        scope = token_claims(_read_token(location)).get("scope")
+        scope = token_claims(read_token(location)).get("scope")
     except (GridCredentialError, ValueError):
         return None
     return str(scope) if scope else None
@@ -368,6 +377,7 @@ __all__ = [
     "format_duration",
     "proxy_status",
     "read_proxy",
+    "read_token",
     "token_claims",
     "token_scope",
     "token_status",
