@@ -300,6 +300,7 @@ class ChunkAnalysis:
                 weight_cols.append(nominal_factor)
         weights = WeightColumns(base, weight_cols, np.asarray(columns))
         selected = self._fill_once(nominal_ns, channel_fixed, n, hists, weights, cutflow)
+        fixed = self._fixed_prefix(factors, n)
 
         # Object variations: recompute what depends on the varied collection, and the weights
         # that depend on varied objects (with their linked source where one is configured).
@@ -317,25 +318,43 @@ class ChunkAnalysis:
                     def varied_weights(chosen: np.ndarray, var_ns: dict[str, Any] = var_ns,
                                 variation: str = variation, direction: str = direction,
                                 row: np.ndarray = row) -> WeightColumns:
-                        factor = self._varied_factor(var_ns, chosen, factors, variation, direction)
+                        factor = self._varied_factor(var_ns, chosen, factors, fixed, variation, direction)
                         return WeightColumns(base, [factor], row)
 
                     self._fill_once(var_ns, channel_fixed, n, hists, varied_weights, None)
         return selected
 
+    def _fixed_prefix(self, factors: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, int]:
+        """The product of the leading weights (configuration order) that no object variation
+        changes, and how many they are: one product per chunk instead of one per object variation.
+        """
+        corr = self.corrections
+        assert corr is not None
+        prefix = np.ones(n)
+        count = 0
+        for wc in corr.weights:
+            if wc.object is not None and wc.object in self.varying:
+                break
+            prefix = prefix * factors[wc.name]
+            count += 1
+        return prefix, count
+
     def _varied_factor(self, var_ns: Mapping[str, Any], chosen: np.ndarray,
-                       factors: Mapping[str, np.ndarray], variation: str, direction: str) -> np.ndarray:
+                       factors: Mapping[str, np.ndarray], fixed: tuple[np.ndarray, int],
+                       variation: str, direction: str) -> np.ndarray:
         """The event weight of an object variation, evaluated only on the ``chosen`` events (those
         some channel selects in this variation; the others are never filled).
 
         Factors multiply in configuration order, as for every event of the nominal fill, so a
-        chosen event's weight does not depend on which other events were chosen.
+        chosen event's weight does not depend on which other events were chosen; ``fixed`` is the
+        product of the leading factors that do not vary (:meth:`_fixed_prefix`).
         """
         corr = self.corrections
         assert corr is not None
         sub_ns: dict[str, Any] | None = None
-        factor = np.ones(int(np.count_nonzero(chosen)))
-        for wc in corr.weights:
+        prefix, skipped = fixed
+        factor = prefix[chosen]
+        for wc in corr.weights[skipped:]:
             if wc.object is None or wc.object not in self.varying:
                 factor = factor * factors[wc.name][chosen]
                 continue
