@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig, OmegaConf
@@ -194,3 +196,29 @@ def test_a_bad_log_level_is_a_config_error_listing_the_levels() -> None:
     assert "Traceback" not in proc.stderr
     message = " ".join(proc.stderr.split())
     assert "log_level: Invalid value 'LOUD'" in message and "DEBUG, INFO, WARNING, ERROR, CRITICAL" in message, message
+
+
+def test_era_facts_and_jes_sources_are_read_from_the_configuration(tmp_path: Path) -> None:
+    """The generator, the synthetic statistics model and the statistics defaults take the era
+    luminosities and the JES sources from conf/, so an edit there reaches all of them."""
+    import shutil
+
+    from intccms.core.conf import conf_dir
+    from intccms.datagen.corrections import _BTAG_JES, JES_SOURCES
+
+    assert set(_BTAG_JES) == set(JES_SOURCES) and len(JES_SOURCES) == 27
+    conf = tmp_path / "conf"
+    shutil.copytree(conf_dir(), conf)
+    eras = conf / "eras" / "run2.yaml"
+    eras.write_text(eras.read_text().replace("luminosity: 41480", "luminosity: 41000"))
+    corrections = conf / "corrections" / "run2.yaml"
+    corrections.write_text(corrections.read_text().replace(
+        "        - {source: TimePtEta, variation: \"jesTimePtEta_{year}\"}\n", ""))
+    code = ("from intccms.datagen.eras import ERAS; from intccms.datagen.corrections import JES_SOURCES; "
+            "from intccms.stats.synthetic import ERAS as S, variation_names; "
+            "from intccms.config.statistics import LuminosityConfig; "
+            "print(ERAS['2017'].lumi_pb, S['2017'], LuminosityConfig().eras['2017'], len(JES_SOURCES), "
+            "any('TimePtEta' in v for v in variation_names()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "INTCCMS_CONF_DIR": str(conf)}).stdout.split()
+    assert out == ["41000.0", "41000.0", "41000.0", "26", "False"]

@@ -5,8 +5,9 @@ Every option has one home in a dataclass of :mod:`intccms.config.schema`; the YA
 that names the key.
 """
 
-from intccms.config.compose import compose_config, conf_dir
+from intccms.config.compose import compose_config
 from intccms.config.schema import RootConfig
+from intccms.core.conf import conf_dir
 from intccms.core.errors import ConfigError
 
 __all__ = ["ConfigError", "RootConfig", "compose_config", "conf_dir"]

@@ -19,33 +19,12 @@ from intccms.config.inspect import InspectConfig, inspect_config
 from intccms.config.keys import dict_entry_schema, did_you_mean
 from intccms.config.schema import RootConfig
 from intccms.config.validate import validate_config
+from intccms.core.conf import conf_dir
 from intccms.core.errors import ConfigError
 
 SCHEMA_NAME = "intccms_schema"
 # The ``inspect`` option added when a configuration does not select one itself.
 INSPECT_GROUP_DEFAULT = "default"
-
-
-def repo_root() -> Path:
-    """Repository root when running from a source checkout (``src/intccms/config`` -> root)."""
-    return Path(__file__).resolve().parents[3]
-
-
-def conf_dir() -> Path:
-    """Directory holding the Hydra configuration tree.
-
-    ``INTCCMS_CONF_DIR`` wins (container images copy ``conf/`` to a fixed place); otherwise the
-    ``conf/`` folder of the source checkout.
-    """
-    env = os.environ.get("INTCCMS_CONF_DIR")
-    path = Path(env) if env else repo_root() / "conf"
-    if not (path / "demo.yaml").is_file():
-        msg = (
-            f"configuration directory {path} has no demo.yaml; set INTCCMS_CONF_DIR to the "
-            "project's conf/ folder"
-        )
-        raise ConfigError(msg)
-    return path
 
 
 def _register_schema() -> None:

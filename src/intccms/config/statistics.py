@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from intccms.core.conf import era_luminosities
+
 
 class DataMode(str, Enum):
     """Which dataset the model is fitted to."""
@@ -98,14 +100,7 @@ class LuminosityConfig:
     """Era luminosities (pb^-1, used for era fractions when the histogram metadata has no
     ``era_yields``) and the luminosity uncertainty components."""
 
-    eras: dict[str, float] = field(
-        default_factory=lambda: {
-            "2016preVFP": 19520.0,
-            "2016postVFP": 16810.0,
-            "2017": 41480.0,
-            "2018": 59830.0,
-        }
-    )
+    eras: dict[str, float] = field(default_factory=era_luminosities)  # conf/eras/run2.yaml
     components: list[LumiComponent] = field(default_factory=_cms_run2_lumi)
 
 

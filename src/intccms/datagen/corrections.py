@@ -35,6 +35,7 @@ import numpy as np
 from correctionlib import schemav2 as cs
 from scipy.stats import gamma
 
+from intccms.core.conf import jes_sources
 from intccms.datagen import eras as eras_module
 from intccms.datagen import jec
 from intccms.datagen.eras import era_info
@@ -42,14 +43,9 @@ from intccms.datagen.reco import _btag
 
 __all__ = ["BTAG_SYSTEMATICS", "JES_SOURCES", "muon_keys", "write_correction_files"]
 
-JES_SOURCES = (
-    "AbsoluteMPFBias", "AbsoluteScale", "FlavorQCD", "Fragmentation", "PileUpDataMC",
-    "PileUpPtBB", "PileUpPtEC1", "PileUpPtEC2", "PileUpPtHF", "PileUpPtRef", "RelativeBal",
-    "RelativeFSR", "RelativeJERHF", "RelativePtBB", "RelativePtHF", "SinglePionECAL",
-    "SinglePionHCAL", "AbsoluteStat", "RelativeJEREC1", "RelativeJEREC2", "RelativePtEC1",
-    "RelativePtEC2", "RelativeSample", "RelativeStatEC", "RelativeStatFSR", "RelativeStatHF",
-    "TimePtEta",
-)
+# The JEC correction's uncertainty sources, in the configuration's order (conf/corrections).
+JES_SOURCES = tuple(s["source"] for s in jes_sources())
+# The same sources in the order the real UL b-tag file lists its ``up_jes<source>`` systematics.
 _BTAG_JES = (
     "AbsoluteStat", "AbsoluteScale", "AbsoluteMPFBias", "Fragmentation", "SinglePionECAL",
     "SinglePionHCAL", "FlavorQCD", "TimePtEta", "RelativeJEREC1", "RelativeJEREC2",

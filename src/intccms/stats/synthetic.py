@@ -17,18 +17,13 @@ import hist
 import numpy as np
 
 from intccms.config.statistics import DataMode, StatisticsConfig
+from intccms.core.conf import era_luminosities, jes_sources
 
-ERAS = {"2016preVFP": 19520.0, "2017": 41480.0, "2018": 59830.0}
-_JES_CORR = [
-    "AbsoluteMPFBias", "AbsoluteScale", "FlavorQCD", "Fragmentation", "PileUpDataMC",
-    "PileUpPtBB", "PileUpPtEC1", "PileUpPtEC2", "PileUpPtHF", "PileUpPtRef", "RelativeBal",
-    "RelativeFSR", "RelativeJERHF", "RelativePtBB", "RelativePtHF", "SinglePionECAL",
-    "SinglePionHCAL",
-]
-_JES_YEAR = [
-    "AbsoluteStat", "RelativeJEREC1", "RelativeJEREC2", "RelativePtEC1", "RelativePtEC2",
-    "RelativeSample", "RelativeStatEC", "RelativeStatFSR", "RelativeStatHF", "TimePtEta",
-]
+# The eras of the synthetic model (one per year) with their luminosities, and the JES sources
+# split into those correlated between years and those decorrelated ({year} in the variation).
+ERAS = {e: lumi for e, lumi in era_luminosities().items() if e in ("2016preVFP", "2017", "2018")}
+_JES_CORR = [s["source"] for s in jes_sources() if "{year}" not in s["variation"]]
+_JES_YEAR = [s["source"] for s in jes_sources() if "{year}" in s["variation"]]
 BACKGROUNDS = {
     "ttbar_semilep": ["TTToSemiLeptonic"],
     "ttbar_other": ["TTToHadronic", "TTTo2L2Nu"],
