@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+from hydra.utils import get_method
 
 
 class FunctorError(ValueError):
@@ -17,26 +20,36 @@ class FunctorError(ValueError):
 
 @lru_cache(maxsize=256)
 def import_function(path: str) -> Callable[..., Any]:
-    """Import ``package.module.function``; the error names the path and what is missing."""
-    module_name, _, attr = path.rpartition(".")
+    """Import ``package.module.function`` (or ``package.module.Class.method``) with Hydra's
+    locator; the error names the path and what is missing (Hydra's own error log is muted:
+    a typo is reported once, by the caller)."""
+    module_name = path.rpartition(".")[0]
     if not module_name:
         msg = f"'{path}' is not an import path (expected 'package.module.function')"
         raise FunctorError(msg)
+    hydra_log = logging.getLogger("hydra.utils")
+    level = hydra_log.level
+    hydra_log.setLevel(logging.CRITICAL)
+    try:
+        return get_method(path)
+    except ValueError:
+        msg = f"'{path}' is not callable"
+        raise FunctorError(msg) from None
+    except ImportError:
+        raise FunctorError(_why_not_importable(path)) from None
+    finally:
+        hydra_log.setLevel(level)
+
+
+def _why_not_importable(path: str) -> str:
+    """Which part of ``path`` is missing: the module, or the attribute (with what there is)."""
+    module_name, _, attr = path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        msg = f"cannot import module '{module_name}' for function '{path}': {err}"
-        raise FunctorError(msg) from None
-    try:
-        func = getattr(module, attr)
-    except AttributeError:
-        names = [n for n in dir(module) if not n.startswith("_")]
-        msg = f"module '{module_name}' has no function '{attr}' (available: {names})"
-        raise FunctorError(msg) from None
-    if not callable(func):
-        msg = f"'{path}' is not callable"
-        raise FunctorError(msg)
-    return func
+        return f"cannot import module '{module_name}' for function '{path}': {err}"
+    names = [n for n in dir(module) if not n.startswith("_")]
+    return f"module '{module_name}' has no function '{attr}' (available: {names})"
 
 
 _SHARED = threading.local()

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
+
 from intccms.storage.grid import (
     ENV_CERT_DIR,
     ENV_PROXY,
@@ -171,18 +173,9 @@ def _grid_paths(grid: GridLocations) -> dict[str, str | None]:
 
 
 def parse_dotenv(path: Path) -> dict[str, str]:
-    """Parse a minimal ``.env`` file (``KEY=value`` lines, ``#`` comments, optional quotes)."""
-    values: dict[str, str] = {}
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+    """The ``KEY=value`` pairs of a ``.env`` file (python-dotenv's reading: comments, quotes,
+    ``export``); keys without a value are left out. Nothing is put into the environment."""
+    return {key: value for key, value in dotenv_values(path, interpolate=False).items() if value is not None}
 
 
 def _default_repo_root() -> Path:
