@@ -77,9 +77,11 @@ def test_wanted_workers_from_the_configuration() -> None:
     assert wanted_workers({"kind": "kubernetes", "kubernetes": None}, present=2) == 2
     from omegaconf import OmegaConf
 
+    from intccms.config.kubernetes import AdaptConfig, KubernetesClusterConfig
     from intccms.config.schema import ClusterConfig, ClusterKind
 
-    composed = OmegaConf.structured(ClusterConfig(kind=ClusterKind.kubernetes, kubernetes={"adapt": {"maximum": 7}}))
+    composed = OmegaConf.structured(ClusterConfig(
+        kind=ClusterKind.kubernetes, kubernetes=KubernetesClusterConfig(adapt=AdaptConfig(maximum=7))))
     assert wanted_workers(composed, present=2) == 7
     assert wanted_workers({"kind": "address"}, present=4) == 4
 

@@ -81,7 +81,6 @@ def compose_config(
         raise ConfigError(msg) from None
     _check_keys(cfg, config_name)
     if validate:
-
         validate_config(cfg)
     return cfg
 

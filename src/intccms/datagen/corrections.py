@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import inspect
 import itertools
+import json
 import os
 import sys
 import tempfile
@@ -35,7 +36,7 @@ import numpy as np
 from correctionlib import schemav2 as cs
 from scipy.stats import gamma
 
-from intccms.core.conf import jes_sources
+from intccms.core.conf import jes_sources, run2_eras
 from intccms.datagen import eras as eras_module
 from intccms.datagen import jec
 from intccms.datagen.eras import era_info
@@ -346,10 +347,10 @@ def write_correction_files(root: str | os.PathLike[str], eras: Sequence[str]) ->
 
 
 def _builder_fingerprint() -> str:
-    """What the files are built from: this module's source and the era table's."""
-
-
+    """What the files are built from: this module's source, the era table's, and the era facts
+    and JES sources of the configuration."""
     digest = hashlib.sha256()
     for module in (sys.modules[__name__], eras_module):
         digest.update(inspect.getsource(module).encode())
+    digest.update(json.dumps([run2_eras(), jes_sources()], sort_keys=True).encode())
     return digest.hexdigest()

@@ -42,7 +42,6 @@ def wanted_workers(cluster: Mapping[str, Any], present: int) -> int:
     if kind == "kubernetes":
         k8s = cluster.get("kubernetes")
         if k8s is not None:
-
             adapt: Any = k8s.get("adapt") if hasattr(k8s, "get") else getattr(k8s, "adapt", None)
             maximum = adapt.get("maximum") if hasattr(adapt, "get") else getattr(adapt, "maximum", None)
             # the backend fills a missing bound with the autoscaler's default, so do the same

@@ -54,7 +54,6 @@ def select_channel(
     n = num_events(events)
     keep = _mask(plan.skim, {**events, **consts}, n)
     if ctx.is_data and ctx.golden_json:
-
         keep &= in_golden_json(ctx.golden_json, events["run"], events["luminosityBlock"])
     ns: dict[str, Any] = {**filter_events(events, keep), **consts}
     n = int(np.count_nonzero(keep))

@@ -250,7 +250,6 @@ def _limit_for_signal(hset: HistogramSet, cfg: StatisticsConfig, signal: str) ->
 def _worker_address() -> str | None:
     """The Dask worker running this task (None outside a worker): shows the spread."""
     try:
-
         return str(get_worker().address)
     except (ImportError, ValueError):
         return None

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> object:
     # The Dask plugin imports distributed; load it only when asked for.
     if name == "CredentialsPlugin":
-
         return CredentialsPlugin
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)

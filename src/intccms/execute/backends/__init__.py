@@ -98,7 +98,6 @@ def start_cluster(cfg: Mapping[str, Any], *, run_id: str = "run") -> Iterator[Cl
         with address_cluster(cfg) as client:
             yield client
     elif kind == "kubernetes":
-
         block = cfg.get("kubernetes")
         if block is None:
             msg = "cluster.kind=kubernetes needs the cluster.kubernetes block (cluster=kubernetes)"
