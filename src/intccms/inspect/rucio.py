@@ -146,6 +146,7 @@ def _grid_client(base: type[Any]) -> type[Any]:
 
         def _BaseClient__get_token(self) -> None:  # noqa: N802 - the name BaseClient calls
             if self._intccms_bearer is not None:
+                # rucio-clients is optional: imported only once a Rucio client exists
                 from rucio.common.exception import CannotAuthenticate
 
                 raise CannotAuthenticate("the server refused the bearer token")
@@ -198,7 +199,7 @@ def make_client(rcfg: RucioConfig, login: RucioLogin | None = None) -> Any:
         RucioUnavailable: the package is not installed, the credential is unusable, or the
             server does not answer or refuses the login.
     """
-    try:
+    try:  # rucio-clients is optional (inspect.rucio.enabled)
         from rucio.client import Client
     except ImportError:
         msg = ("inspect.rucio.enabled is set but the optional package 'rucio-clients' is not "

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from distributed import get_worker
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from intccms.metrics import names
@@ -57,10 +58,6 @@ def current_worker_label() -> str:
 
     Use the same value for ``ChunkRecord.worker`` so the run report and Prometheus agree.
     """
-    try:
-        from distributed import get_worker
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return "local"
     try:
         return str(get_worker().address)
     except ValueError:  # not running inside a worker task

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyhf
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from intccms.stats.likelihood import FastLikelihood, compile_model
 
@@ -31,11 +32,6 @@ def single_threaded_blas() -> Iterator[None]:
     """One BLAS thread: the fits multiply matrices of ~100 x 20, where OpenBLAS's thread
     hand-off costs more than the arithmetic (on a busy 2-core node L-BFGS-B's every step
     took 2 ms instead of 20 us)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's stack
-        yield
-        return
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 
