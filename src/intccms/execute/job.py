@@ -23,6 +23,7 @@ from intccms.execute.prepare import ensure_inputs
 from intccms.execute.runner import StageOutcome, run_stage
 from intccms.execute.stages import run_metadata, skim_stage
 from intccms.execute.tasks import analysis_task
+from intccms.execute.warmup import CorrectionsWarmup
 from intccms.metrics.local_prometheus import local_prometheus
 from intccms.metrics.preload import WorkerMetricsPlugin
 from intccms.metrics.sampler import WorkerSampler, wanted_workers
@@ -169,6 +170,8 @@ def _run(plan: RunPlan, client: Client, out: Path, result: JobResult, console: C
     """Metadata, skim, training, analysis, outputs and statistics, as the workflow asks."""
     wf = plan.workflow
     register_plugins(client, plan.storage, plan.run_id, sorted(plan.datasets), plan.cluster.kind)
+    if plan.corrections() and (wf.run_analysis or wf.run_mva_training):
+        client.register_plugin(CorrectionsWarmup(list(plan.corrections().values())))
     run_metrics = run_metrics_for(client, plan.run_id, config=plan.name)
     # Workers wanted and present, the report's cores and worker timeline: sampled during the stages.
     sampler.start(run_metrics, wanted_workers(OmegaConf.structured(plan.cluster), len(client.nthreads())))

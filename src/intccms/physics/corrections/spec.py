@@ -7,6 +7,7 @@ large and not meant to travel in task graphs); each worker builds it on first us
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,8 +33,13 @@ class CorrectionsSpec:
                    tuple(names), jsonpog_root)
 
     def build(self) -> EraCorrections:
-        """The era's corrections, loaded once per process and spec."""
-        return _build_corrections(self)
+        """The era's corrections, loaded once per process and spec (a warm-up thread and the
+        first chunk asking at once wait for one build, not two)."""
+        with _BUILDING:
+            return _build_corrections(self)
+
+
+_BUILDING = threading.Lock()
 
 
 @lru_cache(maxsize=16)
