@@ -88,8 +88,8 @@ class Behaviour:
 
 
 def _in_double_precision(value: ak.Array, names: Sequence[str]) -> ak.Array:
-    """The record fields ``names`` (NanoAOD stores them as float32) as float64, the others as
-    they are: coffea's four-vector arithmetic then gives the numbers of the plain functions,
+    """``value`` packed, with the record fields ``names`` (NanoAOD stores them as float32) as
+    float64: coffea's four-vector arithmetic then gives the numbers of the plain functions,
     which compute in double precision."""
     wanted = set(names)
 
@@ -102,7 +102,9 @@ def _in_double_precision(value: ak.Array, names: Sequence[str]) -> ak.Array:
         ]
         return ak.contents.RecordArray(contents, layout.fields, length=layout.length, parameters=layout.parameters)
 
-    return ak.transform(promote, value, behavior=value.behavior)
+    # Packed first: the pipeline's objects are often an index into all the chunk's objects, which
+    # every later coffea operation would otherwise broadcast through.
+    return ak.transform(promote, ak.to_packed(value), behavior=value.behavior)
 
 
 def coffea_behavior(kind: str) -> dict[Any, Any]:
