@@ -108,19 +108,20 @@ def _in_double_precision(value: ak.Array, names: Sequence[str]) -> ak.Array:
 
 
 def coffea_behavior(kind: str) -> dict[Any, Any]:
-    """coffea's behaviour mapping of ``kind`` (imported here: coffea takes seconds to import)."""
+    """coffea's behaviour mapping of ``kind`` (imported here: coffea takes seconds to import;
+    shared, never modified)."""
     if kind == "vector":
         from coffea.nanoevents.methods import vector
 
-        return dict(vector.behavior)
+        return vector.behavior  # type: ignore[no-any-return]
     if kind == "candidate":
         from coffea.nanoevents.methods import candidate
 
-        return dict(candidate.behavior)
+        return candidate.behavior  # type: ignore[no-any-return]
     if kind == "nanoevents":
         from coffea.nanoevents.methods import nanoaod
 
-        return dict(nanoaod.behavior)
+        return nanoaod.behavior  # type: ignore[no-any-return]
     msg = f"behaviour '{kind}' is not one of {list(KINDS)}"
     raise BehaviourError(msg)
 
