@@ -100,6 +100,7 @@ facility-down:
 
 bench: env
 	$(PY) benchmarks/bench_variations.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_behaviours.py
 	$(PY) benchmarks/bench_fixed_costs.py
 	$(PY) benchmarks/bench_scaling.py
 

@@ -48,6 +48,9 @@ DATASETS = SMALL_2017
 SIZES = {"ZPrimeToTT_M2000_W200": 1500, "TTToSemiLeptonic": 4000, "WJetsToLNu_HT-600To800": 1500,
          "SingleMuon": 3000}
 CHUNKSIZE = 1000
+# The two processor examples (examples/, in the image), run as the chart's Job with job.config=processor.
+EXAMPLES = ("dimuon", "zprime_ttbar")
+PROCESSOR_CHUNKSIZE = 500
 
 
 class Phases:
@@ -76,6 +79,16 @@ def common_overrides(data_dir: str) -> list[str]:
     return over
 
 
+def processor_overrides(data_dir: str, example: str) -> list[str]:
+    """The example processor on the same generated files (NanoAOD, no skims), chunks dividing
+    every file so that coffea's Runner cuts the same ones."""
+    over = [f"paths.generated_data={data_dir}", f"dataset_selection=[{','.join(DATASETS)}]",
+            f"processor={example}", f"workflow.chunksize={PROCESSOR_CHUNKSIZE}"]
+    for name in DATASETS:
+        over.append(f"datasets.{name}.generate.events_per_file={SIZES[name.rsplit('_', 1)[0]]}")
+    return over
+
+
 def run_overrides(run_id: str, output_root: str) -> list[str]:
     """Per-run outputs: histograms in the run's folder, skims under the run's S3 prefix."""
     return [f"output_dir={output_root}/{run_id}", f"workflow.skim_dir=s3://{BUCKET}/{run_id}/skims"]
@@ -89,6 +102,7 @@ class Runs:
     local_dir: Path
     clean: JobRun
     fault: JobRun
+    processors: dict[str, JobRun]  # example -> its run with job.config=processor
     prometheus: dict[str, Any]
     identities: dict[str, tuple[str, str]]
     inspected: dict[str, dict[str, Any]]
@@ -237,6 +251,13 @@ def runs(local_reference: LocalReference, facility_images, dask_operator,
         rules = _loaded_rules(handle)
         phases.done("prometheus totals")
 
+        processors = {}
+        for example in EXAMPLES:
+            job = handle.chart_job({"job": {"config": "processor",
+                                            "overrides": processor_overrides(DATA_MOUNT, example)}})
+            processors[example] = handle.run_job(example, [f"output_dir=/work/outputs/{example}"], job=job)
+        phases.done("processor jobs")
+
         victim = handle.workers[0]
 
         def kill_a_worker(job: str) -> str:
@@ -252,7 +273,7 @@ def runs(local_reference: LocalReference, facility_images, dask_operator,
         print(f"[facility] killed {victim}: {report['retried_chunks']} retried chunks,"
               f" {report['attempts']} attempts for {report['chunks']} chunks", file=sys.__stderr__)
         inspected = {name: pm.inspect("container", name) or {} for name in facility.containers}
-        yield Runs(handle, local_dir, clean, fault, prometheus, identities, inspected, rules)
+        yield Runs(handle, local_dir, clean, fault, processors, prometheus, identities, inspected, rules)
     finally:
         facility.down()
         phases.done("facility down")
@@ -301,6 +322,33 @@ def test_job_from_the_chart_runs_skim_and_analysis_on_the_facility(runs: Runs) -
     # Every Dask connection of the run was TLS (cluster.kubernetes.tls, the chart's default).
     assert all(w.startswith("tls://") for w in report["per_worker"])
     assert "done" in runs.clean.logs
+
+
+@pytest.mark.facility
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+@pytest.mark.parametrize("example", EXAMPLES)
+# coffea's NanoAOD schema warns about cross-references the generated files do not carry.
+@pytest.mark.filterwarnings("ignore:Missing cross-reference index:RuntimeWarning")
+def test_processor_examples_equal_coffeas_own_runner(runs: Runs, example: str) -> None:
+    """``job.config=processor`` runs the example unmodified from the image; its saved output
+    equals coffea's Runner (IterativeExecutor) on the same files on the host."""
+    from coffea.util import load
+    from fixtures.processors import assert_same_output, coffea_reference
+
+    from intccms.config import compose_config
+
+    job = runs.processors[example]
+    assert job.exit_code == 0, f"{example} job failed:\n{job.logs[-4000:]}"
+    report = job.report()
+    assert report["failed_chunks"] == 0 and set(report["per_stage"]) >= {"processor"}
+    assert len(report["per_worker"]) == N_WORKERS and all(w.startswith("tls://") for w in report["per_worker"])
+    got = load(str(job.output_dir / "processor" / "output.coffea"))
+    cfg = compose_config("processor", [*processor_overrides(str(runs.handle.data_dir), example),
+                                       f"processor.python_path=[{REPO / 'examples'}]"])
+    want, chunks = coffea_reference(cfg, list(DATASETS), PROCESSOR_CHUNKSIZE)
+    assert report["per_stage"]["processor"]["chunks"] == len(chunks) == sum(SIZES.values()) // PROCESSOR_CHUNKSIZE
+    assert_same_output(got, want)
 
 
 @pytest.mark.facility

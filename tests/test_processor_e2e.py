@@ -14,35 +14,27 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
 import fsspec
-import hist
 import numpy as np
 import psutil
 import pytest
 import uproot
-from coffea import processor
-from coffea.nanoevents import NanoAODSchema
 from coffea.util import load
 from coffea.util import load as coffea_load
 from distributed import Client
 from fixtures.badfiles import rewrite_in_baskets, truncate_last_basket
 from fixtures.demo import SMALL_2017, small_overrides, two_worker_cluster
+from fixtures.processors import assert_same_output, coffea_reference
 from fixtures.s3 import S3Server
-from omegaconf import OmegaConf
 from prometheus_client import REGISTRY
 
 from intccms.config import compose_config
-from intccms.config.processor import parse_processor_config
 from intccms.execute.job import JobResult, run_job
 from intccms.execute.runner import BadInputError
 from intccms.metrics import names
-from intccms.plan.datasets import resolve_dataset
-from intccms.plan.run import with_generated_files
-from intccms.processor.loader import load_processor
 from intccms.processor.task import ProcessorError
 from intccms.storage.credentials import (
     CREDENTIAL_VARS,
@@ -117,45 +109,12 @@ def _events_read(stage: str) -> float:
                for s in m.samples if s.name.endswith("_total") and s.labels.get("stage") == stage)
 
 
-def assert_same_output(got: Any, want: Any, where: str = "output") -> None:
-    """Same structure and types; integers equal, floats and weighted sums to 1e-12 relative."""
-    if isinstance(want, hist.Hist):
-        assert isinstance(got, hist.Hist), where
-        assert got.axes == want.axes, where
-        g, w = got.view(flow=True), want.view(flow=True)
-        for field in (w.dtype.names or (None,)):
-            a, b = (g, w) if field is None else (g[field], w[field])
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=0, err_msg=f"{where} {field}")
-        assert want.sum(flow=True).value > 0, f"{where} is empty: the comparison would prove nothing"
-    elif isinstance(want, Mapping):
-        assert type(got) is type(want) and list(got) == list(want), where
-        for key in want:
-            assert_same_output(got[key], want[key], f"{where}[{key!r}]")
-    elif isinstance(want, float):
-        assert got == pytest.approx(want, rel=1e-12, abs=0), where
-    else:
-        assert type(got) is type(want) and got == want, where
-
-
-def coffea_reference(cfg: Any, datasets: list[str]) -> tuple[Any, list[tuple[str, int, int]]]:
-    """coffea's Runner (IterativeExecutor) on the same files, chunk size and dataset metadata."""
-    cfg = with_generated_files(cfg)
-    resolved = {n: resolve_dataset(n, OmegaConf.to_container(cfg.datasets[n], resolve=True)) for n in datasets}
-    meta = {n: {"era": ds.era, "process": ds.process, "xsec": ds.xsec, "is_data": ds.is_data,
-                "luminosity": float(cfg.eras[ds.era].luminosity)} for n, ds in resolved.items()}
-    fileset = {n: {"files": {f: "Events" for f in ds.files}, "metadata": meta[n]} for n, ds in resolved.items()}
-    runner = processor.Runner(executor=processor.IterativeExecutor(), schema=NanoAODSchema, chunksize=CHUNK)
-    chunks = sorted((c.filename, c.entrystart, c.entrystop) for c in runner.preprocess(fileset, treename="Events"))
-    instance = load_processor(parse_processor_config(cfg.processor)).instance
-    return runner(fileset, instance, treename="Events"), chunks
-
-
 @pytest.mark.parametrize("example", ["dimuon", "zprime_ttbar"])
 def test_examples_equal_coffeas_own_runner(dask_client, demo_data: Path, tmp_path: Path, example: str) -> None:
     before = sum(dask_client.run(_events_read, "processor").values())
     cfg = compose_config("processor", _overrides(demo_data, tmp_path, SMALL_2017, f"processor={example}"))
     result = run_job(cfg, client=dask_client)
-    want, coffea_chunks = coffea_reference(cfg, SMALL_2017)
+    want, coffea_chunks = coffea_reference(cfg, SMALL_2017, CHUNK)
     chunks = sorted((r.file, r.entry_start, r.entry_stop) for r in result.records if r.stage == "processor")
     assert chunks == coffea_chunks and len(chunks) == 14
     assert_same_output(result.processor_output, want)
@@ -196,7 +155,7 @@ def test_events_metadata_is_what_coffea_passes(dask_client, demo_data: Path, tmp
                                                  f"processor.class={name}.Metadata",
                                                  _python_path(folder)))
     result = run_job(cfg, client=dask_client)
-    want, _ = coffea_reference(cfg, datasets)
+    want, _ = coffea_reference(cfg, datasets, CHUNK)
     assert result.processor_output == want
     seen = [dict(m) for m in result.processor_output["metadata"]]
     assert len(seen) == 10 and {m["dataset"] for m in seen} == set(datasets)

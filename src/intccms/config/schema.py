@@ -167,6 +167,8 @@ class FunctorConfig:
     function: str = MISSING
     inputs: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    # coffea's behaviours on the collection and object inputs: vector, candidate or nanoevents.
+    behaviour: str | None = None
 
 
 @dataclass
@@ -185,6 +187,8 @@ class ObservableConfig:
     function: str = MISSING
     inputs: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    # coffea's behaviours on the collection and object inputs: vector, candidate or nanoevents.
+    behaviour: str | None = None
     binning: BinningConfig = field(default_factory=BinningConfig)
     label: str = ""
 

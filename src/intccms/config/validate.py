@@ -15,6 +15,7 @@ from intccms.config.kubernetes import (
 )
 from intccms.config.processor import ProcessorConfigError, parse_processor_config
 from intccms.core.errors import ConfigError
+from intccms.physics.behaviours import KINDS, BehaviourError, resolve_behaviour
 from intccms.physics.functors import FunctorError, import_function
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ def _check_analysis(cfg: DictConfig) -> None:
             import_function(str(functor.function))
         except FunctorError as err:
             raise ConfigError(f"{key}.function: {err}") from None
+        if functor.get("behaviour"):
+            _check_behaviour(key, functor, a)
     for era, names in cfg.corrections.by_era.items():
         if era not in cfg.eras:
             msg = f"corrections.by_era.{era}: '{era}' is not one of the configured eras {sorted(cfg.eras)}"
@@ -93,6 +96,20 @@ def _check_analysis(cfg: DictConfig) -> None:
                 msg = (f"corrections.by_era.{era}: correction '{name}' is not defined under "
                        f"corrections.definitions (known: {sorted(cfg.corrections.definitions)})")
                 raise ConfigError(msg)
+
+
+def _check_behaviour(key: str, functor: DictConfig, analysis: DictConfig) -> None:
+    """The coffea behaviours a functor asks for fit its inputs (coffea is imported only here)."""
+
+    kind = str(functor.behaviour)
+    if kind not in KINDS:
+        msg = f"{key}.behaviour: '{kind}' is not one of {list(KINDS)}"
+        raise ConfigError(msg)
+    objects = {str(k): list(v.inputs) for k, v in analysis.objects.items()}
+    try:
+        resolve_behaviour(kind, list(functor.inputs), analysis.collections, objects)
+    except BehaviourError as err:
+        raise ConfigError(f"{key}.behaviour: {err}") from None
 
 
 def _check_datasets(cfg: DictConfig) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 from hydra.utils import get_method
 
+from intccms.physics.behaviours import Behaviour
+
 
 class FunctorError(ValueError):
     """A configured function cannot be imported or called with its inputs."""
@@ -86,18 +88,26 @@ def call_shared(path: str, func: Callable[..., Any], args: Sequence[Any], params
 
 @dataclass(frozen=True)
 class Functor:
-    """A function with the names of its inputs and its keyword parameters."""
+    """A function with the names of its inputs and its keyword parameters, and the coffea
+    behaviours its inputs get when it asks for them (``behaviour:``)."""
 
     function: str
     inputs: tuple[str, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
+    behaviour: Behaviour | None = None
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> Functor:
+    def from_config(cls, cfg: Mapping[str, Any], behaviour: Behaviour | None = None) -> Functor:
+        """The functor of a configuration entry; a ``behaviour`` it names must come resolved
+        (:func:`intccms.physics.behaviours.resolve_behaviour`), since that needs the collections."""
+        if cfg.get("behaviour") and behaviour is None:
+            msg = f"function {cfg['function']}: behaviour '{cfg['behaviour']}' was not resolved"
+            raise FunctorError(msg)
         return cls(
             function=str(cfg["function"]),
             inputs=tuple(cfg.get("inputs", ())),
             params=dict(cfg.get("params", {})),
+            behaviour=behaviour,
         )
 
     def __call__(self, namespace: Mapping[str, Any]) -> Any:
@@ -110,6 +120,13 @@ class Functor:
                 f"(known: {sorted(k for k in namespace if not k.startswith('_'))})"
             )
             raise FunctorError(msg) from None
+        behaviour = self.behaviour
+        if behaviour is not None:
+            def with_behaviour(*values: Any, **params: Any) -> Any:  # noqa: ANN401
+                return func(*behaviour.attach(values, self.function), **params)
+
+            # Shared results are keyed on the plain inputs, so a repeated call still reuses one.
+            return call_shared(f"{self.function}[{behaviour.kind}]", with_behaviour, args, self.params)
         return call_shared(self.function, func, args, self.params)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from intccms.physics.behaviours import resolve_behaviour
 from intccms.physics.corrections.era import era_values
 from intccms.physics.corrections.loading import get_correction
 from intccms.physics.corrections.spec import CorrectionsSpec
@@ -22,6 +23,17 @@ from intccms.physics.pipeline import AnalysisPlan, Channel, Observable
 
 def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True, enum_to_str=True) if node is not None else None
+
+
+def make_functor(entry: Mapping[str, Any], analysis: DictConfig) -> Functor:
+    """The functor of one configuration entry, with the coffea behaviours it asks for resolved
+    against the configured collections and objects (coffea is imported only then)."""
+    kind = entry.get("behaviour")
+    if not kind:
+        return Functor.from_config(entry)
+    objects = {str(k): list(v.inputs) for k, v in analysis.objects.items()}
+    behaviour = resolve_behaviour(str(kind), list(entry.get("inputs", ())), analysis.collections, objects)
+    return Functor.from_config(entry, behaviour)
 
 
 def era_constants(cfg: DictConfig, eras: list[str]) -> dict[str, dict[str, Any]]:
@@ -77,7 +89,7 @@ def build_plan(cfg: DictConfig, specs: Mapping[str, CorrectionsSpec]) -> Analysi
     a = cfg.analysis
     observables = {
         name: Observable(
-            functor=Functor.from_config(_container(o)),
+            functor=make_functor(_container(o), a),
             bins=int(o.binning.bins), start=float(o.binning.start), stop=float(o.binning.stop),
         )
         for name, o in a.observables.items()
@@ -89,16 +101,16 @@ def build_plan(cfg: DictConfig, specs: Mapping[str, CorrectionsSpec]) -> Analysi
                 msg = f"analysis.channels.{name}.observables: '{obs}' is not defined (known: {sorted(observables)})"
                 raise ValueError(msg)
         channels[name] = Channel(
-            cuts={k: Functor.from_config(_container(v)) for k, v in ch.cuts.items()},
+            cuts={k: make_functor(_container(v), a) for k, v in ch.cuts.items()},
             observables=tuple(ch.observables), use_baseline=bool(ch.use_baseline),
         )
     return AnalysisPlan(
         collections={k: tuple(v) for k, v in a.collections.items()},
         event_columns=tuple(a.event_columns),
         mc_only=frozenset(a.mc_only),
-        skim=Functor.from_config(_container(a.skim)),
-        objects={k: Functor.from_config(_container(v)) for k, v in a.objects.items()},
-        baseline={k: Functor.from_config(_container(v)) for k, v in a.baseline.items()},
+        skim=make_functor(_container(a.skim), a),
+        objects={k: make_functor(_container(v), a) for k, v in a.objects.items()},
+        baseline={k: make_functor(_container(v), a) for k, v in a.baseline.items()},
         channels=channels,
         observables=observables,
         variations=variation_names(cfg, specs),

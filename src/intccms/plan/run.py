@@ -26,7 +26,7 @@ from intccms.core.errors import ConfigError
 from intccms.physics.corrections.spec import CorrectionsSpec
 from intccms.physics.functors import Functor
 from intccms.physics.pipeline import AnalysisPlan
-from intccms.plan.analysis import build_plan, corrections_specs, era_constants
+from intccms.plan.analysis import build_plan, corrections_specs, era_constants, make_functor
 from intccms.plan.datasets import (
     Dataset,
     generated_file_paths,
@@ -253,7 +253,7 @@ def _skim_plan(cfg: DictConfig) -> SkimPlan:
     writer_kwargs = cast("dict[str, Any]", OmegaConf.to_container(cfg.storage.writer_kwargs, resolve=True))
     return SkimPlan(
         directory=str(wf.skim_dir), fmt=fmt, extension=SKIM_EXTENSIONS[fmt],
-        skim=Functor.from_config(definition), definition=definition, keep=tuple(a.skim_keep),
+        skim=make_functor(definition, a), definition=definition, keep=tuple(a.skim_keep),
         collections={str(k): tuple(v) for k, v in a.collections.items()}, mc_only=frozenset(a.mc_only),
         writer_kwargs=writer_kwargs.get(fmt, {}),
     )
