@@ -96,8 +96,8 @@ def test_job_scheduler_and_workers_mount_the_same_files(helm_binary: str) -> Non
             "grid-proxy": (os.path.dirname(PROXY), True, False),
             "grid-token": (os.path.dirname(TOKEN), True, False),
             "grid-certificates": (CADIR, True, False)}, where
-    # The workers keep their scratch and shared volumes beside the grid files.
-    assert {v["name"] for v in worker["volumes"]} == {"scratch", "shared", "grid-proxy", "grid-token",
+    # The workers keep their scratch, shared and Dask TLS volumes beside the grid files.
+    assert {v["name"] for v in worker["volumes"]} == {"scratch", "shared", "dask-tls", "grid-proxy", "grid-token",
                                                       "grid-certificates"}
 
 
@@ -129,7 +129,8 @@ def test_nothing_without_grid_values(helm_binary: str) -> None:
     scheduler, worker = dask_pods(objs)
     for pod in (job_pod(objs), scheduler, worker):
         assert grid_view(pod) == ({}, {}, {})
-    assert [v["name"] for v in scheduler["volumes"]] == ["scratch"]  # its scratch emptyDir only
+    # its scratch emptyDir and the run's Dask TLS Secret only
+    assert [v["name"] for v in scheduler["volumes"]] == ["scratch", "dask-tls"]
 
 
 def test_schema_rejects_a_relative_mount_path(helm_binary: str) -> None:
