@@ -10,7 +10,7 @@ function keeps an awkward fallback and accepts any array a configured functor ma
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,7 +259,53 @@ def _resorted_within_events(index: np.ndarray, event: np.ndarray, key: np.ndarra
 
 
 def take_events(value: Any, mask: np.ndarray) -> Any:
-    """``value[mask]`` for one event member, on flat arrays where the layout allows."""
+    """``value[mask]`` for one event member, on flat arrays where the layout allows.
+
+    An awkward result remembers ``value`` and ``mask``, so that :func:`per_event` can compute a
+    function of it once on ``value`` and pick the events (a JES fill takes the same muons from
+    the same candidates again).
+    """
+    out = _take_events(value, mask)
+    if isinstance(out, ak.Array) and isinstance(value, ak.Array):
+        out._intccms_taken = (out.layout, value, mask)
+    return out
+
+
+_FAILED = object()
+
+
+def per_event(func: Callable[[Any], np.ndarray], value: Any) -> np.ndarray:
+    """``func(value)`` for a function giving one value per event of ``value`` (events along
+    the last axis of its result), always as a new array.
+
+    When ``value`` was taken from a parent (:func:`take_events`), ``func`` runs on the parent
+    once, the result is kept with the parent and the events are picked from it: the part of an
+    observable that reads only members no object variation changes is computed once per chunk,
+    not once per fill. The functions are element-wise over events, so the picked values are the
+    values ``func(value)`` gives. Where ``func`` fails on the parent (it may need what only the
+    channel's events have), it runs on ``value``.
+    """
+    link = getattr(value, "_intccms_taken", None)
+    if link is None or link[0] is not value.layout:
+        return np.asarray(func(value))
+    _, parent, mask = link
+    memo = getattr(parent, "_intccms_per_event", None)
+    if memo is None:
+        memo = {}
+        parent._intccms_per_event = memo
+    result = memo.get(func)
+    if result is None:
+        try:
+            result = np.asarray(func(parent))
+        except ValueError:
+            result = _FAILED
+        memo[func] = result
+    if result is _FAILED:
+        return np.asarray(func(value))
+    return result.take(np.flatnonzero(mask), axis=-1)
+
+
+def _take_events(value: Any, mask: np.ndarray) -> Any:
     flat = flat_view(value)
     if flat is not None:
         per_object = np.flatnonzero(np.repeat(mask, flat.counts))
