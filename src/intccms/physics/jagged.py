@@ -271,9 +271,6 @@ def take_events(value: Any, mask: np.ndarray) -> Any:
     return out
 
 
-_FAILED = object()
-
-
 def per_event(func: Callable[[Any], np.ndarray], value: Any) -> np.ndarray:
     """``func(value)`` for a function giving one value per event of ``value`` (events along
     the last axis of its result), always as a new array.
@@ -289,18 +286,17 @@ def per_event(func: Callable[[Any], np.ndarray], value: Any) -> np.ndarray:
     if link is None or link[0] is not value.layout:
         return np.asarray(func(value))
     _, parent, mask = link
-    memo = getattr(parent, "_intccms_per_event", None)
+    memo: dict[Callable[[Any], np.ndarray], np.ndarray | None] | None = getattr(parent, "_intccms_per_event", None)
     if memo is None:
         memo = {}
         parent._intccms_per_event = memo
-    result = memo.get(func)
-    if result is None:
+    if func not in memo:
         try:
-            result = np.asarray(func(parent))
+            memo[func] = np.asarray(func(parent))
         except ValueError:
-            result = _FAILED
-        memo[func] = result
-    if result is _FAILED:
+            memo[func] = None
+    result = memo[func]
+    if result is None:
         return np.asarray(func(value))
     return result.take(np.flatnonzero(mask), axis=-1)
 
