@@ -166,25 +166,28 @@ class _Walker:
                 self.walk(child, objs, np.flatnonzero(own == k), path)
             return
         if node["nodetype"] == "category":
-            keys = tuple(int(item["key"]) for item in content)
-            step: tuple[Any, ...] = (name, keys)
-            children = [item["value"] for item in content]
-        else:
-            step = (name, tuple(_edge(e) for e in node["edges"]), node.get("flow"))
-            children = content
+            # One entry per key, so that trees listing other keys share the objects of this one.
+            for item in content:
+                here = (*path, (name, int(item["key"])))
+                picked = self.memo.get(here)
+                if picked is None:
+                    picked = [objs[self.fixed[name].take(objs) == int(item["key"])]]
+                    self.memo[here] = picked
+                self.walk(item["value"], picked[0], columns, here)
+            return
+        step = (name, tuple(_edge(e) for e in node["edges"]), node.get("flow"))
+        children = content
         here = (*path, step)
         groups = self.memo.get(here)
         if groups is None:
-            groups = self._split(node, objs, step)
+            groups = self._split(objs, step)
             self.memo[here] = groups
         for k, (child, group) in enumerate(zip(children, groups, strict=True)):
             self.walk(child, group, columns, (*here, k))
 
-    def _split(self, node: Any, objs: np.ndarray, step: tuple[Any, ...]) -> list[np.ndarray]:
-        """The objects going to each child of a fixed node (those next to an edge to none)."""
+    def _split(self, objs: np.ndarray, step: tuple[Any, ...]) -> list[np.ndarray]:
+        """The objects going to each bin of a fixed binning (those next to an edge to none)."""
         values = self.fixed[step[0]].take(objs)
-        if node["nodetype"] == "category":
-            return [objs[values == key] for key in step[1]]
         edges = np.asarray(step[1])
         bins = len(edges) - 1
         index = np.searchsorted(edges, values, side="right") - 1

@@ -7,7 +7,7 @@ A source restricted to some flavours changes only those objects; the others keep
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,12 +175,14 @@ class WeightCorrection:
         counts = objects.counts
         if int(counts.sum()) == 0:
             return [np.ones(len(counts)) for _ in requests]
-        fields = event_fields(objects.fields, self.specs)
+        by_name = {spec.name: spec for spec in self.specs if spec.field is not None}
+        lazy = LazyFields(
+            list(by_name), lambda name: event_fields(objects.fields, [by_name[name]])[name])
         taken = objects.fields if self._staged is not None and isinstance(objects.fields, TakenFields) else None
-        nominal = self._evaluate(fields, self.nominal_selector, taken) if None in requests else None
+        nominal = self._evaluate(lazy, self.nominal_selector, taken) if None in requests else None
         # The objects of the flavours a source applies to, and their inputs: once per flavour set
         # (the b-tag sources share two), not once per source.
-        split: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = {}
+        split: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, LazyFields]] = {}
         results = []
         for req in requests:
             if req is None:
@@ -189,26 +191,51 @@ class WeightCorrection:
             else:
                 src, sel = req[0], getattr(req[0], req[1])
                 if src.flavours is None:
-                    values = self._evaluate(fields, sel, taken)
+                    values = self._evaluate(lazy, sel, taken)
                 else:
                     if src.flavours not in split:
                         where = np.isin(objects.fields[self.flavour_field], src.flavours)
-                        split[src.flavours] = (where, ~where, _subset(fields, where))
+                        split[src.flavours] = (where, ~where, _subset(lazy, where))
                     where, rest, subset = split[src.flavours]
                     values = np.empty(len(where))
                     if np.any(where):
                         values[where] = self._evaluate(subset, sel, taken, np.flatnonzero(where))
                     if np.any(rest):
                         values[rest] = (nominal[rest] if nominal is not None
-                                        else self._evaluate(_subset(fields, rest), self.nominal_selector,
+                                        else self._evaluate(_subset(lazy, rest), self.nominal_selector,
                                                             taken, np.flatnonzero(rest)))
             results.append(_reduce(values, counts))
         return results
 
 
-def _subset(fields: Mapping[str, np.ndarray], where: np.ndarray) -> dict[str, np.ndarray]:
+class LazyFields(Mapping[str, np.ndarray]):
+    """Input arrays computed when first read: the two-stage table reads only the late input,
+    correctionlib all of them."""
+
+    def __init__(self, names: Sequence[str], compute: Callable[[str], np.ndarray]) -> None:
+        self._names = list(names)
+        self._compute = compute
+        self._done: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        values = self._done.get(name)
+        if values is None:
+            if name not in self._names:
+                raise KeyError(name)
+            values = self._compute(name)
+            self._done[name] = values
+        return values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _subset(fields: Mapping[str, np.ndarray], where: np.ndarray) -> LazyFields:
     index = np.flatnonzero(where)
-    return {name: values.take(index) for name, values in fields.items()}
+    return LazyFields(list(fields), lambda name: fields[name].take(index))
 
 
 def _reduce(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
