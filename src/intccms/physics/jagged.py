@@ -85,10 +85,25 @@ class FlatCollection:
     # A likely order: (field, permutation listing each event's objects by that field, descending),
     # e.g. the nominal order of JES-varied jets. Selections check it and sort only what differs.
     order: tuple[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
+    _counts: np.ndarray | None = field(default=None, compare=False, repr=False)
+    _one_each: bool | None = field(default=None, compare=False, repr=False)
 
     @property
     def counts(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        """Objects per event (computed once: every cut and take of a fill reads them)."""
+        counts = self._counts
+        if counts is None:
+            counts = np.diff(self.offsets)
+            object.__setattr__(self, "_counts", counts)
+        return counts
+
+    def one_each(self) -> bool:
+        """Whether every event has exactly one object (muons after a one-muon cut); computed once."""
+        known = self._one_each
+        if known is None:
+            known = len(self) == int(self.offsets[-1] - self.offsets[0]) and bool(np.all(self.counts == 1))
+            object.__setattr__(self, "_one_each", known)
+        return known
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -104,7 +119,7 @@ class FlatCollection:
     def with_fields(self, fields: Mapping[str, np.ndarray],
                     order: tuple[str, np.ndarray] | None = None) -> FlatCollection:
         """The same objects with some fields replaced (a JES-varied copy), and a likely order."""
-        return FlatCollection(self.offsets, {**self.fields, **fields}, self.event_index(), order)
+        return FlatCollection(self.offsets, {**self.fields, **fields}, self.event_index(), order, self.counts)
 
     def descending(self, name: str) -> np.ndarray:
         """The permutation listing each event's objects by ``name``, descending (ties in order)."""
@@ -304,6 +319,9 @@ def per_event(func: Callable[[Any], np.ndarray], value: Any) -> np.ndarray:
 def _take_events(value: Any, mask: np.ndarray) -> Any:
     flat = flat_view(value)
     if flat is not None:
+        if flat.one_each():  # the objects are the events
+            per_object = np.flatnonzero(mask)
+            return from_flat(np.arange(len(per_object) + 1, dtype=np.int64), take_fields(flat.fields, per_object))
         per_object = np.flatnonzero(np.repeat(mask, flat.counts))
         counts = flat.counts[mask]
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
