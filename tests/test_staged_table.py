@@ -61,7 +61,7 @@ def _staged_values(path: str, jets: dict[str, np.ndarray], selector: str, rows: 
     fixed = {"flavor": ev.converted("flavor", jets["hadronFlavour"]),
              "abseta": ev.converted("abseta", np.abs(jets["eta"])),
              "discriminant": ev.converted("discriminant", jets["btagDeepFlavB"])}
-    prepared = staged.prepare(cells.layout, fixed, {})
+    prepared = staged.prepare(cells.layout, fixed, ev.converted("pt", jets["pt"][::-1].copy()), {})
     out, exact = StagedCorrection.evaluate(cells, prepared, rows, ev.converted("pt", jets["pt"][rows]))
     fields = {"flavor": jets["hadronFlavour"][rows], "abseta": np.abs(jets["eta"][rows]),
               "pt": jets["pt"][rows], "discriminant": jets["btagDeepFlavB"][rows]}
@@ -105,7 +105,7 @@ def test_unknown_flavours_and_nan_go_to_correctionlib(tmp_path: Path) -> None:
     assert cells is not None
     fixed = {"flavor": np.array([0, 3, 5, 5], dtype=np.int64), "abseta": np.array([0.5, 0.5, np.nan, 0.5]),
              "discriminant": np.array([0.5, 0.5, 0.5, 0.5])}
-    prepared = staged.prepare(cells.layout, fixed, {})
+    prepared = staged.prepare(cells.layout, fixed, np.array([45.0, 45.0, 45.0, 45.0]), {})
     _, exact = StagedCorrection.evaluate(cells, prepared, np.arange(4), np.array([45.0, 45.0, 45.0, np.nan]))
     assert exact.tolist() == [False, True, True, True]
 

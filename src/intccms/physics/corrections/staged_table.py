@@ -4,8 +4,9 @@ The b-tag shape scale factor is a tree: flavour, then bins in |eta|, pT and the 
 each discriminant bin holding a constant or a cubic in the discriminant. A chunk evaluates it on
 the selected jets of each of its 54 JES fills, and only the pT changes between fills. Here the
 flavour, the |eta| bin and the discriminant bin under every pT bin are found once per chunk for
-every jet (:meth:`StagedCorrection.prepare`); a fill finds each jet's pT bin among its five or
-six edges, gathers its cell's parameters and evaluates the cubic.
+every jet (:meth:`StagedCorrection.prepare`); a fill finds each jet's pT bin among the few pT
+edges (checking first whether the pT stayed in the bin of the fill that prepared the chunk, as
+it mostly does under a JES shift), gathers its cell's parameters and evaluates the cubic.
 
 The values are identical bit for bit: every cell's constant and parameters are read back from
 correctionlib itself (its JSON parser does not always round a decimal as Python does), the cubic
@@ -59,6 +60,8 @@ class Layout:
     # each object's prepared cells map to its own leaf.
     guards: np.ndarray
     lower: np.ndarray  # [-inf, *edges]: the lower edge of each bin between union edges
+    below: np.ndarray  # [-inf, *guards]: the guard below each position
+    above: np.ndarray  # [*guards, inf]: the guard at or above each position
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ class Prepared:
     cells: np.ndarray
     objects: int
     x: np.ndarray
+    # Each object's position among the guards for a reference value of the late input (that of
+    # the fill that prepared it): a fill's value usually stays between the same two guards.
+    position: np.ndarray
 
 
 class StagedCorrection:
@@ -93,7 +99,7 @@ class StagedCorrection:
         """The leaves of ``selector``, or ``None`` when its tree has another form."""
         return _cells(self.path, self.key, self.late, selector)
 
-    def prepare(self, layout: Layout, fixed: Mapping[str, np.ndarray],
+    def prepare(self, layout: Layout, fixed: Mapping[str, np.ndarray], reference: np.ndarray,
                 memo: dict[Any, list[np.ndarray]] | None = None) -> Prepared:
         """The fixed part of every object (``fixed``: each input but the late one, as
         correctionlib would receive it). ``memo`` keeps the objects reaching each node, by the
@@ -105,14 +111,23 @@ class StagedCorrection:
         cells = np.full((2 * len(layout.lower) - 1, n), -1, dtype=np.int16 if layout.leaves < 2**15 else np.int64)
         walker = _Walker(layout, fixed, cells[::2], {} if memo is None else memo)
         walker.walk(layout.node, np.arange(n), None, ())
-        return Prepared(cells.ravel(), n, np.asarray(fixed[layout.variable], dtype=np.float64))
+        position = np.searchsorted(layout.guards, reference).astype(np.int8)
+        return Prepared(cells.ravel(), n, np.asarray(fixed[layout.variable], dtype=np.float64), position)
 
     @staticmethod
     def evaluate(cells: Cells, prepared: Prepared, rows: np.ndarray, late: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Values of the objects ``rows`` (indices into the prepared ones) with late input
         ``late``, and the mask of those correctionlib must evaluate."""
-        index = np.searchsorted(cells.layout.guards, late)
+        layout = cells.layout
+        index = prepared.position.take(rows).astype(np.intp)
+        # Between the same two guards as the reference value: the same position (searchsorted's,
+        # ``guards[p - 1] < value <= guards[p]``); the others (and NaN) are searched.
+        same = late > layout.below.take(index)
+        same &= late <= layout.above.take(index)
+        if not same.all():
+            moved = np.flatnonzero(~same)
+            index[moved] = np.searchsorted(layout.guards, late.take(moved))
         index *= prepared.objects
         index += rows
         leaf = prepared.cells.take(index).astype(np.intp)  # once, not in each gather below
@@ -291,10 +306,11 @@ def _layout(signature: str, late: str) -> Layout | None:
     union = np.unique(np.concatenate([np.asarray(s, dtype=np.float64) for s in sets]))
     half = 2 * EDGE_WINDOW * (1.0 + np.abs(union))
     guards = np.stack([union - half, union + half], axis=1).ravel()
-    if np.any(np.diff(guards) <= 0):
+    if np.any(np.diff(guards) <= 0) or len(guards) > 100:  # positions are stored as int8
         return None
     return Layout(node, tuple((n, t) for n, t in inputs), late, variable, len(points),
-                  guards, np.concatenate([[-np.inf], union]))
+                  guards, np.concatenate([[-np.inf], union]), np.concatenate([[-np.inf], guards]),
+                  np.concatenate([guards, [np.inf]]))
 
 
 @lru_cache(maxsize=512)

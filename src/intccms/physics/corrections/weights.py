@@ -111,7 +111,10 @@ class WeightCorrection:
             for spec, values in zip(specs, arrays, strict=True):
                 values = np.asarray(values)
                 fixed[spec.name] = self.evaluator.converted(spec.name, np.abs(values) if spec.absolute else values)
-            known[1][layout] = staged.prepare(layout, fixed, known[2]) if all(
+            (late,) = [s for s in self.specs if s.name == staged.late]
+            assert late.field is not None  # stage_on: the late input reads a varied field
+            reference = self.evaluator.converted(late.name, np.asarray(resolve_field(source, late.field)))
+            known[1][layout] = staged.prepare(layout, fixed, reference, known[2]) if all(
                 isinstance(v, np.ndarray) for v in arrays) else None
         return known[1][layout]
 
