@@ -80,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         return [btag.evaluator(fields, sel) for _, _, fields, sel in calls]
 
     def with_stages() -> list[np.ndarray]:
-        btag._prepared = None  # the chunk's preparation counted in
-        out = [btag._staged_values(taken, pos, fields, sel) for taken, pos, fields, sel in calls]
-        return [v for v in out if v is not None]
+        btag._prepared = None  # the chunk's preparation counted in (and its first call by correctionlib)
+        out = []
+        for taken, pos, fields, sel in calls:
+            values = btag._staged_values(taken, pos, fields, sel)
+            out.append(btag.evaluator(fields, sel) if values is None else values)
+        return out
 
     def best(fn: Any) -> tuple[float, list[np.ndarray]]:
         times, out = [], []

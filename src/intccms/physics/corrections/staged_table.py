@@ -110,7 +110,7 @@ class StagedCorrection:
         # rows (next to an edge) left at -1.
         cells = np.full((2 * len(layout.lower) - 1, n), -1, dtype=np.int16 if layout.leaves < 2**15 else np.int64)
         walker = _Walker(layout, fixed, cells[::2], {} if memo is None else memo)
-        walker.walk(layout.node, np.arange(n), None, ())
+        walker.walk(layout.node, np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), None, ())
         position = np.searchsorted(layout.guards, reference).astype(np.int8)
         return Prepared(cells.ravel(), n, np.asarray(fixed[layout.variable], dtype=np.float64), position)
 

@@ -104,8 +104,10 @@ class WeightCorrection:
         arrays = tuple(resolve_field(source, s.field) for s in specs if s.field is not None)
         known = self._prepared
         if known is None or len(known[0]) != len(arrays) or any(a is not b for a, b in zip(known[0], arrays, strict=True)):
-            known = (arrays, {}, {})
-            self._prepared = known
+            # Objects seen for the first time: correctionlib, as a chunk with one evaluation
+            # (no variations) would not repay the preparation; prepared when seen again.
+            self._prepared = (arrays, {}, {})
+            return None
         if layout not in known[1]:
             fixed = {}
             for spec, values in zip(specs, arrays, strict=True):
