@@ -76,8 +76,9 @@ class Cells:
 
 @dataclass(frozen=True)
 class Prepared:
-    """Per object of a chunk: its leaf at each position among the layout's guards
-    (``cells[position * objects + object]``; ``-1``: correctionlib) and the cubic's variable."""
+    """Per object of a chunk: its leaf number plus one at each position among the layout's
+    guards (``cells[position * objects + object]``; ``0``: correctionlib; one byte per cell
+    for trees of fewer than 255 leaves) and the cubic's variable."""
 
     cells: np.ndarray
     objects: int
@@ -107,8 +108,8 @@ class StagedCorrection:
         discriminant bins under every late bin are found once)."""
         n = len(next(iter(fixed.values())))
         # One row per position among the guards: even rows the bins between late edges, odd
-        # rows (next to an edge) left at -1.
-        cells = np.full((2 * len(layout.lower) - 1, n), -1, dtype=np.int16 if layout.leaves < 2**15 else np.int64)
+        # rows (next to an edge) left at 0.
+        cells = np.zeros((2 * len(layout.lower) - 1, n), dtype=np.uint8 if layout.leaves < 255 else np.int64)
         walker = _Walker(layout, fixed, cells[::2], {} if memo is None else memo)
         walker.walk(layout.node, np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), None, ())
         position = np.searchsorted(layout.guards, reference).astype(np.int8)
@@ -131,6 +132,7 @@ class StagedCorrection:
         index *= prepared.objects
         index += rows
         leaf = prepared.cells.take(index).astype(np.intp)  # once, not in each gather below
+        leaf -= 1
         exact = leaf < 0
         if np.isnan(late).any():
             exact |= np.isnan(late)
@@ -168,7 +170,7 @@ class _Walker:
     def walk(self, node: Any, objs: np.ndarray, columns: np.ndarray | None, path: tuple[Any, ...]) -> None:
         if not isinstance(node, dict) or node.get("nodetype") == "formularef":
             for column in range(len(self.cells)) if columns is None else columns:
-                self.cells[column, objs] = self.leaf
+                self.cells[column, objs] = self.leaf + 1
             self.leaf += 1
             return
         name = node["input"]
