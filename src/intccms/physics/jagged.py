@@ -10,7 +10,7 @@ function keeps an awkward fallback and accepts any array a configured functor ma
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,10 +85,25 @@ class FlatCollection:
     # A likely order: (field, permutation listing each event's objects by that field, descending),
     # e.g. the nominal order of JES-varied jets. Selections check it and sort only what differs.
     order: tuple[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
+    _counts: np.ndarray | None = field(default=None, compare=False, repr=False)
+    _one_each: bool | None = field(default=None, compare=False, repr=False)
 
     @property
     def counts(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        """Objects per event (computed once: every cut and take of a fill reads them)."""
+        counts = self._counts
+        if counts is None:
+            counts = np.diff(self.offsets)
+            object.__setattr__(self, "_counts", counts)
+        return counts
+
+    def one_each(self) -> bool:
+        """Whether every event has exactly one object (muons after a one-muon cut); computed once."""
+        known = self._one_each
+        if known is None:
+            known = len(self) == int(self.offsets[-1] - self.offsets[0]) and bool(np.all(self.counts == 1))
+            object.__setattr__(self, "_one_each", known)
+        return known
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -104,7 +119,7 @@ class FlatCollection:
     def with_fields(self, fields: Mapping[str, np.ndarray],
                     order: tuple[str, np.ndarray] | None = None) -> FlatCollection:
         """The same objects with some fields replaced (a JES-varied copy), and a likely order."""
-        return FlatCollection(self.offsets, {**self.fields, **fields}, self.event_index(), order)
+        return FlatCollection(self.offsets, {**self.fields, **fields}, self.event_index(), order, self.counts)
 
     def descending(self, name: str) -> np.ndarray:
         """The permutation listing each event's objects by ``name``, descending (ties in order)."""
@@ -259,9 +274,54 @@ def _resorted_within_events(index: np.ndarray, event: np.ndarray, key: np.ndarra
 
 
 def take_events(value: Any, mask: np.ndarray) -> Any:
-    """``value[mask]`` for one event member, on flat arrays where the layout allows."""
+    """``value[mask]`` for one event member, on flat arrays where the layout allows.
+
+    An awkward result remembers ``value`` and ``mask``, so that :func:`per_event` can compute a
+    function of it once on ``value`` and pick the events (a JES fill takes the same muons from
+    the same candidates again).
+    """
+    out = _take_events(value, mask)
+    if isinstance(out, ak.Array) and isinstance(value, ak.Array):
+        out._intccms_taken = (out.layout, value, mask)
+    return out
+
+
+def per_event(func: Callable[[Any], np.ndarray], value: Any) -> np.ndarray:
+    """``func(value)`` for a function giving one value per event of ``value`` (events along
+    the last axis of its result), always as a new array.
+
+    When ``value`` was taken from a parent (:func:`take_events`), ``func`` runs on the parent
+    once, the result is kept with the parent and the events are picked from it: the part of an
+    observable that reads only members no object variation changes is computed once per chunk,
+    not once per fill. The functions are element-wise over events, so the picked values are the
+    values ``func(value)`` gives. Where ``func`` fails on the parent (it may need what only the
+    channel's events have), it runs on ``value``.
+    """
+    link = getattr(value, "_intccms_taken", None)
+    if link is None or link[0] is not value.layout:
+        return np.asarray(func(value))
+    _, parent, mask = link
+    memo: dict[Callable[[Any], np.ndarray], np.ndarray | None] | None = getattr(parent, "_intccms_per_event", None)
+    if memo is None:
+        memo = {}
+        parent._intccms_per_event = memo
+    if func not in memo:
+        try:
+            memo[func] = np.asarray(func(parent))
+        except ValueError:
+            memo[func] = None
+    result = memo[func]
+    if result is None:
+        return np.asarray(func(value))
+    return result.take(np.flatnonzero(mask), axis=-1)
+
+
+def _take_events(value: Any, mask: np.ndarray) -> Any:
     flat = flat_view(value)
     if flat is not None:
+        if flat.one_each():  # the objects are the events
+            per_object = np.flatnonzero(mask)
+            return from_flat(np.arange(len(per_object) + 1, dtype=np.int64), take_fields(flat.fields, per_object))
         per_object = np.flatnonzero(np.repeat(mask, flat.counts))
         counts = flat.counts[mask]
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
-from intccms.physics.jagged import leading_fields, record_fields
+from intccms.physics.jagged import leading_fields, per_event, record_fields
 
 _P4 = ("pt", "eta", "phi", "mass")
 
@@ -18,21 +18,36 @@ def _four_vector(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, mass: np.ndar
     return np.stack([energy, px, py, pz])
 
 
+def _muon_p4(muons: ak.Array) -> np.ndarray:
+    return _four_vector(**leading_fields(muons, _P4, "muon"))
+
+
+def _fatjet_p4(fatjets: ak.Array) -> np.ndarray:
+    return _four_vector(**leading_fields(fatjets, _P4, "fat jet"))
+
+
+def _met_p3(met: ak.Array) -> np.ndarray:
+    """MET as a massless transverse four-vector: energy, px, py."""
+    m = record_fields(met, ("pt", "phi"))
+    px = m["pt"] * np.cos(m["phi"])
+    py = m["pt"] * np.sin(m["phi"])
+    return np.stack([np.sqrt(px * px + py * py), px, py])
+
+
 def mtt(muons: ak.Array, fatjets: ak.Array, jets: ak.Array, met: ak.Array) -> np.ndarray:
     """Reconstructed tt̄ mass: muon + fat jet + leading jet + MET (eta = 0, m = 0).
 
     The leading jet uses the corrected (and in a JES fill, varied) pT and mass; the fat jet is
-    taken as stored. See ANALYSIS.md, "Observable mtt".
+    taken as stored. See ANALYSIS.md, "Observable mtt". The muon, fat-jet and MET parts are
+    computed once per chunk where the fills take them from the same events (``per_event``).
     """
-    total = _four_vector(**leading_fields(muons, _P4, "muon"))
-    total += _four_vector(**leading_fields(fatjets, _P4, "fat jet"))
+    total = per_event(_muon_p4, muons)
+    total += per_event(_fatjet_p4, fatjets)
     total += _four_vector(**leading_fields(jets, _P4, "jet"))
-    m = record_fields(met, ("pt", "phi"))
-    px = m["pt"] * np.cos(m["phi"])
-    py = m["pt"] * np.sin(m["phi"])
-    total[0] += np.sqrt(px * px + py * py)
-    total[1] += px
-    total[2] += py
+    met_p3 = per_event(_met_p3, met)
+    total[0] += met_p3[0]
+    total[1] += met_p3[1]
+    total[2] += met_p3[2]
     m2 = total[0] ** 2 - total[1] ** 2 - total[2] ** 2 - total[3] ** 2
     return np.sqrt(np.maximum(m2, 0.0))
 

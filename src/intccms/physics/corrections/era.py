@@ -81,9 +81,12 @@ class EraCorrections:
             except KeyError as err:
                 raise CorrectionConfigError(f"{where}: {err.args[0]}") from None
         jes = [src for obj in out.objects for src in obj.sources]
+        varied = {f for obj in out.objects for f in (obj.target, *obj.also_scaled)}
         for wc in out.weights:
             wc.links = _resolve_links(wc, jes)
             _check_selectors(wc, era)
+            if wc.links:
+                wc.stage_on(varied)
         return out
 
     def variation_bases(self) -> list[str]:

@@ -62,15 +62,19 @@ class FlatEvaluator:
             elif spec.literal is not None:
                 args.append(spec.literal)
             else:
-                values = fields[spec.name]
-                if spec.name in self._real_inputs:
-                    values = self._clip(spec.name, np.asarray(values, dtype=np.float64))
-                elif spec.name in self._int_inputs:
-                    values = np.ascontiguousarray(values, dtype=np.int64)
-                args.append(values)
+                args.append(self.converted(spec.name, fields[spec.name]))
         if not any(isinstance(a, np.ndarray) for a in args):
             return np.asarray(correction.evaluate(*args), dtype=np.float64)
         return np.asarray(correction.evalv(*args), dtype=np.float64)
+
+    def converted(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Input ``name`` as correctionlib receives it: reals as float64 clipped into the
+        table's range, integers as int64."""
+        if name in self._real_inputs:
+            return self._clip(name, np.asarray(values, dtype=np.float64))
+        if name in self._int_inputs:
+            return np.ascontiguousarray(values, dtype=np.int64)
+        return values
 
     def _clip(self, name: str, values: np.ndarray) -> np.ndarray:
         bounds = self._ranges.get(name)

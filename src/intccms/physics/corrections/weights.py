@@ -7,14 +7,15 @@ A source restricted to some flavours changes only those objects; the others keep
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, event_fields
-from intccms.physics.jagged import FlatCollection, as_flat, take_fields
+from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, event_fields, resolve_field
+from intccms.physics.corrections.staged_table import Layout, Prepared, StagedCorrection
+from intccms.physics.jagged import FlatCollection, TakenFields, as_flat, take_fields
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,79 @@ class WeightCorrection:
         # Object variation base name -> its linked source with the configured JES source filled
         # in (set by EraCorrections.from_config, which knows the era's object variations).
         self.links: dict[str, WeightSource] = {}
+        # Two-stage evaluation (staged_table) when objects of one chunk are evaluated again and
+        # again with only the input ``late`` changed: set by :meth:`stage_on`.
+        self._staged: StagedCorrection | None = None
+        self._prepared: tuple[tuple[np.ndarray, ...], dict[Layout, Prepared | None], dict[Any, Any]] | None = None
         if reduction not in {"leading", "product"}:
             msg = f"correction '{name}': reduction must be 'leading' or 'product', not '{reduction}'"
             raise ValueError(msg)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_prepared": None}  # a chunk's arrays stay with the chunk
+
+    def stage_on(self, varied_fields: set[str]) -> None:
+        """Evaluate in two stages when exactly one input reads a field of ``varied_fields`` (the
+        fields an object variation changes) and the others read fields of the objects."""
+        ev = self.evaluator
+        late = [s for s in self.specs if s.field in varied_fields and not s.absolute]
+        fixed = [s for s in self.specs if not s.systematic and s not in late]
+        if (self.object is None or len(late) != 1 or ev._systematic is None
+                or any(s.field is None for s in fixed)):
+            return
+        self._staged = StagedCorrection(ev.path, ev.key, late[0].name)
+
+    def _staged_values(self, taken: TakenFields, positions: np.ndarray | None,
+                       fields: Mapping[str, np.ndarray], selector: str) -> np.ndarray | None:
+        """Values of the objects ``taken`` (at ``positions`` of them) through the two-stage
+        table, or ``None`` where it does not apply (correctionlib then)."""
+        staged = self._staged
+        assert staged is not None
+        cells = staged.cells(selector)
+        if cells is None:
+            return None
+        prepared = self._prepare(taken.source, cells.layout)
+        if prepared is None:
+            return None
+        rows = taken.rows if positions is None else taken.rows.take(positions)
+        late = self.evaluator.converted(staged.late, fields[staged.late])
+        out, exact = StagedCorrection.evaluate(cells, prepared, rows, late)
+        if exact.any():
+            out[exact] = self.evaluator(_subset(fields, exact), selector)
+        return out
+
+    def _prepare(self, source: Mapping[str, np.ndarray], layout: Layout) -> Prepared | None:
+        """The fixed part of the source objects for ``layout``, once per chunk: the source's
+        fields are the same arrays in every fill of a chunk (only the varied ones are new)."""
+        staged = self._staged
+        assert staged is not None
+        specs = [s for s in self.specs if not s.systematic and s.name != staged.late]
+        arrays = tuple(resolve_field(source, s.field) for s in specs if s.field is not None)
+        known = self._prepared
+        if known is None or len(known[0]) != len(arrays) or any(a is not b for a, b in zip(known[0], arrays, strict=True)):
+            # Objects seen for the first time: correctionlib, as a chunk with one evaluation
+            # (no variations) would not repay the preparation; prepared when seen again.
+            self._prepared = (arrays, {}, {})
+            return None
+        if layout not in known[1]:
+            fixed = {}
+            for spec, values in zip(specs, arrays, strict=True):
+                values = np.asarray(values)
+                fixed[spec.name] = self.evaluator.converted(spec.name, np.abs(values) if spec.absolute else values)
+            (late,) = [s for s in self.specs if s.name == staged.late]
+            assert late.field is not None  # stage_on: the late input reads a varied field
+            reference = self.evaluator.converted(late.name, np.asarray(resolve_field(source, late.field)))
+            known[1][layout] = staged.prepare(layout, fixed, reference, known[2]) if all(
+                isinstance(v, np.ndarray) for v in arrays) else None
+        return known[1][layout]
+
+    def _evaluate(self, fields: Mapping[str, np.ndarray], selector: str, taken: TakenFields | None,
+                  positions: np.ndarray | None = None) -> np.ndarray:
+        if taken is not None:
+            values = self._staged_values(taken, positions, fields, selector)
+            if values is not None:
+                return values
+        return self.evaluator(fields, selector)
 
     @property
     def specs(self) -> list[InputSpec]:
@@ -109,11 +180,14 @@ class WeightCorrection:
         counts = objects.counts
         if int(counts.sum()) == 0:
             return [np.ones(len(counts)) for _ in requests]
-        fields = event_fields(objects.fields, self.specs)
-        nominal = self.evaluator(fields, self.nominal_selector) if None in requests else None
+        by_name = {spec.name: spec for spec in self.specs if spec.field is not None}
+        lazy = LazyFields(
+            list(by_name), lambda name: event_fields(objects.fields, [by_name[name]])[name])
+        taken = objects.fields if self._staged is not None and isinstance(objects.fields, TakenFields) else None
+        nominal = self._evaluate(lazy, self.nominal_selector, taken) if None in requests else None
         # The objects of the flavours a source applies to, and their inputs: once per flavour set
         # (the b-tag sources share two), not once per source.
-        split: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = {}
+        split: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, LazyFields]] = {}
         results = []
         for req in requests:
             if req is None:
@@ -122,25 +196,51 @@ class WeightCorrection:
             else:
                 src, sel = req[0], getattr(req[0], req[1])
                 if src.flavours is None:
-                    values = self.evaluator(fields, sel)
+                    values = self._evaluate(lazy, sel, taken)
                 else:
                     if src.flavours not in split:
                         where = np.isin(objects.fields[self.flavour_field], src.flavours)
-                        split[src.flavours] = (where, ~where, _subset(fields, where))
+                        split[src.flavours] = (where, ~where, _subset(lazy, where))
                     where, rest, subset = split[src.flavours]
                     values = np.empty(len(where))
                     if np.any(where):
-                        values[where] = self.evaluator(subset, sel)
+                        values[where] = self._evaluate(subset, sel, taken, np.flatnonzero(where))
                     if np.any(rest):
                         values[rest] = (nominal[rest] if nominal is not None
-                                        else self.evaluator(_subset(fields, rest), self.nominal_selector))
+                                        else self._evaluate(_subset(lazy, rest), self.nominal_selector,
+                                                            taken, np.flatnonzero(rest)))
             results.append(_reduce(values, counts))
         return results
 
 
-def _subset(fields: Mapping[str, np.ndarray], where: np.ndarray) -> dict[str, np.ndarray]:
+class LazyFields(Mapping[str, np.ndarray]):
+    """Input arrays computed when first read: the two-stage table reads only the late input,
+    correctionlib all of them."""
+
+    def __init__(self, names: Sequence[str], compute: Callable[[str], np.ndarray]) -> None:
+        self._names = list(names)
+        self._compute = compute
+        self._done: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        values = self._done.get(name)
+        if values is None:
+            if name not in self._names:
+                raise KeyError(name)
+            values = self._compute(name)
+            self._done[name] = values
+        return values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _subset(fields: Mapping[str, np.ndarray], where: np.ndarray) -> LazyFields:
     index = np.flatnonzero(where)
-    return {name: values.take(index) for name, values in fields.items()}
+    return LazyFields(list(fields), lambda name: fields[name].take(index))
 
 
 def _reduce(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
