@@ -35,8 +35,9 @@ from fixtures.grid import GRID_VARS, GridPKI, GridServer, TokenIssuer, publish_i
 from rich.console import Console
 
 from intccms.config import compose_config
-from intccms.execute.job import JobResult, run_job
+from intccms.execute.job import run_job
 from intccms.execute.prepare import ensure_inputs
+from intccms.execute.results import JobResult
 from intccms.plan.run import with_generated_files
 from intccms.storage import CredentialsPlugin
 

@@ -30,7 +30,8 @@ from fixtures.prometheus import (
 )
 
 from intccms.config import compose_config
-from intccms.execute.job import JobResult, run_job
+from intccms.execute.job import run_job
+from intccms.execute.results import JobResult
 from intccms.metrics import names, worker
 from intccms.metrics.local_prometheus import STATE_FILE, parse_duration, view_run_data
 from intccms.metrics.overhead import job_overhead, time_chunk_metrics

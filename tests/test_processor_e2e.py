@@ -32,7 +32,8 @@ from fixtures.s3 import S3Server
 from prometheus_client import REGISTRY
 
 from intccms.config import compose_config
-from intccms.execute.job import JobResult, run_job
+from intccms.execute.job import run_job
+from intccms.execute.results import JobResult
 from intccms.execute.runner import BadInputError
 from intccms.metrics import names
 from intccms.processor.task import ProcessorError

@@ -38,7 +38,8 @@ from fixtures.xrootd import XRootDServer, start_xrootd_server, xrootd_missing_re
 from rich.console import Console
 
 from intccms.config import compose_config
-from intccms.execute.job import JobResult, run_job
+from intccms.execute.job import run_job
+from intccms.execute.results import JobResult
 from intccms.storage import (
     Manifest,
     StorageAuthError,

@@ -22,7 +22,8 @@ from fixtures.s3 import S3Server
 from rich.console import Console
 
 from intccms.config import compose_config
-from intccms.execute.job import JobResult, run_job
+from intccms.execute.job import run_job
+from intccms.execute.results import JobResult
 from intccms.storage import StorageOptions
 from intccms.storage.outputs import STAGING_ENV, STAGING_PREFIX, OutputLocation
 

@@ -6,8 +6,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,52 +19,26 @@ from intccms.core.records import ChunkRecord
 from intccms.execute.backends import start_cluster
 from intccms.execute.preflight import check_grid_credentials, resolved_xrootd_urls
 from intccms.execute.prepare import ensure_inputs
+from intccms.execute.results import JobResult, register_plugins, write_run_report
 from intccms.execute.runner import StageOutcome, run_stage
 from intccms.execute.stages import run_metadata, skim_stage
 from intccms.execute.tasks import analysis_task
 from intccms.execute.warmup import CorrectionsWarmup
 from intccms.metrics.local_prometheus import local_prometheus
-from intccms.metrics.preload import WorkerMetricsPlugin
 from intccms.metrics.sampler import WorkerSampler, wanted_workers
 from intccms.metrics.scheduler import run_metrics_for
 from intccms.mva.stage import check_mva, run_training
 from intccms.outputs.finalise import finalise_histograms
 from intccms.outputs.histograms import FileGroupedAccumulator
 from intccms.outputs.provenance import write_provenance
-from intccms.outputs.report import build_report, print_report, write_report
 from intccms.outputs.summary import print_summary, summarise
 from intccms.physics.pipeline import ChunkContext
 from intccms.plan.items import analysis_items, load_manifests
 from intccms.plan.metadata import DatasetMetadata
 from intccms.plan.run import RunPlan, build_run_plan, storage_options
-from intccms.storage import StorageOptions
 from intccms.storage.outputs import OutputLocation
-from intccms.storage.plugin import credentials_plugin
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class JobResult:
-    """What a run produced, for callers and tests."""
-
-    # Local; when ``remote`` (``output_url`` on S3 or XRootD) the staging folder, and it and the
-    # paths below were removed when the job ended: the outputs are at ``output_url``.
-    output_dir: Path
-    output_url: str = ""
-    remote: bool = False
-    run_id: str = ""
-    histograms_path: Path | None = None
-    root_path: Path | None = None
-    plots: list[Path] = field(default_factory=list)
-    records: list[ChunkRecord] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    statistics: dict[str, Any] | None = None
-    mva: dict[str, Any] | None = None
-    processor_output: Any = None  # the merged, post-processed output of a processor run
-    coffea_path: Path | None = None
-    wall_time_s: float = 0.0
 
 
 def new_run_id(name: str) -> str:
@@ -152,17 +125,6 @@ def run_plan(plan: RunPlan, outputs: OutputLocation, *, console: Console, client
               WorkerSampler(client) as sampler):
             work(client, sampler)
     return result
-
-
-def register_plugins(client: Client, options: StorageOptions, run_id: str, datasets: list[str],
-                     cluster_kind: Any = "local", stages: Sequence[str] = ("metadata", "skim", "analysis"),
-                     ) -> None:
-    """Metrics (series of ``stages`` primed at zero) and storage credentials on every worker."""
-    client.register_plugin(WorkerMetricsPlugin(run_id, datasets, list(stages)))
-    # kubernetes/address workers have their own environment (a mounted Secret): names only.
-    plugin = credentials_plugin(options.credentials, cluster_kind)
-    if plugin is not None:
-        client.register_plugin(plugin)
 
 
 def _run(plan: RunPlan, client: Client, out: Path, result: JobResult, console: Console,
@@ -265,15 +227,3 @@ def _statistics(plan: RunPlan, client: Client, histograms: Mapping[str, Any] | N
     from intccms.stats.stage import run_stage as run_statistics_stage  # pyhf: only runs that fit
 
     return run_statistics_stage(plan, histograms, out / "statistics", client=client)
-
-
-def write_run_report(plan: RunPlan, result: JobResult, out: Path, wall: float, console: Console,
-                     sampler: WorkerSampler) -> None:
-    """The run report (terminal table, JSON and plots) from the measured chunk records; cores and
-    the worker timeline are what the scheduler had during the stages, not what was configured."""
-    sampler.stop()
-    n_cores = sampler.n_threads or plan.cluster.n_workers * plan.cluster.threads_per_worker
-    report = build_report(result.records, wall_time_s=wall, n_cores=max(n_cores, 1),
-                          workers_timeline=sampler.timeline)
-    write_report(report, out / "report", plots=plan.workflow.run_plots)
-    print_report(report, console=console)

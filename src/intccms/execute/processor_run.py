@@ -14,7 +14,7 @@ from distributed import Client
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from intccms.execute.job import JobResult, register_plugins, write_run_report
+from intccms.execute.results import JobResult, register_plugins, write_run_report
 from intccms.execute.stages import run_metadata
 from intccms.metrics.sampler import WorkerSampler, wanted_workers
 from intccms.metrics.scheduler import run_metrics_for
