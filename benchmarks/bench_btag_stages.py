@@ -88,12 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     def best(fn: Any) -> tuple[float, list[np.ndarray]]:
-        times, out = [], []
-        for _ in range(args.repeat):
-            t = time.process_time()
-            out = fn()
-            times.append(time.process_time() - t)
-        return min(times), out
+        return bv.best_cpu_time(fn, args.repeat)
 
     t_lib, want = best(with_correctionlib)
     t_stg, got = best(with_stages)

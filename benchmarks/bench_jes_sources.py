@@ -22,8 +22,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_variations as bv
 
 from intccms import datagen
 from intccms.config import compose_config
@@ -84,13 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         assert lookup is not None
         return [lookup.source(k, exact[k])(fields, None) for k in keys]
 
-    def best(fn) -> tuple[float, list[np.ndarray]]:  # noqa: ANN001 - a local timing helper
-        times, out = [], []
-        for _ in range(args.repeat):
-            t = time.process_time()
-            out = fn()
-            times.append(time.process_time() - t)
-        return min(times), out
+    def best(fn: Any) -> tuple[float, list[np.ndarray]]:
+        return bv.best_cpu_time(fn, args.repeat)
 
     t_lib, want = best(with_correctionlib)
     t_tab, got = best(with_lookup)

@@ -61,10 +61,11 @@ def run_job(cfg: DictConfig, *, console: Console | None = None, client: Client |
 
     # s3:// and root:// outputs are staged in a private folder, published file by file and the
     # folder removed at the end (a rerun reads the metadata cache back from the store).
-    with OutputLocation(str(cfg.output_dir), storage_options(cfg)) as outputs:
+    options = storage_options(cfg)
+    with OutputLocation(str(cfg.output_dir), options) as outputs:
         try:
             ensure_inputs(cfg, console=console)
-            plan = build_run_plan(cfg, run_id=new_run_id(str(cfg.name)), output_url=outputs.url)
+            plan = build_run_plan(cfg, run_id=new_run_id(str(cfg.name)), output_url=outputs.url, storage=options)
             if not grid_checked:  # listings may name root:// files the configuration alone does not show
                 check_grid_credentials(cfg, console, resolved_xrootd_urls(plan.datasets))
             loaded = check_processor(cfg) if plan.processor is not None else None

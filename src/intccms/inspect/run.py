@@ -218,7 +218,7 @@ def run_inspect(cfg: DictConfig, icfg: InspectConfig, *, console: Console | None
     run_id = os.environ.get("INTCCMS_RUN_ID") or f"{cfg.name}-inspect-{uuid.uuid4().hex[:8]}"
     plan, plan_error = None, ""
     try:
-        plan = build_run_plan(cfg, run_id=run_id)
+        plan = build_run_plan(cfg, run_id=run_id, storage=options)
     except (ConfigError, ValueError, OSError, KeyError) as err:
         # Files can be inspected without the analysis: only the traced reads need its plan.
         plan_error = f"{type(err).__name__}: {err}"

@@ -175,26 +175,32 @@ def with_generated_files(cfg: DictConfig) -> DictConfig:
 def resolve_datasets(cfg: DictConfig, options: StorageOptions) -> dict[str, Dataset]:
     """The selected datasets (``dataset_selection``) resolved to files; the storage options
     reach remote globs (endpoint, credentials, timeouts)."""
-    cfg = with_generated_files(cfg)
-    chosen = select_datasets(cast("dict[str, Any]", OmegaConf.to_container(cfg.datasets, resolve=True)),
-                             list(cfg.dataset_selection))
+    return _resolve(with_generated_files(cfg), options)
+
+
+def _resolve(filled: DictConfig, options: StorageOptions) -> dict[str, Dataset]:
+    """:func:`resolve_datasets` of a configuration whose generated files are filled in already."""
+    chosen = select_datasets(cast("dict[str, Any]", OmegaConf.to_container(filled.datasets, resolve=True)),
+                             list(filled.dataset_selection))
     return {name: resolve_dataset(name, d, options) for name, d in chosen.items()}
 
 
-def build_run_plan(cfg: DictConfig, *, run_id: str, output_url: str | None = None) -> RunPlan:
+def build_run_plan(cfg: DictConfig, *, run_id: str, output_url: str | None = None,
+                   storage: StorageOptions | None = None) -> RunPlan:
     """The run's plan from the composed configuration, checked as far as it can be at start-up.
 
     Args:
         cfg: the composed configuration (:func:`intccms.config.compose_config`).
         run_id: the run's id (metrics labels, the cluster's name).
         output_url: where the outputs go (``output_dir`` when not given).
+        storage: the storage options the caller made from ``cfg`` already (made here if not).
 
     Raises:
         ConfigError, ValueError, DatasetError: naming the key or dataset that is wrong.
     """
     cfg = with_generated_files(cfg)
-    options = storage_options(cfg)
-    datasets = resolve_datasets(cfg, options)
+    options = storage if storage is not None else storage_options(cfg)
+    datasets = _resolve(cfg, options)
     names = sorted({d.era for d in datasets.values()})
     unknown = [e for e in names if e not in cfg.eras]
     if unknown:
