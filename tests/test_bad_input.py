@@ -22,10 +22,10 @@ from fixtures.demo import small_overrides
 
 from intccms.config import compose_config
 from intccms.execute.job import run_job
-from intccms.execute.runner import BadInputError
 from intccms.outputs.histograms import AxisSpec, FileGroupedAccumulator
 from intccms.outputs.summary import summarise
 from intccms.plan.metadata import DatasetMetadata, FileMetadata
+from intccms.runner.stage import BadInputError
 
 DATASET = "ZPrimeToTT_M2000_W200_2017"  # 4000 events in one file (fixtures.demo.SIZES)
 ENTRIES = 4000

@@ -16,7 +16,7 @@ from fixtures.demo import SMALL_2017, SMALL_2018, small_overrides
 
 from intccms.config import compose_config
 from intccms.execute.job import run_job
-from intccms.execute.runner import BadInputError
+from intccms.runner.stage import BadInputError
 
 pytestmark = pytest.mark.e2e
 

@@ -15,10 +15,10 @@ from prometheus_client import REGISTRY
 from rich.console import Console
 
 from intccms.core.records import ChunkRecord
-from intccms.execute.runner import run_stage
 from intccms.metrics.worker import chunk_metrics, current_worker_label
 from intccms.outputs.report import build_report
 from intccms.plan.workitems import WorkItem
+from intccms.runner.stage import run_stage
 
 distributed = pytest.importorskip("distributed")
 

@@ -33,7 +33,7 @@ def test_peak_memory_is_the_process_peak_not_the_rss_at_the_end() -> None:
 
     code = (
         "import json, numpy as np, psutil\n"
-        "from intccms.execute.tasks import peak_rss\n"
+        "from intccms.runner.worker import peak_rss\n"
         "before = peak_rss()\n"
         "a = np.ones(2**25); a.sum(); del a\n"  # 256 MiB touched, then freed
         "print(json.dumps({'before': before, 'peak': peak_rss(), 'now': psutil.Process().memory_info().rss}))\n"

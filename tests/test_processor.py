@@ -17,8 +17,8 @@ from coffea.util import load
 
 from intccms.config import ConfigError, compose_config
 from intccms.config.processor import ProcessorConfig, ProcessorConfigError, parse_processor_config
+from intccms.config.processor_loader import ProcessorLoadError, load_processor
 from intccms.processor.accumulators import NotAnAccumulatorError, check_accumulator
-from intccms.processor.loader import ProcessorLoadError, load_processor
 from intccms.processor.merge import MergeError, OrderedTree, merge_outputs
 from intccms.processor.outputs import save_coffea, save_root
 

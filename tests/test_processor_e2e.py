@@ -34,9 +34,9 @@ from prometheus_client import REGISTRY
 from intccms.config import compose_config
 from intccms.execute.job import run_job
 from intccms.execute.results import JobResult
-from intccms.execute.runner import BadInputError
 from intccms.metrics import names
 from intccms.processor.task import ProcessorError
+from intccms.runner.stage import BadInputError
 from intccms.storage.credentials import (
     CREDENTIAL_VARS,
     ENV_S3_ACCESS_KEY_ID,

@@ -8,8 +8,8 @@ import numpy as np
 from rich.console import Console
 
 from intccms.core.records import ChunkRecord
-from intccms.execute import runner
 from intccms.plan.workitems import WorkItem
+from intccms.runner import stage as runner
 
 PAYLOAD = 200_000  # bytes of each result
 

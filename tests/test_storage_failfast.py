@@ -16,8 +16,8 @@ from rich.console import Console
 from intccms.config import compose_config
 from intccms.core.records import ChunkRecord
 from intccms.execute.job import run_job
-from intccms.execute.runner import run_stage
 from intccms.plan.workitems import WorkItem
+from intccms.runner.stage import run_stage
 from intccms.storage import StorageAuthError, StorageUnreachableError
 from intccms.storage.credentials import (
     ENV_S3_ACCESS_KEY_ID,

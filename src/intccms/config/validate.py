@@ -20,7 +20,7 @@ from intccms.physics.functors import FunctorError, import_function
 
 if TYPE_CHECKING:
     from intccms.config.kubernetes import KubernetesClusterConfig, PodResources
-    from intccms.processor.loader import LoadedProcessor
+    from intccms.config.processor_loader import LoadedProcessor
 
 # Kubernetes CPU quantities: cores ("2", "0.5") or millicores ("250m").
 _CPU_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)m?$")
@@ -50,7 +50,7 @@ def validate_config(cfg: DictConfig) -> None:
 def check_processor(cfg: DictConfig) -> LoadedProcessor:
     """The ``processor`` group typed, its class imported, checked and built (at start-up)."""
     # coffea takes ~2 s to import: only configurations with a processor pay for it.
-    from intccms.processor.loader import ProcessorLoadError, load_processor
+    from intccms.config.processor_loader import ProcessorLoadError, load_processor
 
     try:
         loaded = load_processor(parse_processor_config(cfg.processor))

@@ -20,7 +20,6 @@ from intccms.execute.backends import start_cluster
 from intccms.execute.preflight import check_grid_credentials, resolved_xrootd_urls
 from intccms.execute.prepare import ensure_inputs
 from intccms.execute.results import JobResult, register_plugins, write_run_report
-from intccms.execute.runner import StageOutcome, run_stage
 from intccms.execute.stages import run_metadata, skim_stage
 from intccms.execute.tasks import analysis_task
 from intccms.execute.warmup import CorrectionsWarmup
@@ -36,6 +35,7 @@ from intccms.physics.pipeline import ChunkContext
 from intccms.plan.items import analysis_items, load_manifests
 from intccms.plan.metadata import DatasetMetadata
 from intccms.plan.run import RunPlan, build_run_plan, storage_options
+from intccms.runner.stage import StageOutcome, run_stage
 from intccms.storage.outputs import OutputLocation
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ from distributed import Client
 from omegaconf import OmegaConf
 from rich.console import Console
 
+from intccms.config.processor_loader import LoadedProcessor
 from intccms.execute.results import JobResult, register_plugins, write_run_report
 from intccms.execute.stages import run_metadata
 from intccms.metrics.sampler import WorkerSampler, wanted_workers
@@ -22,7 +23,6 @@ from intccms.outputs.summary import print_summary, summarise
 from intccms.plan.items import analysis_items
 from intccms.plan.run import RunPlan
 from intccms.processor.job import OUTPUT_FOLDER, dataset_metadata, postprocess
-from intccms.processor.loader import LoadedProcessor
 from intccms.processor.outputs import save_coffea, save_root
 from intccms.processor.stage import run_processor_stage
 from intccms.processor.task import STAGE, ProcessorError, ProcessorSpec

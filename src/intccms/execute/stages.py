@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.progress import Progress
 
 from intccms.core.records import ChunkRecord
-from intccms.execute.runner import BadInputError, StageOutcome, run_stage
 from intccms.execute.tasks import metadata_task, skim_task
 from intccms.outputs.provenance import provenance_files
 from intccms.plan.items import good_files
@@ -27,6 +26,7 @@ from intccms.plan.metadata import (
 )
 from intccms.plan.run import RunPlan, SkimPlan
 from intccms.plan.workitems import WorkItem, chunk_file
+from intccms.runner.stage import BadInputError, StageOutcome, run_stage
 from intccms.storage import Manifest, StorageError, StorageOptions, exists_complete, join
 from intccms.storage.schemes import backend_for
 

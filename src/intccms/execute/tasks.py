@@ -3,15 +3,13 @@
 Input problems (missing, corrupt or truncated file, missing tree or branch) are caught here
 and returned as a failed :class:`ChunkRecord` naming the file, so the driver can skip the file
 (``skip_bad_files``) or stop with a clear message. Everything else propagates, and Dask retries,
-except rejected credentials and unreachable storage (:func:`raise_if_not_input`), which the
+except rejected credentials and unreachable storage (:func:`~intccms.runner.worker.raise_if_not_input`), which the
 runner's ``fail_fast`` wrapper hands back so the job stops at their first occurrence.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import resource
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,31 +25,18 @@ from intccms.physics.functors import Functor
 from intccms.physics.pipeline import AnalysisPlan, ChunkAnalysis, ChunkContext, ChunkResult
 from intccms.plan.metadata import FileMetadata, file_metadata
 from intccms.plan.workitems import WorkItem
+from intccms.runner.worker import INPUT_ERRORS, peak_rss, raise_if_not_input
 from intccms.storage import (
-    FATAL_STORAGE_ERRORS,
-    MissingColumnError,
     StorageOptions,
     open_source,
     write_part,
 )
-
-# Storage names a file whose bytes cannot be decoded (CorruptFileError), a missing one and an
-# outage as OSErrors; raise_if_not_input sorts the outages (and programming errors) back out.
-INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, EOFError)
 
 
 def _worker_name() -> str:
     """The same worker label the Prometheus metrics use, so report and metrics agree."""
 
     return current_worker_label()
-
-
-def peak_rss() -> int:
-    """Peak resident memory of this worker process so far, in bytes (not the RSS right now:
-    a chunk's arrays are freed before it returns). ``ru_maxrss`` is KiB on Linux, bytes on macOS."""
-
-    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 @contextmanager
@@ -121,16 +106,6 @@ def metadata_task(dataset: str, url: str, is_data: bool, options: StorageOptions
     record.t_end = time.time()
     record.peak_rss = peak_rss()
     return meta, record
-
-
-def raise_if_not_input(err: BaseException) -> None:
-    """Programming errors and storage outages that look like input errors are not hidden as
-    bad files: wrong credentials, an unreachable server or a missing bucket would otherwise be
-    skipped with ``skip_bad_files`` and silently drop data from the histograms."""
-    if isinstance(err, KeyError) and not isinstance(err, MissingColumnError):
-        raise err
-    if isinstance(err, FATAL_STORAGE_ERRORS):
-        raise err
 
 
 def skim_task(

@@ -18,7 +18,6 @@ import awkward as ak
 import numpy as np
 
 from intccms.core.records import ChunkRecord
-from intccms.execute.tasks import INPUT_ERRORS, raise_if_not_input
 from intccms.metrics.worker import current_worker_label
 from intccms.mva.features import FeatureSpec, feature_matrix
 from intccms.mva.train import TrainingSet
@@ -28,6 +27,7 @@ from intccms.physics.events import branch_names, build_events, filter_events, nu
 from intccms.physics.lumimask import in_golden_json
 from intccms.physics.pipeline import AnalysisPlan, ChunkContext
 from intccms.plan.workitems import WorkItem
+from intccms.runner.worker import INPUT_ERRORS, raise_if_not_input
 from intccms.storage import StorageOptions, open_source
 
 

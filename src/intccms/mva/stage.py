@@ -19,7 +19,6 @@ from distributed import Client
 from rich.console import Console
 
 from intccms.config.mva import ModelKind, MvaConfig, MvaConfigError, to_plain
-from intccms.execute.runner import run_stage
 from intccms.mva.dataset import assemble, class_of, training_chunk_task
 from intccms.mva.features import FeatureSpec, input_names, specs_from_config
 from intccms.mva.model import ModelMismatchError, check_versions, compare_features, read_meta
@@ -29,6 +28,7 @@ from intccms.physics.normalisation import normalisation_factor
 from intccms.physics.pipeline import AnalysisPlan, ChunkContext
 from intccms.plan.items import analysis_items
 from intccms.plan.run import RunPlan
+from intccms.runner.stage import run_stage
 
 log = logging.getLogger(__name__)
 

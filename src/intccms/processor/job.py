@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from intccms.config.processor_loader import LoadedProcessor
 from intccms.plan.run import RunPlan
-from intccms.processor.loader import LoadedProcessor
 from intccms.processor.task import ProcessorError
 
 OUTPUT_FOLDER = "processor"

@@ -19,10 +19,10 @@ from distributed import Client, Future
 from rich.console import Console
 
 from intccms.core.records import ChunkRecord
-from intccms.execute.runner import run_stage
 from intccms.plan.workitems import WorkItem
 from intccms.processor.merge import OrderedTree, merge_outputs
 from intccms.processor.task import STAGE, ProcessorSpec, processor_task
+from intccms.runner.stage import run_stage
 from intccms.storage import StorageOptions
 
 

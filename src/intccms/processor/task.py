@@ -8,7 +8,7 @@ What can go wrong is sorted the way the runner needs it:
 * rejected credentials or unreachable storage, wherever they surface: raised, and the runner
   stops the job at once;
 * any other exception in ``process()``, a ``None`` output or an output that cannot be
-  accumulated: the user's code, returned as :class:`~intccms.execute.runner.NotRetried` (the same
+  accumulated: the user's code, returned as :class:`~intccms.runner.stage.NotRetried` (the same
   chunk would raise it again) with the dataset, file, entry range and the innermost frames.
 """
 
@@ -32,12 +32,12 @@ from coffea.processor import ProcessorABC
 
 import intccms.storage
 from intccms.core.records import ChunkRecord
-from intccms.execute.runner import NotRetried
-from intccms.execute.tasks import peak_rss
 from intccms.metrics.worker import ChunkMeter, chunk_metrics, current_worker_label
 from intccms.plan.metadata import INPUT_ERRORS, describe_input_error
 from intccms.plan.workitems import WorkItem
 from intccms.processor.accumulators import NotAnAccumulatorError, check_accumulator
+from intccms.runner.stage import NotRetried
+from intccms.runner.worker import peak_rss
 from intccms.storage import StorageAuthError, StorageOptions, StorageUnreachableError
 from intccms.storage.uproot_file import open_uproot
 

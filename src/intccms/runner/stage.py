@@ -33,8 +33,8 @@ from rich.progress import (
 )
 
 from intccms.core.records import ChunkRecord
-from intccms.execute.attempts import chunk_attempts
 from intccms.plan.workitems import WorkItem
+from intccms.runner.attempts import chunk_attempts
 from intccms.storage import FATAL_STORAGE_ERRORS
 
 log = logging.getLogger(__name__)
