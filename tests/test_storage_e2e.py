@@ -399,19 +399,26 @@ def test_s3_frozen_server_fails_in_bounded_time_and_rerun_writes_only_missing_pa
 
 
 # -- XRootD -----------------------------------------------------------------------------------
+QUERY_NOISE = 16 * 1024
+"""Each statistics query is a link of its own, whose response (about 1-2 kB) the server accounts
+when it closes: increments this small are the polling itself, never a worker's reads."""
+
+
 def xrootd_bytes_out_after(server: XRootDServer, before: int, timeout: float = 30.0) -> int:
-    """The server's bytes-out statistic once the closed links have been accounted: it has
-    changed and then stayed the same for 2 s (each worker's links close on their own time)."""
+    """The server's bytes-out statistic once the closed links have been accounted: it has grown
+    by more than the queries' own bytes and then stayed so for 2 s (each worker's links close on
+    their own time)."""
     deadline = time.monotonic() + timeout
     value, since = server.link_bytes_out(), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.25)
         now = server.link_bytes_out()
-        if now != value:
+        if now - value > QUERY_NOISE:
             value, since = now, time.monotonic()
-        elif value != before and time.monotonic() - since >= 2.0:
-            break
-    return value
+        elif value - before > QUERY_NOISE and time.monotonic() - since >= 2.0:
+            return value
+    msg = f"the XRootD server's bytes out never settled within {timeout:.0f} s"
+    raise AssertionError(msg)
 
 
 def check_xrootd_bytes_read(result: JobResult, sent: int, exported: float, *, links: int) -> None:
