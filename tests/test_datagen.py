@@ -59,14 +59,17 @@ def _dtypes(path: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("gen")
+    # LZMA level 1 (as the demo): a level-9 encoder's set-up per basket is most of the time of
+    # files this small; the level itself is tested on its own below.
+    fast = {"compression_level": 1}
     out = {
-        "zp1": generate_file(d / "zp1.root", "zprime", "2018", 1500, seed=1).path,
-        "zp1b": generate_file(d / "zp1b.root", "zprime", "2018", 1500, seed=1).path,
-        "zp2": generate_file(d / "zp2.root", "zprime", "2018", 1500, seed=2).path,
+        "zp1": generate_file(d / "zp1.root", "zprime", "2018", 1500, seed=1, **fast).path,
+        "zp1b": generate_file(d / "zp1b.root", "zprime", "2018", 1500, seed=1, **fast).path,
+        "zp2": generate_file(d / "zp2.root", "zprime", "2018", 1500, seed=2, **fast).path,
         "tt": generate_file(d / "tt.root", "ttbar_semilep", "2016preVFP", 800, seed=3,
                             compression="zstd").path,
         "data": generate_file(d / "data.root", "data", "2016postVFP", 3000, seed=4,
-                              params={"processes": DATA_PROCESSES}).path,
+                              params={"processes": DATA_PROCESSES}, **fast).path,
     }
     return out
 

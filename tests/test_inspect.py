@@ -258,9 +258,11 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from intccms import datagen
 
     root = tmp_path_factory.mktemp("inspect_gen")
-    tt = datagen.generate_file(root / "tt.root", "ttbar_semilep", "2017", MC_EVENTS, 11).path
+    tt = datagen.generate_file(root / "tt.root", "ttbar_semilep", "2017", MC_EVENTS, 11,
+                                compression_level=1).path
     data = datagen.generate_file(root / "data.root", "data", "2017", DATA_EVENTS, 12,
-                                 params={"processes": [{"kind": "ttbar_semilep"}]}).path
+                                 params={"processes": [{"kind": "ttbar_semilep"}]},
+                                 compression_level=1).path
     datagen.write_golden_json(root / "golden" / "2017.json", "2017")
     return {"root": root, "tt": Path(tt), "data": Path(data)}
 

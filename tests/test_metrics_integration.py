@@ -31,10 +31,10 @@ STAGE = "skim"
 
 
 def make_input(path: Path, n_events: int, seed: int) -> Path:
-    """Realistic NanoAOD from the project's generator (semileptonic tt)."""
+    """Realistic NanoAOD from the project's generator (semileptonic tt; LZMA 1, as the demo)."""
     from intccms.datagen import generate_file
 
-    return Path(generate_file(path, "ttbar_semilep", "2018", n_events, seed).path)
+    return Path(generate_file(path, "ttbar_semilep", "2018", n_events, seed, compression_level=1).path)
 
 
 def process_chunk(dataset: str, url: str, start: int, stop: int, out_dir: str) -> ChunkRecord:
