@@ -79,7 +79,8 @@ def compose_config(
     except OmegaConfBaseException as err:
         msg = f"cannot resolve configuration '{config_name}': {err}"
         raise ConfigError(msg) from None
-    _check_keys(cfg, config_name)
+    if extra or any(o.lstrip().startswith("+") for o in overrides):
+        _check_keys(cfg, config_name)  # only these can add keys the typed compose did not check
     if validate:
         validate_config(cfg)
     return cfg
