@@ -1,6 +1,6 @@
 # intccms: two commands do everything on a fresh machine.
 #   make run  [CONF=demo] [ARGS="key=value ..."]   set up (first use) and run a configuration
-#   make test [PYTEST_ARGS=...]                    set up, install the test services, run the suite
+#   make test [PYTEST_ARGS=...] [TEST_WORKERS=2]   set up, install the test services, run the suite
 #   make image | facility-test | facility-down     the facility as podman containers
 #   make inspect [CONF=...] [ARGS=...]             what the inputs hold, before a campaign
 #   make chart-deps | manifests                    rebuild the operator chart archive; render manifests/
@@ -14,6 +14,9 @@ VENV ?= .venv
 CONF ?= demo
 ARGS ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): most of the suite waits on servers, containers and clusters, so
+# two processes keep two cores busy; a module's tests stay in one process (tests/conftest.py).
+TEST_WORKERS ?= 2
 # make bench: both inputs (as hard as real skims, and the generated tt); see bench_variations.py --help;
 # then fixed costs per worker and scaling to 2 workers (whole jobs; bench_fixed_costs.py, bench_scaling.py)
 BENCH_ARGS ?= --input both
@@ -71,7 +74,7 @@ services:
 
 # The suite prints its 15 slowest tests and its wall time (set-up excluded).
 test: env services
-	@start=$$(date +%s); $(PY) -m pytest --durations=15 $(PYTEST_ARGS); rc=$$?; \
+	@start=$$(date +%s); $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	echo "suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # The Helm chart: its Dask operator dependency is a committed archive (charts/intccms/charts/),
