@@ -15,7 +15,7 @@ CONF ?= demo
 ARGS ?=
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist): most of the suite waits on servers, containers and clusters, so
-# two processes keep two cores busy; a module's tests stay in one process (tests/conftest.py).
+# two processes keep two cores busy; a module's tests stay in one process, in their order.
 TEST_WORKERS ?= 2
 # make bench: both inputs (as hard as real skims, and the generated tt); see bench_variations.py --help;
 # then fixed costs per worker and scaling to 2 workers (whole jobs; bench_fixed_costs.py, bench_scaling.py)
@@ -74,7 +74,7 @@ services:
 
 # The suite prints its 15 slowest tests and its wall time (set-up excluded).
 test: env services
-	@start=$$(date +%s); $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS); rc=$$?; \
+	@start=$$(date +%s); $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	echo "suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # The Helm chart: its Dask operator dependency is a committed archive (charts/intccms/charts/),

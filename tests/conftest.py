@@ -12,8 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
@@ -28,16 +26,3 @@ pytest_plugins = [
     "fixtures.facility",
 ]
 
-# The container facility modules build one image and bring up one facility at a time.
-SHARED_PROCESS_GROUPS = {"test_facility.py": "facility", "test_facility_grid.py": "facility"}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test`` runs two processes, ``--dist loadgroup``) the tests of a
-    module stay in one process, so that its module fixtures are built once and its tests run in
-    their written order; the facility modules share one process."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        module = item.path.name
-        item.add_marker(pytest.mark.xdist_group(SHARED_PROCESS_GROUPS.get(module, module)))

@@ -16,6 +16,8 @@ image's reference, size and build time as JSON.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -92,8 +95,27 @@ def _build_args() -> list[str]:
     return args
 
 
+@contextlib.contextmanager
+def _build_lock(repo: str) -> Iterator[None]:
+    """One build of ``repo`` at a time per checkout: a second process (the test suite runs two)
+    waits, then finds the image built."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", repo)
+    with open(STATE / f"{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_base() -> BuiltImage:
     """The Debian base image, made with debootstrap on first use."""
+    with _build_lock(BASE_REPO):
+        return _ensure_base()
+
+
+def _ensure_base() -> BuiltImage:
     key = hashlib.sha256(f"{SUITE}:{','.join(BASE_PACKAGES)}".encode()).hexdigest()[:16]
     ref = f"{BASE_REPO}:{SUITE}-{key}"
     if image_exists(ref):
@@ -160,6 +182,11 @@ def _prune(repo: str, keep: str) -> None:
 def ensure_image(base: BuiltImage | None = None) -> BuiltImage:
     """The project image from ``images/Dockerfile``, rebuilt only when its inputs changed."""
     base = base or ensure_base()
+    with _build_lock(IMAGE_REPO):
+        return _ensure_image(base)
+
+
+def _ensure_image(base: BuiltImage) -> BuiltImage:
     key = content_hash(extra=base.ref)
     ref = f"{IMAGE_REPO}:{key}"
     if image_exists(ref) and image_label(ref, HASH_LABEL) == key:
@@ -187,6 +214,11 @@ def moto_pin() -> str:
 def ensure_s3_image(base: BuiltImage | None = None) -> BuiltImage:
     """The S3 test server image (moto), a test-only companion of the project image."""
     base = base or ensure_base()
+    with _build_lock(S3_REPO):
+        return _ensure_s3_image(base)
+
+
+def _ensure_s3_image(base: BuiltImage) -> BuiltImage:
     pin = moto_pin()
     dockerfile = Path(__file__).resolve().parent / "s3.Dockerfile"
     server = Path(__file__).resolve().parent / "s3_server.py"
