@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
@@ -26,3 +28,15 @@ pytest_plugins = [
     "fixtures.facility",
 ]
 
+
+# XrdCl sets up its TLS context once per process, at its first connection, from the CA
+# directory in force then: a process that has talked to the plain XRootD server cannot later
+# verify the TLS servers signed by the test CA. The modules that log in to those servers run
+# first in their process (two processes under pytest-xdist each take modules in this order).
+TLS_XROOTD_MODULES = ("test_facility_grid.py", "test_grid_check.py", "test_grid_jobs.py",
+                      "test_grid_workers.py", "test_grid_xrootd.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules that use the TLS XRootD servers first, every module's tests in their order."""
+    items.sort(key=lambda item: item.path.name not in TLS_XROOTD_MODULES)
