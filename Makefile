@@ -74,7 +74,7 @@ services:
 
 # The suite prints its 15 slowest tests and its wall time (set-up excluded).
 test: env services
-	@start=$$(date +%s); $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS); rc=$$?; \
+	@start=$$(date +%s); $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	echo "suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # The Helm chart: its Dask operator dependency is a committed archive (charts/intccms/charts/),

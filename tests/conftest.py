@@ -32,7 +32,7 @@ pytest_plugins = [
 # XrdCl sets up its TLS context once per process, at its first connection, from the CA
 # directory in force then: a process that has talked to the plain XRootD server cannot later
 # verify the TLS servers signed by the test CA. The modules that log in to those servers run
-# first in their process (two processes under pytest-xdist each take modules in this order).
+# first in their process (under pytest-xdist, `make test` hands modules out in this order).
 TLS_XROOTD_MODULES = ("test_facility_grid.py", "test_grid_check.py", "test_grid_jobs.py",
                       "test_grid_workers.py", "test_grid_xrootd.py")
 

@@ -67,7 +67,7 @@ def test_make_targets_run_the_same_commands_in_either_environment() -> None:
         return [line.strip() for line in out.splitlines()]
 
     assert "pixi run intccms run run2_skim a=1" in dry("run", "ENV_TOOL=pixi", "CONF=run2_skim", "ARGS=a=1")
-    assert any("pixi run python -m pytest -n 2 --dist loadfile --durations=15 -k x;" in line
+    assert any("pixi run python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15 -k x;" in line
                for line in dry("test", "ENV_TOOL=pixi", "PYTEST_ARGS=-k x"))
     assert ".venv/bin/intccms run demo" in dry("run", "ENV_TOOL=venv")
 
