@@ -215,3 +215,42 @@ def test_object_correction_fields_come_from_configuration() -> None:
 
     with pytest.raises(CorrectionConfigError, match=r"jec.*level_inputs \['@ptt'\]"):
         EraCorrections.from_config(era, era_cfg, defs, names, str(JSONPOG))
+
+
+
+@needs_files
+def test_corrections_are_parsed_alone_with_the_whole_files_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker parses only the corrections an era uses (not the other periods' large L2Relative
+    tables), and each evaluates exactly as in the whole file."""
+    import json
+
+    import correctionlib._core
+
+    from intccms.physics.corrections import loading
+
+    parsed: list[list[str]] = []
+    real = correctionlib._core.CorrectionSet.from_string
+
+    def spy(text: str) -> correctionlib._core.CorrectionSet:
+        parsed.append([c["name"] for c in json.loads(text)["corrections"]])
+        return real(text)
+
+    monkeypatch.setattr(correctionlib._core.CorrectionSet, "from_string", spy)
+    loading._load_set.cache_clear()
+    loading._load_correction.cache_clear()
+    _era_corrections("2017")
+    assert parsed and all(len(names) == 1 for names in parsed)  # never a whole file
+    used = [names[0] for names in parsed]
+    assert "Summer19UL17_V5_MC_L2Relative_AK4PFchs" in used
+    assert not [k for k in used if "_DATA_" in k]
+    path = str(JSONPOG / "POG" / "JME" / "2017_UL" / "jet_jerc.json.gz")
+    whole = correctionlib.CorrectionSet.from_file(path)
+    rng = np.random.default_rng(3)
+    values = {"JetA": rng.uniform(0.3, 0.7, 500), "JetEta": rng.uniform(-5.5, 5.5, 500),
+              "JetPt": rng.uniform(5, 4000, 500), "Rho": rng.uniform(0, 70, 500)}
+    jec = [k for k in used if k in set(whole)]
+    assert len(jec) >= 4
+    for key in jec:
+        alone = loading.get_correction(path, key, era="2017")
+        args = [values[i.name] for i in whole[key].inputs]
+        np.testing.assert_array_equal(alone.evalv(*args), whole[key].evaluate(*args))
