@@ -18,15 +18,13 @@ sources are evaluated by correctionlib.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-import correctionlib._core
 import numpy as np
 
-from intccms.physics.corrections.loading import _load_json, input_ranges
+from intccms.physics.corrections.loading import correction_json, input_ranges, parse_correction
 
 FORMULA = "[0]*max(min(x,[3]),[2])+[1]"
 Evaluate = Callable[[Mapping[str, np.ndarray], "str | None"], np.ndarray]
@@ -108,15 +106,15 @@ def compile_sources(path: str, keys: Sequence[str]) -> JesSourceTable | None:
     """The table of ``keys`` in ``path``, or ``None`` when any source has another form."""
     if not keys:
         return None
-    by_name = {c.get("name"): c for c in _load_json(path).get("corrections", [])}
-    first = by_name.get(keys[0])
-    if first is None or len(first.get("inputs", [])) != 2:
+    found = [correction_json(path, key) for key in keys]
+    corrs = [c for c in found if c is not None]
+    if len(corrs) != len(keys) or len(corrs[0].get("inputs", [])) != 2:
         return None
-    eta_input, pt_input = (i.get("name") for i in first["inputs"])
+    eta_input, pt_input = (i.get("name") for i in corrs[0]["inputs"])
     kinds: list[bool] = []
     edges: tuple[list[Any], list[Any]] | None = None
-    for key in keys:
-        parsed = _parse(by_name.get(key), eta_input, pt_input)
+    for corr in corrs:
+        parsed = _parse(corr, eta_input, pt_input)
         if parsed is None or (edges is not None and parsed[0] != edges):
             return None
         edges, constant = parsed
@@ -127,8 +125,8 @@ def compile_sources(path: str, keys: Sequence[str]) -> JesSourceTable | None:
         return None
     eta_edges = np.asarray(edges[0], dtype=np.float64)
     pt_edges = np.asarray(edges[1], dtype=np.float64)
-    params = np.stack([_parameters_as_evaluated(by_name[k], eta_edges, pt_edges, c)
-                       for k, c in zip(keys, kinds, strict=True)])
+    params = np.stack([_parameters_as_evaluated(corr, eta_edges, pt_edges, c)
+                       for corr, c in zip(corrs, kinds, strict=True)])
     return JesSourceTable(eta_input, pt_input, eta_edges, pt_edges, ranges.get(eta_input),
                           params, tuple(keys), tuple(kinds))
 
@@ -137,28 +135,26 @@ def _parameters_as_evaluated(corr: Mapping[str, Any], eta_edges: np.ndarray, pt_
                              constant: bool) -> np.ndarray:
     """``params[cell, 4]`` as correctionlib holds them: the correction is loaded with its formula
     replaced by ``[j]`` (a constant: as it is) and evaluated at every cell's centre (the file text
-    goes through the same ``json.dumps`` as ``loading.get_correction``)."""
+    goes through ``loading.parse_correction``, as every correction the worker parses)."""
     n_pt = len(pt_edges) - 1
     eta = np.repeat((eta_edges[:-1] + eta_edges[1:]) / 2, n_pt)
     pt = np.tile((pt_edges[:-1] + pt_edges[1:]) / 2, len(eta_edges) - 1)
     out = np.full((len(eta), 4), np.nan)
     if constant:
-        text = json.dumps({"schema_version": 2, "corrections": [corr]})
-        out[:, 1] = correctionlib._core.CorrectionSet.from_string(text)[corr["name"]].evalv(eta, pt)
+        out[:, 1] = parse_correction(dict(corr)).evalv(eta, pt)
         return out
     for j in range(4):
         name = f"{corr['name']}[{j}]"
         probe = {**corr, "name": name,
                  "generic_formulas": [{**f, "expression": f"[{j}]"} for f in corr["generic_formulas"]]}
-        text = json.dumps({"schema_version": 2, "corrections": [probe]})
-        out[:, j] = correctionlib._core.CorrectionSet.from_string(text)[name].evalv(eta, pt)
+        out[:, j] = parse_correction(probe).evalv(eta, pt)
     return out
 
 
-def _parse(corr: Mapping[str, Any] | None, eta_input: str, pt_input: str
+def _parse(corr: Mapping[str, Any], eta_input: str, pt_input: str
            ) -> tuple[tuple[list[Any], list[Any]], bool] | None:
     """The edges of one source of the expected form, and whether its bins hold constants."""
-    if corr is None or [i.get("name") for i in corr.get("inputs", [])] != [eta_input, pt_input]:
+    if [i.get("name") for i in corr.get("inputs", [])] != [eta_input, pt_input]:
         return None
     if any(i.get("type") != "real" for i in corr["inputs"]):
         return None

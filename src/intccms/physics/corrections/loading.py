@@ -34,9 +34,24 @@ def _load_set(path: str) -> correctionlib._core.CorrectionSet:
     return correctionlib._core.CorrectionSet.from_string(json.dumps(_load_json(path)))
 
 
-def _correction_names(data: dict[str, Any]) -> list[str]:
-    names = [str(c.get("name")) for c in data.get("corrections", [])]
-    return names + [str(c.get("name")) for c in data.get("compound_corrections") or []]
+@lru_cache(maxsize=32)
+def _corrections_by_name(path: str) -> dict[str, dict[str, Any]]:
+    return {str(c.get("name")): c for c in _load_json(path).get("corrections", [])}
+
+
+def correction_json(path: str, key: str) -> dict[str, Any] | None:
+    """The JSON of correction ``key`` in file ``path``, or ``None`` when the file has none."""
+    return _corrections_by_name(path).get(key)
+
+
+def parse_correction(corr: dict[str, Any], schema_version: int = 2) -> correctionlib._core.Correction:
+    """One correction's JSON (possibly edited: sliced, probed) parsed by correctionlib on its own.
+
+    Every such parse goes through this one ``json.dumps``, so a value read back from an edited
+    copy is the value the unedited correction gives.
+    """
+    text = json.dumps({"schema_version": schema_version, "corrections": [corr]})
+    return correctionlib._core.CorrectionSet.from_string(text)[corr["name"]]
 
 
 @lru_cache(maxsize=1024)
@@ -49,12 +64,10 @@ def _load_correction(path: str, key: str) -> correctionlib._core.Correction:
     are the same: the correction's JSON is the one the whole file would be parsed from.
     Compound corrections refer to others by name, so their file is parsed whole.
     """
-    data = _load_json(path)
-    corr = next((c for c in data.get("corrections", []) if c.get("name") == key), None)
+    corr = correction_json(path, key)
     if corr is None:
         return _load_set(path)[key]
-    text = json.dumps({"schema_version": data.get("schema_version", 2), "corrections": [corr]})
-    return correctionlib._core.CorrectionSet.from_string(text)[key]
+    return parse_correction(corr, _load_json(path).get("schema_version", 2))
 
 
 def get_correction(path: str, key: str, *, era: str) -> correctionlib._core.Correction:
@@ -73,7 +86,7 @@ def get_correction(path: str, key: str, *, era: str) -> correctionlib._core.Corr
         # The file loaders are cached per path; the key and the era are added here.
         msg = f"{err}; it should hold correction key '{key}' for era {era}"
         raise CorrectionFileError(msg) from None
-    keys = _correction_names(data)
+    keys = [*_corrections_by_name(path), *(str(c.get("name")) for c in data.get("compound_corrections") or [])]
     if key not in keys:
         close = [k for k in keys if k.split("_")[0] == key.split("_")[0]][:5]
         msg = f"correction key '{key}' not found in {path} (era {era}); similar keys: {close}"
@@ -91,8 +104,7 @@ def systematic_slice(path: str, key: str, selector: str) -> tuple[str, correctio
     input and the sliced correction, or ``None`` when the correction is not organised this way
     (the caller then evaluates the full correction, which also reports unknown selectors).
     """
-    data = _load_json(path)
-    corr = next((c for c in data.get("corrections", []) if c.get("name") == key), None)
+    corr = correction_json(path, key)
     node = corr.get("data") if corr else None
     if corr is None or not isinstance(node, dict) or node.get("nodetype") != "category":
         return None
@@ -106,9 +118,8 @@ def systematic_slice(path: str, key: str, selector: str) -> tuple[str, correctio
         return None
     name = f"{key}[{selector}]"
     sliced = {**corr, "name": name, "inputs": [i for i in inputs if i.get("name") != dropped], "data": value}
-    text = json.dumps({"schema_version": data.get("schema_version", 2), "corrections": [sliced]})
     try:
-        return dropped, correctionlib._core.CorrectionSet.from_string(text)[name]
+        return dropped, parse_correction(sliced, _load_json(path).get("schema_version", 2))
     except Exception:  # noqa: BLE001 - an unusual structure: evaluate the full correction instead
         return None
 
@@ -151,13 +162,12 @@ def input_ranges(path: str, key: str) -> dict[str, tuple[float, float]]:
     and not returning 1; inputs are clipped into ``[low, high)`` before evaluation. Bins with
     ``flow: clamp`` already do this and are skipped.
     """
-    data = _load_json(path)
-    for corr in data.get("corrections", []):
-        if corr["name"] == key:
-            ranges: dict[str, list[float]] = {}
-            _walk(corr.get("data"), ranges)
-            return {name: (lo, hi) for name, (lo, hi) in ranges.items()}
-    return {}
+    corr = correction_json(path, key)
+    if corr is None:
+        return {}
+    ranges: dict[str, list[float]] = {}
+    _walk(corr.get("data"), ranges)
+    return {name: (lo, hi) for name, (lo, hi) in ranges.items()}
 
 
 def _category_nodes(node: Any, name: str, found: list[dict[str, Any]]) -> None:
@@ -180,8 +190,7 @@ def category_keys(path: str, key: str, input_name: str) -> tuple[str, ...] | Non
     on some objects only), so selectors are checked against these values at start-up.
     Returns ``None`` when the input is not categorised (nothing to check).
     """
-    data = _load_json(path)
-    corr = next((c for c in data.get("corrections", []) if c.get("name") == key), None)
+    corr = correction_json(path, key)
     if corr is None:
         return None
     nodes: list[dict[str, Any]] = []

@@ -31,7 +31,7 @@ from typing import Any
 import correctionlib._core
 import numpy as np
 
-from intccms.physics.corrections.loading import _load_json, systematic_slice
+from intccms.physics.corrections.loading import correction_json, parse_correction, systematic_slice
 
 EDGE_WINDOW = 1e-9
 """Relative distance to a bin edge within which a value is evaluated by correctionlib."""
@@ -317,7 +317,7 @@ def _layout(signature: str, late: str) -> Layout | None:
 
 @lru_cache(maxsize=512)
 def _cells(path: str, key: str, late: str, selector: str) -> Cells | None:
-    corr = next((c for c in _load_json(path).get("corrections", []) if c.get("name") == key), None)
+    corr = correction_json(path, key)
     sliced = systematic_slice(path, key, selector)
     root = corr.get("data") if corr else None
     if corr is None or sliced is None or not isinstance(root, dict):
@@ -369,8 +369,7 @@ def _read_back(corr: Mapping[str, Any], correction: correctionlib._core.Correcti
             name = f"{corr['name']}[{j}]"
             probe = {**sliced_corr, "name": name,
                      "generic_formulas": [{**f, "expression": f"[{j}]"} for f in corr["generic_formulas"]]}
-            text = json.dumps({"schema_version": 2, "corrections": [probe]})
-            got = correctionlib._core.CorrectionSet.from_string(text)[name].evalv(*args)
+            got = parse_correction(probe).evalv(*args)
             params[~constant, j] = np.asarray(got)[~constant]
     # A constant c comes out of the cubic with zero parameters as (±0) + c, which is c for every
     # c but -0.0; the check below compares bits, so such a table is refused.
