@@ -47,14 +47,6 @@ import bench_variations
 import hard_input
 import job_bench
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from intccms.config import compose_config
 from intccms.execute.prepare import ensure_inputs
@@ -66,6 +58,7 @@ from intccms.plan.items import analysis_items
 from intccms.plan.metadata import DatasetMetadata, FileMetadata, save_cache
 from intccms.plan.run import build_run_plan
 from intccms.plan.workitems import WorkItem
+from intccms.runner.stage import stage_progress
 from intccms.storage import open_source
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -169,9 +162,7 @@ def accumulate(items: Sequence[WorkItem], grouped: FileGroupedAccumulator, paylo
     marks = {int(len(order) * f) - 1: f"{f:.0%}" for f in (0.1, 0.5, 1.0)}
     rss: dict[str, float] = {"before": _rss_mb()}
     held = 0
-    progress = Progress(TextColumn("[bold]analysis[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
-                        TextColumn("{task.fields[events]:,} events"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=Console(file=io.StringIO()), transient=False)
+    progress = stage_progress("analysis", Console(file=io.StringIO()))  # the job's own bar
     events = 0
     with progress:
         bar = progress.add_task("analysis", total=len(order), events=0)

@@ -22,14 +22,6 @@ from distributed import as_completed
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from intccms.config.inspect import Executor, InspectConfig
 from intccms.config.schema import WorkflowConfig
@@ -58,6 +50,7 @@ from intccms.inspect.summary import (
 from intccms.inspect.timing import rate_functions
 from intccms.plan.datasets import Dataset
 from intccms.plan.run import build_run_plan, resolve_datasets, storage_options
+from intccms.runner.stage import stage_progress
 from intccms.storage import CredentialsPlugin, StorageOptions
 from intccms.storage.grid import GridSettings
 
@@ -153,16 +146,10 @@ def _run_report(cfg: DictConfig, icfg: InspectConfig, notes: list[str]) -> str |
     return None
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]inspect[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
-                    TextColumn("{task.fields[bad]} bad"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, transient=False)
-
-
 def _scan_all(cfg: DictConfig, icfg: InspectConfig, jobs: list[tuple[Dataset, str]], kwargs_for: Callable[[Dataset], dict[str, Any]],
               options: StorageOptions, on_report: Callable[[FileReport], None], console: Console, client: Any) -> None:
     """Scan every file (serially or on the cluster), handing reports over as they finish."""
-    with _progress(console) as progress:
+    with stage_progress("inspect", console, "files", "{task.fields[bad]} bad") as progress:
         bar = progress.add_task("inspect", total=len(jobs), bad=0)
         bad = 0
 

@@ -99,6 +99,15 @@ def _count_and_release(client: Client, held: dict[str, tuple[Any, ChunkRecord]],
     held.clear()
 
 
+def stage_progress(title: str, console: Console, unit: str = "chunks",
+                   counter: str = "{task.fields[events]:,} events") -> Progress:
+    """The live bar of a stage: done of total ``unit``, a running ``counter`` (a format of the
+    task's fields), elapsed and remaining time."""
+    return Progress(TextColumn(f"[bold]{title}[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+                    TextColumn(counter), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
 @dataclass
 class StageOutcome:
     """Records of a stage and the files it skipped."""
@@ -148,12 +157,7 @@ def run_stage(
             heavy[light] = fut
             fut = light
         futures[fut] = item
-    progress = Progress(
-        TextColumn(f"[bold]{name}[/bold]"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("chunks"), TextColumn("{task.fields[events]:,} events"),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console or Console(stderr=True), transient=False,
-    )
+    progress = stage_progress(name, console or Console(stderr=True))
     done = 0
     held: dict[str, tuple[Any, ChunkRecord]] = {}  # finished chunks whose attempts are unread
     threads = sum(client.nthreads().values())
