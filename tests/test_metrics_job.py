@@ -338,10 +338,15 @@ def test_own_prometheus_scraped_the_jobs_targets(job_with_own_prometheus: dict) 
         scraped = {r["metric"]["instance"]: float(r["value"][1]) for r in up}
         targets = state["targets"]["worker"] + state["targets"]["scheduler"]
         assert scraped == {t: 1.0 for t in targets}
-        # and up at the last scrape, the one the job waits for before stopping its server (earlier
-        # scrapes of a worker busy with a chunk may time out: its event loop waits for the GIL)
-        last = {r["metric"]["instance"]: float(r["value"][1]) for r in server.query(f"last_over_time(up[{span}])")}
-        assert last == {t: 1.0 for t in targets}
+        # and successfully after the job's wait for the final counters began: the scrape it waits for
+        # before stopping its server (any scrape may time out on a loaded machine, a worker busy
+        # with a chunk too: its event loop waits for the GIL; so only a successful one counts)
+        final = state["final_scrape"]
+        assert final["complete"] is True
+        samples = {r["metric"]["instance"]: r["values"] for r in server.query(f'up{{job=~"intccms-.*"}}[{span}]')}
+        last_ok = {t: max(float(ts) for ts, v in values if float(v) == 1.0) for t, values in samples.items()}
+        assert set(last_ok) == set(targets)
+        assert all(stamp > final["since"] for stamp in last_ok.values()), (last_ok, final)
         jobs = {r["metric"]["instance"]: r["metric"]["job"] for r in up}
         assert {jobs[t] for t in state["targets"]["worker"]} == {"intccms-workers"}
         assert jobs[state["targets"]["scheduler"][0]] == "intccms-scheduler"

@@ -119,9 +119,14 @@ class _TargetFollower(threading.Thread):
                     self.server.set_targets(targets, role)
 
 
-def _write_state(server: PrometheusProcess, run_id: str, running: bool) -> None:
+def _write_state(
+    server: PrometheusProcess, run_id: str, running: bool, final_scrape: dict[str, Any] | None = None,
+) -> None:
+    """The server's state file; ``final_scrape`` says from when the job waited for the final counters
+    (UNIX time ``since``) and whether every target was scraped successfully after it (``complete``)."""
     state = {"url": server.url, "pid": server.process.pid, "run": run_id, "running": running,
-             "targets": server.groups, "tsdb": str(server.workdir / "tsdb"), "log": str(server.log_file)}
+             "targets": server.groups, "tsdb": str(server.workdir / "tsdb"), "log": str(server.log_file),
+             "final_scrape": final_scrape}
     (server.workdir / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
 
 
@@ -140,12 +145,16 @@ def _by_instance(result: list[dict[str, Any]]) -> dict[str, float]:
     return {r["metric"].get("instance", ""): float(r["value"][1]) for r in result}
 
 
-def _final_scrape(server: PrometheusProcess, timeout: float, evaluation_s: float) -> None:
+def _final_scrape(server: PrometheusProcess, timeout: float, evaluation_s: float) -> dict[str, Any]:
     """Wait until every target was scraped successfully after now, and one rule evaluation more,
     so the TSDB holds the run's final counters and the recording rules computed on them.
 
     A scrape that timed out (a loaded machine, a worker whose event loop waits for the GIL)
-    does not count: its target's last sample would say ``up == 0`` and miss the final counters.
+    does not count: it misses the final counters. Scrapes after the successful one may still time
+    out, so a target's very last sample can say ``up == 0``; the final counters are in all the same.
+
+    Returns:
+        ``{"since": UNIX time the wait began, "complete": every target scraped successfully after it}``.
     """
     since = time.time()
     expected = sum(len(targets) for targets in server.groups.values())
@@ -157,13 +166,14 @@ def _final_scrape(server: PrometheusProcess, timeout: float, evaluation_s: float
             stamps = _by_instance(server.query('timestamp(up{job=~"intccms-.*"})'))
             up = _by_instance(server.query('up{job=~"intccms-.*"}'))
         except PrometheusQueryError:
-            return
+            return {"since": since, "complete": False}
         fresh = [t for t, stamp in stamps.items() if stamp > since and up.get(t) == 1.0]
         if len(fresh) >= expected:
             time.sleep(evaluation_s + 0.5)
-            return
+            return {"since": since, "complete": True}
         time.sleep(0.2)
     log.warning("Prometheus at %s did not scrape every target once more within %.0f s", server.url, timeout)
+    return {"since": since, "complete": False}
 
 
 def _keep_running(server: PrometheusProcess, seconds: float, console: Console) -> None:
@@ -224,6 +234,7 @@ def local_prometheus(
         return
     follower = _TargetFollower(server, client, max(interval_s, 1.0))
     succeeded = False
+    final: dict[str, Any] | None = None
     try:
         _write_state(server, run_id, running=True)
         console.print(f"Prometheus for run [bold]{run_id}[/bold]: {server.url} "
@@ -232,7 +243,7 @@ def local_prometheus(
         _first_scrape(server, timeout=2 * interval_s + 5.0)
         yield server
         succeeded = True
-        _final_scrape(server, timeout=4 * interval_s + 10.0, evaluation_s=interval_s if rules else 0.0)
+        final = _final_scrape(server, timeout=4 * interval_s + 10.0, evaluation_s=interval_s if rules else 0.0)
         if float(settings.keep_running) > 0:
             _keep_running(server, float(settings.keep_running), console)
     finally:
@@ -240,7 +251,7 @@ def local_prometheus(
         if follower.is_alive():
             follower.join(10.0)
         server.stop()
-        _write_state(server, run_id, running=False)
+        _write_state(server, run_id, running=False, final_scrape=final)
         if succeeded:
             console.print(f"Prometheus stopped; its data stay in {server.workdir / 'tsdb'}")
 
