@@ -239,7 +239,9 @@ def runs(local_reference: LocalReference, facility_images, dask_operator,
         def while_clean(job: str) -> None:
             eventually(lambda: pm.inspect("container", job) and
                        pm.inspect("container", job)["State"]["Running"], 30, "the job container running")
-            for name in [*facility.containers]:
+            # the job first: a short job may be over by the time the other containers are asked
+            identities[job] = _identity(job)
+            for name in [n for n in facility.containers if n != job]:
                 state = pm.inspect("container", name)
                 if state and state["State"]["Running"]:
                     identities[name] = _identity(name)

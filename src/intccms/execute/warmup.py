@@ -1,7 +1,8 @@
 """Build the run's corrections on every worker as it joins, beside the first stages.
 
 Reading and compiling one era's UL correction files takes seconds of CPU per worker process
-(correctionlib parsing the JSON, the input ranges, the JES lookup tables). Left to the first
+(correctionlib parsing the JSON, the input ranges, the JES source table, the b-tag table's
+leaves read back for every selector). Left to the first
 analysis chunk, every worker pays it at the same moment, after the metadata stage, and a short
 job's scaling suffers. A worker plugin starts it in a background thread at set-up, so it
 overlaps the metadata and skim stages (and a worker that joins later warms up as it joins).
@@ -39,4 +40,4 @@ class CorrectionsWarmup(WorkerPlugin):
         for spec in self.specs:
             # The driver checked every file at start-up; a failure here is the chunk's to report.
             with contextlib.suppress(Exception):
-                spec.build()
+                spec.warm()

@@ -89,6 +89,14 @@ class EraCorrections:
                 wc.stage_on(varied)
         return out
 
+    def warm(self) -> None:
+        """Build the lookup tables the chunks build at first use (JES sources, two-stage
+        weights): a worker's warm-up does it beside the first stages, a driver never."""
+        for obj in self.objects:
+            obj.warm()
+        for wc in self.weights:
+            wc.warm()
+
     def variation_bases(self) -> list[str]:
         """Base names of every variation this era produces (object first, then weights)."""
         bases = [v for obj in self.objects for v in obj.variation_bases]

@@ -81,6 +81,10 @@ class JetEnergyCorrection:
             specs.append(InputSpec(name=inp.name))
         return FlatEvaluator(self.path, key, specs, era=self.era)
 
+    def warm(self) -> None:
+        """Build what the first chunk would otherwise build: the sources' shared lookup table."""
+        self._source_table()
+
     def _source_table(self) -> JesSourceTable | None:
         if not self._table_built:
             self._table = compile_sources(self.path, [s.key for s in self.sources])

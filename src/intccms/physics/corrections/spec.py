@@ -39,6 +39,15 @@ class CorrectionsSpec:
             return _build_corrections(self)
 
 
+    def warm(self) -> EraCorrections:
+        """:meth:`build`, and the lookup tables the first chunks would build (a worker's warm-up;
+        a chunk asking meanwhile waits for it rather than building the same tables alongside)."""
+        with _BUILDING:
+            corrections = _build_corrections(self)
+            corrections.warm()
+            return corrections
+
+
 _BUILDING = threading.Lock()
 
 
