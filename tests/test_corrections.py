@@ -238,7 +238,18 @@ def test_corrections_are_parsed_alone_with_the_whole_files_values(monkeypatch: p
     monkeypatch.setattr(correctionlib._core.CorrectionSet, "from_string", spy)
     loading._load_set.cache_clear()
     loading._load_correction.cache_clear()
-    _era_corrections("2017")
+    loading.systematic_slice.cache_clear()
+    corrections, _ = _era_corrections("2017")
+    # Building parses nothing whole: the JES sources (evaluated through the source table) and
+    # the b-tag shape (through its systematic slices) are parsed only if a chunk needs them.
+    sources = {s.key for obj in corrections.objects for s in obj.sources}
+    assert sources and not sources & {n for names in parsed for n in names}
+    assert "deepJet_shape" not in {n for names in parsed for n in names}
+    for obj in corrections.objects:  # what the first chunk evaluates
+        for level in obj._levels:
+            assert level._correction is not None
+        # and a source, as for a jet on a bin edge of the source table
+        assert next(iter(obj._uncertainties.values()))._correction is not None
     assert parsed and all(len(names) == 1 for names in parsed)  # never a whole file
     used = [names[0] for names in parsed]
     assert "Summer19UL17_V5_MC_L2Relative_AK4PFchs" in used
@@ -254,3 +265,26 @@ def test_corrections_are_parsed_alone_with_the_whole_files_values(monkeypatch: p
         alone = loading.get_correction(path, key, era="2017")
         args = [values[i.name] for i in whole[key].inputs]
         np.testing.assert_array_equal(alone.evalv(*args), whole[key].evaluate(*args))
+
+
+def test_variants_parse_as_the_whole_probes_do() -> None:
+    """A probe family (name and formulas replaced) parsed from one dump of the shared tables
+    evaluates bit for bit as each probe parsed whole; variants of other keys fall back to that."""
+    from intccms.physics.corrections import loading
+
+    path = str(JSONPOG / "POG" / "JME" / "2017_UL" / "jet_jerc.json.gz")
+    corr = loading.correction_json(path, "Summer19UL17_V5_MC_FlavorQCD_AK4PFchs")
+    assert corr is not None and corr.get("generic_formulas")
+    probes = [{"name": f"probe[{j}]",
+               "generic_formulas": [{**f, "expression": f"[{j}]"} for f in corr["generic_formulas"]]}
+              for j in range(4)]
+    rng = np.random.default_rng(5)
+    eta, pt = rng.uniform(-5.4, 5.4, 2000), rng.uniform(10, 3000, 2000)
+    spliced = loading.parse_variants(corr, probes)
+    for probe, parsed in zip(probes, spliced, strict=True):
+        whole = loading.parse_correction({**corr, **probe})
+        np.testing.assert_array_equal(parsed.evalv(eta, pt), whole.evalv(eta, pt))
+    assert not np.array_equal(spliced[0].evalv(eta, pt), spliced[1].evalv(eta, pt))  # real probes
+    mixed = loading.parse_variants(corr, [{"name": "a"}, {"name": "b", "description": "other keys"}])
+    np.testing.assert_array_equal(mixed[1].evalv(eta, pt), loading.get_correction(
+        path, "Summer19UL17_V5_MC_FlavorQCD_AK4PFchs", era="2017").evalv(eta, pt))

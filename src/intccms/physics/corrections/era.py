@@ -10,7 +10,7 @@ from typing import Any
 
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec
 from intccms.physics.corrections.jec import JesSource, JetEnergyCorrection
-from intccms.physics.corrections.loading import category_keys, get_correction
+from intccms.physics.corrections.loading import category_keys, correction_inputs
 from intccms.physics.corrections.weights import WeightCorrection, WeightSource
 
 
@@ -144,25 +144,26 @@ def _weight_correction(
     name: str, cfg: Mapping[str, Any], path: str, values: Mapping[str, str], era: str, where: str
 ) -> WeightCorrection:
     key = _fmt(cfg.get("key") or "", values, where=where)
-    correction = get_correction(path, key, era=era)
+    inputs = [input_name for input_name, _ in correction_inputs(path, key, era=era)]
     specs = []
     configured = cfg["inputs"]
-    for inp in correction.inputs:
-        if inp.name not in configured:
-            msg = f"input '{inp.name}' of key '{key}' in {path} is not configured (configured: {sorted(configured)})"
+    for input_name in inputs:
+        if input_name not in configured:
+            msg = (f"input '{input_name}' of key '{key}' in {path} is not configured "
+                   f"(configured: {sorted(configured)})")
             raise KeyError(msg)
-        spec = configured[inp.name]
+        spec = configured[input_name]
         literal = spec.get("literal")
         specs.append(
             InputSpec(
-                name=inp.name,
+                name=input_name,
                 field=spec.get("field"),
                 literal=_fmt(literal, values, where=where) if literal is not None else None,
                 systematic=bool(spec.get("systematic")),
                 absolute=bool(spec.get("abs")),
             )
         )
-    unknown = set(configured) - {i.name for i in correction.inputs}
+    unknown = set(configured) - set(inputs)
     if unknown:
         msg = f"inputs {sorted(unknown)} are not inputs of key '{key}' in {path}"
         raise KeyError(msg)

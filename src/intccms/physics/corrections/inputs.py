@@ -7,9 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import awkward as ak
+import correctionlib._core
 import numpy as np
 
-from intccms.physics.corrections.loading import get_correction, input_ranges, systematic_slice
+from intccms.physics.corrections.loading import (
+    correction_inputs,
+    get_correction,
+    input_ranges,
+    systematic_slice,
+)
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,17 @@ class FlatEvaluator:
         self.key = key
         self.era = era
         self.specs = specs
-        self._correction = get_correction(path, key, era=era)
+        inputs = correction_inputs(path, key, era=era)  # checks the file and the key
         self._ranges = input_ranges(path, key)
-        self._real_inputs = {i.name for i in self._correction.inputs if i.type == "real"}
-        self._int_inputs = {i.name for i in self._correction.inputs if i.type == "int"}
+        self._real_inputs = {name for name, kind in inputs if kind == "real"}
+        self._int_inputs = {name for name, kind in inputs if kind == "int"}
         self._systematic = next((s.name for s in specs if s.systematic), None)
+
+    @property
+    def _correction(self) -> correctionlib._core.Correction:
+        """The whole correction, parsed when first evaluated (once per process: cached by file
+        and key); a correction evaluated only through its systematic slices never is."""
+        return get_correction(self.path, self.key, era=self.era)
 
     def __call__(self, fields: Mapping[str, np.ndarray], selector: str | None) -> np.ndarray:
         """Evaluate with ``fields`` (input name -> flat array) and the systematic ``selector``."""

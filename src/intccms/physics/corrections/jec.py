@@ -16,7 +16,7 @@ import numpy as np
 
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, resolve_field
 from intccms.physics.corrections.jes_table import Evaluate, JesSourceTable, compile_sources
-from intccms.physics.corrections.loading import get_correction
+from intccms.physics.corrections.loading import correction_inputs
 from intccms.physics.jagged import FlatCollection, as_flat, flat_view
 
 
@@ -69,16 +69,15 @@ class JetEnergyCorrection:
         self._table_built = False
 
     def _evaluator(self, key: str) -> FlatEvaluator:
-        correction = get_correction(self.path, key, era=self.era)
         specs = []
-        for inp in correction.inputs:
-            if inp.name not in self.level_inputs:
+        for input_name, _ in correction_inputs(self.path, key, era=self.era):
+            if input_name not in self.level_inputs:
                 msg = (
-                    f"correction '{self.name}' (era {self.era}): input '{inp.name}' of key '{key}' "
+                    f"correction '{self.name}' (era {self.era}): input '{input_name}' of key '{key}' "
                     f"in {self.path} has no entry in level_inputs {sorted(self.level_inputs)}"
                 )
                 raise KeyError(msg)
-            specs.append(InputSpec(name=inp.name))
+            specs.append(InputSpec(name=input_name))
         return FlatEvaluator(self.path, key, specs, era=self.era)
 
     def warm(self) -> None:

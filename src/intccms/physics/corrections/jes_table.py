@@ -24,7 +24,12 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-from intccms.physics.corrections.loading import correction_json, input_ranges, parse_correction
+from intccms.physics.corrections.loading import (
+    correction_json,
+    input_ranges,
+    parse_correction,
+    parse_variants,
+)
 
 FORMULA = "[0]*max(min(x,[3]),[2])+[1]"
 Evaluate = Callable[[Mapping[str, np.ndarray], "str | None"], np.ndarray]
@@ -135,7 +140,7 @@ def _parameters_as_evaluated(corr: Mapping[str, Any], eta_edges: np.ndarray, pt_
                              constant: bool) -> np.ndarray:
     """``params[cell, 4]`` as correctionlib holds them: the correction is loaded with its formula
     replaced by ``[j]`` (a constant: as it is) and evaluated at every cell's centre (the file text
-    goes through ``loading.parse_correction``, as every correction the worker parses)."""
+    goes through ``loading.parse_variants``, the text ``parse_correction`` gives each probe)."""
     n_pt = len(pt_edges) - 1
     eta = np.repeat((eta_edges[:-1] + eta_edges[1:]) / 2, n_pt)
     pt = np.tile((pt_edges[:-1] + pt_edges[1:]) / 2, len(eta_edges) - 1)
@@ -143,11 +148,11 @@ def _parameters_as_evaluated(corr: Mapping[str, Any], eta_edges: np.ndarray, pt_
     if constant:
         out[:, 1] = parse_correction(dict(corr)).evalv(eta, pt)
         return out
-    for j in range(4):
-        name = f"{corr['name']}[{j}]"
-        probe = {**corr, "name": name,
-                 "generic_formulas": [{**f, "expression": f"[{j}]"} for f in corr["generic_formulas"]]}
-        out[:, j] = parse_correction(probe).evalv(eta, pt)
+    probes = [{"name": f"{corr['name']}[{j}]",
+               "generic_formulas": [{**f, "expression": f"[{j}]"} for f in corr["generic_formulas"]]}
+              for j in range(4)]
+    for j, probe in enumerate(parse_variants(dict(corr), probes)):
+        out[:, j] = probe.evalv(eta, pt)
     return out
 
 

@@ -54,6 +54,38 @@ def parse_correction(corr: dict[str, Any], schema_version: int = 2) -> correctio
     return correctionlib._core.CorrectionSet.from_string(text)[corr["name"]]
 
 
+def parse_variants(corr: dict[str, Any], variants: list[dict[str, Any]],
+                   schema_version: int = 2) -> list[correctionlib._core.Correction]:
+    """``corr`` with the keys of each variant replaced (a probe's ``name`` and formulas), each
+    parsed as :func:`parse_correction` would: the same text for every value, but the part the
+    variants share (the tables, most of the text) is dumped once, not once per variant."""
+    replaced = {k for variant in variants for k in variant}
+    if any(set(variant) != replaced for variant in variants) or "name" not in replaced:
+        return [parse_correction({**corr, **variant}, schema_version) for variant in variants]
+    body = json.dumps({k: v for k, v in corr.items() if k not in replaced})
+    out = []
+    for variant in variants:
+        extra = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in variant.items())
+        joined = f"{body[:-1]}, {extra}}}" if body != "{}" else f"{{{extra}}}"
+        text = f'{{"schema_version": {json.dumps(schema_version)}, "corrections": [{joined}]}}'
+        out.append(correctionlib._core.CorrectionSet.from_string(text)[variant["name"]])
+    return out
+
+
+def correction_inputs(path: str, key: str, *, era: str) -> list[tuple[str, str]]:
+    """(name, type) of every input of correction ``key``, read from the file's JSON where it is
+    there (a compound correction is parsed); the same errors as :func:`get_correction`.
+
+    A worker evaluating the b-tag shape through its systematic slices never needs the whole
+    correction (every systematic, ~9 MB of text) parsed; its inputs are all that is asked of it.
+    """
+    get_correction_checks(path, key, era=era)
+    corr = correction_json(path, key)
+    if corr is not None:
+        return [(str(i["name"]), str(i["type"])) for i in corr.get("inputs", [])]
+    return [(i.name, i.type) for i in get_correction(path, key, era=era).inputs]
+
+
 @lru_cache(maxsize=1024)
 def _load_correction(path: str, key: str) -> correctionlib._core.Correction:
     """One correction of a file, parsed on its own.
@@ -80,6 +112,13 @@ def get_correction(path: str, key: str, *, era: str) -> correctionlib._core.Corr
     Raises:
         CorrectionFileError: the file or the key is missing; the message names both and the era.
     """
+    get_correction_checks(path, key, era=era)
+    return _load_correction(path, key)
+
+
+def get_correction_checks(path: str, key: str, *, era: str) -> None:
+    """Raise :class:`CorrectionFileError` (naming file, key and era) unless ``path`` loads and
+    holds ``key`` (a correction or a compound correction)."""
     try:
         data = _load_json(path)
     except CorrectionFileError as err:
@@ -91,7 +130,6 @@ def get_correction(path: str, key: str, *, era: str) -> correctionlib._core.Corr
         close = [k for k in keys if k.split("_")[0] == key.split("_")[0]][:5]
         msg = f"correction key '{key}' not found in {path} (era {era}); similar keys: {close}"
         raise CorrectionFileError(msg)
-    return _load_correction(path, key)
 
 
 @lru_cache(maxsize=2048)
@@ -131,19 +169,26 @@ def _edge(value: Any) -> float:
 
 
 def _walk(node: Any, ranges: dict[str, list[float]]) -> None:
-    if isinstance(node, dict):
-        kind = node.get("nodetype")
-        if kind == "binning" and node.get("flow") != "clamp":
-            edges = [_edge(e) for e in node["edges"]]
-            _widen(ranges, node["input"], edges[0], edges[-1])
-        elif kind == "multibinning" and node.get("flow") != "clamp":
-            for name, edges in zip(node["inputs"], node["edges"], strict=True):
-                _widen(ranges, name, _edge(edges[0]), _edge(edges[-1]))
-        for value in node.values():
-            _walk(value, ranges)
-    elif isinstance(node, list):
-        for value in node:
-            _walk(value, ranges)
+    """Widen ``ranges`` by every non-clamped binning under ``node``.
+
+    Iterative, and it looks only into containers: a UL b-tag shape holds ~700k JSON values, most
+    of them numbers in edge and content lists, and a call per number was most of a worker's
+    set-up of input ranges.
+    """
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            kind = item.get("nodetype")
+            if kind == "binning" and item.get("flow") != "clamp":
+                edges = item["edges"]
+                _widen(ranges, item["input"], _edge(edges[0]), _edge(edges[-1]))
+            elif kind == "multibinning" and item.get("flow") != "clamp":
+                for name, edges in zip(item["inputs"], item["edges"], strict=True):
+                    _widen(ranges, name, _edge(edges[0]), _edge(edges[-1]))
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, (dict, list)))
 
 
 def _widen(ranges: dict[str, list[float]], name: str, low: float, high: float) -> None:

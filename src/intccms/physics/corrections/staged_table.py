@@ -31,7 +31,7 @@ from typing import Any
 import correctionlib._core
 import numpy as np
 
-from intccms.physics.corrections.loading import correction_json, parse_correction, systematic_slice
+from intccms.physics.corrections.loading import correction_json, parse_variants, systematic_slice
 
 EDGE_WINDOW = 1e-9
 """Relative distance to a bin edge within which a value is evaluated by correctionlib."""
@@ -365,12 +365,11 @@ def _read_back(corr: Mapping[str, Any], correction: correctionlib._core.Correcti
     params[:, 4] = value
     sliced_corr = {**corr, "inputs": [i for i in corr["inputs"] if i["name"] in names], "data": node}
     if not constant.all():
-        for j in range(5):
-            name = f"{corr['name']}[{j}]"
-            probe = {**sliced_corr, "name": name,
-                     "generic_formulas": [{**f, "expression": f"[{j}]"} for f in corr["generic_formulas"]]}
-            got = parse_correction(probe).evalv(*args)
-            params[~constant, j] = np.asarray(got)[~constant]
+        probes = [{"name": f"{corr['name']}[{j}]",
+                   "generic_formulas": [{**f, "expression": f"[{j}]"} for f in corr["generic_formulas"]]}
+                  for j in range(5)]
+        for j, probe in enumerate(parse_variants(sliced_corr, probes)):
+            params[~constant, j] = np.asarray(probe.evalv(*args))[~constant]
     # A constant c comes out of the cubic with zero parameters as (±0) + c, which is c for every
     # c but -0.0; the check below compares bits, so such a table is refused.
     t = grid[names.index(layout.variable)] + params[:, 0]
