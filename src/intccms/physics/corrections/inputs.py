@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,16 +56,23 @@ class FlatEvaluator:
         and key); a correction evaluated only through its systematic slices never is."""
         return get_correction(self.path, self.key, era=self.era)
 
+    def warm(self, selectors: Sequence[str | None] = (None,)) -> None:
+        """Parse what evaluating ``selectors`` parses (the slice of each, or the whole
+        correction), so that a worker's warm-up pays it and not its first chunk."""
+        for selector in selectors:
+            sliced = (systematic_slice(self.path, self.key, selector)
+                      if self._systematic is not None and selector is not None else None)
+            if sliced is None or sliced[0] != self._systematic:
+                _ = self._correction
+
     def __call__(self, fields: Mapping[str, np.ndarray], selector: str | None) -> np.ndarray:
         """Evaluate with ``fields`` (input name -> flat array) and the systematic ``selector``."""
-        correction = self._correction
         sliced = None
         if self._systematic is not None and selector is not None:
             sliced = systematic_slice(self.path, self.key, selector)
-            if sliced is not None and sliced[0] == self._systematic:
-                correction = sliced[1]
-            else:
+            if sliced is not None and sliced[0] != self._systematic:
                 sliced = None
+        correction = self._correction if sliced is None else sliced[1]
         args: list[Any] = []
         for spec in self.specs:
             if spec.systematic:

@@ -81,8 +81,12 @@ class JetEnergyCorrection:
         return FlatEvaluator(self.path, key, specs, era=self.era)
 
     def warm(self) -> None:
-        """Build what the first chunk would otherwise build: the sources' shared lookup table."""
+        """Build what the first chunk would otherwise build: the sources' shared lookup table,
+        and every level and source parsed (a source evaluates the jets on its table's bin edges,
+        and a jet clipped into the table's eta range is on one: most chunks have some)."""
         self._source_table()
+        for evaluator in (*self._levels, *self._uncertainties.values()):
+            evaluator.warm()
 
     def _source_table(self) -> JesSourceTable | None:
         if not self._table_built:

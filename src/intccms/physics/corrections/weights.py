@@ -82,8 +82,10 @@ class WeightCorrection:
         return [self.nominal_selector, *(getattr(src, d) for src in sources for d in ("up", "down"))]
 
     def warm(self) -> None:
-        """Build what the first chunks would otherwise build: the two-stage table's leaves of
-        every selector (read back from correctionlib; ~20 ms each for the b-tag shape)."""
+        """Build what the first chunks would otherwise build: each selector's slice (or the
+        whole correction) parsed, and the two-stage table's leaves of every selector (read back
+        from correctionlib; ~20 ms each for the b-tag shape)."""
+        self.evaluator.warm(self.selectors())
         if self._staged is not None:
             for selector in self.selectors():
                 self._staged.cells(selector)
