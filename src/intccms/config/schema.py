@@ -72,6 +72,9 @@ class ClusterConfig:
     # Bound of the wait for workers at start (local: all n_workers; address: at least one), so a
     # cluster without workers fails with a message instead of leaving the job waiting forever.
     workers_timeout_s: float = 120.0
+    # A stage whose chunks wait this long with no worker connected (all lost, none back: evicted
+    # pods, a crash loop, an image that cannot be pulled) fails instead of waiting forever.
+    no_workers_timeout_s: float = 600.0
     # Dask's statistical profiler samples every task's stack from a thread that takes the GIL;
     # it slows Python-heavy tasks severalfold, so it is off unless asked for (dashboard "Profile").
     worker_profile: bool = False

@@ -161,7 +161,7 @@ def _check_cluster(cluster: DictConfig) -> None:
              "a local cluster needs at least 1 worker")
     _require(cluster.threads_per_worker >= 1, "cluster.threads_per_worker",
              cluster.threads_per_worker, "a worker needs at least 1 thread")
-    for key in ("connect_timeout_s", "workers_timeout_s"):
+    for key in ("connect_timeout_s", "workers_timeout_s", "no_workers_timeout_s"):
         _require(cluster[key] > 0, f"cluster.{key}", cluster[key], "must be > 0 seconds (every wait is bounded)")
     _check_memory_limit("cluster.memory_limit", str(cluster.memory_limit))
 

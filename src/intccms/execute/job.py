@@ -215,6 +215,7 @@ def _analysis_stage(plan: RunPlan, client: Client, metadata: Mapping[str, Datase
         lambda item: (contexts[item.dataset], plan_future, plan.corrections_for(item.dataset), plan.storage),
         on_result, retries=int(wf.retries), skip_bad_files=bool(wf.skip_bad_files), console=console,
         run_metrics=run_metrics, on_failed=on_failed,
+        no_workers_timeout_s=float(plan.cluster.no_workers_timeout_s),
     )
     result.records.extend(outcome.records)
     for f, error in outcome.skipped.items():  # a bad skim part stands for its source file

@@ -46,7 +46,8 @@ def run_processor(plan: RunPlan, client: Client, loaded: LoadedProcessor, out: P
                                 plan.processor.treename, loaded.sources)
     outcome = run_processor_stage(client, items, spec, dataset_metadata(plan), options,
                                   retries=int(wf.retries), skip_bad_files=bool(wf.skip_bad_files),
-                                  console=console, run_metrics=run_metrics)
+                                  console=console, run_metrics=run_metrics,
+                                  no_workers_timeout_s=float(plan.cluster.no_workers_timeout_s))
     result.records.extend(outcome.records)
     result.skipped.update(outcome.skipped)
     if outcome.output is None:

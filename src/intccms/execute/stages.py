@@ -195,7 +195,8 @@ def skim_stage(
     if not items:
         console.print("[green]skim: every part is already written; nothing to do[/green]")
     outcome = run_stage(client, "skim", items, skim_task, args_for, on_result, retries=int(wf.retries),
-                        skip_bad_files=bool(wf.skip_bad_files), console=console, run_metrics=run_metrics)
+                        skip_bad_files=bool(wf.skip_bad_files), console=console, run_metrics=run_metrics,
+                        no_workers_timeout_s=float(plan.cluster.no_workers_timeout_s))
     for name in sorted(unsaved):  # no new part of these: their sources were not saved yet
         manifests[name].save()
     write_skim_provenance(plan)

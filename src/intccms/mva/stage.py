@@ -160,6 +160,7 @@ def run_training(
         lambda it, part: parts.__setitem__(it, part),
         retries=run.workflow.retries, skip_bad_files=run.workflow.skip_bad_files,
         console=console, run_metrics=run_metrics,
+        no_workers_timeout_s=float(run.cluster.no_workers_timeout_s),
     )
     data = assemble(parts, labels, len(features))
     data.origin.update({

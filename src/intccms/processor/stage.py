@@ -110,6 +110,7 @@ def run_processor_stage(
     client: Client, items: Sequence[WorkItem], spec: ProcessorSpec,
     dataset_meta: Mapping[str, Mapping[str, Any]], options: StorageOptions, *, retries: int,
     skip_bad_files: bool, console: Console | None = None, run_metrics: Any = None,
+    no_workers_timeout_s: float | None = None,
 ) -> ProcessorOutcome:
     """Run the processor on every item and merge the outputs on the cluster.
 
@@ -130,6 +131,7 @@ def run_processor_stage(
         lambda item: (spec_future, dict(dataset_meta[item.dataset]), options),
         merger.chunk_done, retries=retries, skip_bad_files=skip_bad_files, console=console,
         run_metrics=run_metrics, on_failed=merger.chunk_failed, payload_on_workers=True,
+        no_workers_timeout_s=no_workers_timeout_s,
     )
     final = merger.result()
     output = final.future.result() if final is not None else None

@@ -35,6 +35,7 @@ from rich.progress import (
 from intccms.core.records import ChunkRecord
 from intccms.plan.workitems import WorkItem
 from intccms.runner.attempts import chunk_attempts
+from intccms.runner.watch import NoWorkersWatch
 from intccms.storage import FATAL_STORAGE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ def run_stage(
     run_metrics: Any = None,
     on_failed: Callable[[WorkItem, ChunkRecord], None] | None = None,
     payload_on_workers: bool = False,
+    no_workers_timeout_s: float | None = None,
 ) -> StageOutcome:
     """Submit ``task(item, *args_for(item))`` for every item and collect as they finish.
 
@@ -139,8 +141,12 @@ def run_stage(
     ``payload_on_workers`` the payload is not fetched: ``on_result`` gets the future of the
     task's ``(payload, record)`` result, which the caller holds as long as it needs it.
 
+    With ``no_workers_timeout_s``, a stage whose chunks wait that long with no worker connected
+    fails (:mod:`.watch`) instead of waiting for one forever.
+
     Raises:
         BadInputError: a chunk failed on bad input and ``skip_bad_files`` is false.
+        NoWorkersError: no worker was connected for ``no_workers_timeout_s``.
     """
     outcome = StageOutcome()
     if not items:
@@ -162,7 +168,8 @@ def run_stage(
     held: dict[str, tuple[Any, ChunkRecord]] = {}  # finished chunks whose attempts are unread
     threads = sum(client.nthreads().values())
     hold = max(2, threads) if payload_on_workers else max(RELEASE_BATCH, threads)
-    with progress:
+    watch = NoWorkersWatch(client, no_workers_timeout_s, [*futures, *heavy.values()])
+    with progress, watch:
         bar = progress.add_task(name, total=len(items), events=0)
         events = 0
         try:
@@ -173,6 +180,8 @@ def run_stage(
                 except Exception as err:
                     for other in [*futures, *heavy.values()]:
                         other.cancel()
+                    if watch.fired_after is not None:
+                        raise watch.error(name, len(items) - done, len(items)) from None
                     msg = (f"{name} of {item.file} entries [{item.entry_start}, {item.entry_stop}) "
                            f"failed after {retries} retries: {type(err).__name__}: {err}")
                     raise RuntimeError(msg) from err
