@@ -6,9 +6,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from distributed import Client, LocalCluster
+from fixtures.demo import SMALL_2017, small_overrides
 from rich.console import Console
 
 from intccms.core.records import ChunkRecord
@@ -82,3 +84,33 @@ def test_the_timeout_is_checked_at_start_up() -> None:
 
     with pytest.raises(ConfigError, match=r"cluster\.no_workers_timeout_s"):
         compose_config("demo", ["cluster.no_workers_timeout_s=0"])
+
+
+_LOSE: dict[str, Any] = {}  # the cluster whose worker the first metadata task takes away
+
+
+def first_then_lose_the_worker(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - the task's result
+    """The metadata task; its first call takes the (thread-based) worker away, then finishes."""
+
+    _LOSE["calls"] = _LOSE.get("calls", 0) + 1
+    if _LOSE["calls"] == 1:
+        threading.Timer(0.1, _LOSE["cluster"].scale, args=(0,)).start()
+        time.sleep(0.5)
+    return _LOSE["real"](*args, **kwargs)
+
+
+def test_the_jobs_metadata_stage_fails_too_when_its_workers_are_gone(
+        one_worker: tuple[LocalCluster, Client], demo_data: Any, tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metadata stage, which has its own loop, is watched as the chunk stages are."""
+    from intccms.config import compose_config
+    from intccms.execute import job, stages
+
+    cluster, client = one_worker
+    _LOSE.clear()
+    _LOSE.update(cluster=cluster, real=stages.metadata_task)
+    cfg = compose_config("demo", small_overrides(demo_data, tmp_path, SMALL_2017, "cluster.no_workers_timeout_s=1.5"))
+    monkeypatch.setattr(stages, "metadata_task", first_then_lose_the_worker)
+    with pytest.raises(NoWorkersError, match=r"^metadata: .*cluster\.no_workers_timeout_s=1\.5"):
+        job.run_job(cfg, client=client, console=Console(quiet=True))
+    assert _LOSE["calls"] >= 1

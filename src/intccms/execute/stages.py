@@ -27,6 +27,7 @@ from intccms.plan.metadata import (
 from intccms.plan.run import RunPlan, SkimPlan
 from intccms.plan.workitems import WorkItem, chunk_file
 from intccms.runner.stage import BadInputError, StageOutcome, run_stage
+from intccms.runner.watch import NoWorkersWatch
 from intccms.storage import Manifest, StorageError, StorageOptions, exists_complete, join
 from intccms.storage.schemes import backend_for
 
@@ -59,7 +60,8 @@ def run_metadata(
     if todo:
         futures = {client.submit(metadata_task, name, f, is_data, options, pure=False): (name, f)
                    for name, f, is_data in todo}
-        with Progress(console=console, transient=False) as progress:
+        with (Progress(console=console, transient=False) as progress,
+              NoWorkersWatch(client, float(plan.cluster.no_workers_timeout_s), list(futures)) as watch):
             bar = progress.add_task("[bold]metadata[/bold]", total=len(futures))
             for fut in as_completed(list(futures)):
                 name, f = futures[fut]
@@ -68,6 +70,8 @@ def run_metadata(
                 except StorageError:
                     raise  # outages and bad credentials name the URL and the fix already
                 except Exception as err:
+                    if watch.fired_after is not None:
+                        raise watch.error("metadata", len(futures) - len(records), len(futures)) from None
                     msg = f"metadata of {f} (dataset {name}) failed: {type(err).__name__}: {err}"
                     raise RuntimeError(msg) from err
                 result[name].files[f] = meta

@@ -76,7 +76,8 @@ class NoWorkersWatch:
         msg = (f"{stage}: no worker was connected for {self.fired_after or 0:.0f} s "
                f"(cluster.no_workers_timeout_s={self.timeout_s:g}) with {left} of {total} chunks left. "
                "The workers were lost and none came back: check their logs and events (memory "
-               "limit, eviction, the image, credentials), then rerun; finished work is kept.")
+               "limit, eviction, the image, credentials), then rerun (written skim parts and the "
+               "metadata cache are reused).")
         return NoWorkersError(msg)
 
 
