@@ -32,7 +32,7 @@ def slow_task(item: WorkItem) -> tuple[int, ChunkRecord]:
 def one_worker() -> Iterator[tuple[LocalCluster, Client]]:
     """A cluster of its own (its worker is taken away): one thread-based worker, one thread."""
     with (LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                       dashboard_address=None) as cluster, Client(cluster) as client):
+                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client):
         client.wait_for_workers(1, timeout=30)
         yield cluster, client
 
