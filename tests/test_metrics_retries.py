@@ -51,7 +51,7 @@ def flaky_task(item: WorkItem, marker_dir: str) -> tuple[None, ChunkRecord]:
 def client() -> Iterator[Any]:
     # In-process workers: their counters are this process's default registry, read directly.
     with (distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                   dashboard_address=None) as cluster,
+                                   dashboard_address="127.0.0.1:0") as cluster,
           distributed.Client(cluster) as c):
         yield c
 

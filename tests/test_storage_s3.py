@@ -198,7 +198,7 @@ def test_credentials_reach_dask_workers_only_through_the_plugin(
     assert options.credentials is not None
     assert server.secret.encode() not in pickle.dumps(options)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address="127.0.0.1:0") as cluster, \
             distributed.Client(cluster) as client:
         future = client.submit(read_on_worker, url, options, pure=False)
         with pytest.raises(MissingCredentialError, match="INTCCMS_S3_ACCESS_KEY_ID"):
