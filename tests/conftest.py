@@ -20,6 +20,7 @@ if str(TESTS_DIR) not in sys.path:
 
 pytest_plugins = [
     "fixtures.demo",
+    "fixtures.corrections",
     "fixtures.s3",
     "fixtures.xrootd",
     "fixtures.grid",

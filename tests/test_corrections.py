@@ -219,26 +219,12 @@ def test_object_correction_fields_come_from_configuration() -> None:
 
 
 @needs_files
-def test_corrections_are_parsed_alone_with_the_whole_files_values(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_corrections_are_parsed_alone_with_the_whole_files_values(parsed_corrections: list[list[str]]) -> None:
     """A worker parses only the corrections an era uses (not the other periods' large L2Relative
     tables), and each evaluates exactly as in the whole file."""
-    import json
-
-    import correctionlib._core
-
     from intccms.physics.corrections import loading
 
-    parsed: list[list[str]] = []
-    real = correctionlib._core.CorrectionSet.from_string
-
-    def spy(text: str) -> correctionlib._core.CorrectionSet:
-        parsed.append([c["name"] for c in json.loads(text)["corrections"]])
-        return real(text)
-
-    monkeypatch.setattr(correctionlib._core.CorrectionSet, "from_string", spy)
-    loading._load_set.cache_clear()
-    loading._load_correction.cache_clear()
-    loading.systematic_slice.cache_clear()
+    parsed = parsed_corrections
     corrections, _ = _era_corrections("2017")
     # Building parses nothing whole: the JES sources (evaluated through the source table) and
     # the b-tag shape (through its systematic slices) are parsed only if a chunk needs them.

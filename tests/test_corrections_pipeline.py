@@ -571,24 +571,11 @@ def test_variation_counts_over_all_four_eras(tmp_path: Path) -> None:
 
 
 @needs_files
-def test_after_the_warm_up_a_chunk_parses_no_correction(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_after_the_warm_up_a_chunk_parses_no_correction(parsed_corrections: list[list[str]]) -> None:
     """Everything the worker's warm-up thread can parse it parses: the first chunk then parses
     nothing (a parse there is paid on the stage's clock, by every worker at once); the
     b-tag shape, evaluated only through its systematic slices, is never parsed whole."""
-    from intccms.physics.corrections import loading, spec
-
-    for cached in (loading._load_correction, loading.systematic_slice, spec._build_corrections):
-        cached.cache_clear()
-    parsed: list[list[str]] = []
-    real = correctionlib._core.CorrectionSet.from_string
-
-    def spy(text: str) -> correctionlib._core.CorrectionSet:
-        import json
-
-        parsed.append([c["name"] for c in json.loads(text)["corrections"]])
-        return real(text)
-
-    monkeypatch.setattr(correctionlib._core.CorrectionSet, "from_string", spy)
+    parsed = parsed_corrections
     corrections = job()["specs"]["2017"].warm()
     assert parsed  # the warm-up parsed the era's corrections
     assert not [n for names in parsed for n in names if n == "deepJet_shape"]
