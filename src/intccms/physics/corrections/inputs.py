@@ -56,27 +56,28 @@ class FlatEvaluator:
         and key); a correction evaluated only through its systematic slices never is."""
         return get_correction(self.path, self.key, era=self.era)
 
+    def _correction_for(self, selector: str | None) -> tuple[correctionlib._core.Correction, bool]:
+        """The correction that evaluates ``selector``: its systematic slice where the correction
+        has one on this input (``True``: the selector is not an argument), else the whole one."""
+        if self._systematic is not None and selector is not None:
+            sliced = systematic_slice(self.path, self.key, selector)
+            if sliced is not None and sliced[0] == self._systematic:
+                return sliced[1], True
+        return self._correction, False
+
     def warm(self, selectors: Sequence[str | None] = (None,)) -> None:
         """Parse what evaluating ``selectors`` parses (the slice of each, or the whole
         correction), so that a worker's warm-up pays it and not its first chunk."""
         for selector in selectors:
-            sliced = (systematic_slice(self.path, self.key, selector)
-                      if self._systematic is not None and selector is not None else None)
-            if sliced is None or sliced[0] != self._systematic:
-                _ = self._correction
+            self._correction_for(selector)
 
     def __call__(self, fields: Mapping[str, np.ndarray], selector: str | None) -> np.ndarray:
         """Evaluate with ``fields`` (input name -> flat array) and the systematic ``selector``."""
-        sliced = None
-        if self._systematic is not None and selector is not None:
-            sliced = systematic_slice(self.path, self.key, selector)
-            if sliced is not None and sliced[0] != self._systematic:
-                sliced = None
-        correction = self._correction if sliced is None else sliced[1]
+        correction, sliced = self._correction_for(selector)
         args: list[Any] = []
         for spec in self.specs:
             if spec.systematic:
-                if sliced is None:
+                if not sliced:
                     args.append(selector)
             elif spec.literal is not None:
                 args.append(spec.literal)

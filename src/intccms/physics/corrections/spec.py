@@ -38,7 +38,6 @@ class CorrectionsSpec:
         with _BUILDING:
             return _build_corrections(self)
 
-
     def warm(self) -> EraCorrections:
         """:meth:`build`, and the lookup tables the first chunks would build (a worker's warm-up;
         a chunk asking meanwhile waits for it rather than building the same tables alongside)."""

@@ -85,9 +85,10 @@ class WeightCorrection:
         """Build what the first chunks would otherwise build: each selector's slice (or the
         whole correction) parsed, and the two-stage table's leaves of every selector (read back
         from correctionlib; ~20 ms each for the b-tag shape)."""
-        self.evaluator.warm(self.selectors())
+        selectors = self.selectors()
+        self.evaluator.warm(selectors)
         if self._staged is not None:
-            for selector in self.selectors():
+            for selector in selectors:
                 self._staged.cells(selector)
 
     def _staged_values(self, taken: TakenFields, positions: np.ndarray | None,
