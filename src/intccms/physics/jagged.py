@@ -329,11 +329,11 @@ def _take_events(value: Any, mask: np.ndarray) -> Any:
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         return from_flat(offsets, take_fields(flat.fields, per_object))
-    if isinstance(value, ak.Array) and isinstance(value.layout, ak.contents.RecordArray):
-        fields = _numpy_fields(value.layout, 0, len(value))
-        if fields is not None:
-            contents = [ak.contents.NumpyArray(v[mask]) for v in fields.values()]
-            return ak.Array(ak.contents.RecordArray(contents, list(fields), length=int(np.count_nonzero(mask))))
+    record = _flat_record(value)
+    if record is not None:  # one record per event (PuppiMET): picked by index, fields taken when read
+        layout, rows = record
+        picked = np.flatnonzero(mask) if rows is None else rows[mask]
+        return ak.Array(ak.contents.IndexedArray(ak.index.Index64(picked), layout))
     if isinstance(value, ak.Array) and isinstance(value.layout, ak.contents.NumpyArray):
         return ak.Array(ak.contents.NumpyArray(np.asarray(value.layout.data)[mask]))
     return value[mask]
@@ -363,8 +363,8 @@ def leading_fields(objects: Any, names: tuple[str, ...], what: str) -> dict[str,
         if np.any(flat.counts == 0):
             msg = f"observable needs a leading {what} in every event of the channel"
             raise ValueError(msg)
-        first = flat.offsets[:-1]
-        return {name: np.asarray(field_at(flat.fields, name, first), dtype=np.float64) for name in names}
+        first = take_fields(flat.fields, flat.offsets[:-1])  # the positions composed once for all names
+        return {name: np.asarray(first[name], dtype=np.float64) for name in names}
     lead = ak.firsts(objects, axis=1)
     if ak.any(ak.is_none(lead)):
         msg = f"observable needs a leading {what} in every event of the channel"
@@ -372,12 +372,29 @@ def leading_fields(objects: Any, names: tuple[str, ...], what: str) -> dict[str,
     return {name: np.asarray(ak.to_numpy(lead[name]), dtype=np.float64) for name in names}
 
 
+def _flat_record(value: Any) -> tuple[ak.contents.RecordArray, np.ndarray | None] | None:
+    """A one-per-event record of plain numbers, and the rows picked from it (``None``: all), or
+    ``None`` for other layouts."""
+    if not isinstance(value, ak.Array):
+        return None
+    layout, rows = value.layout, None
+    if isinstance(layout, ak.contents.IndexedArray):
+        layout, rows = layout.content, np.asarray(layout.index.data, dtype=np.int64)
+    if not isinstance(layout, ak.contents.RecordArray) or _numpy_fields(layout, 0, layout.length) is None:
+        return None
+    return layout, rows
+
+
 def record_fields(record: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Fields of a one-per-event record (``PuppiMET``) as float64 numpy arrays."""
-    if isinstance(record, ak.Array) and isinstance(record.layout, ak.contents.RecordArray):
-        fields = _numpy_fields(record.layout, 0, len(record))
+    flat = _flat_record(record)
+    if flat is not None:
+        layout, rows = flat
+        fields = _numpy_fields(layout, 0, layout.length)
         if fields is not None and all(n in fields for n in names):
-            return {n: np.asarray(fields[n], dtype=np.float64) for n in names}
+            if rows is None:
+                return {n: np.asarray(fields[n], dtype=np.float64) for n in names}
+            return {n: np.asarray(fields[n].take(rows), dtype=np.float64) for n in names}
     return {n: np.asarray(ak.to_numpy(record[n]), dtype=np.float64) for n in names}
 
 

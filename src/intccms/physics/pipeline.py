@@ -23,6 +23,7 @@ import awkward as ak
 import numpy as np
 
 from intccms.physics.corrections.era import EraCorrections, linked_source
+from intccms.physics.corrections.weights import WeightCorrection
 from intccms.physics.events import (
     branch_names,
     build_events,
@@ -121,6 +122,13 @@ def _product(arrays: Iterable[np.ndarray], n: int) -> np.ndarray:
     for values in arrays:
         out = out * values
     return out
+
+
+def _spread(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Per-event ``values`` of the ``chosen`` events, placed among all events (1 elsewhere)."""
+    full = np.ones(len(chosen))
+    full[chosen] = values
+    return full
 
 
 FILL_BLOCK = 16
@@ -275,31 +283,25 @@ class ChunkAnalysis:
         base = self._base_weight(ns, n)
         nominal_ns = self._varying_objects(ns)
 
-        # Nominal fill: nominal weight, every weight variation, and foreign-era names.
+        # Nominal fill: nominal weight, every weight variation, and foreign-era names. Weights of
+        # objects that no variation changes are evaluated on every candidate (the object
+        # variations' fills pick their own events from them); the others only on the events the
+        # nominal fill selects.
         factors: dict[str, np.ndarray] = {}
         shifted: dict[str, dict[str, np.ndarray]] = {}
+        linked = {wc.name: wc.object for wc in corr.weights if wc.object is not None and wc.object in self.varying}
         for wc in corr.weights:
-            requests = [(src, d) for src in wc.sources for d in ("up", "down")
-                        if f"{src.variation}_{d}" in self.var_index]
-            nominal, *values = wc.evaluate(nominal_ns, [None, *requests])
-            factors[wc.name] = nominal
-            shifted[wc.name] = {f"{src.variation}_{d}": v for (src, d), v in zip(requests, values, strict=True)}
-        nominal_factor = _product(factors.values(), n)
-        columns = [0]
-        weight_cols = [nominal_factor]
-        for wname, by_variation in shifted.items():
-            others = _product((f for k, f in factors.items() if k != wname), n)
-            for name, shift in by_variation.items():
-                if name in self.var_index:
-                    columns.append(self.var_index[name])
-                    weight_cols.append(others * shift)
-        produced = set(corr.variation_names())
-        for name, index in self.var_index.items():
-            if index and name not in produced:
-                columns.append(index)
-                weight_cols.append(nominal_factor)
-        weights = WeightColumns(base, weight_cols, np.asarray(columns))
-        selected = self._fill_once(nominal_ns, channel_fixed, n, hists, weights, cutflow)
+            if wc.name not in linked:
+                self._nominal_factors(wc, nominal_ns, None, factors, shifted)
+
+        def nominal_weights(chosen: np.ndarray) -> WeightColumns:
+            sub_ns = {name: take_events(nominal_ns[name], chosen) for name in set(linked.values())}
+            for wc in corr.weights:
+                if wc.name in linked:
+                    self._nominal_factors(wc, sub_ns, chosen, factors, shifted)
+            return self._nominal_columns(corr, base, factors, shifted, n)
+
+        selected = self._fill_once(nominal_ns, channel_fixed, n, hists, nominal_weights, cutflow)
         fixed = self._fixed_prefix(factors, n)
 
         # Object variations: recompute what depends on the varied collection, and the weights
@@ -323,6 +325,40 @@ class ChunkAnalysis:
 
                     self._fill_once(var_ns, channel_fixed, n, hists, varied_weights, None)
         return selected
+
+    def _nominal_factors(self, wc: WeightCorrection, ns: Mapping[str, Any], chosen: np.ndarray | None,
+                         factors: dict[str, np.ndarray], shifted: dict[str, dict[str, np.ndarray]]) -> None:
+        """Evaluate one weight's nominal and its sources' shifts; on the ``chosen`` events of
+        ``ns`` (the others get 1, and are not filled) or, with ``chosen=None``, on all of them."""
+        requests = [(src, d) for src in wc.sources for d in ("up", "down")
+                    if f"{src.variation}_{d}" in self.var_index]
+        values = wc.evaluate(ns, [None, *requests])
+        if chosen is not None:
+            values = [_spread(v, chosen) for v in values]
+        factors[wc.name] = values[0]
+        shifted[wc.name] = {f"{src.variation}_{d}": v for (src, d), v in zip(requests, values[1:], strict=True)}
+
+    def _nominal_columns(self, corr: EraCorrections, base: np.ndarray, factors: Mapping[str, np.ndarray],
+                         shifted: Mapping[str, Mapping[str, np.ndarray]], n: int) -> WeightColumns:
+        """The nominal fill's weight columns: the nominal (factors multiplied in configuration
+        order), each weight source's shift times the other factors, and the nominal again for
+        the variations only other eras produce."""
+        ordered = [factors[wc.name] for wc in corr.weights]
+        nominal_factor = _product(ordered, n)
+        columns = [0]
+        weight_cols = [nominal_factor]
+        for wc in corr.weights:
+            others = _product((f for other, f in zip(corr.weights, ordered, strict=True) if other is not wc), n)
+            for name, shift in shifted[wc.name].items():
+                if name in self.var_index:
+                    columns.append(self.var_index[name])
+                    weight_cols.append(others * shift)
+        produced = set(corr.variation_names())
+        for name, index in self.var_index.items():
+            if index and name not in produced:
+                columns.append(index)
+                weight_cols.append(nominal_factor)
+        return WeightColumns(base, weight_cols, np.asarray(columns))
 
     def _fixed_prefix(self, factors: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, int]:
         """The product of the leading weights (configuration order) that no object variation
@@ -363,9 +399,7 @@ class ChunkAnalysis:
             elif wc.object not in sub_ns:
                 sub_ns[wc.object] = take_events(var_ns[wc.object], chosen)
             factor = factor * wc.evaluate(sub_ns, [linked_source(wc, variation)], direction)[0]
-        full = np.ones(len(chosen))
-        full[chosen] = factor
-        return full
+        return _spread(factor, chosen)
 
     def _varying_objects(self, ns: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(ns)
