@@ -132,3 +132,46 @@ def _real_or_generated(tmp_path: Path) -> str:
         return str(real)
     datagen.write_correction_files(str(tmp_path), ["2017"])
     return str(next(tmp_path.glob("POG/BTV/*/btagging.json.gz")))
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (JSONPOG / "POG").is_dir(), reason=f"real correction files absent under {JSONPOG}")
+@pytest.mark.parametrize("era", ["2016preVFP", "2017", "2018"])
+def test_merged_cells_give_each_flavour_its_selectors_numbers(era: str) -> None:
+    """A source for some flavours and the nominal for the others in one pass: each jet gets the
+    value correctionlib gives for its own selector, and a JES-linked source shares the nominal's
+    layout (so a chunk prepares its jets once for both)."""
+    path = str(JSONPOG / "POG" / "BTV" / f"{era}_UL" / "btagging.json.gz")
+    jets = _jets()
+    ev = FlatEvaluator(path, KEY, SPECS, era="x")
+    staged = StagedCorrection(path, KEY, "pt")
+    nominal = staged.cells("central")
+    assert nominal is not None
+    fixed = {"flavor": ev.converted("flavor", jets["hadronFlavour"]),
+             "abseta": ev.converted("abseta", np.abs(jets["eta"])),
+             "discriminant": ev.converted("discriminant", jets["btagDeepFlavB"])}
+    fields = {"flavor": jets["hadronFlavour"], "abseta": np.abs(jets["eta"]), "pt": jets["pt"],
+              "discriminant": jets["btagDeepFlavB"]}
+    rows = np.arange(len(jets["pt"]))
+    for selector, flavours in {k: v for k, v in SELECTORS.items() if k != "central"}.items():
+        merged = staged.merged(selector, "central", "flavor", flavours)
+        assert merged is not None, selector
+        if "jes" in selector:
+            assert merged.layout is nominal.layout
+        prepared = staged.prepare(merged.layout, fixed, ev.converted("pt", jets["pt"]), {})
+        out, exact = StagedCorrection.evaluate(merged, prepared, rows, ev.converted("pt", jets["pt"]))
+        member = np.isin(jets["hadronFlavour"], flavours)
+        want = np.empty(len(rows))
+        want[member] = ev({k: v[member] for k, v in fields.items()}, selector)
+        want[~member] = ev({k: v[~member] for k, v in fields.items()}, "central")
+        assert exact.mean() < 0.2
+        assert out[~exact].tobytes() == want[~exact].tobytes(), f"{era} {selector}"
+
+
+def test_merged_cells_need_the_category_at_the_root(tmp_path: Path) -> None:
+    path = _real_or_generated(tmp_path)
+    staged = StagedCorrection(path, KEY, "pt")
+    if staged.cells("central") is None:
+        pytest.skip("the generated b-tag file has no two-stage form")
+    assert staged.merged("up_jesAbsoluteStat", "central", "abseta", (0, 5)) is None
+    assert staged.merged("up_cferr1", "central", "flavor", (5,)) is None  # no b subtree under up_cferr1

@@ -100,6 +100,13 @@ class StagedCorrection:
         """The leaves of ``selector``, or ``None`` when its tree has another form."""
         return _cells(self.path, self.key, self.late, selector)
 
+    def merged(self, selector: str, others: str, category: str, keys: tuple[int, ...]) -> Cells | None:
+        """The leaves of ``selector`` under the ``keys`` of input ``category`` and those of
+        ``others`` elsewhere (a b-tag source for some flavours, the nominal for the rest): one
+        pass over all objects instead of one per group. ``None`` unless both selectors share a
+        layout in which every leaf lies under one key of ``category``."""
+        return _merged(self.path, self.key, self.late, selector, others, category, keys)
+
     def prepare(self, layout: Layout, fixed: Mapping[str, np.ndarray], reference: np.ndarray,
                 memo: dict[Any, list[np.ndarray]] | None = None) -> Prepared:
         """The fixed part of every object (``fixed``: each input but the late one, as
@@ -338,6 +345,45 @@ def _cells(path: str, key: str, late: str, selector: str) -> Cells | None:
         return _read_back(corr, sliced[1], node, layout)
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError):
         return None
+
+
+@lru_cache(maxsize=512)
+def _merged(path: str, key: str, late: str, selector: str, others: str, category: str,
+            keys: tuple[int, ...]) -> Cells | None:
+    """A tree whose root is a category on ``category``: the subtrees of ``selector`` under
+    ``keys`` and those of ``others`` under the other keys, each leaf with the values read back
+    for its own selector."""
+    chosen, rest = _cells(path, key, late, selector), _cells(path, key, late, others)
+    if chosen is None or rest is None:
+        return None
+    trees = [chosen.layout.node, rest.layout.node]
+    if any(t.get("nodetype") != "category" or t.get("input") != category for t in trees):
+        return None
+    # Each key's subtree and its first leaf, per selector.
+    spans: list[dict[int, tuple[Any, int, int]]] = []
+    for tree in trees:
+        spans.append({})
+        first = 0
+        for item in tree["content"]:
+            count = [0]
+            _leaf_kinds(item["value"], np.zeros(chosen.layout.leaves + rest.layout.leaves, dtype=bool), count)
+            spans[-1][int(item["key"])] = (item, first, first + count[0])
+            first += count[0]
+    if not set(keys) <= set(spans[0]):
+        return None
+    pieces = [(chosen, spans[0][k]) if k in keys else (rest, spans[1][k]) for k in spans[1]]
+    if chosen.layout.variable != rest.layout.variable or chosen.layout.inputs != rest.layout.inputs:
+        return None
+    # Layout nodes are checked trees with their leaves blanked: the merged tree is one too.
+    node = {**trees[1], "content": [item for _, (item, _, _) in pieces]}
+    layout = _layout(json.dumps([node, list(chosen.layout.inputs), chosen.layout.variable]), late)
+    if layout is None:
+        return None
+    constant = np.concatenate([cells.constant[lo:hi] for cells, (_, lo, hi) in pieces])
+    params = [np.concatenate([cells.params[j][lo:hi] for cells, (_, lo, hi) in pieces]) for j in range(5)]
+    if len(constant) != layout.leaves:
+        return None
+    return Cells(layout, constant, (params[0], params[1], params[2], params[3], params[4]))
 
 
 def _blank(node: Any) -> Any:

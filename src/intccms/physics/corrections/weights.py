@@ -17,6 +17,10 @@ from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, event_f
 from intccms.physics.corrections.staged_table import Layout, Prepared, StagedCorrection
 from intccms.physics.jagged import FlatCollection, TakenFields, as_flat, take_fields
 
+EAGER_SELECTORS = 4
+"""Selectors one evaluation must ask for before objects seen for the first time are prepared for
+the two-stage table: a preparation costs about as much as four correctionlib evaluations."""
+
 
 @dataclass(frozen=True)
 class WeightSource:
@@ -90,9 +94,14 @@ class WeightCorrection:
         if self._staged is not None:
             for selector in selectors:
                 self._staged.cells(selector)
+            category = self._flavour_input
+            for src in self.links.values():
+                if src.flavours is not None and category is not None:
+                    for direction in ("up", "down"):
+                        self._staged.merged(getattr(src, direction), self.nominal_selector, category, src.flavours)
 
     def _staged_values(self, taken: TakenFields, positions: np.ndarray | None,
-                       fields: Mapping[str, np.ndarray], selector: str) -> np.ndarray | None:
+                       fields: Mapping[str, np.ndarray], selector: str, eager: bool) -> np.ndarray | None:
         """Values of the objects ``taken`` (at ``positions`` of them) through the two-stage
         table, or ``None`` where it does not apply (correctionlib then)."""
         staged = self._staged
@@ -100,7 +109,7 @@ class WeightCorrection:
         cells = staged.cells(selector)
         if cells is None:
             return None
-        prepared = self._prepare(taken.source, cells.layout)
+        prepared = self._prepare(taken.source, cells.layout, eager)
         if prepared is None:
             return None
         rows = taken.rows if positions is None else taken.rows.take(positions)
@@ -110,19 +119,51 @@ class WeightCorrection:
             out[exact] = self.evaluator(_subset(fields, exact), selector)
         return out
 
-    def _prepare(self, source: Mapping[str, np.ndarray], layout: Layout) -> Prepared | None:
+    def _merged_values(self, taken: TakenFields, fields: Mapping[str, np.ndarray], objects: Mapping[str, np.ndarray],
+                       src: WeightSource, direction: str, eager: bool) -> np.ndarray | None:
+        """Values of a source restricted to some flavours, with the nominal for the other objects,
+        in one pass of the two-stage table (``None`` where its leaves do not allow it)."""
+        staged = self._staged
+        category = self._flavour_input
+        assert staged is not None and src.flavours is not None
+        selector = getattr(src, direction)
+        cells = None if category is None else staged.merged(selector, self.nominal_selector, category, src.flavours)
+        if cells is None:
+            return None
+        prepared = self._prepare(taken.source, cells.layout, eager)
+        if prepared is None:
+            return None
+        late = self.evaluator.converted(staged.late, fields[staged.late])
+        out, exact = StagedCorrection.evaluate(cells, prepared, taken.rows, late)
+        if exact.any():  # next to an edge: correctionlib, with each object's own selector
+            member = np.isin(objects[self.flavour_field], src.flavours)
+            for wanted, where in ((selector, exact & member), (self.nominal_selector, exact & ~member)):
+                if where.any():
+                    out[where] = self.evaluator(_subset(fields, where), wanted)
+        return out
+
+    @property
+    def _flavour_input(self) -> str | None:
+        """The correction input that reads the flavour field, if one does."""
+        return next((s.name for s in self.specs if s.field == self.flavour_field and not s.absolute), None)
+
+    def _prepare(self, source: Mapping[str, np.ndarray], layout: Layout, eager: bool) -> Prepared | None:
         """The fixed part of the source objects for ``layout``, once per chunk: the source's
-        fields are the same arrays in every fill of a chunk (only the varied ones are new)."""
+        fields are the same arrays in every fill of a chunk (only the varied ones are new).
+
+        Objects seen for the first time are prepared only when ``eager`` (the call evaluates
+        enough selectors to repay it); otherwise correctionlib evaluates them, as a chunk with a
+        single evaluation (no variations) would not repay the preparation, and they are prepared
+        when seen again."""
         staged = self._staged
         assert staged is not None
         specs = [s for s in self.specs if not s.systematic and s.name != staged.late]
         arrays = tuple(resolve_field(source, s.field) for s in specs if s.field is not None)
         known = self._prepared
         if known is None or len(known[0]) != len(arrays) or any(a is not b for a, b in zip(known[0], arrays, strict=True)):
-            # Objects seen for the first time: correctionlib, as a chunk with one evaluation
-            # (no variations) would not repay the preparation; prepared when seen again.
-            self._prepared = (arrays, {}, {})
-            return None
+            known = self._prepared = (arrays, {}, {})
+            if not eager:
+                return None
         if layout not in known[1]:
             fixed = {}
             for spec, values in zip(specs, arrays, strict=True):
@@ -136,9 +177,9 @@ class WeightCorrection:
         return known[1][layout]
 
     def _evaluate(self, fields: Mapping[str, np.ndarray], selector: str, taken: TakenFields | None,
-                  positions: np.ndarray | None = None) -> np.ndarray:
+                  positions: np.ndarray | None = None, eager: bool = False) -> np.ndarray:
         if taken is not None:
-            values = self._staged_values(taken, positions, fields, selector)
+            values = self._staged_values(taken, positions, fields, selector, eager)
             if values is not None:
                 return values
         return self.evaluator(fields, selector)
@@ -199,7 +240,8 @@ class WeightCorrection:
         lazy = LazyFields(
             list(by_name), lambda name: event_fields(objects.fields, [by_name[name]])[name])
         taken = objects.fields if self._staged is not None and isinstance(objects.fields, TakenFields) else None
-        nominal = self._evaluate(lazy, self.nominal_selector, taken) if None in requests else None
+        eager = len(requests) >= EAGER_SELECTORS
+        nominal = self._evaluate(lazy, self.nominal_selector, taken, None, eager) if None in requests else None
         # The objects of the flavours a source applies to, and their inputs: once per flavour set
         # (the b-tag sources share two), not once per source.
         split: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, LazyFields]] = {}
@@ -211,7 +253,10 @@ class WeightCorrection:
             else:
                 src, sel = req[0], getattr(req[0], req[1])
                 if src.flavours is None:
-                    values = self._evaluate(lazy, sel, taken)
+                    values = self._evaluate(lazy, sel, taken, None, eager)
+                elif taken is not None and (
+                        merged := self._merged_values(taken, lazy, objects.fields, src, req[1], eager)) is not None:
+                    values = merged
                 else:
                     if src.flavours not in split:
                         where = np.isin(objects.fields[self.flavour_field], src.flavours)
@@ -219,11 +264,11 @@ class WeightCorrection:
                     where, rest, subset = split[src.flavours]
                     values = np.empty(len(where))
                     if np.any(where):
-                        values[where] = self._evaluate(subset, sel, taken, np.flatnonzero(where))
+                        values[where] = self._evaluate(subset, sel, taken, np.flatnonzero(where), eager)
                     if np.any(rest):
                         values[rest] = (nominal[rest] if nominal is not None
                                         else self._evaluate(_subset(lazy, rest), self.nominal_selector,
-                                                            taken, np.flatnonzero(rest)))
+                                                            taken, np.flatnonzero(rest), eager))
             results.append(_reduce(values, counts))
         return results
 
