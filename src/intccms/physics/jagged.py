@@ -217,7 +217,7 @@ def select_objects(objects: FlatCollection, keep: np.ndarray, sort_by: str | Non
     if hinted:
         assert objects.order is not None and sort_by is not None
         hint = objects.order[1]
-        index = hint[keep.take(hint)]
+        index = np.compress(keep.take(hint), hint)  # a boolean index is 3-4x slower than compress
         event = objects.event_index().take(index)
         key = field_at(objects.fields, sort_by, index)
         if np.isnan(key).any():  # NaN has no place in a descending order: sorted as without hint
@@ -325,14 +325,14 @@ def _take_events(value: Any, mask: np.ndarray) -> Any:
             per_object = np.flatnonzero(mask)
             return from_flat(np.arange(len(per_object) + 1, dtype=np.int64), take_fields(flat.fields, per_object))
         per_object = np.flatnonzero(mask.take(flat.event_index()))  # a third of np.repeat's time
-        counts = flat.counts[mask]
+        counts = np.compress(mask, flat.counts)
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         return from_flat(offsets, take_fields(flat.fields, per_object))
     record = _flat_record(value)
     if record is not None:  # one record per event (PuppiMET): picked by index, fields taken when read
         layout, rows = record
-        picked = np.flatnonzero(mask) if rows is None else rows[mask]
+        picked = np.flatnonzero(mask) if rows is None else np.compress(mask, rows)
         return ak.Array(ak.contents.IndexedArray(ak.index.Index64(picked), layout))
     if isinstance(value, ak.Array) and isinstance(value.layout, ak.contents.NumpyArray):
         return ak.Array(ak.contents.NumpyArray(np.asarray(value.layout.data)[mask]))

@@ -127,7 +127,7 @@ def _product(arrays: Iterable[np.ndarray], n: int) -> np.ndarray:
 def _spread(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """Per-event ``values`` of the ``chosen`` events, placed among all events (1 elsewhere)."""
     full = np.ones(len(chosen))
-    full[chosen] = values
+    full[np.flatnonzero(chosen)] = values  # an index array: a boolean one is 3-4x slower
     return full
 
 
@@ -156,8 +156,9 @@ class WeightColumns:
 def _fill(out: np.ndarray, idx: np.ndarray, events: np.ndarray, weights: WeightColumns) -> None:
     """Add the weights of ``events`` (bin numbers ``idx``) into ``out[row, bin, (w, w²)]``."""
     ok = idx >= 0
-    idx = idx[ok]
-    events = events[ok]
+    if not ok.all():
+        idx = np.compress(ok, idx)
+        events = np.compress(ok, events)
     if idx.size == 0:
         return
     nrows, nbins = out.shape[0], out.shape[1]
@@ -389,10 +390,11 @@ class ChunkAnalysis:
         assert corr is not None
         sub_ns: dict[str, Any] | None = None
         prefix, skipped = fixed
-        factor = prefix[chosen]
+        picked = np.flatnonzero(chosen)
+        factor = prefix.take(picked)
         for wc in corr.weights[skipped:]:
             if wc.object is None or wc.object not in self.varying:
-                factor = factor * factors[wc.name][chosen]
+                factor = factor * factors[wc.name].take(picked)
                 continue
             if sub_ns is None:
                 sub_ns = {wc.object: take_events(var_ns[wc.object], chosen)}

@@ -312,5 +312,6 @@ def _reduce(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     nonempty = counts > 0
     if np.any(nonempty):
         # reduceat over the starts of non-empty events: each product runs to the next start.
-        out[nonempty] = np.multiply.reduceat(values, starts[nonempty])
+        where = np.flatnonzero(nonempty)
+        out[where] = np.multiply.reduceat(values, starts.take(where))
     return out
