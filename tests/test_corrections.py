@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from omegaconf import OmegaConf
 from intccms.config import ConfigError, compose_config
 from intccms.physics.corrections import CorrectionFileError, EraCorrections
 from intccms.physics.corrections.era import linked_source
+from intccms.physics.corrections.loading import is_identity
 
 SHARED = Path(os.environ.get("INTCCMS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 JSONPOG = SHARED / "jsonpog-integration"
@@ -246,7 +248,8 @@ def test_corrections_are_parsed_alone_with_the_whole_files_values(parsed_correct
     values = {"JetA": rng.uniform(0.3, 0.7, 500), "JetEta": rng.uniform(-5.5, 5.5, 500),
               "JetPt": rng.uniform(5, 4000, 500), "Rho": rng.uniform(0, 70, 500)}
     jec = [k for k in used if k in set(whole)]
-    assert len(jec) >= 4
+    assert len(jec) >= 3  # L1FastJet, L2Relative and a source; the levels that are 1 are not parsed
+    assert "Summer19UL17_V5_MC_L3Absolute_AK4PFchs" not in used
     for key in jec:
         alone = loading.get_correction(path, key, era="2017")
         args = [values[i.name] for i in whole[key].inputs]
@@ -274,3 +277,37 @@ def test_variants_parse_as_the_whole_probes_do() -> None:
     mixed = loading.parse_variants(corr, [{"name": "a"}, {"name": "b", "description": "other keys"}])
     np.testing.assert_array_equal(mixed[1].evalv(eta, pt), loading.get_correction(
         path, "Summer19UL17_V5_MC_FlavorQCD_AK4PFchs", era="2017").evalv(eta, pt))
+
+
+@needs_files
+def test_only_levels_that_give_exactly_one_are_left_out() -> None:
+    """An MC jet's L3Absolute and L2L3Residual are 1 everywhere (multiplying by them changes no
+    bit, so they are not evaluated); data residuals and the other levels are evaluated."""
+    path = str(JSONPOG / "POG" / "JME" / "2017_UL" / "jet_jerc.json.gz")
+    cset = correctionlib.CorrectionSet.from_file(path)
+    rng = np.random.default_rng(3)
+    eta, pt = rng.uniform(-6.0, 6.0, 5000), rng.uniform(1.0, 7000.0, 5000)
+    for key, one in [("Summer19UL17_V5_MC_L3Absolute_AK4PFchs", True),
+                     ("Summer19UL17_V5_MC_L2L3Residual_AK4PFchs", True),
+                     ("Summer19UL17_RunB_V5_DATA_L2L3Residual_AK4PFchs", False),
+                     ("Summer19UL17_V5_MC_L2Relative_AK4PFchs", False)]:
+        assert is_identity(path, key) is one, key
+        if one:
+            assert np.all(cset[key].evaluate(eta, pt) == 1.0)
+    corr, _ = _era_corrections("2017")
+    assert len(corr.objects[0]._levels) == 2  # L1FastJet and L2Relative
+
+
+def test_a_level_is_evaluated_unless_every_leaf_is_one(tmp_path: Path) -> None:
+    def level(name: str, content: list, flow: object) -> dict:
+        return {"name": name, "version": 1, "inputs": [{"name": "JetEta", "type": "real"}],
+                "output": {"name": "f", "type": "real"},
+                "data": {"nodetype": "binning", "input": "JetEta", "edges": [-5.0, 0.0, 5.0],
+                         "content": content, "flow": flow}}
+    one = {"nodetype": "formula", "expression": "1", "parser": "TFormula", "variables": ["JetEta"]}
+    corrections = [level("ones", [1.0, one], 1.0), level("clamped", [1.0, 1], "clamp"),
+                   level("refuses", [1.0, 1.0], "error"), level("other", [1.0, 1.0000001], 1.0),
+                   level("flow", [1.0, 1.0], 0.0)]
+    path = tmp_path / "jec.json"
+    path.write_text(json.dumps({"schema_version": 2, "corrections": corrections}))
+    assert [is_identity(str(path), c["name"]) for c in corrections] == [True, True, False, False, False]

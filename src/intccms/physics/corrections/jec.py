@@ -16,7 +16,7 @@ import numpy as np
 
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, resolve_field
 from intccms.physics.corrections.jes_table import Evaluate, JesSourceTable, compile_sources
-from intccms.physics.corrections.loading import correction_inputs
+from intccms.physics.corrections.loading import correction_inputs, is_identity
 from intccms.physics.jagged import FlatCollection, as_flat, flat_view
 
 
@@ -61,7 +61,9 @@ class JetEnergyCorrection:
             msg = f"level_inputs {unknown} name no corrected field (the corrected field is '@{target}')"
             raise KeyError(msg)
         self.sources = list(sources)
-        self._levels = [self._evaluator(key) for key in levels]
+        # Levels that give exactly 1 everywhere (an MC jet's L3Absolute and L2L3Residual) are
+        # checked like the others but not evaluated: multiplying by 1 changes no bit.
+        self._levels = [self._evaluator(key) for key in levels if not is_identity(path, key)]
         self._uncertainties = {s.variation: self._evaluator(s.key) for s in self.sources}
         # All sources through one bin lookup where their corrections allow it (same numbers);
         # built at the first chunk, so that a driver checking the configuration never pays it.
@@ -196,6 +198,6 @@ class CorrectedJets:
 
     def varied(self, variation: str, direction: str) -> ak.Array:
         """Jets of one JES source shifted up (1 + δ) or down (1 − δ)."""
-        sign = 1.0 if direction == "up" else -1.0
-        scale = 1.0 + sign * self.delta(variation)
+        delta = self.delta(variation)
+        scale = np.add(1.0, delta) if direction == "up" else np.subtract(1.0, delta)  # as 1 ± 1·δ
         return self._with({name: v * scale for name, v in self.values.items()})

@@ -47,6 +47,7 @@ class JesSourceTable:
     params: np.ndarray
     keys: tuple[str, ...]
     constant: tuple[bool, ...]  # per source: a constant per bin (``params[..., 1]``), no formula
+    columns: np.ndarray  # ``params`` as ``[source, parameter, bin]``: each parameter's bins contiguous
 
     def lookup(self, fields: Mapping[str, np.ndarray]) -> JesLookup | None:
         """The bin of every jet, or ``None`` when an input is not finite (correctionlib then)."""
@@ -95,11 +96,14 @@ class JesLookup:
         index = self.table.keys.index(key)
 
         def evaluate(_fields: Mapping[str, np.ndarray], _selector: str | None) -> np.ndarray:
+            p = self.table.columns[index]  # one contiguous gather per parameter
             if self.table.constant[index]:
-                out = self.table.params[index, :, 1].take(self.cell)
-            else:
-                p = self.table.params[index].take(self.cell, axis=0)
-                out = p[:, 0] * np.maximum(np.minimum(self.x, p[:, 3]), p[:, 2]) + p[:, 1]
+                out = p[1].take(self.cell)
+            else:  # p0 * max(min(x, p3), p2) + p1, in correctionlib's order
+                out = np.minimum(self.x, p[3].take(self.cell))
+                np.maximum(out, p[2].take(self.cell), out=out)
+                out *= p[0].take(self.cell)
+                out += p[1].take(self.cell)
             if len(self.near):
                 out[self.near] = exact(self.edge_fields, None)
             return out
@@ -133,7 +137,7 @@ def compile_sources(path: str, keys: Sequence[str]) -> JesSourceTable | None:
     params = np.stack([_parameters_as_evaluated(corr, eta_edges, pt_edges, c)
                        for corr, c in zip(corrs, kinds, strict=True)])
     return JesSourceTable(eta_input, pt_input, eta_edges, pt_edges, ranges.get(eta_input),
-                          params, tuple(keys), tuple(kinds))
+                          params, tuple(keys), tuple(kinds), np.ascontiguousarray(params.transpose(0, 2, 1)))
 
 
 def _parameters_as_evaluated(corr: Mapping[str, Any], eta_edges: np.ndarray, pt_edges: np.ndarray,

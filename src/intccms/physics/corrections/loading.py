@@ -247,3 +247,37 @@ def category_keys(path: str, key: str, input_name: str) -> tuple[str, ...] | Non
         present = {str(item["key"]) for item in node.get("content", [])}
         allowed = [k for k in allowed if k in present]
     return tuple(allowed)
+
+
+@lru_cache(maxsize=256)
+def is_identity(path: str, key: str) -> bool:
+    """Whether the correction gives exactly 1 for every input it accepts (an MC jet's
+    ``L3Absolute`` and ``L2L3Residual``): multiplying by it changes no bit, so it need not be
+    evaluated. Out-of-range inputs that correctionlib refuses (``flow: error``) keep it evaluated."""
+    corr = correction_json(path, key)
+    return corr is not None and _gives_one(corr.get("data"), corr.get("generic_formulas") or [])
+
+
+def _gives_one(node: Any, formulas: list[Any]) -> bool:
+    if isinstance(node, bool):
+        return False
+    if isinstance(node, (int, float)):
+        return float(node) == 1.0
+    if not isinstance(node, dict):
+        return False
+    kind = node.get("nodetype")
+    if kind == "formula":
+        return str(node.get("expression", "")).strip() in {"1", "1.0"}
+    if kind == "formularef":
+        index = node.get("index")
+        return (isinstance(index, int) and 0 <= index < len(formulas)
+                and str(formulas[index].get("expression", "")).strip() in {"1", "1.0"})
+    if kind in ("binning", "multibinning"):
+        flow = node.get("flow")
+        return flow != "error" and (flow == "clamp" or _gives_one(flow, formulas)) and all(
+            _gives_one(child, formulas) for child in node.get("content", []))
+    if kind == "category":
+        default = node.get("default")
+        return (default is None or _gives_one(default, formulas)) and all(
+            _gives_one(item.get("value"), formulas) for item in node.get("content", []))
+    return False
