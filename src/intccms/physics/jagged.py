@@ -349,7 +349,7 @@ def counts_of(objects: Any) -> np.ndarray:
 
 def count_true(objects: FlatCollection, flags: np.ndarray) -> np.ndarray:
     """Per-event number of objects whose flag is set."""
-    return np.bincount(objects.event_index()[flags], minlength=len(objects))
+    return np.bincount(np.compress(flags, objects.event_index()), minlength=len(objects))
 
 
 def leading_fields(objects: Any, names: tuple[str, ...], what: str) -> dict[str, np.ndarray]:

@@ -112,7 +112,8 @@ def _bin_index(values: np.ndarray, obs: Observable) -> np.ndarray:
     finite = np.isfinite(values)
     scaled = (np.where(finite, values, obs.start) - obs.start) * (obs.bins / (obs.stop - obs.start))
     idx = np.clip(np.floor(scaled), -1, obs.bins).astype(np.int64) + 1
-    idx[~finite] = -1
+    if not finite.all():
+        idx[~finite] = -1
     return idx
 
 

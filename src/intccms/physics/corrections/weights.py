@@ -269,7 +269,7 @@ class WeightCorrection:
                         values[rest] = (nominal[rest] if nominal is not None
                                         else self._evaluate(_subset(lazy, rest), self.nominal_selector,
                                                             taken, np.flatnonzero(rest), eager))
-            results.append(_reduce(values, counts))
+            results.append(_reduce(values, objects))
         return results
 
 
@@ -303,15 +303,17 @@ def _subset(fields: Mapping[str, np.ndarray], where: np.ndarray) -> LazyFields:
     return LazyFields(list(fields), lambda name: fields[name].take(index))
 
 
-def _reduce(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def _reduce(values: np.ndarray, objects: FlatCollection) -> np.ndarray:
     """Product of per-object values per event (empty events give 1)."""
+    counts = objects.counts
     if len(values) == 0:
         return np.ones(len(counts))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     out = np.ones(len(counts))
-    nonempty = counts > 0
-    if np.any(nonempty):
+    where = np.flatnonzero(counts)
+    if len(where):
         # reduceat over the starts of non-empty events: each product runs to the next start.
-        where = np.flatnonzero(nonempty)
-        out[where] = np.multiply.reduceat(values, starts.take(where))
+        starts = objects.offsets.take(where)
+        if objects.offsets[0]:
+            starts = starts - objects.offsets[0]
+        out[where] = np.multiply.reduceat(values, starts)
     return out
