@@ -14,6 +14,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from intccms.physics.corrections.formula_table import compile_formula_table
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec, resolve_field
 from intccms.physics.corrections.jes_table import Evaluate, JesSourceTable, compile_sources
 from intccms.physics.corrections.loading import correction_inputs, is_identity
@@ -89,6 +90,8 @@ class JetEnergyCorrection:
         self._source_table()
         for evaluator in (*self._levels, *self._uncertainties.values()):
             evaluator.warm()
+        for level in self._levels:
+            compile_formula_table(level.path, level.key)
 
     def _source_table(self) -> JesSourceTable | None:
         if not self._table_built:
@@ -131,7 +134,7 @@ class JetEnergyCorrection:
         for level in self._levels:
             for name in self._running:
                 fields[name] = raw[self.target] * total
-            total = total * level(fields, None)
+            total = total * _level_values(level, fields)
         corrected = {f: v * total for f, v in raw.items()}
         for name in self._running:  # the JES sources see the fully corrected target
             fields[name] = corrected[self.target]
@@ -144,6 +147,16 @@ class JetEnergyCorrection:
             sources = {var: lookup.source(keys[var], sources[var]) for var in sources}
         return CorrectedJets(jets=jets, counts=flat.counts, values=corrected, target=self.target,
                              sources=sources, inputs=fields, flat=view)
+
+
+def _level_values(level: FlatEvaluator, fields: Mapping[str, np.ndarray]) -> np.ndarray:
+    """One JEC level's factor for every jet: through its formula table where the level has that
+    form (the same numbers), else correctionlib."""
+    table = compile_formula_table(level.path, level.key)
+    if table is None:
+        return level(fields, None)
+    inputs = {spec.name: level.converted(spec.name, fields[spec.name]) for spec in level.specs}
+    return table.evaluate(inputs, lambda picked: level({k: v.take(picked) for k, v in fields.items()}, None))
 
 
 @dataclass

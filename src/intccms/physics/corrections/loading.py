@@ -281,3 +281,9 @@ def _gives_one(node: Any, formulas: list[Any]) -> bool:
         return (default is None or _gives_one(default, formulas)) and all(
             _gives_one(item.get("value"), formulas) for item in node.get("content", []))
     return False
+
+
+def parsed_correction(path: str, key: str) -> correctionlib._core.Correction:
+    """The correction as every evaluation of it parses it (cached per process; the file and the
+    key are assumed checked, as by :func:`get_correction`)."""
+    return _load_correction(path, key)
