@@ -8,7 +8,9 @@ import pytest
 
 from intccms.physics import cuts, objects, observables
 from intccms.physics.jagged import (
+    TakenFields,
     as_flat,
+    field_function,
     flat_view,
     from_flat,
     leading_fields,
@@ -157,3 +159,23 @@ def test_taken_fields_are_taken_when_read() -> None:
     generic = _generic(jets)[mask]
     np.testing.assert_array_equal(view.fields["eta"], ak.to_numpy(ak.flatten(generic.eta)))
     _same(taken, generic)  # the indexed layout is an ordinary awkward array
+
+
+def test_a_function_of_a_parents_field_is_computed_once_and_never_for_another_array() -> None:
+    calls: list[int] = []
+
+    def cos(values: np.ndarray) -> np.ndarray:
+        calls.append(len(values))
+        return np.cos(values)
+
+    phi = np.linspace(-3.0, 3.0, 1000, dtype=np.float32)
+    rows = np.array([5, 999, 0, 5])
+    for picked in (rows, rows[::-1]):
+        got = field_function(cos, TakenFields({"phi": phi}, picked), "phi")
+        assert got.tobytes() == np.cos(phi.astype(np.float64)[picked]).tobytes()
+    assert calls == [1000]
+    for _ in range(20):  # new arrays, ids possibly reused: never another array's values
+        other = np.linspace(0.0, 1.0, 1000)
+        np.testing.assert_array_equal(field_function(cos, TakenFields({"phi": other}, rows), "phi"), np.cos(other[rows]))
+        del other
+    assert field_function(cos, {"phi": phi[rows]}, "phi").tobytes() == np.cos(phi[rows].astype(np.float64)).tobytes()

@@ -10,6 +10,7 @@ function keeps an awkward fallback and accepts any array a configured functor ma
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -383,6 +384,47 @@ def _flat_record(value: Any) -> tuple[ak.contents.RecordArray, np.ndarray | None
     if not isinstance(layout, ak.contents.RecordArray) or _numpy_fields(layout, 0, layout.length) is None:
         return None
     return layout, rows
+
+
+_FUNCTION_MEMO: dict[tuple[int, Callable[[np.ndarray], np.ndarray]], tuple[weakref.ref[np.ndarray], np.ndarray]] = {}
+_FUNCTION_MEMO_SIZE = 16
+
+
+def field_function(func: Callable[[np.ndarray], np.ndarray], fields: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """``func`` (element-wise) of one field as float64, for the objects of ``fields``.
+
+    For objects picked from a parent (:class:`TakenFields`), ``func`` runs once on the parent's
+    field and the objects' values are gathered: a JES fill's leading jet has the angles of a jet
+    of the same chunk, whose ``cos(phi)`` is computed once per chunk, not once per fill. numpy's
+    element-wise functions give each element the same value in an array of any length.
+    """
+    if not isinstance(fields, TakenFields):
+        return func(np.asarray(fields[name], dtype=np.float64))
+    source = fields.source[name]
+    key = (id(source), func)
+    known = _FUNCTION_MEMO.get(key)
+    if known is None or known[0]() is not source:
+        while len(_FUNCTION_MEMO) >= _FUNCTION_MEMO_SIZE:
+            _FUNCTION_MEMO.pop(next(iter(_FUNCTION_MEMO)))
+        known = (weakref.ref(source), func(np.asarray(source, dtype=np.float64)))
+        _FUNCTION_MEMO[key] = known
+    return known[1].take(fields.rows)
+
+
+def leading_objects(objects: Any, what: str) -> Mapping[str, np.ndarray] | None:
+    """The fields of the first object of every event of a flat collection (``None`` for other
+    layouts), taken when read.
+
+    Raises:
+        ValueError: an event has no object (the observable is used outside its selection).
+    """
+    flat = flat_view(objects)
+    if flat is None:
+        return None
+    if np.any(flat.counts == 0):
+        msg = f"observable needs a leading {what} in every event of the channel"
+        raise ValueError(msg)
+    return take_fields(flat.fields, flat.offsets[:-1])
 
 
 def record_fields(record: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:

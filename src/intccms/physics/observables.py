@@ -5,7 +5,13 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
-from intccms.physics.jagged import leading_fields, per_event, record_fields
+from intccms.physics.jagged import (
+    field_function,
+    leading_fields,
+    leading_objects,
+    per_event,
+    record_fields,
+)
 
 _P4 = ("pt", "eta", "phi", "mass")
 
@@ -26,6 +32,21 @@ def _fatjet_p4(fatjets: ak.Array) -> np.ndarray:
     return _four_vector(**leading_fields(fatjets, _P4, "fat jet"))
 
 
+def _leading_jet_p4(jets: ak.Array) -> np.ndarray:
+    """The leading jet's four-vector; on flat jets the angles' functions come from the chunk's
+    jets (computed once per chunk, :func:`field_function`), as ``_four_vector`` computes them."""
+    lead = leading_objects(jets, "jet")
+    if lead is None:
+        return _four_vector(**leading_fields(jets, _P4, "jet"))
+    pt = np.asarray(lead["pt"], dtype=np.float64)
+    mass = np.asarray(lead["mass"], dtype=np.float64)
+    px = pt * field_function(np.cos, lead, "phi")
+    py = pt * field_function(np.sin, lead, "phi")
+    pz = pt * field_function(np.sinh, lead, "eta")
+    energy = np.sqrt(px * px + py * py + pz * pz + mass * mass)
+    return np.stack([energy, px, py, pz])
+
+
 def _met_p3(met: ak.Array) -> np.ndarray:
     """MET as a massless transverse four-vector: energy, px, py."""
     m = record_fields(met, ("pt", "phi"))
@@ -43,7 +64,7 @@ def mtt(muons: ak.Array, fatjets: ak.Array, jets: ak.Array, met: ak.Array) -> np
     """
     total = per_event(_muon_p4, muons)
     total += per_event(_fatjet_p4, fatjets)
-    total += _four_vector(**leading_fields(jets, _P4, "jet"))
+    total += _leading_jet_p4(jets)
     met_p3 = per_event(_met_p3, met)
     total[0] += met_p3[0]
     total[1] += met_p3[1]
