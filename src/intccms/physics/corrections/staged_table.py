@@ -78,7 +78,7 @@ class Cells:
 class Prepared:
     """Per object of a chunk: its leaf number plus one at each position among the layout's
     guards (``cells[position * objects + object]``; ``0``: correctionlib; one byte per cell
-    for trees of fewer than 255 leaves) and the cubic's variable."""
+    for trees of fewer than 255 leaves, two below 65535) and the cubic's variable."""
 
     cells: np.ndarray
     objects: int
@@ -116,7 +116,7 @@ class StagedCorrection:
         n = len(next(iter(fixed.values())))
         # One row per position among the guards: even rows the bins between late edges, odd
         # rows (next to an edge) left at 0.
-        cells = np.zeros((2 * len(layout.lower) - 1, n), dtype=np.uint8 if layout.leaves < 255 else np.int64)
+        cells = np.zeros((2 * len(layout.lower) - 1, n), dtype=np.uint8 if layout.leaves < 255 else np.uint16 if layout.leaves < 65535 else np.int64)
         walker = _Walker(layout, fixed, cells[::2], {} if memo is None else memo)
         walker.walk(layout.node, np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), None, ())
         position = np.searchsorted(layout.guards, reference).astype(np.int8)
