@@ -218,8 +218,10 @@ def select_objects(objects: FlatCollection, keep: np.ndarray, sort_by: str | Non
     if hinted:
         assert objects.order is not None and sort_by is not None
         hint = objects.order[1]
-        index = np.compress(keep.take(hint), hint)  # a boolean index is 3-4x slower than compress
-        event = objects.event_index().take(index)
+        kept = keep.take(hint)
+        index = np.compress(kept, hint)  # a boolean index is 3-4x slower than compress
+        # The hint permutes objects within their events: the event numbers stay in place.
+        event = np.compress(kept, objects.event_index())
         key = field_at(objects.fields, sort_by, index)
         if np.isnan(key).any():  # NaN has no place in a descending order: sorted as without hint
             index = np.sort(index)

@@ -308,12 +308,12 @@ def _reduce(values: np.ndarray, objects: FlatCollection) -> np.ndarray:
     counts = objects.counts
     if len(values) == 0:
         return np.ones(len(counts))
+    starts = objects.offsets[:-1] - objects.offsets[0] if objects.offsets[0] else objects.offsets[:-1]
+    if counts.all():  # every event has objects (jets after a two-jet cut): no gaps to skip
+        return np.asarray(np.multiply.reduceat(values, starts), dtype=np.float64)
     out = np.ones(len(counts))
     where = np.flatnonzero(counts)
     if len(where):
         # reduceat over the starts of non-empty events: each product runs to the next start.
-        starts = objects.offsets.take(where)
-        if objects.offsets[0]:
-            starts = starts - objects.offsets[0]
-        out[where] = np.multiply.reduceat(values, starts)
+        out[where] = np.multiply.reduceat(values, starts.take(where))
     return out
