@@ -15,7 +15,7 @@ Designed for many variations at a fixed cost:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +123,28 @@ def _product(arrays: Iterable[np.ndarray], n: int) -> np.ndarray:
     for values in arrays:
         out = out * values
     return out
+
+
+class _TakenEvents(Mapping[str, Any]):
+    """The ``chosen`` events of a namespace, each member taken when first read."""
+
+    def __init__(self, namespace: Mapping[str, Any], chosen: np.ndarray) -> None:
+        self._namespace = namespace
+        self._chosen = chosen
+        self._taken: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name.startswith("@"):
+            return self._namespace[name]
+        if name not in self._taken:
+            self._taken[name] = take_events(self._namespace[name], self._chosen)
+        return self._taken[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._namespace)
+
+    def __len__(self) -> int:
+        return len(self._namespace)
 
 
 def _spread(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
@@ -286,20 +308,23 @@ class ChunkAnalysis:
         nominal_ns = self._varying_objects(ns)
 
         # Nominal fill: nominal weight, every weight variation, and foreign-era names. Weights of
-        # objects that no variation changes are evaluated on every candidate (the object
-        # variations' fills pick their own events from them); the others only on the events the
-        # nominal fill selects.
+        # objects that no variation changes are evaluated on every candidate when object
+        # variations follow (their fills pick their own events from them); the others, and all
+        # of them in a chunk without object variations, only on the events the nominal fill selects.
         factors: dict[str, np.ndarray] = {}
         shifted: dict[str, dict[str, np.ndarray]] = {}
-        linked = {wc.name: wc.object for wc in corr.weights if wc.object is not None and wc.object in self.varying}
+        object_fills = any(f"{variation}_{direction}" in self.var_index for obj in corr.objects
+                           for variation in obj.variation_bases for direction in ("up", "down"))
+        on_chosen = {wc.name for wc in corr.weights
+                     if not object_fills or (wc.object is not None and wc.object in self.varying)}
         for wc in corr.weights:
-            if wc.name not in linked:
+            if wc.name not in on_chosen:
                 self._nominal_factors(wc, nominal_ns, None, factors, shifted)
 
         def nominal_weights(chosen: np.ndarray) -> WeightColumns:
-            sub_ns = {name: take_events(nominal_ns[name], chosen) for name in set(linked.values())}
+            sub_ns = _TakenEvents(nominal_ns, chosen)
             for wc in corr.weights:
-                if wc.name in linked:
+                if wc.name in on_chosen:
                     self._nominal_factors(wc, sub_ns, chosen, factors, shifted)
             return self._nominal_columns(corr, base, factors, shifted, n)
 

@@ -197,7 +197,7 @@ class CorrectedJets:
 
     def _with(self, values: Mapping[str, np.ndarray]) -> ak.Array:
         if self.flat is not None:
-            if self._order is None:  # the nominal order, likely that of every variation
+            if self._order is None and self.sources:  # the nominal order, likely that of every variation
                 self._order = (self.target, self.flat.with_fields(self.values).descending(self.target))
             return self.flat.with_fields(values, self._order).to_array()
         out = self.jets
