@@ -17,10 +17,7 @@ Usage: python benchmarks/bench_formula_table.py [--jets 220000] [--era 2017] [--
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,8 +26,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_variations as bv
+from bench_jes_sources import correction_root, parse_args
+from bench_jes_sources import jets as source_jets
 
-from intccms import datagen
 from intccms.config import compose_config
 from intccms.physics.corrections.formula_table import compile_formula_table
 from intccms.physics.corrections.inputs import FlatEvaluator
@@ -47,25 +45,14 @@ def levels(root: str, era: str) -> list[FlatEvaluator]:
 
 
 def jets(n: int) -> dict[str, np.ndarray]:
-    """Jets with the hard input's shapes: |eta| up to 4.7 (most central), pt falling from 15 GeV."""
-    rng = np.random.default_rng(11)
-    eta = np.clip(rng.normal(0.0, 1.6, n), -4.7, 4.7).astype(np.float32).astype(np.float64)
-    pt = (15.0 + rng.exponential(45.0, n)).astype(np.float32).astype(np.float64)
-    return {"JetEta": eta, "JetPt": pt, "JetA": rng.uniform(0.35, 0.6, n), "Rho": rng.uniform(2.0, 45.0, n)}
+    """The JES benchmark's jets (the hard input's eta and pt shapes), with area and rho."""
+    rng = np.random.default_rng(12)
+    return {**source_jets(n), "JetA": rng.uniform(0.35, 0.6, n), "Rho": rng.uniform(2.0, 45.0, n)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jets", type=int, default=220_000)
-    parser.add_argument("--era", default="2017")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--jsonpog", default=os.environ.get("INTCCMS_JSONPOG"))
-    args = parser.parse_args(argv)
-
-    root = args.jsonpog
-    if not root:
-        root = tempfile.mkdtemp(prefix="intccms-bench-jec-")
-        datagen.write_correction_files(root, [args.era])
+    args = parse_args(__doc__, 5, argv)
+    root = correction_root(args.jsonpog, args.era)
     fields = jets(args.jets)
     print(f"{args.jets:,} jets, era {args.era}, one core (CPU time, best of {args.repeat})")
     status = 0

@@ -54,18 +54,28 @@ def jets(n: int) -> dict[str, np.ndarray]:
     return {"JetEta": eta, "JetPt": pt}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(doc: str | None, repeat: int, argv: list[str] | None) -> argparse.Namespace:
+    """The options of the jet-correction benchmarks: jets, era, repeats and correction files."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jets", type=int, default=220_000)
     parser.add_argument("--era", default="2017")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=repeat)
     parser.add_argument("--jsonpog", default=os.environ.get("INTCCMS_JSONPOG"))
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    root = args.jsonpog
-    if not root:
-        root = tempfile.mkdtemp(prefix="intccms-bench-jes-")
-        datagen.write_correction_files(root, [args.era])
+
+def correction_root(jsonpog: str | None, era: str) -> str:
+    """``--jsonpog`` (a jsonpog-integration root), else generated files for ``era``."""
+    if jsonpog:
+        return jsonpog
+    root = tempfile.mkdtemp(prefix="intccms-bench-jec-")
+    datagen.write_correction_files(root, [era])
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(__doc__, 3, argv)
+    root = correction_root(args.jsonpog, args.era)
     path = str(next(Path(root).glob(f"POG/JME/{args.era}_UL/jet_jerc.json.gz")))
     keys = source_keys(root, args.era)
     fields = jets(args.jets)
