@@ -209,6 +209,10 @@ def test_per_worker_rates_match_the_report_within_scrape_interval(
     Prometheus's extrapolation at the end of each series (under 1.1 scrape gaps)."""
     run, report = job_run["run"], job_run["report"]
     end = time.time()  # after the final scrape (job_run waited for it): the last samples are the totals
+    # Scrapes go on; one that started before ``end`` carries a timestamp before it but is stored
+    # only when it completes (within a scrape interval). Wait for those, so that the rate and the
+    # bound below are computed from the same samples.
+    time.sleep(2 * SI + 0.5)
     window = end - job_run["t_primed"] + SI  # starts before any sample of the run's series
     window_ms = int(window * 1000)
     window = window_ms / 1000  # what Prometheus divides by

@@ -110,8 +110,23 @@ def _events_read(stage: str) -> float:
                for s in m.samples if s.name.endswith("_total") and s.labels.get("stage") == stage)
 
 
+def _executing(dask_worker: Any) -> int:  # noqa: ANN401 - distributed's Worker
+    return len(dask_worker.state.executing)
+
+
+def _wait_until_idle(client: Client, timeout: float = 60.0) -> None:
+    """Wait until no worker of the shared cluster runs a task: a chunk of an earlier test's job
+    that was cancelled while it ran still finishes, and meters its events, on its thread."""
+    deadline = time.monotonic() + timeout
+    while any(client.run(_executing).values()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the shared cluster's workers still ran tasks after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("example", ["dimuon", "zprime_ttbar"])
 def test_examples_equal_coffeas_own_runner(dask_client, demo_data: Path, tmp_path: Path, example: str) -> None:
+    _wait_until_idle(dask_client)
     before = sum(dask_client.run(_events_read, "processor").values())
     cfg = compose_config("processor", _overrides(demo_data, tmp_path, SMALL_2017, f"processor={example}"))
     result = run_job(cfg, client=dask_client)
