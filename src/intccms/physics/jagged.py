@@ -334,7 +334,7 @@ def _take_events(value: Any, mask: np.ndarray) -> Any:
         return from_flat(offsets, take_fields(flat.fields, per_object))
     record = _flat_record(value)
     if record is not None:  # one record per event (PuppiMET): picked by index, fields taken when read
-        layout, rows = record
+        layout, _, rows = record
         picked = np.flatnonzero(mask) if rows is None else np.compress(mask, rows)
         return ak.Array(ak.contents.IndexedArray(ak.index.Index64(picked), layout))
     if isinstance(value, ak.Array) and isinstance(value.layout, ak.contents.NumpyArray):
@@ -361,12 +361,8 @@ def leading_fields(objects: Any, names: tuple[str, ...], what: str) -> dict[str,
     Raises:
         ValueError: an event has no object (the observable is used outside its selection).
     """
-    flat = flat_view(objects)
-    if flat is not None:
-        if np.any(flat.counts == 0):
-            msg = f"observable needs a leading {what} in every event of the channel"
-            raise ValueError(msg)
-        first = take_fields(flat.fields, flat.offsets[:-1])  # the positions composed once for all names
+    first = leading_objects(objects, what)
+    if first is not None:
         return {name: np.asarray(first[name], dtype=np.float64) for name in names}
     lead = ak.firsts(objects, axis=1)
     if ak.any(ak.is_none(lead)):
@@ -375,17 +371,18 @@ def leading_fields(objects: Any, names: tuple[str, ...], what: str) -> dict[str,
     return {name: np.asarray(ak.to_numpy(lead[name]), dtype=np.float64) for name in names}
 
 
-def _flat_record(value: Any) -> tuple[ak.contents.RecordArray, np.ndarray | None] | None:
-    """A one-per-event record of plain numbers, and the rows picked from it (``None``: all), or
-    ``None`` for other layouts."""
+def _flat_record(value: Any) -> tuple[ak.contents.RecordArray, dict[str, np.ndarray], np.ndarray | None] | None:
+    """A one-per-event record of plain numbers, its fields, and the rows picked from it
+    (``None``: all), or ``None`` for other layouts."""
     if not isinstance(value, ak.Array):
         return None
     layout, rows = value.layout, None
     if isinstance(layout, ak.contents.IndexedArray):
         layout, rows = layout.content, np.asarray(layout.index.data, dtype=np.int64)
-    if not isinstance(layout, ak.contents.RecordArray) or _numpy_fields(layout, 0, layout.length) is None:
+    if not isinstance(layout, ak.contents.RecordArray):
         return None
-    return layout, rows
+    fields = _numpy_fields(layout, 0, layout.length)
+    return None if fields is None else (layout, fields, rows)
 
 
 _FUNCTION_MEMO: dict[tuple[int, Callable[[np.ndarray], np.ndarray]], tuple[weakref.ref[np.ndarray], np.ndarray]] = {}
@@ -426,16 +423,15 @@ def leading_objects(objects: Any, what: str) -> Mapping[str, np.ndarray] | None:
     if np.any(flat.counts == 0):
         msg = f"observable needs a leading {what} in every event of the channel"
         raise ValueError(msg)
-    return take_fields(flat.fields, flat.offsets[:-1])
+    return take_fields(flat.fields, flat.offsets[:-1])  # the positions composed once for all fields
 
 
 def record_fields(record: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Fields of a one-per-event record (``PuppiMET``) as float64 numpy arrays."""
     flat = _flat_record(record)
     if flat is not None:
-        layout, rows = flat
-        fields = _numpy_fields(layout, 0, layout.length)
-        if fields is not None and all(n in fields for n in names):
+        _, fields, rows = flat
+        if all(n in fields for n in names):
             if rows is None:
                 return {n: np.asarray(fields[n], dtype=np.float64) for n in names}
             return {n: np.asarray(fields[n].take(rows), dtype=np.float64) for n in names}

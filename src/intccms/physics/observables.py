@@ -17,9 +17,15 @@ _P4 = ("pt", "eta", "phi", "mass")
 
 
 def _four_vector(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, mass: np.ndarray) -> np.ndarray:
-    px = pt * np.cos(phi)
-    py = pt * np.sin(phi)
-    pz = pt * np.sinh(eta)
+    return _from_angles(pt, np.cos(phi), np.sin(phi), np.sinh(eta), mass)
+
+
+def _from_angles(pt: np.ndarray, cos_phi: np.ndarray, sin_phi: np.ndarray, sinh_eta: np.ndarray,
+                 mass: np.ndarray) -> np.ndarray:
+    """Energy, px, py, pz from pT, the angles' functions and the mass."""
+    px = pt * cos_phi
+    py = pt * sin_phi
+    pz = pt * sinh_eta
     energy = np.sqrt(px * px + py * py + pz * pz + mass * mass)
     return np.stack([energy, px, py, pz])
 
@@ -38,13 +44,9 @@ def _leading_jet_p4(jets: ak.Array) -> np.ndarray:
     lead = leading_objects(jets, "jet")
     if lead is None:
         return _four_vector(**leading_fields(jets, _P4, "jet"))
-    pt = np.asarray(lead["pt"], dtype=np.float64)
-    mass = np.asarray(lead["mass"], dtype=np.float64)
-    px = pt * field_function(np.cos, lead, "phi")
-    py = pt * field_function(np.sin, lead, "phi")
-    pz = pt * field_function(np.sinh, lead, "eta")
-    energy = np.sqrt(px * px + py * py + pz * pz + mass * mass)
-    return np.stack([energy, px, py, pz])
+    return _from_angles(np.asarray(lead["pt"], dtype=np.float64), field_function(np.cos, lead, "phi"),
+                        field_function(np.sin, lead, "phi"), field_function(np.sinh, lead, "eta"),
+                        np.asarray(lead["mass"], dtype=np.float64))
 
 
 def _met_p3(met: ak.Array) -> np.ndarray:

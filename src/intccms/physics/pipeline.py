@@ -414,7 +414,7 @@ class ChunkAnalysis:
         """
         corr = self.corrections
         assert corr is not None
-        sub_ns: dict[str, Any] | None = None
+        sub_ns = _TakenEvents(var_ns, chosen)
         prefix, skipped = fixed
         picked = np.flatnonzero(chosen)
         factor = prefix.take(picked)
@@ -422,10 +422,6 @@ class ChunkAnalysis:
             if wc.object is None or wc.object not in self.varying:
                 factor = factor * factors[wc.name].take(picked)
                 continue
-            if sub_ns is None:
-                sub_ns = {wc.object: take_events(var_ns[wc.object], chosen)}
-            elif wc.object not in sub_ns:
-                sub_ns[wc.object] = take_events(var_ns[wc.object], chosen)
             factor = factor * wc.evaluate(sub_ns, [linked_source(wc, variation)], direction)[0]
         return _spread(factor, chosen)
 

@@ -356,6 +356,8 @@ def _merged(path: str, key: str, late: str, selector: str, others: str, category
     chosen, rest = _cells(path, key, late, selector), _cells(path, key, late, others)
     if chosen is None or rest is None:
         return None
+    if chosen.layout.variable != rest.layout.variable or chosen.layout.inputs != rest.layout.inputs:
+        return None
     trees = [chosen.layout.node, rest.layout.node]
     if any(t.get("nodetype") != "category" or t.get("input") != category for t in trees):
         return None
@@ -372,8 +374,6 @@ def _merged(path: str, key: str, late: str, selector: str, others: str, category
     if not set(keys) <= set(spans[0]):
         return None
     pieces = [(chosen, spans[0][k]) if k in keys else (rest, spans[1][k]) for k in spans[1]]
-    if chosen.layout.variable != rest.layout.variable or chosen.layout.inputs != rest.layout.inputs:
-        return None
     # Layout nodes are checked trees with their leaves blanked: the merged tree is one too.
     node = {**trees[1], "content": [item for _, (item, _, _) in pieces]}
     layout = _layout(json.dumps([node, list(chosen.layout.inputs), chosen.layout.variable]), late)
