@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 from functools import lru_cache
 from typing import Any, cast
 
@@ -16,15 +17,24 @@ class CorrectionFileError(FileNotFoundError):
 
 
 @lru_cache(maxsize=32)
-def _load_json(path: str) -> dict[str, Any]:
+def _file_text(path: str) -> str:
     opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rt") as handle:
-            return json.load(handle)
+        with opener(path, "rb") as handle:
+            return handle.read().decode()
     except FileNotFoundError:
         msg = f"correction file {path} does not exist (check paths.jsonpog / INTCCMS_JSONPOG)"
         raise CorrectionFileError(msg) from None
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, EOFError) as err:
+        msg = f"correction file {path} is unreadable: {err}"
+        raise CorrectionFileError(msg) from None
+
+
+@lru_cache(maxsize=32)
+def _load_json(path: str) -> dict[str, Any]:
+    try:
+        return cast(dict[str, Any], json.loads(_file_text(path)))
+    except json.JSONDecodeError as err:
         msg = f"correction file {path} is unreadable: {err}"
         raise CorrectionFileError(msg) from None
 
@@ -39,9 +49,53 @@ def _corrections_by_name(path: str) -> dict[str, dict[str, Any]]:
     return {str(c.get("name")): c for c in _load_json(path).get("corrections", [])}
 
 
+_NAMED_OBJECT = re.compile(r'\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")')
+_SCHEMA_VERSION = re.compile(r'\A\s*\{\s*"schema_version"\s*:\s*(\d+)\s*[,}]')
+_DECODER = json.JSONDecoder()
+
+
+@lru_cache(maxsize=32)
+def _named_objects(path: str) -> dict[str, list[int]]:
+    """Where each object whose first key is ``"name"`` starts in the file's text, by name."""
+    found: dict[str, list[int]] = {}
+    for match in _NAMED_OBJECT.finditer(_file_text(path)):
+        found.setdefault(match.group(1), []).append(match.start())
+    return found
+
+
+@lru_cache(maxsize=1024)
+def _decoded_alone(path: str, key: str) -> dict[str, Any] | None:
+    """Correction ``key`` decoded from its own span of the file's text, or ``None`` when it
+    cannot be found that way (the caller then decodes the whole file).
+
+    A UL ``jet_jerc.json.gz`` is ~19 MB of JSON of which a simulated sample uses ~6; decoding
+    all of it was a third of a worker's set-up. In valid JSON an unescaped ``{"name": "KEY"``
+    opens an object (a quote inside a string is escaped), and an object with a correction's
+    fields (``inputs``, ``output``, ``data``) is one of the file's corrections: no node of the
+    schema below a correction has them. The last such object wins, as in a whole-file decode.
+    """
+    text = _file_text(path)
+    found = None
+    for start in _named_objects(path).get(json.dumps(key), []):
+        try:
+            obj, _ = _DECODER.raw_decode(text, start)
+        except json.JSONDecodeError:
+            return None
+        if isinstance(obj, dict) and obj.get("name") == key and {"inputs", "output", "data"} <= obj.keys():
+            found = obj
+    return found
+
+
+def _schema_version(path: str) -> int:
+    """The file's ``schema_version`` (read from the head of the text when it is written first)."""
+    match = _SCHEMA_VERSION.match(_file_text(path))
+    return int(match.group(1)) if match else int(_load_json(path).get("schema_version", 2))
+
+
 def correction_json(path: str, key: str) -> dict[str, Any] | None:
     """The JSON of correction ``key`` in file ``path``, or ``None`` when the file has none."""
-    return _corrections_by_name(path).get(key)
+    found = _decoded_alone(path, key)
+    return found if found is not None else _corrections_by_name(path).get(key)
 
 
 def parse_correction(corr: dict[str, Any], schema_version: int = 2) -> correctionlib._core.Correction:
@@ -99,7 +153,7 @@ def _load_correction(path: str, key: str) -> correctionlib._core.Correction:
     corr = correction_json(path, key)
     if corr is None:
         return _load_set(path)[key]
-    return parse_correction(corr, _load_json(path).get("schema_version", 2))
+    return parse_correction(corr, _schema_version(path))
 
 
 def get_correction(path: str, key: str, *, era: str) -> correctionlib._core.Correction:
@@ -120,6 +174,8 @@ def get_correction_checks(path: str, key: str, *, era: str) -> None:
     """Raise :class:`CorrectionFileError` (naming file, key and era) unless ``path`` loads and
     holds ``key`` (a correction or a compound correction)."""
     try:
+        if _decoded_alone(path, key) is not None:
+            return
         data = _load_json(path)
     except CorrectionFileError as err:
         # The file loaders are cached per path; the key and the era are added here.
@@ -157,7 +213,7 @@ def systematic_slice(path: str, key: str, selector: str) -> tuple[str, correctio
     name = f"{key}[{selector}]"
     sliced = {**corr, "name": name, "inputs": [i for i in inputs if i.get("name") != dropped], "data": value}
     try:
-        return dropped, parse_correction(sliced, _load_json(path).get("schema_version", 2))
+        return dropped, parse_correction(sliced, _schema_version(path))
     except Exception:  # noqa: BLE001 - an unusual structure: evaluate the full correction instead
         return None
 
@@ -171,9 +227,9 @@ def _edge(value: Any) -> float:
 def _walk(node: Any, ranges: dict[str, list[float]]) -> None:
     """Widen ``ranges`` by every non-clamped binning under ``node``.
 
-    Iterative, and it looks only into containers: a UL b-tag shape holds ~700k JSON values, most
-    of them numbers in edge and content lists, and a call per number was most of a worker's
-    set-up of input ranges.
+    Iterative, and it looks only into containers that can hold nodes: a UL b-tag shape holds
+    ~700k JSON values and a JES source ~50k, most of them numbers in ``edges`` and formula
+    ``parameters`` lists, which hold numbers only (schema v2) and are not walked.
     """
     stack = [node]
     while stack:
@@ -186,9 +242,12 @@ def _walk(node: Any, ranges: dict[str, list[float]]) -> None:
             elif kind == "multibinning" and item.get("flow") != "clamp":
                 for name, edges in zip(item["inputs"], item["edges"], strict=True):
                     _widen(ranges, name, _edge(edges[0]), _edge(edges[-1]))
-            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+            stack.extend(v for k, v in item.items() if k not in _NUMBER_LISTS and isinstance(v, (dict, list)))
         elif isinstance(item, list):
             stack.extend(v for v in item if isinstance(v, (dict, list)))
+
+
+_NUMBER_LISTS = frozenset({"edges", "parameters"})  # keys of lists that hold numbers (or "inf")
 
 
 def _widen(ranges: dict[str, list[float]], name: str, low: float, high: float) -> None:
