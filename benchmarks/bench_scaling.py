@@ -10,13 +10,17 @@ first chunk's extra time per worker from the run report, and the ratio 2 workers
 process on the same cores lowers the ratio, and ``--repeat`` keeps the best run of each.
 
 What bounds the ratio besides the machine: each worker process pays its set-up once, at its
-first chunk (imports, the era's correction files parsed, the JES table built), and the two
+first chunk (imports, the era's corrections parsed, the JES table built or read), and the two
 workers pay it at the same time, so it does not shrink with a second worker. The workers' CPU
 time shows it without the machine's noise: two workers use one set-up more CPU for the same
 events. The longer the job per worker, the closer the ratio gets to 2.
 
+The correction tables a worker derives (JES source table, b-tag leaves, correction texts) are
+kept in a per-user cache (``file_memo``); as on any machine after its first job, a short job
+fills a fresh one first. ``--cold-cache`` turns it off: every worker derives them.
+
 Usage: python benchmarks/bench_scaling.py [--events 400000] [--chunksize 50000] [--repeat 1]
-       [--jsonpog PATH|generated] [--workdir DIR]
+       [--cold-cache] [--jsonpog PATH|generated] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import job_bench
+
+from intccms.physics.corrections import file_memo
 
 
 def expected_ratio(runs: list[job_bench.JobRun]) -> float:
@@ -43,11 +50,24 @@ def expected_ratio(runs: list[job_bench.JobRun]) -> float:
     return one.stage_wall_s / (s2 + rest / 2)
 
 
+def _runs(args: argparse.Namespace, inputs: job_bench.Inputs, path: Path) -> list[job_bench.JobRun]:
+    runs = []
+    for _ in range(args.repeat):
+        for workers in (1, 2):
+            load = os.getloadavg()[0]
+            with job_bench.output_folder(inputs.work, "scaling") as out:
+                runs.append(job_bench.run_analysis_job(f"{workers} worker(s) (load before {load:.1f})", inputs,
+                                                       [path], workers=workers, chunksize=args.chunksize, out=out))
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=400_000)
     parser.add_argument("--chunksize", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=1, help="run both jobs this many times, alternating")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="workers derive every correction table themselves (no per-user correction cache)")
     job_bench.add_common_arguments(parser)
     args = parser.parse_args(argv)
     if -(-args.events // args.chunksize) < 8:
@@ -57,13 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     path = inputs.one_file(args.events)
     print(f"input: {path} ({args.events:,} events, chunks of {args.chunksize:,}); corrections: {inputs.corrections}")
     print(f"cores: {os.cpu_count()}")
-    runs = []
-    for _ in range(args.repeat):
-        for workers in (1, 2):
-            load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="correction-cache-", dir=inputs.work) as cache:
+        os.environ[file_memo.CACHE_ENV] = "off" if args.cold_cache else cache
+        if args.cold_cache:
+            print("correction cache: off (every worker derives its tables)")
+        else:
+            # A fresh cache, filled the way any job fills it for the next ones on the machine.
             with job_bench.output_folder(inputs.work, "scaling") as out:
-                runs.append(job_bench.run_analysis_job(f"{workers} worker(s) (load before {load:.1f})", inputs,
-                                                       [path], workers=workers, chunksize=args.chunksize, out=out))
+                job_bench.run_analysis_job("fill the correction cache", inputs, [inputs.one_file(20_000)],
+                                           workers=1, chunksize=args.chunksize, out=out)
+            print("correction cache: filled by a first, short job (as for every job after the first one)")
+        runs = _runs(args, inputs, path)
     job_bench.print_runs(runs)
     one = max(r.events_per_s for r in runs if r.workers == 1)
     two = max(r.events_per_s for r in runs if r.workers == 2)

@@ -9,7 +9,10 @@ register a second, module-local copy of it).
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,3 +44,20 @@ TLS_XROOTD_MODULES = ("test_facility_grid.py", "test_grid_check.py", "test_grid_
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Modules that use the TLS XRootD servers first, every module's tests in their order."""
     items.sort(key=lambda item: item.path.name not in TLS_XROOTD_MODULES)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test process (and the workers it starts) keeps derived correction tables in its own
+    fresh cache folder, never in the user's."""
+    folder = tempfile.mkdtemp(prefix="intccms-correction-cache-")
+    config.stash[_CACHE_FOLDER] = folder
+    os.environ["INTCCMS_CACHE_DIR"] = folder
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_CACHE_FOLDER, None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_CACHE_FOLDER = pytest.StashKey[str]()

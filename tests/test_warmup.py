@@ -7,28 +7,20 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from fixtures.corrections import demo_spec
 
 from intccms import datagen
-from intccms.config import compose_config
 from intccms.execute.warmup import CorrectionsWarmup
-from intccms.physics.corrections import staged_table
-from intccms.physics.corrections.spec import CorrectionsSpec, _build_corrections
+from intccms.physics.corrections import file_memo, staged_table
+from intccms.physics.corrections.spec import _build_corrections
 
 SHARED = Path(os.environ.get("INTCCMS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 REAL_JSONPOG = Path(os.environ.get("INTCCMS_JSONPOG", SHARED / "jsonpog-integration"))
 
 
-def _spec(jsonpog: Path) -> CorrectionsSpec:
-    cfg = compose_config("demo", [f"paths.jsonpog={jsonpog}"], validate=False)
-    definitions = OmegaConf.to_container(cfg.corrections.definitions, resolve=True)
-    return CorrectionsSpec.create("2017", OmegaConf.to_container(cfg.eras["2017"], resolve=True), definitions,
-                                  list(cfg.corrections.by_era["2017"]), str(jsonpog))
-
-
 def test_setup_returns_at_once_and_the_build_is_kept_for_the_chunks(tmp_path: Path) -> None:
     datagen.write_correction_files(str(tmp_path), ["2017"])
-    spec = _spec(tmp_path)
+    spec = demo_spec(tmp_path)
     _build_corrections.cache_clear()
     plugin = CorrectionsWarmup([spec])
     start = time.perf_counter()
@@ -47,14 +39,16 @@ def test_setup_returns_at_once_and_the_build_is_kept_for_the_chunks(tmp_path: Pa
     assert all(obj._table is not None for obj in corrections.objects)  # the generated JES file has the form
 
 
-def test_warm_up_reads_back_every_selectors_btag_leaves_a_chunk_would_ask_for() -> None:
+def test_warm_up_reads_back_every_selectors_btag_leaves_a_chunk_would_ask_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the real UL b-tag shape (two-stage form): every selector a fill asks for, the nominal,
     its sources and the JES-linked ones, is read back during the warm-up, none at a chunk."""
     if not (REAL_JSONPOG / "POG" / "BTV" / "2017_UL" / "btagging.json.gz").is_file():
         pytest.skip(f"real UL correction files not found under {REAL_JSONPOG} (set INTCCMS_SHARED_DATA)")
-    spec = _spec(REAL_JSONPOG)
+    monkeypatch.setenv("INTCCMS_CACHE_DIR", str(tmp_path / "empty-cache"))
+    file_memo.forget()
+    spec = demo_spec(REAL_JSONPOG)
     _build_corrections.cache_clear()
-    staged_table._cells.cache_clear()
     corrections = spec.build()
     assert staged_table._cells.cache_info().currsize == 0  # a driver's build reads none back
     staged = [wc for wc in corrections.weights if wc._staged is not None]
@@ -71,7 +65,7 @@ def test_warm_up_reads_back_every_selectors_btag_leaves_a_chunk_would_ask_for() 
 
 
 def test_a_broken_spec_does_not_break_the_worker(tmp_path: Path) -> None:
-    spec = _spec(tmp_path / "nothing-here")
+    spec = demo_spec(tmp_path / "nothing-here")
     plugin = CorrectionsWarmup([spec])
     plugin.setup()
     assert plugin.thread is not None

@@ -24,6 +24,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
+from intccms.physics.corrections.file_memo import per_file
 from intccms.physics.corrections.loading import (
     correction_json,
     input_ranges,
@@ -112,7 +113,13 @@ class JesLookup:
 
 
 def compile_sources(path: str, keys: Sequence[str]) -> JesSourceTable | None:
-    """The table of ``keys`` in ``path``, or ``None`` when any source has another form."""
+    """The table of ``keys`` in ``path``, or ``None`` when any source has another form (kept
+    per file: see :mod:`file_memo`)."""
+    return _compiled_sources(path, tuple(keys))
+
+
+@per_file
+def _compiled_sources(path: str, keys: tuple[str, ...]) -> JesSourceTable | None:
     if not keys:
         return None
     found = [correction_json(path, key) for key in keys]

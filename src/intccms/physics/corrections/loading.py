@@ -11,6 +11,8 @@ from typing import Any, cast
 
 import correctionlib._core
 
+from intccms.physics.corrections.file_memo import per_file
+
 
 class CorrectionFileError(FileNotFoundError):
     """A correction file or a key in it is missing or unreadable."""
@@ -101,11 +103,20 @@ def correction_json(path: str, key: str) -> dict[str, Any] | None:
 def parse_correction(corr: dict[str, Any], schema_version: int = 2) -> correctionlib._core.Correction:
     """One correction's JSON (possibly edited: sliced, probed) parsed by correctionlib on its own.
 
-    Every such parse goes through this one ``json.dumps``, so a value read back from an edited
-    copy is the value the unedited correction gives.
+    Every such parse goes through this one ``json.dumps`` (:func:`correction_text`), so a value
+    read back from an edited copy is the value the unedited correction gives.
     """
-    text = json.dumps({"schema_version": schema_version, "corrections": [corr]})
-    return correctionlib._core.CorrectionSet.from_string(text)[corr["name"]]
+    return parse_text(correction_text(corr, schema_version), corr["name"])
+
+
+def correction_text(corr: dict[str, Any], schema_version: int = 2) -> str:
+    """The text correctionlib parses one correction from (kept by the file's memo, so a worker
+    with the cache parses the same text without decoding the file)."""
+    return json.dumps({"schema_version": schema_version, "corrections": [corr]})
+
+
+def parse_text(text: str, name: str) -> correctionlib._core.Correction:
+    return correctionlib._core.CorrectionSet.from_string(text)[name]
 
 
 def parse_variants(corr: dict[str, Any], variants: list[dict[str, Any]],
@@ -134,10 +145,16 @@ def correction_inputs(path: str, key: str, *, era: str) -> list[tuple[str, str]]
     correction (every systematic, ~9 MB of text) parsed; its inputs are all that is asked of it.
     """
     get_correction_checks(path, key, era=era)
-    corr = correction_json(path, key)
-    if corr is not None:
-        return [(str(i["name"]), str(i["type"])) for i in corr.get("inputs", [])]
+    found = _inputs(path, key)
+    if found is not None:
+        return list(found)
     return [(i.name, i.type) for i in get_correction(path, key, era=era).inputs]
+
+
+@per_file
+def _inputs(path: str, key: str) -> tuple[tuple[str, str], ...] | None:
+    corr = correction_json(path, key)
+    return None if corr is None else tuple((str(i["name"]), str(i["type"])) for i in corr.get("inputs", []))
 
 
 @lru_cache(maxsize=1024)
@@ -150,10 +167,15 @@ def _load_correction(path: str, key: str) -> correctionlib._core.Correction:
     are the same: the correction's JSON is the one the whole file would be parsed from.
     Compound corrections refer to others by name, so their file is parsed whole.
     """
+    text = _text_alone(path, key)
+    return _load_set(path)[key] if text is None else parse_text(text, key)
+
+
+@per_file
+def _text_alone(path: str, key: str) -> str | None:
+    """:func:`correction_text` of correction ``key`` (``None``: a compound correction)."""
     corr = correction_json(path, key)
-    if corr is None:
-        return _load_set(path)[key]
-    return parse_correction(corr, _schema_version(path))
+    return None if corr is None else correction_text(corr, _schema_version(path))
 
 
 def get_correction(path: str, key: str, *, era: str) -> correctionlib._core.Correction:
@@ -174,7 +196,7 @@ def get_correction_checks(path: str, key: str, *, era: str) -> None:
     """Raise :class:`CorrectionFileError` (naming file, key and era) unless ``path`` loads and
     holds ``key`` (a correction or a compound correction)."""
     try:
-        if _decoded_alone(path, key) is not None:
+        if _holds(path, key):
             return
         data = _load_json(path)
     except CorrectionFileError as err:
@@ -188,6 +210,15 @@ def get_correction_checks(path: str, key: str, *, era: str) -> None:
         raise CorrectionFileError(msg)
 
 
+@per_file
+def _holds(path: str, key: str) -> bool:
+    """Whether the file holds ``key`` (a correction or a compound correction)."""
+    if _decoded_alone(path, key) is not None:
+        return True
+    compound = _load_json(path).get("compound_corrections") or []
+    return key in _corrections_by_name(path) or any(str(c.get("name")) == key for c in compound)
+
+
 @lru_cache(maxsize=2048)
 def systematic_slice(path: str, key: str, selector: str) -> tuple[str, correctionlib._core.Correction] | None:
     """Correction ``key`` with its outermost string category fixed to ``selector``.
@@ -198,6 +229,18 @@ def systematic_slice(path: str, key: str, selector: str) -> tuple[str, correctio
     input and the sliced correction, or ``None`` when the correction is not organised this way
     (the caller then evaluates the full correction, which also reports unknown selectors).
     """
+    found = _slice_text(path, key, selector)
+    if found is None:
+        return None
+    dropped, text = found
+    try:
+        return dropped, parse_text(text, f"{key}[{selector}]")
+    except Exception:  # noqa: BLE001 - an unusual structure: evaluate the full correction instead
+        return None
+
+
+def sliced_json(path: str, key: str, selector: str) -> tuple[str, dict[str, Any]] | None:
+    """The dropped input's name and the JSON of :func:`systematic_slice`'s correction."""
     corr = correction_json(path, key)
     node = corr.get("data") if corr else None
     if corr is None or not isinstance(node, dict) or node.get("nodetype") != "category":
@@ -211,11 +254,13 @@ def systematic_slice(path: str, key: str, selector: str) -> tuple[str, correctio
     if value is None:
         return None
     name = f"{key}[{selector}]"
-    sliced = {**corr, "name": name, "inputs": [i for i in inputs if i.get("name") != dropped], "data": value}
-    try:
-        return dropped, parse_correction(sliced, _schema_version(path))
-    except Exception:  # noqa: BLE001 - an unusual structure: evaluate the full correction instead
-        return None
+    return dropped, {**corr, "name": name, "inputs": [i for i in inputs if i.get("name") != dropped], "data": value}
+
+
+@per_file
+def _slice_text(path: str, key: str, selector: str) -> tuple[str, str] | None:
+    found = sliced_json(path, key, selector)
+    return None if found is None else (found[0], correction_text(found[1], _schema_version(path)))
 
 
 def _edge(value: Any) -> float:
@@ -258,7 +303,7 @@ def _widen(ranges: dict[str, list[float]], name: str, low: float, high: float) -
         ranges[name] = [low, high]
 
 
-@lru_cache(maxsize=256)
+@per_file
 def input_ranges(path: str, key: str) -> dict[str, tuple[float, float]]:
     """Range covered by the bins of each real input of a correction.
 
@@ -286,7 +331,7 @@ def _category_nodes(node: Any, name: str, found: list[dict[str, Any]]) -> None:
             _category_nodes(value, name, found)
 
 
-@lru_cache(maxsize=256)
+@per_file
 def category_keys(path: str, key: str, input_name: str) -> tuple[str, ...] | None:
     """The values a string input of a correction accepts everywhere in its tree.
 
@@ -308,7 +353,7 @@ def category_keys(path: str, key: str, input_name: str) -> tuple[str, ...] | Non
     return tuple(allowed)
 
 
-@lru_cache(maxsize=256)
+@per_file
 def is_identity(path: str, key: str) -> bool:
     """Whether the correction gives exactly 1 for every input it accepts (an MC jet's
     ``L3Absolute`` and ``L2L3Residual``): multiplying by it changes no bit, so it need not be

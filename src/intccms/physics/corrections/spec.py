@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from intccms.physics.corrections import EraCorrections
+from intccms.physics.corrections import EraCorrections, file_memo
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class CorrectionsSpec:
         with _BUILDING:
             corrections = _build_corrections(self)
             corrections.warm()
+            file_memo.save()  # the next worker on this machine reads what this one derived
             return corrections
 
 

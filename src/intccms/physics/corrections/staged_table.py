@@ -31,6 +31,7 @@ from typing import Any
 import correctionlib._core
 import numpy as np
 
+from intccms.physics.corrections.file_memo import per_file
 from intccms.physics.corrections.loading import correction_json, parse_variants, systematic_slice
 
 EDGE_WINDOW = 1e-9
@@ -322,7 +323,7 @@ def _layout(signature: str, late: str) -> Layout | None:
                   np.concatenate([guards, [np.inf]]))
 
 
-@lru_cache(maxsize=512)
+@per_file
 def _cells(path: str, key: str, late: str, selector: str) -> Cells | None:
     corr = correction_json(path, key)
     sliced = systematic_slice(path, key, selector)
@@ -347,7 +348,7 @@ def _cells(path: str, key: str, late: str, selector: str) -> Cells | None:
         return None
 
 
-@lru_cache(maxsize=512)
+@per_file
 def _merged(path: str, key: str, late: str, selector: str, others: str, category: str,
             keys: tuple[int, ...]) -> Cells | None:
     """A tree whose root is a category on ``category``: the subtrees of ``selector`` under
