@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,3 +178,23 @@ def test_off_writes_nothing_and_gives_the_same_tables(cache: Path, generated: Pa
     _warm(corrections_spec)
     assert _tables(_warm(corrections_spec)) == without  # the second one read from the cache
     assert list(cache.glob("*.pickle"))
+
+
+def test_entries_unused_for_two_weeks_are_removed_and_used_ones_kept(cache: Path, generated: Path) -> None:
+    corrections_spec = demo_spec(generated)
+    jet_file = _warm(corrections_spec).objects[0].path
+    entries = sorted(cache.glob("*.pickle"))
+    old = time.time() - file_memo.UNUSED_FOR_S - 3600
+    stale = cache / ("0" * 64 + ".pickle")  # an older version's entry
+    stale.write_bytes(b"never read")
+    leftover = cache / ".abc.1.2.tmp"  # a killed writer's
+    leftover.write_bytes(b"")
+    for path in (*entries, stale, leftover):
+        os.utime(path, (old, old))
+    _warm(corrections_spec)  # a new worker reads the entries it uses ...
+    assert all(p.stat().st_mtime > old for p in entries)
+    assert stale.exists()  # ... and, with nothing new to write, writes nothing
+    loading.is_identity(jet_file, "a key the file does not hold")  # something new to keep
+    file_memo.save()
+    assert not stale.exists() and not leftover.exists()
+    assert all(p.exists() for p in entries)

@@ -11,7 +11,8 @@ Results are kept per file in memory and, when a directory is available, pickled 
 file or a new version never reads an old result. ``INTCCMS_CACHE_DIR=off`` turns the disk part
 off. The directory must belong to the user and be closed to others (it is made so when it is
 created, refused otherwise): a pickle is code, and only the user can write there. Writes are
-atomic; an unreadable or corrupt entry is ignored and written again.
+atomic; an unreadable or corrupt entry is ignored and written again; an entry no worker has read
+for two weeks (an old file, an old version) is removed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pickle
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,8 +131,26 @@ def save() -> None:
                 merged = {**_read(folder, store.digest), **store.values}
                 if _write(folder, store.digest, merged):
                     store.added = False
+            _prune(folder)
         finally:
             os.close(folder)
+
+
+UNUSED_FOR_S = 14 * 86400  # an entry no worker has read for this long is removed (old files, old code)
+
+
+def _prune(folder: int) -> None:
+    """Remove entries unused for :data:`UNUSED_FOR_S` (a read marks an entry used) and temporary
+    files a killed writer left behind."""
+    now = time.time()
+    for name in os.listdir(folder):
+        stale = UNUSED_FOR_S if name.endswith(".pickle") else 86400 if name.endswith(".tmp") else None
+        if stale is None:
+            continue
+        with contextlib.suppress(OSError):
+            info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            if now - info.st_mtime > stale:
+                os.unlink(name, dir_fd=folder)
 
 
 def _store(path: str) -> _Store:
@@ -222,6 +242,8 @@ def _read(folder: int, digest: str) -> dict[tuple[Hashable, ...], Any]:
             return {}
         with os.fdopen(os.dup(handle), "rb") as stream:
             loaded = pickle.load(stream)  # noqa: S301 - the user's own closed folder (checked above)
+        with contextlib.suppress(OSError):
+            os.utime(handle)  # used: kept by the pruning
         if isinstance(loaded, dict) and loaded.get("format") == _FORMAT and isinstance(loaded.get("values"), dict):
             return cast(dict[tuple[Hashable, ...], Any], loaded["values"])
         return {}
