@@ -102,6 +102,7 @@ class JobRun:
     job_wall_s: float
     chunk_time_s: float
     worker_cpu_s: float
+    driver_cpu_s: float  # this process: the job's driver and the cluster's scheduler
     first_chunk_extra_s: dict[str, float]
     records: tuple[ChunkRecord, ...]
 
@@ -141,9 +142,9 @@ def run_analysis_job(label: str, inputs: Inputs, files: Sequence[Path], *, worke
           Client(cluster) as client):
         client.wait_for_workers(workers)
         cpu_before = client.run(time.process_time)
-        t0 = time.perf_counter()
+        t0, driver0 = time.perf_counter(), time.process_time()
         result = run_job(cfg, client=client, console=console)
-        job_wall = time.perf_counter() - t0
+        job_wall, driver_cpu = time.perf_counter() - t0, time.process_time() - driver0
         cpu_after = client.run(time.process_time)
     worker_cpu = sum(cpu_after[w] - cpu_before[w] for w in cpu_after)
     records = tuple(r for r in result.records if r.stage == "analysis")
@@ -155,22 +156,23 @@ def run_analysis_job(label: str, inputs: Inputs, files: Sequence[Path], *, worke
     report = build_report(records, wall_time_s=stop - start, n_cores=workers)
     extra_s = {w: stages.get("analysis", float("nan")) for w, stages in report.first_chunk_extra_s.items()}
     return JobRun(label, workers, len(records), report.events_read, stop - start, job_wall,
-                  report.chunk_time_s, worker_cpu, extra_s, records)
+                  report.chunk_time_s, worker_cpu, driver_cpu, extra_s, records)
 
 
 def print_runs(runs: Sequence[JobRun]) -> None:
     """One line per run: chunks, events, the stage's wall time, events/s (per core) and the
     first chunk's extra time per worker (from the run report)."""
     print(f"{'run':<34}{'workers':>8}{'chunks':>7}{'events':>10}{'stage [s]':>10}{'job [s]':>9}"
-          f"{'events/s':>10}{'ev/s/core':>10}{'cpu [s]':>9}{'ev/cpu-s':>10}{'cpu share':>10}"
+          f"{'events/s':>10}{'ev/s/core':>10}{'cpu [s]':>9}{'ev/cpu-s':>10}{'cpu share':>10}{'driver':>8}"
           "  first chunk's extra [s] per worker")
     for r in runs:
         extra = ", ".join(f"{v:.2f}" for v in r.first_chunk_extra_s.values()) or "n/a"
         print(f"{r.label:<34}{r.workers:>8}{r.chunks:>7}{r.events:>10,}{r.stage_wall_s:>10.2f}{r.job_wall_s:>9.2f}"
               f"{r.events_per_s:>10,.0f}{r.events_per_s_per_core:>10,.0f}{r.worker_cpu_s:>9.2f}"
-              f"{r.events_per_cpu_s:>10,.0f}{r.cpu_share:>10.2f}  {extra}")
+              f"{r.events_per_cpu_s:>10,.0f}{r.cpu_share:>10.2f}{r.driver_cpu_s:>8.2f}  {extra}")
     print("  (cpu: the worker processes' CPU time over the whole job; cpu share: that over the stage's "
-          "wall time x workers, below 1 where workers waited for a core, the scheduler or data)")
+          "wall time x workers, below 1 where workers waited for a core, the scheduler or data; driver: "
+          "this process's CPU time over the job, the driver's and the scheduler's, on the same cores)")
 
 
 @contextlib.contextmanager
