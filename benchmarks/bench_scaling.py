@@ -17,7 +17,8 @@ events. The longer the job per worker, the closer the ratio gets to 2.
 
 The correction tables a worker derives (JES source table, b-tag leaves, correction texts) are
 kept in a per-user cache (``file_memo``); as on any machine after its first job, a short job
-fills a fresh one first. ``--cold-cache`` turns it off: every worker derives them.
+fills a fresh one first (``job_bench.correction_cache``). ``--cold-cache`` turns it off: every
+worker derives them.
 
 Usage: python benchmarks/bench_scaling.py [--events 400000] [--chunksize 50000] [--repeat 1]
        [--cold-cache] [--jsonpog PATH|generated] [--workdir DIR]
@@ -28,14 +29,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import job_bench
-
-from intccms.physics.corrections import file_memo
 
 
 def expected_ratio(runs: list[job_bench.JobRun]) -> float:
@@ -66,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=400_000)
     parser.add_argument("--chunksize", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=1, help="run both jobs this many times, alternating")
-    parser.add_argument("--cold-cache", action="store_true",
-                        help="workers derive every correction table themselves (no per-user correction cache)")
     job_bench.add_common_arguments(parser)
     args = parser.parse_args(argv)
     if -(-args.events // args.chunksize) < 8:
@@ -77,16 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     path = inputs.one_file(args.events)
     print(f"input: {path} ({args.events:,} events, chunks of {args.chunksize:,}); corrections: {inputs.corrections}")
     print(f"cores: {os.cpu_count()}")
-    with tempfile.TemporaryDirectory(prefix="correction-cache-", dir=inputs.work) as cache:
-        os.environ[file_memo.CACHE_ENV] = "off" if args.cold_cache else cache
-        if args.cold_cache:
-            print("correction cache: off (every worker derives its tables)")
-        else:
-            # A fresh cache, filled the way any job fills it for the next ones on the machine.
-            with job_bench.output_folder(inputs.work, "scaling") as out:
-                job_bench.run_analysis_job("fill the correction cache", inputs, [inputs.one_file(20_000)],
-                                           workers=1, chunksize=args.chunksize, out=out)
-            print("correction cache: filled by a first, short job (as for every job after the first one)")
+    with job_bench.correction_cache(inputs, args.cold_cache, args.chunksize) as cache_state:
+        print(cache_state)
         runs = _runs(args, inputs, path)
     job_bench.print_runs(runs)
     one = max(r.events_per_s for r in runs if r.workers == 1)

@@ -34,6 +34,7 @@ from intccms.config import compose_config
 from intccms.core.records import ChunkRecord
 from intccms.execute.job import run_job
 from intccms.outputs.report import build_report
+from intccms.physics.corrections import file_memo
 
 DATASET = "TTToSemiLeptonic_2017"
 """A simulated 2017 dataset of the demo configuration, its files replaced by the hard input."""
@@ -64,6 +65,31 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "intccms-bench"),
                         help="where inputs are written and reused (names hold their version and "
                              "thresholds, so a stale file is never reused)")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="workers derive every correction table themselves (no per-user correction cache)")
+
+
+@contextlib.contextmanager
+def correction_cache(inputs: Inputs, cold: bool, chunksize: int) -> Iterator[str]:
+    """The workers' correction cache for the measured jobs: a fresh one, filled by a short job
+    first, as every job after the first on a machine finds it; or none (``cold``). Yields a
+    line saying which."""
+    with tempfile.TemporaryDirectory(prefix="correction-cache-", dir=inputs.work) as folder:
+        before = os.environ.get(file_memo.CACHE_ENV)
+        os.environ[file_memo.CACHE_ENV] = "off" if cold else folder  # the clusters' workers inherit it
+        try:
+            if cold:
+                yield "correction cache: off (every worker derives its tables)"
+            else:
+                with output_folder(inputs.work, "fill-cache") as out:
+                    run_analysis_job("fill the correction cache", inputs, [inputs.one_file(20_000)],
+                                     workers=1, chunksize=chunksize, out=out)
+                yield "correction cache: filled by a first, short job (as for every job after the first one)"
+        finally:
+            if before is None:
+                os.environ.pop(file_memo.CACHE_ENV, None)
+            else:
+                os.environ[file_memo.CACHE_ENV] = before
 
 
 @dataclass(frozen=True)
