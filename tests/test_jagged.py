@@ -9,6 +9,7 @@ import pytest
 from intccms.physics import cuts, objects, observables
 from intccms.physics.jagged import (
     TakenFields,
+    _descending_in_groups,
     as_flat,
     field_function,
     flat_view,
@@ -179,3 +180,24 @@ def test_a_function_of_a_parents_field_is_computed_once_and_never_for_another_ar
         np.testing.assert_array_equal(field_function(cos, TakenFields({"phi": other}, rows), "phi"), np.cos(other[rows]))
         del other
     assert field_function(cos, {"phi": phi[rows]}, "phi").tobytes() == np.cos(phi[rows].astype(np.float64)).tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sorting_within_events_equals_lexsort_with_ties_nan_and_long_events(dtype: type) -> None:
+    """The padded-row sort gives lexsort's permutation: ties and signed zeros in their order,
+    NaN last, infinities at their ends, events longer than a row width through lexsort."""
+    rng = np.random.default_rng(11)
+    counts = np.concatenate([rng.integers(1, 13, 3000), [70, 1, 200]])
+    event = np.repeat(np.arange(len(counts)) * 3, counts)  # gaps between event numbers, as in a subset
+    key = np.round(rng.exponential(40.0, len(event)), 0).astype(dtype)  # many ties
+    special = rng.choice(len(key), 400, replace=False)
+    key[special[:100]] = np.nan
+    key[special[100:200]] = np.inf
+    key[special[200:300]] = -0.0
+    key[special[300:]] = 0.0
+    expected = np.lexsort((-key, event))
+    np.testing.assert_array_equal(_descending_in_groups(event, key), expected)
+    short = event < 3 * 3000
+    np.testing.assert_array_equal(_descending_in_groups(event[short], key[short]),
+                                  np.lexsort((-key[short], event[short])))
+    assert len(_descending_in_groups(event[:0], key[:0])) == 0
