@@ -292,8 +292,12 @@ def _resorted_within_events(index: np.ndarray, event: np.ndarray, key: np.ndarra
 
     Only the events whose order differs are sorted; a JES shift rarely changes the order.
     """
-    same = event[1:] == event[:-1]
-    wrong = same & ((key[1:] > key[:-1]) | ((key[1:] == key[:-1]) & (index[1:] < index[:-1])))
+    wrong = key[1:] > key[:-1]
+    ties = key[1:] == key[:-1]
+    if ties.any():  # equal keys (rare in pT) are in order when their positions are
+        ties &= index[1:] < index[:-1]
+        wrong |= ties
+    wrong &= event[1:] == event[:-1]
     if not np.any(wrong):
         return index
     bad = np.zeros(int(event[-1]) + 1, dtype=bool)
