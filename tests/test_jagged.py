@@ -15,6 +15,7 @@ from intccms.physics.jagged import (
     flat_view,
     from_flat,
     leading_fields,
+    of_same_arrays,
     select_objects,
     take_events,
 )
@@ -201,3 +202,23 @@ def test_sorting_within_events_equals_lexsort_with_ties_nan_and_long_events(dtyp
     np.testing.assert_array_equal(_descending_in_groups(event[short], key[short]),
                                   np.lexsort((-key[short], event[short])))
     assert len(_descending_in_groups(event[:0], key[:0])) == 0
+
+
+def test_of_same_arrays_computes_again_for_other_arrays_even_at_a_reused_address() -> None:
+    calls: list[int] = []
+
+    def quality(jet_id: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return (jet_id >= 4) & (np.abs(eta) < 2.5)
+
+    jet_id, eta = np.array([6, 2, 6]), np.array([0.1, 0.2, 3.0])
+    first = of_same_arrays("q", (jet_id, eta), quality)
+    assert of_same_arrays("q", (jet_id, eta), quality) is first and len(calls) == 1
+    np.testing.assert_array_equal(first, [True, False, False])
+    other = eta.copy()
+    other[0] = 2.6
+    np.testing.assert_array_equal(of_same_arrays("q", (jet_id, other), quality), [False, False, False])
+    assert len(calls) == 2
+    for _ in range(20):  # freed arrays: a new one at the same address is not mistaken for them
+        jet_id, eta = np.array([6, 6, 6]), np.array([0.1, 0.2, 0.3])
+        np.testing.assert_array_equal(of_same_arrays("q", (jet_id, eta), quality), [True, True, True])

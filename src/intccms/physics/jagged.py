@@ -416,6 +416,25 @@ def _flat_record(value: Any) -> tuple[ak.contents.RecordArray, dict[str, np.ndar
     return None if fields is None else (layout, fields, rows)
 
 
+_ARRAY_MEMO: dict[tuple[Any, tuple[int, ...]], tuple[tuple[weakref.ref[np.ndarray], ...], np.ndarray]] = {}
+_ARRAY_MEMO_SIZE = 8
+
+
+def of_same_arrays(key: Any, arrays: tuple[np.ndarray, ...], compute: Callable[..., np.ndarray]) -> np.ndarray:
+    """``compute(*arrays)``, computed again only when other arrays come (by identity): a JES
+    fill's jets share every field but the varied ones with the chunk's, so what depends on
+    those alone (a jet's ID and |eta| cuts) is computed once per chunk. Do not modify the result.
+    """
+    ids = tuple(id(a) for a in arrays)
+    known = _ARRAY_MEMO.get((key, ids))
+    if known is None or any(ref() is not a for ref, a in zip(known[0], arrays, strict=True)):
+        while len(_ARRAY_MEMO) >= _ARRAY_MEMO_SIZE:
+            _ARRAY_MEMO.pop(next(iter(_ARRAY_MEMO)))
+        known = (tuple(weakref.ref(a) for a in arrays), compute(*arrays))
+        _ARRAY_MEMO[(key, ids)] = known
+    return known[1]
+
+
 _FUNCTION_MEMO: dict[tuple[int, Callable[[np.ndarray], np.ndarray]], tuple[weakref.ref[np.ndarray], np.ndarray]] = {}
 _FUNCTION_MEMO_SIZE = 16
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
-from intccms.physics.jagged import flat_view, select_objects
+from intccms.physics.jagged import flat_view, of_same_arrays, select_objects
 
 
 def select_muons(
@@ -45,8 +45,9 @@ def select_jets(
     flat = flat_view(jets)
     if flat is not None:
         f = flat.fields
-        flags = (f["jetId"] >= min_jet_id) & (np.abs(f["eta"]) < eta_max) & (f["pt"] > pt_min)
-        return select_objects(flat, flags, sort_by="pt")
+        quality = of_same_arrays(("jet quality", min_jet_id, eta_max), (np.asarray(f["jetId"]), np.asarray(f["eta"])),
+                                 lambda jet_id, eta: (jet_id >= min_jet_id) & (np.abs(eta) < eta_max))
+        return select_objects(flat, quality & (f["pt"] > pt_min), sort_by="pt")
     keep = (jets.jetId >= min_jet_id) & (np.abs(jets.eta) < eta_max) & (jets.pt > pt_min)
     selected = jets[keep]
     return selected[ak.argsort(selected.pt, axis=1, ascending=False)]
