@@ -417,13 +417,14 @@ def _flat_record(value: Any) -> tuple[ak.contents.RecordArray, dict[str, np.ndar
 
 
 _ARRAY_MEMO: dict[tuple[Any, tuple[int, ...]], tuple[tuple[weakref.ref[np.ndarray], ...], np.ndarray]] = {}
-_ARRAY_MEMO_SIZE = 8
+_ARRAY_MEMO_SIZE = 16
 
 
 def of_same_arrays(key: Any, arrays: tuple[np.ndarray, ...], compute: Callable[..., np.ndarray]) -> np.ndarray:
     """``compute(*arrays)``, computed again only when other arrays come (by identity): a JES
     fill's jets share every field but the varied ones with the chunk's, so what depends on
-    those alone (a jet's ID and |eta| cuts) is computed once per chunk. Do not modify the result.
+    those alone (a jet's ID and |eta| cuts, the functions of :func:`field_function`) is
+    computed once per chunk. Do not modify the result.
     """
     ids = tuple(id(a) for a in arrays)
     known = _ARRAY_MEMO.get((key, ids))
@@ -433,10 +434,6 @@ def of_same_arrays(key: Any, arrays: tuple[np.ndarray, ...], compute: Callable[.
         known = (tuple(weakref.ref(a) for a in arrays), compute(*arrays))
         _ARRAY_MEMO[(key, ids)] = known
     return known[1]
-
-
-_FUNCTION_MEMO: dict[tuple[int, Callable[[np.ndarray], np.ndarray]], tuple[weakref.ref[np.ndarray], np.ndarray]] = {}
-_FUNCTION_MEMO_SIZE = 16
 
 
 def field_function(func: Callable[[np.ndarray], np.ndarray], fields: Mapping[str, np.ndarray], name: str) -> np.ndarray:
@@ -449,15 +446,8 @@ def field_function(func: Callable[[np.ndarray], np.ndarray], fields: Mapping[str
     """
     if not isinstance(fields, TakenFields):
         return func(np.asarray(fields[name], dtype=np.float64))
-    source = fields.source[name]
-    key = (id(source), func)
-    known = _FUNCTION_MEMO.get(key)
-    if known is None or known[0]() is not source:
-        while len(_FUNCTION_MEMO) >= _FUNCTION_MEMO_SIZE:
-            _FUNCTION_MEMO.pop(next(iter(_FUNCTION_MEMO)))
-        known = (weakref.ref(source), func(np.asarray(source, dtype=np.float64)))
-        _FUNCTION_MEMO[key] = known
-    return known[1].take(fields.rows)
+    whole = of_same_arrays(func, (fields.source[name],), lambda source: func(np.asarray(source, dtype=np.float64)))
+    return whole.take(fields.rows)
 
 
 def leading_objects(objects: Any, what: str) -> Mapping[str, np.ndarray] | None:
