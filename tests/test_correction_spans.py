@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.corrections import like_a_new_process
 
 from intccms.physics.corrections import CorrectionFileError, loading
 
@@ -33,12 +34,6 @@ def _write(tmp_path: Path, document: dict[str, Any] | str, name: str = "c.json.g
     return str(path)
 
 
-def _clear() -> None:
-    for cached in (loading._file_text, loading._load_json, loading._corrections_by_name, loading._named_objects,
-                   loading._decoded_alone):
-        cached.cache_clear()
-
-
 def _whole(path: str, key: str) -> dict[str, Any] | None:
     return {str(c["name"]): c for c in loading._load_json(path)["corrections"]}.get(key)
 
@@ -51,7 +46,7 @@ def test_spans_give_the_whole_decodes_corrections_and_decoys_are_passed_over(tmp
         _correction("late_name", 1.5, first="data"),
     ]}
     path = _write(tmp_path, document)
-    _clear()
+    like_a_new_process()
     assert loading._decoded_alone(path, "pt") == _whole(path, "pt")
     assert loading.correction_json(path, "mu_sf") == _whole(path, "mu_sf")
     assert loading.correction_json(path, "mu_sf")["data"]["content"][0] == 0.9  # type: ignore[index]
@@ -67,7 +62,7 @@ def test_spans_give_the_whole_decodes_corrections_and_decoys_are_passed_over(tmp
 def test_a_broken_span_is_an_error_naming_the_file(tmp_path: Path) -> None:
     text = json.dumps({"schema_version": 2, "corrections": [_correction("mu_sf", 0.7)]})
     path = _write(tmp_path, text[: len(text) // 2])
-    _clear()
+    like_a_new_process()
     with pytest.raises(CorrectionFileError, match=r"c\.json\.gz is unreadable.*mu_sf.*2017"):
         loading.get_correction_checks(path, "mu_sf", era="2017")
 
@@ -75,14 +70,14 @@ def test_a_broken_span_is_an_error_naming_the_file(tmp_path: Path) -> None:
 def test_the_schema_version_is_read_where_it_is_written(tmp_path: Path) -> None:
     first = _write(tmp_path, {"schema_version": 2, "corrections": [_correction("a", 1.0)]}, "first.json.gz")
     last = _write(tmp_path, {"corrections": [_correction("a", 1.0)], "schema_version": 2}, "last.json.gz")
-    _clear()
+    like_a_new_process()
     assert loading._schema_version(first) == loading._schema_version(last) == 2
 
 
 @pytest.mark.skipif(not (JSONPOG / "POG").is_dir(), reason=f"real correction files absent under {JSONPOG}")
 @pytest.mark.parametrize("pog", ["JME", "BTV", "MUO", "LUM"])
 def test_every_real_correction_is_found_alone_and_equal(pog: str) -> None:
-    _clear()
+    like_a_new_process()
     for path in sorted(str(p) for p in (JSONPOG / "POG" / pog).glob("*/*.json.gz")):
         names = [str(c["name"]) for c in loading._load_json(path)["corrections"]]
         for name in names:

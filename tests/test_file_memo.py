@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fixtures.corrections import demo_spec
+from fixtures.corrections import demo_spec, like_a_new_process
 
 from intccms import datagen
-from intccms.physics.corrections import EraCorrections, file_memo, jes_table, loading, spec
+from intccms.physics.corrections import EraCorrections, file_memo, jes_table, loading
 from intccms.physics.corrections.spec import CorrectionsSpec
 
 SHARED = Path(os.environ.get("INTCCMS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -27,22 +27,13 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty cache folder of this test's own, and a process that has derived nothing yet."""
     folder = tmp_path / "cache"
     monkeypatch.setenv(file_memo.CACHE_ENV, str(folder))
-    _new_process()
+    like_a_new_process()
     yield folder / "corrections"
-    _new_process()
-
-
-def _new_process() -> None:
-    """What a fresh worker process starts with: nothing derived, nothing parsed, nothing built."""
-    file_memo.forget()
-    for cached in (loading._file_text, loading._load_json, loading._corrections_by_name, loading._named_objects,
-                   loading._decoded_alone, loading._load_set, loading._load_correction, loading.systematic_slice,
-                   spec._build_corrections):
-        cached.cache_clear()
+    like_a_new_process()
 
 
 def _warm(corrections_spec: CorrectionsSpec) -> EraCorrections:
-    _new_process()
+    like_a_new_process()
     return corrections_spec.warm()
 
 
