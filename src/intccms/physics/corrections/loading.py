@@ -198,25 +198,26 @@ def get_correction_checks(path: str, key: str, *, era: str) -> None:
     try:
         if _holds(path, key):
             return
-        data = _load_json(path)
+        keys = _keys(path)
     except CorrectionFileError as err:
         # The file loaders are cached per path; the key and the era are added here.
         msg = f"{err}; it should hold correction key '{key}' for era {era}"
         raise CorrectionFileError(msg) from None
-    keys = [*_corrections_by_name(path), *(str(c.get("name")) for c in data.get("compound_corrections") or [])]
-    if key not in keys:
-        close = [k for k in keys if k.split("_")[0] == key.split("_")[0]][:5]
-        msg = f"correction key '{key}' not found in {path} (era {era}); similar keys: {close}"
-        raise CorrectionFileError(msg)
+    close = [k for k in keys if k.split("_")[0] == key.split("_")[0]][:5]
+    msg = f"correction key '{key}' not found in {path} (era {era}); similar keys: {close}"
+    raise CorrectionFileError(msg)
+
+
+def _keys(path: str) -> list[str]:
+    """Every correction and compound correction the file holds (from the whole file's decode)."""
+    compound = _load_json(path).get("compound_corrections") or []
+    return [*_corrections_by_name(path), *(str(c.get("name")) for c in compound)]
 
 
 @per_file
 def _holds(path: str, key: str) -> bool:
     """Whether the file holds ``key`` (a correction or a compound correction)."""
-    if _decoded_alone(path, key) is not None:
-        return True
-    compound = _load_json(path).get("compound_corrections") or []
-    return key in _corrections_by_name(path) or any(str(c.get("name")) == key for c in compound)
+    return _decoded_alone(path, key) is not None or key in _keys(path)
 
 
 @lru_cache(maxsize=2048)
@@ -239,7 +240,7 @@ def systematic_slice(path: str, key: str, selector: str) -> tuple[str, correctio
         return None
 
 
-def sliced_json(path: str, key: str, selector: str) -> tuple[str, dict[str, Any]] | None:
+def _sliced_json(path: str, key: str, selector: str) -> tuple[str, dict[str, Any]] | None:
     """The dropped input's name and the JSON of :func:`systematic_slice`'s correction."""
     corr = correction_json(path, key)
     node = corr.get("data") if corr else None
@@ -259,7 +260,7 @@ def sliced_json(path: str, key: str, selector: str) -> tuple[str, dict[str, Any]
 
 @per_file
 def _slice_text(path: str, key: str, selector: str) -> tuple[str, str] | None:
-    found = sliced_json(path, key, selector)
+    found = _sliced_json(path, key, selector)
     return None if found is None else (found[0], correction_text(found[1], _schema_version(path)))
 
 
