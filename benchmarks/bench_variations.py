@@ -22,6 +22,10 @@ For each input the shares of events passing the skim, the cuts without jets ("ca
 the events that reach the jet-dependent cuts), the baseline and each channel are measured by
 the analysis's own cutflow in run (a), not taken from the input's writer.
 
+Tiers (``--tier``): ``compiled`` (default) loads the compiled kernels first, as a worker does once
+it has analysed ``workflow.compiled_kernels_after`` events (the steady state of a long job);
+``numpy`` measures a worker before that (every short job's).
+
 Correction files: ``--jsonpog PATH`` (a jsonpog-integration root with the real UL files), else
 ``$INTCCMS_JSONPOG``, else ``$INTCCMS_SHARED_DATA/jsonpog-integration`` if it exists, else
 generated files (``--jsonpog generated`` forces them).
@@ -32,7 +36,7 @@ With ``--profile``, a cProfile of one chunk with all variations per input (top 2
 and by own time).
 
 Usage: python benchmarks/bench_variations.py [--input hard|generated|both] [--events 200000]
-       [--chunksize 100000] [--jsonpog PATH|generated] [--era 2017] [--with-mva] [--profile]
+       [--chunksize 100000] [--jsonpog PATH|generated] [--era 2017] [--with-mva] [--profile] [--tier compiled|numpy]
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ import hard_input
 
 from intccms import datagen
 from intccms.config import compose_config
+from intccms.physics import compiled
 from intccms.physics.pipeline import ChunkAnalysis, ChunkContext
 from intccms.plan.analysis import build_plan, corrections_specs, era_constants
 from intccms.plan.workitems import WorkItem, chunk_file
@@ -70,6 +75,7 @@ from intccms.storage import open_source
 ERAS = ["2016preVFP", "2017", "2018"]
 GENERATED_ERA = "2018"
 INPUTS = ("hard", "generated")
+TIERS = ("compiled", "numpy")
 
 
 def _peak_rss_mb() -> float:
@@ -148,8 +154,11 @@ class BenchInput:
 class Setup:
     """The analysis configuration on one set of correction files, per era and variation set."""
 
-    def __init__(self, jsonpog: Path) -> None:
+    def __init__(self, jsonpog: Path, tier: str = "compiled") -> None:
         self.jsonpog = jsonpog
+        self.tier = tier
+        if tier == "compiled":  # as a worker past workflow.compiled_kernels_after
+            compiled.load()
         self.cfg = self._config([])
         self.specs = corrections_specs(self.cfg, ERAS)
         self.constants = era_constants(self.cfg, ERAS)
@@ -157,7 +166,8 @@ class Setup:
     def _config(self, variations: list[str]) -> Any:
         var_list = "[" + ",".join(variations) + "]"
         return compose_config("demo", [f"paths.jsonpog={self.jsonpog}", "paths.generate_corrections=false",
-                                       f"workflow.variations={var_list}"])
+                                       f"workflow.variations={var_list}",
+                                       f"workflow.compiled_kernels_after={0 if self.tier == 'compiled' else 'null'}"])
 
     def analysis(self, era: str, variations: list[str]) -> ChunkAnalysis:
         plan = build_plan(self._config(variations), self.specs)
@@ -319,11 +329,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-mva", action="store_true", help="add case (c): the classifier score too")
     parser.add_argument("--train-events", type=int, default=10_000, help="with --with-mva: events per class sample")
     parser.add_argument("--profile", action="store_true", help="cProfile one chunk with all variations per input")
+    parser.add_argument("--tier", choices=TIERS, default="compiled",
+                        help="compiled: the kernels loaded, as a worker past workflow.compiled_kernels_after "
+                             "(the steady state of a long job); numpy: as a worker before it")
     args = parser.parse_args(argv)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="intccms-bench-"))
     jsonpog, corrections = correction_files(args.jsonpog, work)
-    setup = Setup(jsonpog)
+    setup = Setup(jsonpog, args.tier)
+    print(f"tier: {args.tier}")
     names = list(INPUTS) if args.input == "both" else [args.input]
     results = []
     trained = None

@@ -45,6 +45,10 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.workflow.chunksize <= 0:
         msg = f"workflow.chunksize must be positive, got {cfg.workflow.chunksize}"
         raise ConfigError(msg)
+    after = cfg.workflow.compiled_kernels_after
+    if after is not None and after < 0:
+        msg = f"workflow.compiled_kernels_after must be 0 or more events (null: never), got {after}"
+        raise ConfigError(msg)
 
 
 def check_processor(cfg: DictConfig) -> LoadedProcessor:

@@ -22,6 +22,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from intccms.physics import compiled
 from intccms.physics.corrections.era import EraCorrections, linked_source
 from intccms.physics.corrections.weights import WeightCorrection
 from intccms.physics.events import (
@@ -68,6 +69,9 @@ class AnalysisPlan:
     channels: Mapping[str, Channel]
     observables: Mapping[str, Observable]
     variations: tuple[str, ...]
+    # Events a worker process analyses before it loads the compiled kernels (None: never;
+    # ``workflow.compiled_kernels_after``).
+    compiled_kernels_after: int | None = None
 
     def variation_index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.variations)}
@@ -228,8 +232,10 @@ class ChunkAnalysis:
     def run(self, columns: Mapping[str, ak.Array]) -> ChunkResult:
         """Analyse one chunk of columns (flat NanoAOD branch names)."""
         plan, ctx = self.plan, self.ctx
+        compiled.before_chunk(plan.compiled_kernels_after)
         events = build_events(columns, self.collections, plan.event_columns)
         n_read = num_events(events)
+        compiled.after_chunk(n_read)
         cutflow: dict[str, float] = {"read": float(n_read)}
         ns: dict[str, Any] = dict(events)
         ns.update({f"@{k}": v for k, v in ctx.constants.items()})

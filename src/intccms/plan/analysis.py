@@ -114,4 +114,5 @@ def build_plan(cfg: DictConfig, specs: Mapping[str, CorrectionsSpec]) -> Analysi
         channels=channels,
         observables=observables,
         variations=variation_names(cfg, specs),
+        compiled_kernels_after=cfg.workflow.compiled_kernels_after,
     )

@@ -31,6 +31,7 @@ from typing import Any
 import correctionlib._core
 import numpy as np
 
+from intccms.physics import compiled
 from intccms.physics.corrections.file_memo import per_file
 from intccms.physics.corrections.loading import correction_json, parse_variants, systematic_slice
 
@@ -127,8 +128,15 @@ class StagedCorrection:
     def evaluate(cells: Cells, prepared: Prepared, rows: np.ndarray, late: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Values of the objects ``rows`` (indices into the prepared ones) with late input
-        ``late``, and the mask of those correctionlib must evaluate."""
+        ``late``, and the mask of those correctionlib must evaluate. In one compiled pass where
+        this process has loaded the kernels (:mod:`intccms.physics.compiled`), else in numpy."""
         layout = cells.layout
+        kernels = compiled.kernels()
+        if kernels is not None and _fits_kernel(cells, prepared, rows, late):
+            values: tuple[np.ndarray, np.ndarray] = kernels.staged_cubic(
+                prepared.position, layout.guards, layout.below, layout.above, prepared.cells, prepared.objects,
+                prepared.x, *cells.params, rows, late)
+            return values
         index = prepared.position.take(rows).astype(np.intp)
         # Between the same two guards as the reference value: the same position (searchsorted's,
         # ``guards[p - 1] < value <= guards[p]``); the others (and NaN) are searched.
@@ -162,6 +170,14 @@ class StagedCorrection:
         out += term
         out += p4.take(leaf)
         return out, exact
+
+
+def _fits_kernel(cells: Cells, prepared: Prepared, rows: np.ndarray, late: np.ndarray) -> bool:
+    """Whether the arrays have the types the compiled kernel was built for."""
+    floats = (cells.layout.guards, cells.layout.below, cells.layout.above, prepared.x, *cells.params, late)
+    return (prepared.position.dtype == np.int8 and rows.dtype == np.int64 and rows.ndim == 1
+            and prepared.cells.dtype in (np.uint8, np.uint16, np.int64)
+            and all(a.dtype == np.float64 and a.ndim == 1 for a in floats))
 
 
 class _Walker:

@@ -1,0 +1,68 @@
+"""Compiled loops for the hottest per-fill steps (numba), imported only by :mod:`compiled`.
+
+Importing this module compiles the kernels for their listed signatures, or loads them from
+numba's cache (``__pycache__`` beside this file, or ``$NUMBA_CACHE_DIR``). Each kernel does the
+same IEEE operations in the same order as the numpy code it stands in for, so the two give the
+same numbers bit for bit (no fast-math: nothing is reassociated or fused).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_CELL_TYPES = ("uint8", "uint16", "int64")
+"""The per-object cell types of :class:`~intccms.physics.corrections.staged_table.Prepared`."""
+
+_STAGED_SIGNATURES = [
+    f"Tuple((float64[::1], boolean[::1]))(int8[:], float64[:], float64[:], float64[:], {cell}[:], int64, "
+    "float64[:], float64[:], float64[:], float64[:], float64[:], float64[:], int64[:], float64[:])"
+    for cell in _CELL_TYPES
+]
+
+
+@numba.njit(_STAGED_SIGNATURES, cache=True, nogil=True)
+def staged_cubic(position: np.ndarray, guards: np.ndarray, below: np.ndarray, above: np.ndarray,
+                 cells: np.ndarray, objects: int, x: np.ndarray, p0: np.ndarray, p1: np.ndarray,
+                 p2: np.ndarray, p3: np.ndarray, p4: np.ndarray, rows: np.ndarray, late: np.ndarray,
+                 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled; tested through its caller
+    """:meth:`StagedCorrection.evaluate` in one pass over the rows: the late input's position
+    among the guards (the prepared one where the value stayed between the same two guards,
+    else a binary search, ``searchsorted``'s left side; NaN after every guard), the object's
+    leaf there (``0``: correctionlib decides, as for NaN) and the cubic in correctionlib's order."""
+    n = len(rows)
+    out = np.empty(n, np.float64)
+    exact = np.zeros(n, np.bool_)
+    count = len(guards)
+    for i in range(n):
+        row = rows[i]
+        value = late[i]
+        p = int(position[row])
+        if not (value > below[p] and value <= above[p]):
+            if value != value:
+                p = count
+            else:
+                lo = 0
+                hi = count
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if guards[mid] < value:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                p = lo
+        leaf = int(cells[p * objects + row]) - 1
+        if leaf < 0 or value != value:
+            exact[i] = True
+            leaf = 0
+        t = x[row] + p0[leaf]
+        result = p1[leaf] * t
+        result = result * t
+        result = result * t
+        term = p2[leaf] * t
+        term = term * t
+        result = result + term
+        term = p3[leaf] * t
+        result = result + term
+        out[i] = result + p4[leaf]
+    return out, exact
