@@ -30,6 +30,7 @@ pytest_plugins = [
     "fixtures.prometheus",
     "fixtures.k8s",
     "fixtures.facility",
+    "fixtures.tiers",
 ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 SHARED = Path(os.environ.get("INTCCMS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 JSONPOG = SHARED / "jsonpog-integration"
-
-
-@pytest.fixture
-def fresh_tier(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A process that has analysed nothing and loaded nothing (restored afterwards)."""
-    monkeypatch.setattr(compiled, "_kernels", None)
-    monkeypatch.setattr(compiled, "_unavailable", False)
-    monkeypatch.setattr(compiled, "_events", 0)
 
 
 def _table(rng: np.random.Generator, cell_type: type[np.integer], objects: int) -> tuple[Cells, Prepared]:
@@ -73,20 +66,14 @@ def test_staged_kernel_gives_the_numpy_tiers_bits(fresh_tier: None, cell_type: t
     assert 0 < want_exact.mean() < 0.5  # both kinds of row are covered
 
 
-def test_kernel_is_left_out_for_other_types(fresh_tier: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kernel_is_left_out_for_other_types(fresh_tier: None, kernel_calls: Counter[str]) -> None:
     rng = np.random.default_rng(3)
     cells, prepared = _table(rng, np.uint8, 100)
-    kernels = compiled.load()
-    assert kernels is not None
-    calls: list[int] = []
-    original = kernels.staged_cubic
-    monkeypatch.setattr(kernels, "staged_cubic", lambda *a: calls.append(1) or original(*a))
     late = rng.uniform(10.0, 320.0, 10)
-    StagedCorrection.evaluate(cells, prepared, np.arange(10, dtype=np.int64), late)
-    assert calls == [1]
     want = StagedCorrection.evaluate(cells, prepared, np.arange(10, dtype=np.int64), late)
+    assert kernel_calls["staged_cubic"] == 1
     got = StagedCorrection.evaluate(cells, prepared, np.arange(10, dtype=np.int32), late)  # numpy path
-    assert calls == [1, 1]
+    assert kernel_calls["staged_cubic"] == 1
     assert got[0].tobytes() == want[0].tobytes()
 
 
@@ -126,7 +113,7 @@ def test_the_workflow_option_reaches_the_plan() -> None:
 @pytest.mark.realdata
 @pytest.mark.skipif(not (JSONPOG / "POG").is_dir(), reason=f"real correction files absent under {JSONPOG}")
 def test_a_chunk_with_every_variation_fills_the_same_histograms_in_both_tiers(
-        fresh_tier: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        fresh_tier: None, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """The hard benchmark input (every event skimmed, jets at every threshold) with the real UL
     files: every bin of every variation is the same, and the kernel did the b-tag lookups."""
     import bench_variations
@@ -141,13 +128,10 @@ def test_a_chunk_with_every_variation_fills_the_same_histograms_in_both_tiers(
         columns = source.read(analysis.branches(), 0, 20_000)
     numpy_result = analysis.run(columns)
     assert compiled.kernels() is None  # the plan says never
-    kernels = compiled.load()
-    assert kernels is not None
-    calls: list[int] = []
-    original = kernels.staged_cubic
-    monkeypatch.setattr(kernels, "staged_cubic", lambda *a: calls.append(1) or original(*a))
+    calls = request.getfixturevalue("kernel_calls")
     compiled_result = analysis.run(columns)
-    assert len(calls) > 50  # the nominal fill's and every JES fill's b-tag weights
+    assert calls["staged_cubic"] > 50  # the nominal fill's and every JES fill's b-tag weights
+    assert calls["jes_formula"] == 27  # every JES source once, for its up and down fills
     assert compiled_result.cutflow == numpy_result.cutflow
     assert sorted(compiled_result.hists) == sorted(numpy_result.hists)
     for key, hist in numpy_result.hists.items():

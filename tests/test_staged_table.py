@@ -6,6 +6,7 @@ import copy
 import gzip
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -84,10 +85,11 @@ def _assert_identical(path: str) -> None:
 @pytest.mark.realdata
 @pytest.mark.skipif(not (JSONPOG / "POG").is_dir(), reason=f"real correction files absent under {JSONPOG}")
 @pytest.mark.parametrize("era", ["2016preVFP", "2017", "2018"])
-def test_real_ul_btag_shape_is_identical_to_correctionlib(era: str) -> None:
+def test_real_ul_btag_shape_is_identical_to_correctionlib(era: str, tier: Counter[str] | None) -> None:
     """Every flavour, on and beside every edge, beyond the table; parameters as correctionlib
-    parses them."""
+    parses them; in both tiers."""
     _assert_identical(str(JSONPOG / "POG" / "BTV" / f"{era}_UL" / "btagging.json.gz"))
+    assert tier is None or tier["staged_cubic"] == 2 * len(SELECTORS)
 
 
 def test_generated_btag_shape_is_identical_to_correctionlib(tmp_path: Path) -> None:
@@ -137,7 +139,7 @@ def _real_or_generated(tmp_path: Path) -> str:
 @pytest.mark.realdata
 @pytest.mark.skipif(not (JSONPOG / "POG").is_dir(), reason=f"real correction files absent under {JSONPOG}")
 @pytest.mark.parametrize("era", ["2016preVFP", "2017", "2018"])
-def test_merged_cells_give_each_flavour_its_selectors_numbers(era: str) -> None:
+def test_merged_cells_give_each_flavour_its_selectors_numbers(era: str, tier: Counter[str] | None) -> None:
     """A source for some flavours and the nominal for the others in one pass: each jet gets the
     value correctionlib gives for its own selector, and a JES-linked source shares the nominal's
     layout (so a chunk prepares its jets once for both)."""
@@ -166,6 +168,7 @@ def test_merged_cells_give_each_flavour_its_selectors_numbers(era: str) -> None:
         want[~member] = ev({k: v[~member] for k, v in fields.items()}, "central")
         assert exact.mean() < 0.2
         assert out[~exact].tobytes() == want[~exact].tobytes(), f"{era} {selector}"
+    assert tier is None or tier["staged_cubic"] == len(SELECTORS) - 1
 
 
 def test_merged_cells_need_the_category_at_the_root(tmp_path: Path) -> None:

@@ -66,3 +66,26 @@ def staged_cubic(position: np.ndarray, guards: np.ndarray, below: np.ndarray, ab
         result = result + term
         out[i] = result + p4[leaf]
     return out, exact
+
+
+_JES_SIGNATURE = "float64[::1](int64[:], float64[:], float64[:], float64[:], float64[:], float64[:])"
+
+
+@numba.njit([_JES_SIGNATURE], cache=True, nogil=True)
+def jes_formula(cell: np.ndarray, x: np.ndarray, p0: np.ndarray, p1: np.ndarray, p2: np.ndarray,
+                p3: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled; tested through its caller
+    """A JES source's ``[0]*max(min(x,[3]),[2])+[1]`` for every jet in one pass (the numpy tier:
+    four gathers and four passes), ``minimum`` and ``maximum`` as numpy's (NaN propagates)."""
+    n = len(cell)
+    out = np.empty(n, np.float64)
+    for i in range(n):
+        c = cell[i]
+        value = x[i]
+        upper = p3[c]
+        if not (value <= upper or value != value):
+            value = upper
+        lower = p2[c]
+        if not (value >= lower or value != value):
+            value = lower
+        out[i] = value * p0[c] + p1[c]
+    return out

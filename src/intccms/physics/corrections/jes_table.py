@@ -24,6 +24,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
+from intccms.physics import compiled
 from intccms.physics.corrections.file_memo import per_file
 from intccms.physics.corrections.loading import (
     correction_json,
@@ -98,8 +99,11 @@ class JesLookup:
 
         def evaluate(_fields: Mapping[str, np.ndarray], _selector: str | None) -> np.ndarray:
             p = self.table.columns[index]  # one contiguous gather per parameter
+            kernels = compiled.kernels()
             if self.table.constant[index]:
                 out = p[1].take(self.cell)
+            elif kernels is not None and self.cell.dtype == np.int64 and self.x.dtype == np.float64:
+                out = kernels.jes_formula(self.cell, self.x, p[0], p[1], p[2], p[3])
             else:  # p0 * max(min(x, p3), p2) + p1, in correctionlib's order
                 out = np.minimum(self.x, p[3].take(self.cell))
                 np.maximum(out, p[2].take(self.cell), out=out)
