@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_variations as bv
 
 from intccms import datagen
-from intccms.physics import compiled
 from intccms.config import compose_config
+from intccms.physics import compiled
 from intccms.physics.corrections.inputs import FlatEvaluator, InputSpec
 from intccms.physics.corrections.jec import JetEnergyCorrection
 from intccms.physics.corrections.jes_table import compile_sources
