@@ -327,8 +327,7 @@ class ChunkAnalysis:
             if wc.name not in on_chosen:
                 self._nominal_factors(wc, nominal_ns, None, factors, shifted)
 
-        def nominal_weights(chosen: np.ndarray) -> WeightColumns:
-            sub_ns = _TakenEvents(nominal_ns, chosen)
+        def nominal_weights(chosen: np.ndarray, sub_ns: Mapping[str, Any]) -> WeightColumns:
             for wc in corr.weights:
                 if wc.name in on_chosen:
                     self._nominal_factors(wc, sub_ns, chosen, factors, shifted)
@@ -350,10 +349,10 @@ class ChunkAnalysis:
                     var_ns = self._varying_objects(var_ns)
                     row = np.asarray([self.var_index[name]])
 
-                    def varied_weights(chosen: np.ndarray, var_ns: dict[str, Any] = var_ns,
-                                variation: str = variation, direction: str = direction,
-                                row: np.ndarray = row) -> WeightColumns:
-                        factor = self._varied_factor(var_ns, chosen, factors, fixed, variation, direction)
+                    def varied_weights(chosen: np.ndarray, sub_ns: Mapping[str, Any],
+                                       variation: str = variation, direction: str = direction,
+                                       row: np.ndarray = row) -> WeightColumns:
+                        factor = self._varied_factor(sub_ns, chosen, factors, fixed, variation, direction)
                         return WeightColumns(base, [factor], row)
 
                     self._fill_once(var_ns, channel_fixed, n, hists, varied_weights, None)
@@ -408,11 +407,12 @@ class ChunkAnalysis:
             count += 1
         return prefix, count
 
-    def _varied_factor(self, var_ns: Mapping[str, Any], chosen: np.ndarray,
+    def _varied_factor(self, sub_ns: Mapping[str, Any], chosen: np.ndarray,
                        factors: Mapping[str, np.ndarray], fixed: tuple[np.ndarray, int],
                        variation: str, direction: str) -> np.ndarray:
         """The event weight of an object variation, evaluated only on the ``chosen`` events (those
-        some channel selects in this variation; the others are never filled).
+        some channel selects in this variation; the others are never filled), whose members
+        ``sub_ns`` holds.
 
         Factors multiply in configuration order, as for every event of the nominal fill, so a
         chosen event's weight does not depend on which other events were chosen; ``fixed`` is the
@@ -420,7 +420,6 @@ class ChunkAnalysis:
         """
         corr = self.corrections
         assert corr is not None
-        sub_ns = _TakenEvents(var_ns, chosen)
         prefix, skipped = fixed
         picked = np.flatnonzero(chosen)
         factor = prefix.take(picked)
@@ -444,11 +443,12 @@ class ChunkAnalysis:
         channel_fixed: Mapping[str, np.ndarray],
         n: int,
         hists: dict[tuple[str, str], np.ndarray],
-        weights: WeightColumns | Callable[[np.ndarray], WeightColumns],
+        weights: WeightColumns | Callable[[np.ndarray, Mapping[str, Any]], WeightColumns],
         cutflow: dict[str, float] | None,
     ) -> np.ndarray:
         """Select every channel, then fill its observables with ``weights`` (or with the weights
-        built for the selected events, when given as a function of the selection)."""
+        built for the selected events, when given as a function of the selection and of their
+        members)."""
         plan = self.plan
         base_mask = np.ones(n, dtype=bool)
         for functor in plan.baseline.values():
@@ -471,8 +471,11 @@ class ChunkAnalysis:
             masks[ch_name] = mask
         if not np.any(any_selected):
             return any_selected
+        # The selected events of ``ns``, each member taken once for the weights and for every
+        # channel that selects exactly them (the only channel, in a one-channel analysis).
+        chosen_ns = _TakenEvents(ns, any_selected)
         if not isinstance(weights, WeightColumns):
-            weights = weights(any_selected)
+            weights = weights(any_selected, chosen_ns)
         for ch_name, channel in plan.channels.items():
             mask = masks[ch_name]
             if not np.any(mask):
@@ -481,7 +484,8 @@ class ChunkAnalysis:
             # The channel's events are taken once for all its observables, which then share
             # results (a classifier score whose features include an observable computes it once).
             wanted = dict.fromkeys(k for o in channel.observables for k in plan.observables[o].functor.inputs)
-            sub = {k: (ns[k] if k.startswith("@") else take_events(ns[k], mask)) for k in wanted}
+            source = chosen_ns if np.array_equal(mask, any_selected) else _TakenEvents(ns, mask)
+            sub = {k: source[k] for k in wanted}
             with shared_results():
                 for obs_name in channel.observables:
                     obs = plan.observables[obs_name]
