@@ -89,3 +89,29 @@ def jes_formula(cell: np.ndarray, x: np.ndarray, p0: np.ndarray, p1: np.ndarray,
             value = lower
         out[i] = value * p0[c] + p1[c]
     return out
+
+
+_TAKE_SIGNATURE = "Tuple((int64[::1], int64[::1]))(boolean[:], int64[:], int64[:], boolean)"
+
+
+@numba.njit([_TAKE_SIGNATURE], cache=True, nogil=True)
+def objects_of_events(mask: np.ndarray, offsets: np.ndarray, rows: np.ndarray, compose: bool,
+                      ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled; tested through its caller
+    """The objects of the events where ``mask`` holds, in order: their positions (``rows`` at
+    those positions with ``compose``) and the offsets of the picked events, in one pass over
+    the events (the numpy tier: a gather, a search and a composition over every object)."""
+    events = len(mask)
+    start = offsets[0]
+    picked = np.empty(offsets[events] - start, np.int64)
+    new_offsets = np.empty(events + 1, np.int64)
+    new_offsets[0] = 0
+    m = 0
+    k = 0
+    for e in range(events):
+        if mask[e]:
+            for i in range(offsets[e] - start, offsets[e + 1] - start):
+                picked[m] = rows[i] if compose else i
+                m += 1
+            k += 1
+            new_offsets[k] = m
+    return picked[:m], new_offsets[:k + 1]
