@@ -18,8 +18,6 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from intccms.physics import compiled
-
 
 class TakenFields(Mapping[str, np.ndarray]):
     """The fields of objects picked by position from a parent's fields, each taken when first read.
@@ -354,24 +352,12 @@ def per_event(func: Callable[[Any], np.ndarray], value: Any) -> np.ndarray:
     return result.take(np.flatnonzero(mask), axis=-1)
 
 
-_NO_ROWS = np.zeros(0, dtype=np.int64)
-
-
 def _take_events(value: Any, mask: np.ndarray) -> Any:
     flat = flat_view(value)
     if flat is not None:
         if flat.one_each():  # the objects are the events
             per_object = np.flatnonzero(mask)
             return from_flat(np.arange(len(per_object) + 1, dtype=np.int64), take_fields(flat.fields, per_object))
-        kernels = compiled.kernels()
-        if kernels is not None and mask.dtype == np.bool_ and mask.shape == (len(flat),) and flat.offsets.dtype == np.int64:
-            fields = flat.fields
-            parent = fields if isinstance(fields, TakenFields) and fields.rows.dtype == np.int64 else None
-            picked, offsets = kernels.objects_of_events(mask, flat.offsets, _NO_ROWS if parent is None else parent.rows,
-                                                        parent is not None)
-            if parent is not None:  # the positions composed with the parent's rows in the kernel
-                return from_flat(offsets, TakenFields(parent.source, picked, parent.record))
-            return from_flat(offsets, take_fields(fields, picked))
         per_object = np.flatnonzero(mask.take(flat.event_index()))  # a third of np.repeat's time
         counts = np.compress(mask, flat.counts)
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)

@@ -68,50 +68,23 @@ def staged_cubic(position: np.ndarray, guards: np.ndarray, below: np.ndarray, ab
     return out, exact
 
 
-_JES_SIGNATURE = "float64[::1](int64[:], float64[:], float64[:], float64[:], float64[:], float64[:])"
+_JES_SIGNATURE = "float64[::1](int64[:], float64[:], float64[:, ::1])"
 
 
 @numba.njit([_JES_SIGNATURE], cache=True, nogil=True)
-def jes_formula(cell: np.ndarray, x: np.ndarray, p0: np.ndarray, p1: np.ndarray, p2: np.ndarray,
-                p3: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled; tested through its caller
+def jes_formula(cell: np.ndarray, x: np.ndarray, params: np.ndarray,
+                ) -> np.ndarray:  # pragma: no cover - compiled; tested through its caller
     """A JES source's ``[0]*max(min(x,[3]),[2])+[1]`` for every jet in one pass (the numpy tier:
-    four gathers and four passes), ``minimum`` and ``maximum`` as numpy's (NaN propagates)."""
+    four gathers and four passes), from its ``params[cell, 4]``. For finite inputs and
+    parameters only: ``min``/``max`` here keep a NaN bound out, numpy's would propagate it."""
     n = len(cell)
     out = np.empty(n, np.float64)
     for i in range(n):
         c = cell[i]
         value = x[i]
-        upper = p3[c]
-        if not (value <= upper or value != value):
-            value = upper
-        lower = p2[c]
-        if not (value >= lower or value != value):
-            value = lower
-        out[i] = value * p0[c] + p1[c]
+        upper = params[c, 3]
+        value = upper if value > upper else value
+        lower = params[c, 2]
+        value = lower if value < lower else value
+        out[i] = value * params[c, 0] + params[c, 1]
     return out
-
-
-_TAKE_SIGNATURE = "Tuple((int64[::1], int64[::1]))(boolean[:], int64[:], int64[:], boolean)"
-
-
-@numba.njit([_TAKE_SIGNATURE], cache=True, nogil=True)
-def objects_of_events(mask: np.ndarray, offsets: np.ndarray, rows: np.ndarray, compose: bool,
-                      ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled; tested through its caller
-    """The objects of the events where ``mask`` holds, in order: their positions (``rows`` at
-    those positions with ``compose``) and the offsets of the picked events, in one pass over
-    the events (the numpy tier: a gather, a search and a composition over every object)."""
-    events = len(mask)
-    start = offsets[0]
-    picked = np.empty(offsets[events] - start, np.int64)
-    new_offsets = np.empty(events + 1, np.int64)
-    new_offsets[0] = 0
-    m = 0
-    k = 0
-    for e in range(events):
-        if mask[e]:
-            for i in range(offsets[e] - start, offsets[e + 1] - start):
-                picked[m] = rows[i] if compose else i
-                m += 1
-            k += 1
-            new_offsets[k] = m
-    return picked[:m], new_offsets[:k + 1]

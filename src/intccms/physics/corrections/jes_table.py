@@ -102,8 +102,9 @@ class JesLookup:
             kernels = compiled.kernels()
             if self.table.constant[index]:
                 out = p[1].take(self.cell)
-            elif kernels is not None and self.cell.dtype == np.int64 and self.x.dtype == np.float64:
-                out = kernels.jes_formula(self.cell, self.x, p[0], p[1], p[2], p[3])
+            elif (kernels is not None and self.cell.dtype == np.int64 and self.x.dtype == np.float64
+                  and np.isfinite(self.table.params[index]).all()):  # x is finite (lookup)
+                out = kernels.jes_formula(self.cell, self.x, self.table.params[index])
             else:  # p0 * max(min(x, p3), p2) + p1, in correctionlib's order
                 out = np.minimum(self.x, p[3].take(self.cell))
                 np.maximum(out, p[2].take(self.cell), out=out)
