@@ -18,6 +18,8 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from intccms.physics import compiled
+
 
 class TakenFields(Mapping[str, np.ndarray]):
     """The fields of objects picked by position from a parent's fields, each taken when first read.
@@ -215,6 +217,8 @@ def select_objects(objects: FlatCollection, keep: np.ndarray, sort_by: str | Non
     """Objects where ``keep`` (one flag per object) holds, optionally sorted by a field, descending
     (ties in their order in ``objects``)."""
     hinted = sort_by is not None and objects.order is not None and objects.order[0] == sort_by
+    if hinted and (fast := _select_compiled(objects, keep)) is not None:
+        return fast
     if hinted:
         assert objects.order is not None and sort_by is not None
         hint = objects.order[1]
@@ -240,6 +244,33 @@ def select_objects(objects: FlatCollection, keep: np.ndarray, sort_by: str | Non
     # Sorting moves objects only within their events: ``event`` stays each position's event
     # number, which every later cut and take of these objects reads.
     return from_flat(offsets, take_fields(objects.fields, index), event)
+
+
+def _select_compiled(objects: FlatCollection, keep: np.ndarray) -> ak.Array | None:
+    """The hinted selection through the compiled kernel where this process has it and the
+    arrays have its types (``None`` otherwise, and where a key is NaN: numpy decides those)."""
+    kernels = compiled.kernels()
+    if kernels is None or objects.order is None:
+        return None
+    name, hint = objects.order
+    fields = objects.fields
+    parent = fields if isinstance(fields, TakenFields) and name not in fields._taken else None
+    source = parent.source[name] if parent is not None else fields[name]
+    rows = parent.rows if parent is not None else _NO_ROWS
+    event_of = objects.event_index()
+    if not (keep.dtype == np.bool_ and keep.shape == (len(hint),) and hint.dtype == np.int64 and rows.dtype == np.int64
+            and event_of.dtype == np.int64 and source.dtype in (np.float64, np.float32) and source.ndim == 1):
+        return None
+    index, event, key, offsets, wrong, nan = kernels.select_in_order(hint, keep, event_of, source, rows,
+                                                                      parent is not None, len(objects))
+    if nan:
+        return None
+    if wrong and len(event) > 1:
+        index = _resorted_within_events(index, event, key)
+    return from_flat(offsets, take_fields(fields, index), event)
+
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 def _sorted_within_events(index: np.ndarray, event: np.ndarray, key: np.ndarray) -> np.ndarray:

@@ -88,3 +88,45 @@ def jes_formula(cell: np.ndarray, x: np.ndarray, params: np.ndarray,
         value = lower if value < lower else value
         out[i] = value * params[c, 0] + params[c, 1]
     return out
+
+
+_SELECT_SIGNATURES = [
+    f"Tuple((int64[::1], int64[::1], {key}[::1], int64[::1], boolean, boolean))"
+    f"(int64[:], boolean[:], int64[:], {key}[:], int64[:], boolean, int64)"
+    for key in ("float64", "float32")
+]
+
+
+@numba.njit(_SELECT_SIGNATURES, cache=True, nogil=True)
+def select_in_order(hint: np.ndarray, keep: np.ndarray, event_of: np.ndarray, key_source: np.ndarray,
+                    rows: np.ndarray, compose: bool, events: int,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool, bool]:  # pragma: no cover
+    """The kept objects in the likely order ``hint`` (positions, event numbers, sort keys, read
+    through ``rows`` with ``compose``), the offsets of their events, whether the keys break the
+    descending order anywhere (ties by position) and whether one is NaN: the numpy tier's
+    ``select_objects`` gathers, compressions, count and order check as four tight loops."""
+    n = len(hint)
+    index = np.empty(n, np.int64)
+    event = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):  # branch-free compaction: every object written, the kept ones advance
+        j = hint[i]
+        index[m] = j
+        event[m] = event_of[i]
+        m += int(keep[j])
+    key = np.empty(m, key_source.dtype)
+    offsets = np.zeros(events + 1, np.int64)
+    for q in range(m):
+        j = index[q]
+        key[q] = key_source[rows[j]] if compose else key_source[j]
+        offsets[event[q] + 1] += 1
+    wrong = False
+    for q in range(1, m):
+        out_of_order = (key[q] > key[q - 1]) | ((key[q] == key[q - 1]) & (index[q] < index[q - 1]))
+        wrong |= out_of_order & (event[q] == event[q - 1])
+    nan = False
+    for q in range(m):
+        nan |= key[q] != key[q]
+    for e in range(events):
+        offsets[e + 1] += offsets[e]
+    return index[:m], event[:m], key, offsets, wrong, nan
