@@ -247,8 +247,8 @@ def select_objects(objects: FlatCollection, keep: np.ndarray, sort_by: str | Non
 
 
 def _select_compiled(objects: FlatCollection, keep: np.ndarray) -> ak.Array | None:
-    """The hinted selection through the compiled kernel where this process has it and the
-    arrays have its types (``None`` otherwise, and where a key is NaN: numpy decides those)."""
+    """The hinted selection, sorted, through the compiled kernel where this process has it and
+    the arrays have its types (``None`` otherwise, and where a key is NaN: numpy decides those)."""
     kernels = compiled.kernels()
     if kernels is None or objects.order is None:
         return None
@@ -261,13 +261,9 @@ def _select_compiled(objects: FlatCollection, keep: np.ndarray) -> ak.Array | No
     if not (keep.dtype == np.bool_ and keep.shape == (len(hint),) and hint.dtype == np.int64 and rows.dtype == np.int64
             and event_of.dtype == np.int64 and source.dtype in (np.float64, np.float32) and source.ndim == 1):
         return None
-    index, event, key, offsets, wrong, nan = kernels.select_in_order(hint, keep, event_of, source, rows,
-                                                                      parent is not None, len(objects))
-    if nan:
-        return None
-    if wrong and len(event) > 1:
-        index = _resorted_within_events(index, event, key)
-    return from_flat(offsets, take_fields(fields, index), event)
+    index, event, offsets, nan = kernels.select_in_order(hint, keep, event_of, source, rows, parent is not None,
+                                                         len(objects))
+    return None if nan else from_flat(offsets, take_fields(fields, index), event)
 
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)

@@ -91,7 +91,7 @@ def jes_formula(cell: np.ndarray, x: np.ndarray, params: np.ndarray,
 
 
 _SELECT_SIGNATURES = [
-    f"Tuple((int64[::1], int64[::1], {key}[::1], int64[::1], boolean, boolean))"
+    f"Tuple((int64[::1], int64[::1], int64[::1], boolean))"
     f"(int64[:], boolean[:], int64[:], {key}[:], int64[:], boolean, int64)"
     for key in ("float64", "float32")
 ]
@@ -100,11 +100,14 @@ _SELECT_SIGNATURES = [
 @numba.njit(_SELECT_SIGNATURES, cache=True, nogil=True)
 def select_in_order(hint: np.ndarray, keep: np.ndarray, event_of: np.ndarray, key_source: np.ndarray,
                     rows: np.ndarray, compose: bool, events: int,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool, bool]:  # pragma: no cover
-    """The kept objects in the likely order ``hint`` (positions, event numbers, sort keys, read
-    through ``rows`` with ``compose``), the offsets of their events, whether the keys break the
-    descending order anywhere (ties by position) and whether one is NaN: the numpy tier's
-    ``select_objects`` gathers, compressions, count and order check as four tight loops."""
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:  # pragma: no cover - compiled
+    """The kept objects in the likely order ``hint``, sorted by key (read through ``rows`` with
+    ``compose``) descending within each event, ties by position: their positions, event numbers
+    and the offsets of their events, and whether a key is NaN (then nothing else is valid: numpy
+    decides). Each kept object is inserted into its event's objects so far, which are sorted:
+    in the likely order it stays where it is, so an event already in order costs one comparison
+    per object (the numpy tier: gathers, compressions, a count, an order check and a lexsort of
+    the events out of order)."""
     n = len(hint)
     index = np.empty(n, np.int64)
     event = np.empty(n, np.int64)
@@ -116,17 +119,32 @@ def select_in_order(hint: np.ndarray, keep: np.ndarray, event_of: np.ndarray, ke
         m += int(keep[j])
     key = np.empty(m, key_source.dtype)
     offsets = np.zeros(events + 1, np.int64)
+    start = 0
+    last_e = -1
+    last_k = key_source.dtype.type(0)
+    last_j = 0
     for q in range(m):
         j = index[q]
-        key[q] = key_source[rows[j]] if compose else key_source[j]
-        offsets[event[q] + 1] += 1
-    wrong = False
-    for q in range(1, m):
-        out_of_order = (key[q] > key[q - 1]) | ((key[q] == key[q - 1]) & (index[q] < index[q - 1]))
-        wrong |= out_of_order & (event[q] == event[q - 1])
-    nan = False
-    for q in range(m):
-        nan |= key[q] != key[q]
+        k = key_source[rows[j]] if compose else key_source[j]
+        if k != k:
+            return index[:m], event[:m], offsets, True
+        e = event[q]
+        if e != last_e:
+            start = q
+            last_e = e
+        offsets[e + 1] = q + 1 - start  # the event's count so far
+        if q > start and (last_k < k or (last_k == k and last_j > j)):  # out of order: insert
+            p = q
+            while p > start and (key[p - 1] < k or (key[p - 1] == k and index[p - 1] > j)):
+                key[p] = key[p - 1]
+                index[p] = index[p - 1]
+                p -= 1
+            key[p] = k
+            index[p] = j
+        else:  # in order: the event's last object
+            key[q] = k
+            last_k = k
+            last_j = j
     for e in range(events):
         offsets[e + 1] += offsets[e]
-    return index[:m], event[:m], key, offsets, wrong, nan
+    return index[:m], event[:m], offsets, False
