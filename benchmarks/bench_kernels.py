@@ -3,7 +3,7 @@
 Analyses one 100,000-event chunk of the hard benchmark input (benchmarks/hard_input.py) with
 every variation and the compiled tier loaded, records every call of each kernel's caller
 (``select_objects`` with the nominal order's hint, ``StagedCorrection.evaluate``, a JES source's
-formula), then replays the same calls once in the numpy tier and once compiled, checks that the
+formula, the ``mtt`` observable), then replays the same calls once in the numpy tier and once compiled, checks that the
 results are identical bit for bit and prints both times and their ratio (a kernel is kept only
 while it is at least 2x faster than the numpy code it replaces), then the cost of loading the
 kernels in a fresh process (importing numba and the kernels from numba's cache) and the whole
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_variations as bv
 import hard_input
 
-from intccms.physics import compiled, jagged
+from intccms.physics import compiled, functors, jagged, observables
 from intccms.physics.corrections import jes_table
 from intccms.physics.corrections.staged_table import StagedCorrection
 from intccms.storage import open_source
@@ -44,9 +44,15 @@ LOAD = ("import time; t = time.process_time(); from intccms.physics import compi
 
 def _record(ana: Any, columns: Any) -> dict[str, list[Callable[[], Any]]]:
     """Each kernel's calls of one chunk, as replays of their callers."""
-    calls: dict[str, list[Callable[[], Any]]] = {"select_in_order": [], "staged_cubic": [], "jes_formula": []}
+    calls: dict[str, list[Callable[[], Any]]] = {"select_in_order": [], "staged_cubic": [], "jes_formula": [],
+                                                 "mtt": []}
     select, evaluate = jagged.select_objects, StagedCorrection.evaluate
     source = jes_table.JesLookup.source
+    mtt = observables.mtt
+
+    def spy_mtt(*args: Any) -> Any:
+        calls["mtt"].append(lambda: mtt(*args))
+        return mtt(*args)
 
     def spy_select(objects: Any, keep: Any, sort_by: Any = None) -> Any:
         if sort_by is not None and objects.order is not None and objects.order[0] == sort_by:
@@ -69,9 +75,13 @@ def _record(ana: Any, columns: Any) -> dict[str, list[Callable[[], Any]]]:
     jes_table.JesLookup.source = spy_source  # type: ignore[method-assign]
     select_jets_module = sys.modules["intccms.physics.objects"]
     select_jets_module.select_objects = spy_select  # type: ignore[attr-defined]
+    observables.mtt = spy_mtt  # type: ignore[assignment]
+    functors.import_function.cache_clear()  # the configured path resolves to the spy
     try:
         ana.run(columns)
     finally:
+        observables.mtt = mtt  # type: ignore[assignment]
+        functors.import_function.cache_clear()
         jagged.select_objects = select
         select_jets_module.select_objects = select  # type: ignore[attr-defined]
         StagedCorrection.evaluate = staticmethod(evaluate)  # type: ignore[method-assign]

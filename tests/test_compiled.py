@@ -133,6 +133,7 @@ def test_a_chunk_with_every_variation_fills_the_same_histograms_in_both_tiers(
     assert calls["staged_cubic"] > 50  # the nominal fill's and every JES fill's b-tag weights
     assert calls["jes_formula"] == 27  # every JES source once, for its up and down fills
     assert calls["select_in_order"] == 55  # the jets of the nominal and every JES fill (hinted)
+    assert calls["mtt"] == 55  # the observable of every fill
     assert compiled_result.cutflow == numpy_result.cutflow
     assert sorted(compiled_result.hists) == sorted(numpy_result.hists)
     for key, hist in numpy_result.hists.items():

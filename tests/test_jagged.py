@@ -8,7 +8,7 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from intccms.physics import cuts, objects, observables
+from intccms.physics import compiled, cuts, objects, observables
 from intccms.physics.jagged import (
     FlatCollection,
     TakenFields,
@@ -105,6 +105,33 @@ def test_leading_fields_and_mtt_match_the_generic_path() -> None:
     fast = observables.mtt(jets, jets, jets, met)
     slow = observables.mtt(_generic(jets), _generic(jets), _generic(jets), met)
     np.testing.assert_allclose(fast, slow, rtol=0, atol=0)
+
+
+def test_mtt_of_a_fills_events_is_the_same_in_both_tiers(tier: Counter[str] | None) -> None:
+    """As a fill computes it: one muon and one fat jet per candidate event, the selected jets and
+    MET, all taken for the fill's events; the parts from the candidates are computed once."""
+    rng = np.random.default_rng(8)
+    jets = objects.select_jets(_jets(seed=6, n_events=3000))
+    n = len(jets)
+
+    def one_each(mass: float) -> ak.Array:
+        return from_flat(np.arange(n + 1), {"pt": rng.exponential(100.0, n) + 50.0, "eta": rng.uniform(-2.4, 2.4, n),
+                                            "phi": rng.uniform(-np.pi, np.pi, n), "mass": np.full(n, mass)})
+
+    muons, fatjets = one_each(0.105), one_each(172.5)
+    met = ak.zip({"pt": rng.exponential(80.0, n), "phi": rng.uniform(-np.pi, np.pi, n)})
+    mask = (np.asarray(ak.num(jets)) > 0) & (rng.uniform(size=n) < 0.7)
+
+    def fill() -> np.ndarray:
+        return observables.mtt(*(take_events(v, mask) for v in (muons, fatjets, jets, met)))
+
+    got = fill()
+    with compiled.numpy_tier():
+        want = fill()
+    generic = observables.mtt(*(v[mask] for v in (muons, fatjets, _generic(jets), met)))
+    assert got.tobytes() == want.tobytes()
+    np.testing.assert_array_equal(got, generic)
+    assert tier is None or tier["mtt"] == 1
 
 
 def test_leading_of_an_empty_event_is_an_error_naming_the_object() -> None:

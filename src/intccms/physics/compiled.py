@@ -3,8 +3,9 @@ events to repay loading them.
 
 :mod:`intccms.physics.kernels` runs the per-jet steps that cost a JES fill most in numpy passes
 as a few tight loops: the selection of jets in the nominal order, the b-tag table's lookup and
-cubic (~30 passes) and each JES source's formula (``benchmarks/bench_kernels.py``), 15-20 % of a
-chunk with every variation (``bench_variations.py --tier``). Loading them
+cubic (~30 passes), each JES source's formula and the ``mtt`` observable
+(``benchmarks/bench_kernels.py``), about 20 % of a chunk with every variation
+(``bench_variations.py --tier``). Loading them
 costs a fresh process ~1-1.5 s of CPU (importing numba, its extensions and the kernels from
 numba's cache; compiling them the first time on a machine takes a few seconds more). A short
 job on many workers would lose more than it gains, so, as in a JIT's second tier, a process

@@ -360,9 +360,20 @@ def per_event(func: Callable[[Any], np.ndarray], value: Any) -> np.ndarray:
     values ``func(value)`` gives. Where ``func`` fails on the parent (it may need what only the
     channel's events have), it runs on ``value``.
     """
+    known = of_parent(func, value)
+    if known is None:
+        return np.asarray(func(value))
+    result, mask = known
+    return result.take(np.flatnonzero(mask), axis=-1)
+
+
+def of_parent(func: Callable[[Any], np.ndarray], value: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """``func`` of the parent ``value`` was taken from (computed once per parent) and the mask
+    that took it, or ``None`` where ``value`` was not taken or ``func`` fails on the parent:
+    :func:`per_event` without the final pick, for a caller that picks the events itself."""
     link = getattr(value, "_intccms_taken", None)
     if link is None or link[0] is not value.layout:
-        return np.asarray(func(value))
+        return None
     _, parent, mask = link
     memo: dict[Callable[[Any], np.ndarray], np.ndarray | None] | None = getattr(parent, "_intccms_per_event", None)
     if memo is None:
@@ -374,9 +385,7 @@ def per_event(func: Callable[[Any], np.ndarray], value: Any) -> np.ndarray:
         except ValueError:
             memo[func] = None
     result = memo[func]
-    if result is None:
-        return np.asarray(func(value))
-    return result.take(np.flatnonzero(mask), axis=-1)
+    return None if result is None else (result, mask)
 
 
 def _take_events(value: Any, mask: np.ndarray) -> Any:
@@ -473,8 +482,13 @@ def field_function(func: Callable[[np.ndarray], np.ndarray], fields: Mapping[str
     """
     if not isinstance(fields, TakenFields):
         return func(np.asarray(fields[name], dtype=np.float64))
-    whole = of_same_arrays(func, (fields.source[name],), lambda source: func(np.asarray(source, dtype=np.float64)))
-    return whole.take(fields.rows)
+    return of_source(func, fields, name).take(fields.rows)
+
+
+def of_source(func: Callable[[np.ndarray], np.ndarray], fields: TakenFields, name: str) -> np.ndarray:
+    """``func`` of the whole field of the parent ``fields`` were taken from, as float64, once
+    per parent array (what :func:`field_function` picks from). Do not modify the result."""
+    return of_same_arrays(func, (fields.source[name],), lambda source: func(np.asarray(source, dtype=np.float64)))
 
 
 def leading_objects(objects: Any, what: str) -> Mapping[str, np.ndarray] | None:
