@@ -3,7 +3,7 @@
 Analyses one 100,000-event chunk of the hard benchmark input (benchmarks/hard_input.py) with
 every variation and the compiled tier loaded, records every call of each kernel's caller
 (``select_objects`` with the nominal order's hint, ``StagedCorrection.evaluate``, a JES source's
-formula, the ``mtt`` observable), then replays the same calls once in the numpy tier and once compiled, checks that the
+formula, the ``mtt`` observable, the b-tag table's preparation of a chunk's jets), then replays the same calls once in the numpy tier and once compiled, checks that the
 results are identical bit for bit and prints both times and their ratio (a kernel is kept only
 while it is at least 2x faster than the numpy code it replaces), then the cost of loading the
 kernels in a fresh process (importing numba and the kernels from numba's cache) and the whole
@@ -34,7 +34,7 @@ import bench_variations as bv
 import hard_input
 
 from intccms.physics import compiled, functors, jagged, observables
-from intccms.physics.corrections import jes_table
+from intccms.physics.corrections import jes_table, staged_table
 from intccms.physics.corrections.staged_table import StagedCorrection
 from intccms.storage import open_source
 
@@ -45,7 +45,13 @@ LOAD = ("import time; t = time.process_time(); from intccms.physics import compi
 def _record(ana: Any, columns: Any) -> dict[str, list[Callable[[], Any]]]:
     """Each kernel's calls of one chunk, as replays of their callers."""
     calls: dict[str, list[Callable[[], Any]]] = {"select_in_order": [], "staged_cubic": [], "jes_formula": [],
-                                                 "mtt": []}
+                                                 "mtt": [], "split_bins": []}
+    split = staged_table._Walker._split
+
+    def spy_split(self: Any, objs: Any, step: Any) -> Any:
+        calls["split_bins"].append(lambda: split(self, objs, step))
+        return split(self, objs, step)
+
     select, evaluate = jagged.select_objects, StagedCorrection.evaluate
     source = jes_table.JesLookup.source
     mtt = observables.mtt
@@ -76,11 +82,13 @@ def _record(ana: Any, columns: Any) -> dict[str, list[Callable[[], Any]]]:
     select_jets_module = sys.modules["intccms.physics.objects"]
     select_jets_module.select_objects = spy_select  # type: ignore[attr-defined]
     observables.mtt = spy_mtt  # type: ignore[assignment]
+    staged_table._Walker._split = spy_split  # type: ignore[method-assign]
     functors.import_function.cache_clear()  # the configured path resolves to the spy
     try:
         ana.run(columns)
     finally:
         observables.mtt = mtt  # type: ignore[assignment]
+        staged_table._Walker._split = split  # type: ignore[method-assign]
         functors.import_function.cache_clear()
         jagged.select_objects = select
         select_jets_module.select_objects = select  # type: ignore[attr-defined]
@@ -90,8 +98,8 @@ def _record(ana: Any, columns: Any) -> dict[str, list[Callable[[], Any]]]:
 
 
 def _digest(result: Any) -> bytes:
-    if isinstance(result, tuple):
-        return b"".join(_digest(r) for r in result)
+    if isinstance(result, (tuple, list)):
+        return b"|".join(_digest(r) for r in result)
     view = jagged.flat_view(result)
     if view is not None:
         return view.offsets.tobytes() + b"".join(np.asarray(view.fields[k]).tobytes() for k in sorted(view.fields))

@@ -138,3 +138,30 @@ def test_a_chunk_with_every_variation_fills_the_same_histograms_in_both_tiers(
     assert sorted(compiled_result.hists) == sorted(numpy_result.hists)
     for key, hist in numpy_result.hists.items():
         assert compiled_result.hists[key].tobytes() == hist.tobytes(), key
+
+
+@pytest.mark.parametrize("flow", ["clamp", None])
+@pytest.mark.parametrize("objs_type", [np.int32, np.int64])
+def test_split_kernel_groups_as_numpy(fresh_tier: None, kernel_calls: Counter[str], flow: str | None,
+                                      objs_type: type[np.integer]) -> None:
+    """Values on, one step beside and within the window of every edge, beyond the edges, NaN and
+    infinities: the same objects in the same bins, in the same order (none next to an edge)."""
+    from intccms.physics.corrections.staged_table import EDGE_WINDOW, _Walker
+
+    rng = np.random.default_rng(4)
+    edges = (0.0, 0.8, 1.6, 2.5)
+    values = rng.uniform(-1.0, 3.5, 30_000)
+    on = np.array(edges)
+    values[:300] = rng.choice(np.concatenate([on, np.nextafter(on, 9.0), np.nextafter(on, -9.0),
+                                              on * (1 + 0.5 * EDGE_WINDOW) + 0.5 * EDGE_WINDOW]), 300)
+    values[300:310], values[310:320], values[320:330] = np.nan, np.inf, -np.inf
+    objs = np.sort(rng.choice(len(values), 20_000, replace=False)).astype(objs_type)
+    walker = _Walker(None, {"abseta": values}, None, {})  # type: ignore[arg-type]
+    step = ("abseta", edges, flow)
+    got = walker._split(objs, step)
+    assert kernel_calls["split_bins"] == 1
+    with compiled.numpy_tier(), np.errstate(invalid="ignore"):  # inf - inf: numpy's NaN fails the window test
+        want = walker._split(objs, step)
+    assert [g.tolist() for g in got] == [w.tolist() for w in want]
+    assert all(g.dtype == objs.dtype for g in got)
+    assert 0 < sum(len(w) for w in want) < len(objs)

@@ -227,8 +227,16 @@ class _Walker:
             self.walk(child, group, columns, (*here, k))
 
     def _split(self, objs: np.ndarray, step: tuple[Any, ...]) -> list[np.ndarray]:
-        """The objects going to each bin of a fixed binning (those next to an edge to none)."""
-        values = self.fixed[step[0]].take(objs)
+        """The objects going to each bin of a fixed binning (those next to an edge to none); in
+        one compiled pass where the process has the kernels."""
+        source = self.fixed[step[0]]
+        kernels = compiled.kernels()
+        if (kernels is not None and source.dtype == np.float64 and source.ndim == 1
+                and objs.dtype in (np.int32, np.int64)):
+            kept, bounds = kernels.split_bins(source, objs, np.asarray(step[1], dtype=np.float64), step[2] == "clamp",
+                                              EDGE_WINDOW)
+            return [kept[bounds[k]:bounds[k + 1]] for k in range(len(bounds) - 1)]
+        values = source.take(objs)
         edges = np.asarray(step[1])
         bins = len(edges) - 1
         index = np.searchsorted(edges, values, side="right") - 1
