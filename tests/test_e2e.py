@@ -151,6 +151,21 @@ def test_demo_histograms_reproduce_the_recorded_digest(two_era_run) -> None:
         assert got["digest"] == want["digest"]
 
 
+def test_workers_in_the_compiled_tier_fill_the_same_histograms(dask_client, demo_data, tmp_path, analysis_run) -> None:
+    """``workflow.compiled_kernels_after=0``: every worker loads the kernels before its first
+    chunk, and every bin of every variation is the same as in the numpy tier's run."""
+    from intccms.physics import compiled
+
+    res = _run(dask_client, demo_data, tmp_path, SMALL_2017, "workflow.compiled_kernels_after=0")
+    assert all(dask_client.run(lambda: compiled.kernels() is not None).values())
+    got = _hists(res.histograms_path)["histograms"]
+    want = _hists(analysis_run.histograms_path)["histograms"]
+    assert sorted(got) == sorted(want)
+    for channel, observables in want.items():
+        for name, hist in observables.items():
+            assert got[channel][name].view(flow=True).tobytes() == hist.view(flow=True).tobytes(), (channel, name)
+
+
 def test_year_decorrelation_after_merging_two_eras(dask_client, demo_data, tmp_path, analysis_run,
                                                    two_era_run) -> None:
     both = _hists(two_era_run.histograms_path)
