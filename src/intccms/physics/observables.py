@@ -100,9 +100,9 @@ def _mtt_compiled(muons: ak.Array, fatjets: ak.Array, lead: Mapping[str, np.ndar
     (muon, mask), (fatjet, fat_mask), (met_p3, met_mask) = parts  # type: ignore[misc]
     source, rows = lead.source, lead.rows
     pt, mass = source.get("pt"), source.get("mass")
-    arrays = (muon, fatjet, met_p3, pt, mass)
-    if (any(not isinstance(a, np.ndarray) or a.dtype != np.float64 for a in arrays) or rows.dtype != np.int64
-            or muon.shape[0] != 4 or fatjet.shape[0] != 4 or met_p3.shape[0] != 3
+    arrays = ((muon, 2), (fatjet, 2), (met_p3, 2), (pt, 1), (mass, 1))
+    if (any(not isinstance(a, np.ndarray) or a.dtype != np.float64 or a.ndim != ndim for a, ndim in arrays)
+            or rows.dtype != np.int64 or muon.shape[0] != 4 or fatjet.shape[0] != 4 or met_p3.shape[0] != 3
             or not (np.array_equal(mask, fat_mask) and np.array_equal(mask, met_mask))):
         return None
     return kernels.mtt(muon, fatjet, met_p3, np.flatnonzero(mask), rows, pt, mass, of_source(np.cos, lead, "phi"),
