@@ -1,13 +1,13 @@
 """The second tier of a worker process: compiled kernels, loaded once it has analysed enough
 events to repay loading them.
 
-:mod:`intccms.physics.kernels` runs the per-jet steps that cost a JES fill most in numpy passes
-as a few tight loops: the selection of jets in the nominal order, the b-tag table's lookup and
-cubic (~30 passes), each JES source's formula and the ``mtt`` observable
-(``benchmarks/bench_kernels.py``), about 20 % of a chunk with every variation
-(``bench_variations.py --tier``). Loading them
-costs a fresh process ~1-1.5 s of CPU (importing numba, its extensions and the kernels from
-numba's cache; compiling them the first time on a machine takes a few seconds more). A short
+:mod:`intccms.physics.kernels` runs the per-jet steps that cost a chunk with every variation
+most in numpy passes as a few tight loops: each JES fill's jet selection in the nominal order,
+b-tag table lookup and cubic (~30 passes) and ``mtt``; each JES source's formula; the b-tag
+table's split of the chunk's jets into bins (``benchmarks/bench_kernels.py``). Together about
+25-30 % less CPU per chunk (``bench_variations.py --tier``). Loading them costs a fresh
+process ~1.2 s of CPU (importing numba, its extensions and the kernels from numba's cache;
+compiling them the first time on a machine, ~3.5 s). A short
 job on many workers would lose more than it gains, so, as in a JIT's second tier, a process
 loads the kernels before its next chunk once it has analysed ``after`` events
 (``workflow.compiled_kernels_after``): a long job's workers run compiled, a short one's never
