@@ -144,8 +144,11 @@ def test_examples_equal_coffeas_own_runner(dask_client, demo_data: Path, tmp_pat
         root_h = f[f"{key}__{TT}"]
         np.testing.assert_allclose(root_h.values(), h[{"dataset": TT}].values(), rtol=1e-12)
         assert root_h.member("fXaxis").member("fTitle") == h.axes[1].label
-    # Per-worker metrics counted every event of the stage; the report has the stage.
-    assert sum(dask_client.run(_events_read, "processor").values()) - before == 28000
+    # Per-worker metrics counted every event of the stage. Dask runs a task at least once, and a
+    # chunk it ran a second time is metered again (one CI run of many metered one 2,000-event
+    # chunk twice, with no retry in the report); the report counts each chunk once.
+    metered = sum(dask_client.run(_events_read, "processor").values()) - before
+    assert metered in (28000, 28000 + CHUNK), metered
     assert result.summary["stage"] == "processor" and result.summary["events_read"] == 28000
     assert (tmp_path / "report" / "report.json").is_file()
 
