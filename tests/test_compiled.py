@@ -24,8 +24,9 @@ JSONPOG = SHARED / "jsonpog-integration"
 
 
 def _table(rng: np.random.Generator, cell_type: type[np.integer], objects: int) -> tuple[Cells, Prepared]:
-    """A random table of the staged form: 6 late edges (13 guards... positions), 40 leaves, each
-    object's leaf under every position (0: correctionlib's), a reference position per object."""
+    """A random table of the staged form: 6 late edges (12 guards, 13 positions among them), 40
+    leaves, each object's leaf under every position (0: correctionlib's), a reference position
+    per object."""
     edges = np.sort(rng.uniform(20.0, 300.0, 6))
     window = 1e-9 * (1.0 + np.abs(edges))
     guards = np.sort(np.concatenate([edges - window, edges + window]))
