@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,8 @@ def by_stages(btag: WeightCorrection, call: Call) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jsonpog", default=os.environ.get("INTCCMS_JSONPOG"))
-    parser.add_argument("--workdir", default="/tmp/speedbench")
+    parser.add_argument("--workdir", default=None,
+                        help="where the input is written and reused (default: a new private temporary folder)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     if not args.jsonpog:
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     setup = bv.Setup(Path(args.jsonpog))
     ana = setup.analysis("2017", ["*"])
     (btag,) = [w for w in ana.corrections.weights if w._staged is not None]  # type: ignore[union-attr]
-    path = hard_input.ensure_hard_input(Path(args.workdir) / "bench", 200_000, 2017, "2017", setup.thresholds("2017"))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="intccms-bench-"))
+    path = hard_input.ensure_hard_input(work / "bench", 200_000, 2017, "2017", setup.thresholds("2017"))
     with open_source(str(path)) as src:
         columns = src.read(ana.branches(), 0, 100_000)
     calls = record_calls(ana, columns)

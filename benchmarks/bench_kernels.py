@@ -22,6 +22,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,8 @@ def _digest(result: Any) -> bytes:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jsonpog", default=os.environ.get("INTCCMS_JSONPOG"))
-    parser.add_argument("--workdir", default="/tmp/speedbench")
+    parser.add_argument("--workdir", default=None,
+                        help="where the input is written and reused (default: a new private temporary folder)")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     if not args.jsonpog:
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
     setup = bv.Setup(Path(args.jsonpog), "compiled")
     ana = setup.analysis("2017", ["*"])
-    path = hard_input.ensure_hard_input(Path(args.workdir) / "bench", 200_000, 2017, "2017", setup.thresholds("2017"))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="intccms-bench-"))
+    path = hard_input.ensure_hard_input(work / "bench", 200_000, 2017, "2017", setup.thresholds("2017"))
     with open_source(str(path)) as src:
         columns = src.read(ana.branches(), 0, 100_000)
     calls = _record(ana, columns)
